@@ -1,0 +1,1 @@
+"""The analytic side: formula registries (conventions) and the dispatcher-level counter."""

@@ -1,0 +1,337 @@
+"""Count a model's forward pass at the dispatcher, on fake tensors: one row per aten op.
+
+Nothing real is computed: inputs become ``FakeTensor``s (shape, dtype, device and strides
+only), parameters are faked on first use, and a ``TorchDispatchMode`` above the fake mode
+records each op with its shapes, the innermost ``nn.Module`` it ran under (forward hooks,
+removed in ``finally``) and the parameters it read. Each record is priced by a convention's
+formula registry, and by ``torch.utils.flop_counter``'s own registry as an independent check.
+
+Bytes are the minimum traffic of the op as dispatched (seed 002's memory access cost): each
+tensor it reads counted once, each tensor it writes counted once, at the dtype's itemsize;
+broadcast (stride-0) dimensions are stored once; views move nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.flop_counter import flop_registry
+
+from harness.analytic.registry import Cost, FormulaRegistry, OpCall, TensorMeta
+from harness.dtypes import dtype_name, parse_dtype
+from harness.errors import CountError, SpecError
+
+aten = torch.ops.aten
+
+#: Ops that are bookkeeping, not work on data: never listed.
+_BOOKKEEPING = frozenset({aten.empty, aten.empty_like, aten.empty_strided, aten.sym_size,
+                          aten.sym_stride, aten.sym_numel, aten.sym_storage_offset,
+                          aten._local_scalar_dense, aten.lift_fresh, aten.lift_fresh_copy,
+                          aten.resize_, aten.set_})
+#: Ops that return a tensor sharing the input's storage although their schema does not say so.
+_UNSAFE_VIEWS = frozenset({aten._unsafe_view, aten.detach, aten.alias, aten._reshape_alias})
+
+COLUMNS = ["index", "op", "category", "module", "module_type", "input_shapes", "output_shapes",
+           "dtype", "flops", "macs", "params", "param_names", "bytes_read", "bytes_written",
+           "intensity", "counted", "flop_counter_flops", "flop_counter_agrees", "convention"]
+
+
+@dataclass(frozen=True, slots=True)
+class RawCall:
+    """One dispatched op as recorded, before any convention prices it."""
+
+    call: OpCall
+    module: str
+    module_type: str
+    param_names: tuple[str, ...]
+    params: int
+    bytes_read: int
+    bytes_written: int
+    flop_counter_flops: int | None
+    is_view: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One row of the count table: a :class:`RawCall` (or a module that dispatched no op)
+    priced under one convention."""
+
+    op: str
+    category: str
+    module: str
+    module_type: str
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    cost: Cost | None
+    params: int = 0
+    param_names: tuple[str, ...] = ()
+    bytes_read: int = 0
+    bytes_written: int = 0
+    flop_counter_flops: int | None = None
+
+    @classmethod
+    def of(cls, raw: RawCall, cost: Cost | None, category: str) -> OpRecord:
+        return cls(str(raw.call.op), category, raw.module, raw.module_type, tuple(raw.call.tensors),
+                   raw.call.outputs, cost, raw.params, raw.param_names, raw.bytes_read,
+                   raw.bytes_written, raw.flop_counter_flops)
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleCall:
+    """One ``nn.Module`` forward call: what module-level conventions (thop, ptflops, ...) price.
+
+    ``start``/``end`` delimit the raw calls (by index) that ran inside it.
+    """
+
+    path: str
+    module: nn.Module
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    start: int
+    end: int
+
+    @property
+    def is_leaf(self) -> bool:
+        return next(iter(self.module.children()), None) is None
+
+
+def _metas(value: Any) -> tuple[TensorMeta, ...]:
+    return tuple(TensorMeta.of(t) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
+
+
+class _ModuleStack:
+    """Forward pre/post hooks on every submodule; handles removed by :meth:`remove`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.stack: list[tuple[str, nn.Module, tuple[TensorMeta, ...], int]] = []
+        self.finished: list[ModuleCall] = []
+        self.position: Callable[[], int] = lambda: 0
+        self.handles = []
+        for name, mod in model.named_modules():
+            self.handles.append(mod.register_forward_pre_hook(self._push(name), with_kwargs=True))
+            self.handles.append(mod.register_forward_hook(self._pop, always_call=True))
+
+    def _push(self, name: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: Any, kwargs: Any) -> None:
+            self.stack.append((name, mod, _metas((args, kwargs)), self.position()))
+        return hook
+
+    def _pop(self, _mod: nn.Module, _args: Any, out: Any) -> None:
+        if self.stack:
+            name, mod, inputs, start = self.stack.pop()
+            self.finished.append(ModuleCall(name, mod, inputs, _metas(out), start, self.position()))
+
+    def current(self) -> tuple[str, nn.Module | None]:
+        return (self.stack[-1][0], self.stack[-1][1]) if self.stack else ("", None)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+class _Recorder(TorchDispatchMode):
+    """Records each op; knows nothing of conventions (they price records afterwards)."""
+
+    def __init__(self, modules: _ModuleStack | None, params: dict[int, tuple[str, int]]) -> None:
+        super().__init__()
+        self.modules = modules
+        self.params = params          # id(tensor) -> (parameter name, numel); views inherit
+        self.first_read: set[str] = set()
+        self.keep: list[Any] = []     # keep view outputs alive so their ids stay unique
+        self.calls: list[RawCall] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func.overloadpacket
+        if func.namespace == "prim" or packet in _BOOKKEEPING:
+            return out
+        is_view = func.is_view or packet in _UNSAFE_VIEWS
+        read_params = self._params_read(args, kwargs)
+        if is_view and read_params:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.params[id(t)] = self.params[id(_first_tensor(args))]
+                    self.keep.append(t)
+        bytes_read, bytes_written = (0, 0) if is_view else _traffic(func, args, kwargs, out)
+        path, mod = self.modules.current() if self.modules else ("", None)
+        call = OpCall(
+            op=packet,
+            args=tree_map(_meta, tuple(args)),
+            kwargs=tree_map(_meta, dict(kwargs)),
+            outputs=tuple(TensorMeta.of(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)),
+            module_class=type(mod) if mod is not None else None,
+            module_is_leaf=mod is not None and next(iter(mod.children()), None) is None,
+        )
+        self.calls.append(RawCall(
+            call=call, module=path, module_type=type(mod).__name__ if mod is not None else "",
+            param_names=() if is_view else tuple(n for n, _ in read_params),
+            params=0 if is_view else self._first_reads(read_params),
+            bytes_read=bytes_read, bytes_written=bytes_written,
+            flop_counter_flops=_independent(func, args, kwargs, out), is_view=is_view))
+        return out
+
+    def _first_reads(self, read: list[tuple[str, int]]) -> int:
+        """Numel of the parameters this op is the first to read (so the column sums to the
+        model's parameters used in the forward pass, shared weights once)."""
+        new = [(n, k) for n, k in read if n not in self.first_read]
+        self.first_read.update(n for n, _ in new)
+        return sum(k for _, k in new)
+
+    def _params_read(self, args: Any, kwargs: Any) -> list[tuple[str, int]]:
+        found = [self.params[id(t)] for t in tree_flatten((args, kwargs))[0]
+                 if isinstance(t, torch.Tensor) and id(t) in self.params]
+        return list(dict.fromkeys(found))
+
+
+def _first_tensor(args: Any) -> torch.Tensor:
+    return next(t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor))
+
+
+def _meta(v: Any) -> Any:
+    return TensorMeta.of(v) if isinstance(v, torch.Tensor) else v
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return TensorMeta.of(t).distinct_numel * t.element_size()
+
+
+def _traffic(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> tuple[int, int]:
+    """Bytes read (every tensor argument except write-only out= ones) and written (outputs and
+    mutated arguments), each distinct tensor once."""
+    schema = func._schema
+    read: dict[int, torch.Tensor] = {}
+    written: dict[int, torch.Tensor] = {}
+    bound = list(zip(schema.arguments, args)) + [(a, kwargs[a.name]) for a in schema.arguments
+                                                 if a.name in kwargs]
+    for arg, value in bound:
+        tensors = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+        for t in tensors:
+            if not arg.is_out:
+                read[id(t)] = t
+            if arg.alias_info is not None and arg.alias_info.is_write:
+                written[id(t)] = t
+    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    for ret, t in zip(schema.returns, outs):
+        if ret.alias_info is None:
+            written[id(t)] = t
+    if len(outs) > len(schema.returns):  # Tensor[] returns
+        for t in outs:
+            written.setdefault(id(t), t)
+    return sum(map(_nbytes, read.values())), sum(map(_nbytes, written.values()))
+
+
+def _independent(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> int | None:
+    """torch.utils.flop_counter's count for this op, or None where it has no formula."""
+    formula = flop_registry.get(func.overloadpacket)
+    if formula is None:
+        return None
+    try:
+        return int(formula(*args, **kwargs, out_val=out))
+    except Exception:  # its formula rejects an op variant it does not cover
+        return None
+
+
+# --- public entry point -------------------------------------------------------------------
+
+InputLike = torch.Tensor | Sequence[int] | torch.Size
+
+
+def _device_of(model: nn.Module | Callable[..., Any]) -> torch.device:
+    if isinstance(model, nn.Module):
+        for t in list(model.parameters()) + list(model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+def _make_input(x: Any, dtype: torch.dtype, device: torch.device, index: int) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (list, tuple, torch.Size)) and all(isinstance(s, int) for s in x):
+        for s in x:
+            if s <= 0:
+                raise SpecError(f"inputs[{index}]", tuple(x), "a shape of positive sizes")
+        return torch.empty(tuple(x), dtype=dtype, device=device)
+    return x  # non-tensor arguments (flags, None) pass through
+
+
+def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str | torch.dtype = "fp32",
+           **kwargs: Any) -> tuple[list[RawCall], list[ModuleCall]]:
+    """Run ``model(*inputs, **kwargs)`` on fake tensors: the op records and module calls, in order."""
+    torch_dtype = parse_dtype(dtype)
+    device = _device_of(model)
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    params: dict[int, tuple[str, int]] = {}
+    if isinstance(model, nn.Module):
+        for name, p in model.named_parameters(remove_duplicate=False):
+            params.setdefault(id(p), (name, p.numel()))
+    modules = _ModuleStack(model) if isinstance(model, nn.Module) else None
+    try:
+        with fake:
+            args = [_make_input(x, torch_dtype, device, i) for i, x in enumerate(inputs)]
+        recorder = _Recorder(modules, params)
+        if modules is not None:
+            modules.position = lambda: len(recorder.calls)
+        with fake, recorder, torch.no_grad():
+            model(*args, **kwargs)
+    except SpecError:
+        raise
+    except Exception as e:
+        raise CountError(f"counting failed while tracing the forward pass on fake tensors: "
+                         f"{type(e).__name__}: {e}") from e
+    finally:
+        if modules is not None:
+            modules.remove()
+    module_calls = sorted(modules.finished, key=lambda m: m.start) if modules is not None else []
+    return recorder.calls, module_calls
+
+
+def to_frame(records: Sequence[OpRecord], convention: str) -> pd.DataFrame:
+    """Records -> the count table (columns: :data:`COLUMNS`, documented in the README)."""
+    rows = []
+    for i, r in enumerate(records):
+        tensors = list(r.inputs) + list(r.outputs)
+        dtype = next((t.dtype for t in tensors if t.dtype.is_floating_point),
+                     tensors[0].dtype if tensors else None)
+        total_bytes = r.bytes_read + r.bytes_written
+        flops = r.cost.flops if r.cost is not None else None
+        rows.append({
+            "index": i,
+            "op": r.op,
+            "category": r.category,
+            "module": r.module,
+            "module_type": r.module_type,
+            "input_shapes": ", ".join(str(t) for t in r.inputs),
+            "output_shapes": ", ".join(str(t) for t in r.outputs),
+            "dtype": dtype_name(dtype) if dtype is not None else "",
+            "flops": flops,
+            "macs": r.cost.macs if r.cost is not None else None,
+            "params": r.params,
+            "param_names": ",".join(r.param_names),
+            "bytes_read": r.bytes_read,
+            "bytes_written": r.bytes_written,
+            "intensity": (flops / total_bytes) if flops is not None and total_bytes else None,
+            "counted": r.cost is not None,
+            "flop_counter_flops": r.flop_counter_flops,
+            "flop_counter_agrees": (None if r.flop_counter_flops is None or flops is None
+                                    else flops == r.flop_counter_flops),
+            "convention": convention,
+        })
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("flops", "macs", "flop_counter_flops"):
+        frame[col] = frame[col].astype("Int64")
+    for col in ("params", "bytes_read", "bytes_written", "index"):
+        frame[col] = frame[col].astype("int64")
+    frame["intensity"] = frame["intensity"].astype("Float64")
+    frame["flop_counter_agrees"] = frame["flop_counter_agrees"].astype("boolean")
+    frame["counted"] = frame["counted"].astype(bool)
+    return frame

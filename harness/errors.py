@@ -1,0 +1,29 @@
+"""Domain exceptions: every message names the field, the value and what was expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LayerbenchError(Exception):
+    """Base class of every error layerbench raises on purpose."""
+
+
+class SpecError(LayerbenchError, ValueError):
+    """An invalid layer parameter, input shape or dtype, caught before any tensor is allocated.
+
+    Args:
+        field: the parameter's name as the user wrote it (``groups``, ``input``, ``dtype``).
+        value: the offending value.
+        expected: what a valid value looks like, in words.
+        where: the layer or file the field belongs to (``conv2d``, ``suites/conv.toml``).
+    """
+
+    def __init__(self, field: str, value: Any, expected: str, where: str | None = None) -> None:
+        self.field, self.value, self.expected, self.where = field, value, expected, where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{field}={value!r} is invalid: expected {expected}")
+
+
+class CountError(LayerbenchError, RuntimeError):
+    """The model's forward pass could not be traced on fake tensors."""
