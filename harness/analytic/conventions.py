@@ -40,6 +40,8 @@ class Convention:
         ops: op-level formulas (module-level conventions: for ops outside priced modules).
         inside_ops: formulas for ops that ran inside a priced module (default: they cost 0,
             the module's rule having priced its work).
+        per_sample_modules: module rules' costs are divided by the batch size of the root
+            module's first input (ptflops reports hooked modules "per image", functionals not).
         modules: module class -> rule (module-level conventions only).
         subclasses: rules also apply to subclasses (torchstat's ``isinstance``) instead of the
             exact class (thop's and ptflops' ``type(m) in mapping``).
@@ -54,6 +56,7 @@ class Convention:
     subclasses: bool = False
     leaf_only: bool = False
     inside_ops: FormulaRegistry | None = None
+    per_sample_modules: bool = False
 
     def _rule(self, module: nn.Module) -> ModuleRule | None:
         if self.subclasses:
@@ -66,6 +69,7 @@ class Convention:
         op_costs = [self._op_cost(raw, self.ops) for raw in calls]
         priced = [(mc, rule) for mc in module_calls
                   if (rule := self._rule(mc.module)) is not None and (mc.is_leaf or not self.leaf_only)]
+        divisor = _root_batch(module_calls) if self.per_sample_modules else 1
         inside = [False] * len(calls)
         extra: dict[int, Cost] = {}
         silent: list[tuple[ModuleCall, Cost | None]] = []
@@ -73,6 +77,8 @@ class Convention:
             for i in range(mc.start, mc.end):
                 inside[i] = True
             cost = rule(mc)
+            if cost is not None and divisor != 1:
+                cost = Cost(cost.flops // divisor, cost.macs // divisor)
             if mc.start < mc.end:
                 extra[mc.start] = _add(extra.get(mc.start), cost)
             else:
@@ -99,6 +105,13 @@ class Convention:
         if entry is None:
             return None, "uncounted"
         return entry.formula(raw.call), entry.category
+
+
+def _root_batch(module_calls: Sequence[ModuleCall]) -> int:
+    root = next((mc for mc in module_calls if mc.path == ""), None)
+    if root is None or not root.inputs or not root.inputs[0].shape:
+        return 1
+    return root.inputs[0].shape[0]
 
 
 def _category(raw: RawCall) -> str:

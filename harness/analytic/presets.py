@@ -246,8 +246,9 @@ def _pt_elementwise(call: OpCall) -> Cost:
 
 register_convention(Convention(
     "ptflops", "ptflops get_model_complexity_info (pytorch backend, count_functional=True): "
-               "MACs of hooked modules plus patched functionals and tensor ops",
-    "macs", PTFLOPS_OPS, _PTFLOPS, inside_ops=PTFLOPS_FUNCTIONAL))
+               "MACs of hooked modules per sample (divided by the batch) plus patched functionals "
+               "and tensor ops for the whole batch",
+    "macs", PTFLOPS_OPS, _PTFLOPS, inside_ops=PTFLOPS_FUNCTIONAL, per_sample_modules=True))
 
 
 # --- torchinfo (torchinfo/layer_info.py LayerInfo.calculate_macs; leaf layers summed) ---------
