@@ -231,6 +231,14 @@ class ConvSpec(LayerSpec):
             raise SpecError("input", "x".join(map(str, x)),
                             f"{self.in_channels} channels in dim 1 (in_channels={self.in_channels})", self.kind)
         if self.transposed:
+            # out = (in - 1) * s - 2p + d * (k - 1) + output_padding + 1 (torch.nn.ConvTranspose docs)
+            for size, s, p, eff, op in zip(x[2:], self.stride, self.padding, self.effective_kernel(),
+                                           self.output_padding):
+                out = (size - 1) * s - 2 * p + eff + op
+                if out <= 0:
+                    raise SpecError("padding", self.padding,
+                                    f"a padding that leaves a positive output size (got {out} from input {size})",
+                                    self.kind)
             return
         pads = (0,) * self.ndim if self.padding == "valid" else (
             tuple((e - 1) // 2 for e in self.effective_kernel()) if self.padding == "same" else self.padding)

@@ -34,9 +34,15 @@ from math import ceil, prod
 
 import torch
 
-from harness.analytic.registry import Cost, FormulaRegistry, OpCall, TensorMeta
+from harness.analytic.registry import Cost, Formula, FormulaRegistry, OpCall, TensorMeta
 
 aten = torch.ops.aten
+
+
+def ops(*names: str) -> list[torch._ops.OpOverloadPacket]:
+    """The aten ops of these names that this torch build has (newer ops are skipped on older torch)."""
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
 
 CANONICAL = FormulaRegistry(
     "canonical",
@@ -57,9 +63,8 @@ def products(macs: int) -> Cost:
 
 # --- products ---------------------------------------------------------------------------
 
-@register([aten.convolution, aten._convolution, aten.cudnn_convolution,
-           aten.cudnn_convolution_transpose, aten._slow_conv2d_forward,
-           aten.mkldnn_convolution, aten.convolution_overrideable], "conv")
+@register(ops("convolution", "_convolution", "cudnn_convolution", "cudnn_convolution_transpose",
+             "_slow_conv2d_forward", "mkldnn_convolution", "convolution_overrideable"), "conv")
 def convolution(call: OpCall) -> Cost:
     """Conv MACs = out.numel * (Cin/g) * prod(k); transposed: in.numel * (Cout/g) * prod(k) (seed 003)."""
     x, w = call.args[0], call.args[1]
@@ -109,22 +114,22 @@ def sdpa_macs(q: TensorMeta, k: TensorMeta, v: TensorMeta, causal: bool) -> int:
     return prod(batch) * attention_pairs(s_q, s_k, causal) * (d_qk + d_v)
 
 
-def _sdpa(causal_index: int, causal_name: str = "is_causal"):
+def _sdpa(causal_index: int, causal_name: str = "is_causal") -> Formula:
     def formula(call: OpCall) -> Cost:
         q, k, v = call.args[:3]
         return products(sdpa_macs(q, k, v, bool(call.arg(causal_index, causal_name, False))))
     return formula
 
 
-register([aten._scaled_dot_product_flash_attention,
-          aten._scaled_dot_product_flash_attention_for_cpu], "attention")(_sdpa(4))
-register(aten._scaled_dot_product_efficient_attention, "attention")(_sdpa(5))
-register(aten._scaled_dot_product_cudnn_attention, "attention")(_sdpa(6))
+register(ops("_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu"),
+         "attention")(_sdpa(4))
+register(ops("_scaled_dot_product_efficient_attention"), "attention")(_sdpa(5))
+register(ops("_scaled_dot_product_cudnn_attention"), "attention")(_sdpa(6))
 
 
 # --- elementwise and activations --------------------------------------------------------
 
-def per_element(flops_per_element: int):
+def per_element(flops_per_element: int) -> Formula:
     """Formula: a fixed number of FLOPs per output element."""
     def formula(call: OpCall) -> Cost:
         return Cost(flops=flops_per_element * call.out.numel)
@@ -157,7 +162,7 @@ def gelu(call: OpCall) -> Cost:
     return Cost(flops=(9 if approximate == "tanh" else 5) * call.out.numel)
 
 
-@register([aten._softmax, aten._log_softmax, aten._safe_softmax], "softmax")
+@register(ops("_softmax", "_log_softmax", "_safe_softmax"), "softmax")
 def softmax(call: OpCall) -> Cost:
     """5 per element: max, subtract, exp, sum, divide (log-softmax: log instead of divide)."""
     return Cost(flops=5 * call.out.numel)
@@ -170,9 +175,8 @@ AFFINE_FLOPS = 2  # scale and shift
 EVAL_BN_FLOPS = 2  # running statistics and affine fold into one scale-and-shift
 
 
-@register([aten.native_batch_norm, aten._native_batch_norm_legit,
-           aten._native_batch_norm_legit_functional, aten.cudnn_batch_norm,
-           aten.miopen_batch_norm], "norm")
+@register(ops("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+             "cudnn_batch_norm", "miopen_batch_norm"), "norm")
 def batch_norm(call: OpCall) -> Cost:
     x, weight = call.args[0], call.args[1]
     training = bool(call.arg(5, "training", False))
@@ -183,7 +187,7 @@ def batch_norm(call: OpCall) -> Cost:
     return Cost(flops=(STATS_FLOPS + (AFFINE_FLOPS if weight is not None else 0)) * x.numel)
 
 
-@register(aten._native_batch_norm_legit_no_training, "norm")
+@register(ops("_native_batch_norm_legit_no_training"), "norm")
 def batch_norm_eval(call: OpCall) -> Cost:
     return Cost(flops=EVAL_BN_FLOPS * call.args[0].numel)
 
@@ -200,7 +204,7 @@ def group_norm(call: OpCall) -> Cost:
     return Cost(flops=(STATS_FLOPS + (AFFINE_FLOPS if affine else 0)) * call.args[0].numel)
 
 
-@register(aten._fused_rms_norm, "norm")
+@register(ops("_fused_rms_norm"), "norm")
 def rms_norm(call: OpCall) -> Cost:
     """Square, accumulate, scale: 3 per element (+1 for the weight)."""
     affine = call.arg(2, "weight") is not None

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
-from harness.analytic.registry import Cost, FormulaRegistry, OpCall, TensorMeta
+from harness.analytic.registry import Cost, OpCall, TensorMeta
 from harness.dtypes import dtype_name, parse_dtype
 from harness.errors import CountError, SpecError
 
@@ -149,7 +149,7 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[Any] = []     # keep view outputs alive so their ids stay unique
         self.calls: list[RawCall] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func.overloadpacket

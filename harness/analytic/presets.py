@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import flop_registry
 
-from harness.analytic.canonical import CANONICAL, aten, convolution
+from harness.analytic.canonical import CANONICAL, aten, convolution, ops
 from harness.analytic.conventions import Convention, register_convention
 from harness.analytic.counter import ModuleCall
 from harness.analytic.registry import Cost, FormulaRegistry, OpCall, TensorMeta
@@ -92,7 +92,7 @@ def _fv_norm(numel: int, affine: bool) -> Cost:
     return _macs(numel * (5 if affine else 4))
 
 
-@FVCORE.register([aten.native_batch_norm, aten._native_batch_norm_legit_no_training], "norm")
+@FVCORE.register(ops("native_batch_norm", "_native_batch_norm_legit_no_training"), "norm")
 def _fv_batch_norm(call: OpCall) -> Cost:
     """batchnorm_flop_jit: training -> norm rule; eval -> numel * (2 if affine else 1)."""
     x, weight = call.args[0], call.args[1]

@@ -1,0 +1,42 @@
+"""nox sessions: ``tests``, ``lint``, ``bench-count``.
+
+The CPU sessions install torch from ``LAYERBENCH_TORCH`` (default ``torch==2.13.0``, the CPU
+build this project's CI uses) before the package, so pip does not pull a CUDA build of a
+newer torch. Set ``LAYERBENCH_TORCH=torch`` to take whatever your index serves.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+TORCH = os.environ.get("LAYERBENCH_TORCH", "torch==2.13.0")
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (peer counters installed, so the preset tests run)."""
+    _install(session, "test", "peers")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests, benchmarks and this file."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(name="bench-count")
+def bench_count(session: nox.Session) -> None:
+    """Print the analytic counter's speed and memory figures (ResNet-50, a 100 GB meta model)."""
+    _install(session)
+    session.run("python", "benchmarks/count_speed.py", *session.posargs)

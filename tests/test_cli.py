@@ -1,0 +1,56 @@
+"""The ``layerbench count`` command: formats, totals, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+CONV = ["count", "conv2d", "in=64", "out=128", "k=3", "s=2", "p=1", "g=1", "--input", "1x64x56x56"]
+
+
+def test_table_with_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(CONV + ["--dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
+    # 128*28*28 outputs x 64*9 MACs = 57,802,752; bf16 bytes: (1*64*56*56 + 128*64*9 + 128)*2 read
+    assert "57,802,752 MACs" in out and "115,605,504 FLOPs" in out
+    assert f"{(64 * 56 * 56 + 128 * 64 * 9 + 128) * 2:,} B read" in out
+    assert "bf16" in out
+
+
+def test_json_and_csv(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(CONV + ["--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["macs"] == 57_802_752 and doc["rows"][0]["op"] == "aten.convolution"
+    assert main(CONV + ["--format", "csv"]) == 0
+    from io import StringIO
+
+    frame = pd.read_csv(StringIO(capsys.readouterr().out))
+    assert int(frame["flops"].sum()) == 115_605_504
+
+
+def test_convention_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["count", "conv_transpose2d", "in=8", "out=4", "k=3", "s=2", "p=1", "op=1", "--input",
+                 "1x8x7x7", "--convention", "thop", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["macs"] == 4 * 14 * 14 * 8 * 9
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["count", "conv2d", "in=64", "out=128", "k=3", "g=3", "--input", "1x64x8x8"], "groups=3"),
+    (["count", "conv2d", "in=4", "out=4", "k=3", "--input", "1x4x8x8", "--dtype", "fp8"], "dtype='fp8'"),
+    (["count", "nosuch"], "layer='nosuch'"),
+])
+def test_bad_input_exits_2_with_message(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_console_script_entry_point() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "count", "sdpa", "heads=2", "seq=4", "d=8",
+                           "causal=1", "--format", "json"], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout)["totals"]["macs"] == 2 * (1 + 2 + 3 + 4) * (8 + 8)
