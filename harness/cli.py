@@ -11,8 +11,10 @@ import pandas as pd
 
 from harness.analytic.conventions import conventions
 from harness.count import count, totals
-from harness.errors import LayerbenchError
-from harness.spec import LAYERS, build_case, parse_layer
+from harness.dtypes import parse_dtype
+from harness.errors import LayerbenchError, SpecError
+from harness.spec import LAYERS, build_case, parse_layer, parse_shape
+from harness.zoo import MODELS
 
 #: Columns the ``table`` format shows (csv and json carry every column).
 TABLE_COLUMNS = ["op", "module", "input_shapes", "output_shapes", "dtype", "flops", "macs", "params",
@@ -53,8 +55,18 @@ def render_count(table: pd.DataFrame, fmt: str) -> str:
 
 
 def _cmd_count(args: argparse.Namespace) -> int:
-    spec = parse_layer(args.layer, args.params)
-    model, shapes, dtype = build_case(spec, args.input, args.dtype)
+    if args.model:
+        if args.layer:
+            raise SpecError("layer", args.layer, "no layer when --model is given")
+        model = MODELS[args.model](device="meta")
+        shapes = [parse_shape(s) for s in (args.input or ["1x3x224x224"])]
+        dtype = parse_dtype(args.dtype)
+        model = model.to(dtype)
+    else:
+        if not args.layer:
+            raise SpecError("layer", None, "a layer kind (e.g. conv2d) or --model NAME")
+        spec = parse_layer(args.layer, args.params)
+        model, shapes, dtype = build_case(spec, args.input, args.dtype)
     table = count(model, *shapes, convention=args.convention, dtype=dtype)
     print(render_count(table, args.format))
     return 0
@@ -65,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("count", help="analytic counts of one layer (FLOPs, MACs, params, bytes)",
                        epilog=_layer_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("layer", help="layer kind, e.g. conv2d, linear, sdpa (list below)")
+    p.add_argument("layer", nargs="?", help="layer kind, e.g. conv2d, linear, sdpa (list below)")
     p.add_argument("params", nargs="*", help="key=value parameters, e.g. in=64 out=128 k=3 s=2 p=1 g=1")
     p.add_argument("--input", action="append", metavar="SHAPE",
                    help="input shape such as 1x64x56x56 (repeat for several inputs)")
+    p.add_argument("--model", choices=sorted(MODELS), help="count a whole reference model instead of one layer "
+                   "(built on the meta device; --input defaults to 1x3x224x224)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16, bf16, ... (default fp32)")
     p.add_argument("--convention", default="canonical", choices=conventions())
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])

@@ -54,3 +54,10 @@ def test_console_script_entry_point() -> None:
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "count", "sdpa", "heads=2", "seq=4", "d=8",
                            "causal=1", "--format", "json"], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout)["totals"]["macs"] == 2 * (1 + 2 + 3 + 4) * (8 + 8)
+
+
+def test_whole_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["count", "--model", "resnet50", "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert totals["params"] == 25_557_032 and totals["flop_counter_disagreements"] == 0
+    assert main(["count", "conv2d", "--model", "resnet50"]) == 2

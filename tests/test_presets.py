@@ -191,3 +191,26 @@ def test_preset_disagreements_documented_in_readme() -> None:
     numel = 2 * 8 * 4 * 4
     assert preset(relu, shape, "ptflops")["macs"] == numel // 2 + numel
     assert preset(relu, (1, 8, 4, 4), "ptflops")["macs"] == 2 * (numel // 2)
+
+
+def test_resnet50_torchstat_sums_its_own_per_module_functions(resnet: nn.Module) -> None:
+    """torchstat.stat hooks every leaf module with compute_madd / compute_flops (batch 1)."""
+    pytest.importorskip("torchstat")
+    from torchstat.compute_flops import compute_flops
+    from torchstat.compute_madd import compute_madd
+
+    model = copy.deepcopy(resnet)
+    sums = {"madd": 0, "flops": 0}
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        sums["madd"] += int(compute_madd(m, inp[0], out))
+        sums["flops"] += int(compute_flops(m, inp[0], out))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        quiet(model, torch.randn(1, 3, 224, 224))
+    for h in handles:
+        h.remove()
+    tot = harness.totals(harness.count(resnet, (1, 3, 224, 224), convention="torchstat"))
+    assert (tot["flops"], tot["macs"]) == (sums["madd"], sums["flops"])
+    assert tot["flops"] == 8_222_923_800
