@@ -170,7 +170,6 @@ class _Recorder(TorchDispatchMode):
             kwargs=tree_map(_meta, dict(kwargs)),
             outputs=tuple(TensorMeta.of(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)),
             module_class=type(mod) if mod is not None else None,
-            module_is_leaf=mod is not None and next(iter(mod.children()), None) is None,
         )
         self.calls.append(RawCall(
             call=call, module=path, module_type=type(mod).__name__ if mod is not None else "",

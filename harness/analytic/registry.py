@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from harness.dtypes import dtype_name
-
 OpKey = torch._ops.OpOverloadPacket
 
 
@@ -41,20 +39,12 @@ class TensorMeta:
         return prod(self.shape)
 
     @property
-    def itemsize(self) -> int:
-        return torch.empty((), dtype=self.dtype, device="meta").element_size()
-
-    @property
     def distinct_numel(self) -> int:
         """Elements actually stored: broadcast (stride-0) dimensions hold one element."""
         return prod(s for s, st in zip(self.shape, self.stride) if st != 0 or s == 0)
 
     def __str__(self) -> str:
         return "x".join(map(str, self.shape)) if self.shape else "scalar"
-
-    @property
-    def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +60,6 @@ class OpCall:
     kwargs: Mapping[str, Any]
     outputs: tuple[TensorMeta, ...]
     module_class: type | None = None
-    module_is_leaf: bool = False
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """Positional argument ``index`` or keyword ``name`` (aten schemas allow both)."""
