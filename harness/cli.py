@@ -36,16 +36,15 @@ def _layer_help() -> str:
 
 def render_count(table: pd.DataFrame, fmt: str) -> str:
     """The count table and its totals as ``table``, ``csv`` or ``json`` text."""
-    tot = totals(table)
     if fmt == "csv":
         return table.to_csv(index=False)
+    t = totals(table)
     if fmt == "json":
         rows = json.loads(table.to_json(orient="records"))
-        return json.dumps({"rows": rows, "totals": json.loads(tot.to_json())}, indent=2)
+        return json.dumps({"rows": rows, "totals": json.loads(t.to_json())}, indent=2)
     shown = table[TABLE_COLUMNS].copy()
     shown["intensity"] = shown["intensity"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     body = shown.to_string(index=False, na_rep="-")
-    t = tot
     foot = (f"\ntotal ({t['convention']}): {t['flops']:,} FLOPs, {t['macs']:,} MACs, {t['params']:,} params, "
             f"{t['bytes_read']:,} B read, {t['bytes_written']:,} B written, intensity {t['intensity']:.2f} FLOP/B; "
             f"{t['ops']} ops, {t['uncounted_ops']} uncounted; torch.utils.flop_counter: "

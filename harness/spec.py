@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +109,6 @@ class LayerSpec:
     """Base of every spec: ``kind`` names the layer; subclasses add their parameters."""
 
     kind: str
-    dims: ClassVar[int] = 0  # spatial dims where the kind implies them
 
     @classmethod
     def keys(cls) -> dict[str, str]:
@@ -145,14 +144,25 @@ class LayerSpec:
         self.check_inputs(shapes)
         return shapes
 
+    def _bad_input(self, shapes: Shape | Sequence[Shape], expected: str) -> SpecError:
+        """The error for unusable input shapes: one shape as ``1x64x56x56``, several as a list."""
+        if shapes and isinstance(shapes[0], int):
+            value: str | list[str] = _shape_text(shapes)  # type: ignore[arg-type]
+        else:
+            value = [_shape_text(s) for s in shapes]  # type: ignore[union-attr]
+        return SpecError("input", value, expected, self.kind)
+
     def _need(self, shapes: Sequence[Shape], count: int) -> None:
         if len(shapes) != count:
-            raise SpecError("input", [("x".join(map(str, s))) for s in shapes],
-                            f"{count} input shape(s) for {self.kind}", self.kind)
+            raise self._bad_input(shapes, f"{count} input shape(s) for {self.kind}")
 
     def _rank(self, shape: Shape, rank: int, what: str) -> None:
         if len(shape) != rank:
-            raise SpecError("input", "x".join(map(str, shape)), f"a {rank}-d {what} shape", self.kind)
+            raise self._bad_input(shape, f"a {rank}-d {what} shape")
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(map(str, shape))
 
 
 def _spatial_dims(kind: str) -> int:
@@ -228,8 +238,7 @@ class ConvSpec(LayerSpec):
         (x,) = shapes
         self._rank(x, self.ndim + 2, "(N, C, *spatial)")
         if x[1] != self.in_channels:
-            raise SpecError("input", "x".join(map(str, x)),
-                            f"{self.in_channels} channels in dim 1 (in_channels={self.in_channels})", self.kind)
+            raise self._bad_input(x, f"{self.in_channels} channels in dim 1 (in_channels={self.in_channels})")
         if self.transposed:
             # out = (in - 1) * s - 2p + d * (k - 1) + output_padding + 1 (torch.nn.ConvTranspose docs)
             for size, s, p, eff, op in zip(x[2:], self.stride, self.padding, self.effective_kernel(),
@@ -279,8 +288,7 @@ class LinearSpec(LayerSpec):
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 1)
         if shapes[0][-1] != self.in_features:
-            raise SpecError("input", "x".join(map(str, shapes[0])),
-                            f"last dim = in_features ({self.in_features})", self.kind)
+            raise self._bad_input(shapes[0], f"last dim = in_features ({self.in_features})")
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         return nn.Linear(self.in_features, self.out_features, self.bias, device=device, dtype=dtype)
@@ -332,8 +340,7 @@ class MatmulSpec(LayerSpec):
         self._need(shapes, 2)
         a, b = shapes
         if a[-1] != b[-2 if len(b) > 1 else 0]:
-            raise SpecError("input", [("x".join(map(str, s))) for s in shapes],
-                            "inner dimensions that match (a[-1] == b[-2])", self.kind)
+            raise self._bad_input(shapes, "inner dimensions that match (a[-1] == b[-2])")
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         return _Fn(_MATMULS[self.kind], self.kind)
@@ -365,16 +372,15 @@ class NormSpec(LayerSpec):
         x = shapes[0]
         if self.kind == "layernorm":
             if x[-1] != self.channels:
-                raise SpecError("input", "x".join(map(str, x)), f"last dim = c ({self.channels})", self.kind)
+                raise self._bad_input(x, f"last dim = c ({self.channels})")
             return
         dims = _spatial_dims(self.kind)
         if dims:
             self._rank(x, dims + 2, "(N, C, *spatial)")
         if x[1] != self.channels:
-            raise SpecError("input", "x".join(map(str, x)), f"{self.channels} channels in dim 1", self.kind)
+            raise self._bad_input(x, f"{self.channels} channels in dim 1")
         if self.kind.startswith("batchnorm") and self.train and x[0] * (x[2] if len(x) > 2 else 1) < 2:
-            raise SpecError("input", "x".join(map(str, x)), "more than one value per channel in training",
-                            self.kind)
+            raise self._bad_input(x, "more than one value per channel in training")
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         kw = dict(device=device, dtype=dtype)
@@ -438,8 +444,7 @@ class ElementwiseSpec(LayerSpec):
         try:
             torch.broadcast_shapes(*shapes)
         except RuntimeError:
-            raise SpecError("input", [("x".join(map(str, s))) for s in shapes], "broadcastable shapes",
-                            self.kind) from None
+            raise self._bad_input(shapes, "broadcastable shapes") from None
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         return _Fn(torch.add if self.kind == "add" else torch.mul, self.kind)
@@ -532,8 +537,7 @@ class SDPASpec(LayerSpec):
         for s in shapes:
             self._rank(s, 4, "[batch, heads, seq, head_dim]")
         if q[-1] != k[-1] or k[-2] != v[-2] or q[0] != k[0]:
-            raise SpecError("input", [("x".join(map(str, s))) for s in shapes],
-                            "q, k sharing head_dim and k, v sharing seq", self.kind)
+            raise self._bad_input(shapes, "q, k sharing head_dim and k, v sharing seq")
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         causal = self.causal
@@ -582,8 +586,7 @@ class MHASpec(LayerSpec):
         self._need(shapes, 1)
         self._rank(shapes[0], 3, "[batch, seq, embed]")
         if shapes[0][-1] != self.embed_dim:
-            raise SpecError("input", "x".join(map(str, shapes[0])), f"last dim = embed ({self.embed_dim})",
-                            self.kind)
+            raise self._bad_input(shapes[0], f"last dim = embed ({self.embed_dim})")
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         mha = nn.MultiheadAttention(self.embed_dim, self.heads, bias=self.bias, batch_first=True,
