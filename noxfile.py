@@ -1,4 +1,4 @@
-"""nox sessions: ``tests``, ``lint``, ``bench-count``.
+"""nox sessions: ``tests``, ``lint``, ``bench-count``, ``bench-timer``, ``bench-gpu-timing``.
 
 The CPU sessions install torch from ``LAYERBENCH_TORCH`` (default ``torch==2.13.0``, the CPU
 build this project's CI uses) before the package, so pip does not pull a CUDA build of a
@@ -40,3 +40,17 @@ def bench_count(session: nox.Session) -> None:
     """Print the analytic counter's speed and memory figures (ResNet-50, a 100 GB meta model)."""
     _install(session)
     session.run("python", "benchmarks/count_speed.py", *session.posargs)
+
+
+@nox.session(name="bench-timer")
+def bench_timer(session: nox.Session) -> None:
+    """harness.measure vs torch.utils.benchmark on five CPU layers: ratio of medians, spread over 3 repeats."""
+    _install(session)
+    session.run("python", "benchmarks/timer_agreement.py", *session.posargs)
+
+
+@nox.session(name="bench-gpu-timing", python=False)
+def bench_gpu_timing(session: nox.Session) -> None:
+    """GPU timing evidence (ceilings vs datasheet, measure vs do_bench, graph mode) in the current
+    environment, which must have a CUDA torch and triton; fails with a clear message without a GPU."""
+    session.run("python", "benchmarks/gpu_timing.py", *session.posargs, env={"PYTHONPATH": "."})

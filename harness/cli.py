@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
+import torch
 
 from harness.analytic.conventions import conventions
 from harness.count import count, totals
+from harness.devices import MachineDescription, describe_machine
+from harness.devices.ceilings import Ceilings, calibrate, load_ceilings, machine_key
+from harness.devices.cpu import SIMD_FLAGS, describe_cpu
+from harness.devices.gpu import describe_gpus
+from harness.devices.peaks import Peak
 from harness.dtypes import parse_dtype
 from harness.errors import LayerbenchError, SpecError
 from harness.spec import LAYERS, build_case, parse_layer, parse_shape
@@ -71,6 +78,125 @@ def _cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
+def _si(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {prefix}{unit}"
+    return f"{v:.3g} {unit}"
+
+
+def _bytes(v: int | None) -> str:
+    if v is None:
+        return "-"
+    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if v >= scale:
+            return f"{v / scale:g} {suffix}"
+    return f"{v} B"
+
+
+def render_devices(m: MachineDescription, ceilings: Ceilings | None = None) -> str:
+    """``layerbench devices`` text: CPU, its formula peaks, GPUs, software, stored ceilings."""
+    c = m.cpu
+    simd = " ".join(f for f in SIMD_FLAGS if f in c.flags) or "-"
+    lines = [f"CPU   {c.brand} ({c.vendor}, family {c.family} model {c.model}), {c.arch}",
+             f"      {c.logical_cpus} logical CPUs, {c.physical_cores} physical cores, {c.usable_cpus} usable; "
+             f"clock {c.clock_ghz or 0:.3f} GHz",
+             f"      caches L1d {_bytes(c.l1d_bytes)}, L2 {_bytes(c.l2_bytes)}, L3 {_bytes(c.l3_bytes)}; "
+             f"SIMD {simd}; torch kernels {c.torch_capability}",
+             f"      torch threads {c.threads}; load average "
+             + (" ".join(f"{x:.2f}" for x in c.load_avg) if c.load_avg else "-")
+             + (f"; busy {c.busy_percent:.0f}%" if c.busy_percent is not None else "")]
+    peaks = []
+    for d in ("fp32", "fp64", "bf16", "fp16"):
+        p = c.peak(d)
+        if p is not None:
+            peaks.append(f"{d} {_si(p.flops, 'FLOP/s')}" + ("" if p.native else " (not native)"))
+    if peaks:
+        src = c.peak("fp32")
+        lines.append(f"      peak ({src.source if src else 'formula'}): " + ", ".join(peaks))
+    lines += [f"      warning: {w}" for w in c.warnings]
+    g = m.gpu
+    if not g.gpus:
+        lines.append("GPU   none")
+    for gpu in g.gpus:
+        cc = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "-"
+        lines.append(f"GPU {gpu.index} {gpu.name} (CC {cc}, {gpu.sm_count or '-'} SMs, L2 {_bytes(gpu.l2_bytes)}, "
+                     f"{_bytes(gpu.memory_total_bytes)}; from {gpu.source})")
+        lines.append(f"      SM clock {gpu.sm_clock_mhz or '-'} / max {gpu.sm_clock_max_mhz or '-'} MHz; memory clock "
+                     f"{gpu.mem_clock_mhz or '-'} / max {gpu.mem_clock_max_mhz or '-'} MHz; bus "
+                     f"{gpu.memory_bus_width_bits or '-'} bit")
+        lines.append(f"      power {gpu.power_draw_w or '-'} / limit {gpu.power_limit_w or '-'} W; "
+                     f"{gpu.temperature_c or '-'} C; clock reasons {','.join(gpu.clock_reasons) or 'none'}; "
+                     f"MIG {gpu.mig_mode if gpu.mig_mode is not None else '-'}")
+        pk = [f"{d} {_si(p.flops, 'FLOP/s')}" for d in ("fp32", "tf32", "fp16", "bf16")
+              if (p := gpu.peak(d)) is not None and p.native]
+        bw = gpu.peak("fp32")
+        if pk or bw:
+            lines.append(f"      peak: {', '.join(pk)}; memory {_si(bw.bandwidth if bw else None, 'B/s')}"
+                         f" ({bw.source if bw else '-'})")
+    lines += [f"      note: {n}" for n in g.notes]
+    lines.append(f"software  torch {g.torch_version}, CUDA {g.cuda_runtime or '-'}, cuDNN {g.cudnn_version or '-'}, "
+                 f"driver {g.driver_version or '-'}")
+    if ceilings is not None:
+        parts = [f"{e.dtype} {_si(e.value, 'FLOP/s')}" for e in ceilings.entries if e.kind == "compute"]
+        parts.append(f"copy {_si(ceilings.bandwidth, 'B/s')}")
+        lines.append(f"ceilings (measured {ceilings.measured_at}, {ceilings.key.get('threads', '-')} threads): "
+                     + ", ".join(parts))
+    else:
+        lines.append("ceilings  not measured for this machine and software: run `layerbench calibrate`")
+    return "\n".join(lines)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    m = describe_machine(check_load=not args.no_load)
+    stored = load_ceilings(machine_key("cpu"), args.store)
+    if args.format == "json":
+        print(json.dumps({"machine": dataclasses.asdict(m),
+                          "ceilings": stored.to_json() if stored else None}, indent=2, default=str))
+    else:
+        print(render_devices(m, stored))
+    return 0
+
+
+def render_ceilings(c: Ceilings, peak_of: Callable[[str], Peak | None]) -> str:
+    """``layerbench calibrate`` table: each ceiling beside the theoretical peak it is measured against."""
+    rows = []
+    for e in c.entries:
+        p = peak_of(e.dtype)
+        theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
+        unit = "FLOP/s" if e.kind == "compute" else "B/s"
+        rows.append({"ceiling": e.kind, "dtype": e.dtype if e.kind == "compute" else "-",
+                     "size": f"n={e.size}" if e.kind == "compute" else _bytes(e.size),
+                     "measured": _si(e.value, unit), "median": _si(e.median_s, "s"),
+                     "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
+                     "theoretical": _si(theo, unit) + ("" if p is None or p.native else " (not native)"),
+                     "of_theoretical": f"{e.value / theo:.0%}" if theo else "-"})
+    head = (f"{c.key.get('device_name')} ({c.key['device']}, {c.key.get('threads', '-')} threads), "
+            f"measured {c.measured_at}")
+    return head + "\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError("--device", args.device, "a CUDA device; torch sees none on this machine")
+    c = calibrate(args.device, dtypes, threads=args.threads, budget_s=args.budget, store=args.store,
+                  force=args.force)
+    if dev.type == "cpu":
+        cpu = describe_cpu(check_load=False)
+        def peak_of(d: str) -> Peak | None:
+            return cpu.peak(d, cores=min(args.threads or torch.get_num_threads(), cpu.cores_for_peak))
+    else:
+        gpu = next(g for g in describe_gpus().gpus if g.index == (dev.index or 0))
+        def peak_of(d: str) -> Peak | None:
+            return gpu.peak(d)
+    print(render_ceilings(c, peak_of))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convention", default="canonical", choices=conventions())
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.set_defaults(func=_cmd_count)
+
+    p = sub.add_parser("devices", help="describe this machine: CPU, GPUs, peaks, software, stored ceilings")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.add_argument("--no-load", action="store_true", help="skip the 0.2 s sample of how busy the CPUs are")
+    p.add_argument("--store", default=None, help="ceilings directory (default results/ceilings)")
+    p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("calibrate", help="measure the GEMM ceiling per dtype and the copy bandwidth; store them")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--dtype", default="fp32,bf16,fp16", help="comma-separated: fp32, tf32 (cuda), fp16, bf16")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--budget", type=float, default=3.0, help="seconds per measurement (default 3)")
+    p.add_argument("--store", default=None, help="ceilings directory (default results/ceilings)")
+    p.add_argument("--force", action="store_true", help="measure even if stored ceilings match")
+    p.set_defaults(func=_cmd_calibrate)
     return parser
 
 

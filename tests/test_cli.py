@@ -61,3 +61,37 @@ def test_whole_model(capsys: pytest.CaptureFixture[str]) -> None:
     totals = json.loads(capsys.readouterr().out)["totals"]
     assert totals["params"] == 25_557_032 and totals["flop_counter_disagreements"] == 0
     assert main(["count", "conv2d", "--model", "resnet50"]) == 2
+
+
+def test_devices_command(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert main(["devices", "--no-load", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU ") and "software  torch" in out
+    assert "layerbench calibrate" in out                       # nothing stored in tmp_path yet
+    assert main(["devices", "--no-load", "--format", "json", "--store", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["machine"]["cpu"]["logical_cpus"] >= 1 and doc["ceilings"] is None
+
+
+def test_calibrate_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["calibrate", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device='cuda'" in err and "CUDA device" in err
+
+
+def test_render_ceilings_against_peak() -> None:
+    from harness.cli import render_ceilings
+    from harness.devices.ceilings import Ceiling, Ceilings
+    from harness.devices.peaks import Peak
+
+    c = Ceilings(key={"device": "cpu", "device_name": "X", "threads": 2}, measured_at="now",
+                 entries=(Ceiling("compute", "fp32", 178e9, 2048, 0.0965, 0.014, 14),
+                          Ceiling("compute", "bf16", 1.26e9, 512, 0.213, 0.017, 15),
+                          Ceiling("memory", "fp32", 21.4e9, 256 * 2**20, 0.025, 0.15, 117)))
+    text = render_ceilings(c, lambda d: Peak(156.5e9, None, d == "fp32", "formula"))
+    assert "114%" in text                                      # 178 / 156.5
+    assert "(not native)" in text and "256 MiB" in text and "21.4 GB/s" in text
