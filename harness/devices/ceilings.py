@@ -91,8 +91,11 @@ def machine_key(device: str = "cpu", threads: int | None = None) -> dict[str, An
     key: dict[str, Any] = {"host": platform.node(), "device": dev.type, "torch": torch.__version__,
                            "cuda": torch.version.cuda}
     if dev.type == "cpu":
-        from harness.devices.cpu import cpuinfo
-        key["device_name"] = str(cpuinfo().get("brand_raw", platform.processor()))
+        from harness.devices.cpu import cpu_fingerprint, cpuinfo
+        info = cpuinfo()
+        key["device_name"] = str(info.get("brand_raw", platform.processor()))
+        # brand strings repeat across generations ("AMD EPYC" on Zen 1 and Zen 3 VMs): add the CPUID fingerprint
+        key["cpu_id"] = f"family {info.get('family')} model {info.get('model')} {cpu_fingerprint()}"
         key["threads"] = threads or torch.get_num_threads()
     else:
         index = dev.index or 0

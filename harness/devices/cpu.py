@@ -35,7 +35,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LAYERBENCH_CACHE", Path.home() / ".cache" / "layerbench"))
 
 
-def _cpuinfo_key() -> str:
+def cpu_fingerprint() -> str:
     """Fingerprint of the CPU as the kernel reports it: model, flags, count (not the clock)."""
     lines = []
     try:
@@ -54,7 +54,7 @@ def _cpuinfo_key() -> str:
 @functools.cache
 def cpuinfo() -> dict[str, Any]:
     """``cpuinfo.get_cpu_info()``, cached in the process and on disk (keyed by the CPU's fingerprint)."""
-    path = cache_dir() / f"cpuinfo-{_cpuinfo_key()}.json"
+    path = cache_dir() / f"cpuinfo-{cpu_fingerprint()}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
