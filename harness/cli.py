@@ -197,6 +197,63 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from harness.runner import parse_shard, run_suite
+    from harness.suite import load_suite
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    suite = load_suite(args.suite)
+    dtypes = [d.strip() for d in args.dtype.split(",")] if args.dtype else None
+    device = args.device or suite.devices[0]
+    n_cases = suite.count()
+    print(f"{suite.name}: {n_cases} cases x {len(dtypes) if dtypes else len(suite.dtypes)} dtypes on {device}"
+          + (f", shard {args.shard}" if args.shard else ""), file=sys.stderr)
+    summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
+                        shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
+                        progress=None if not args.quiet else False)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
+    print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
+          f"{summary.parquet}")
+    if args.plot and summary.parquet.exists():
+        from harness.report.plots import time_vs_flops
+        from harness.store import load_results
+        frame = load_results(summary.parquet)
+        if len(frame):
+            for path in time_vs_flops(frame, summary.run_dir / "time_vs_flops"):
+                print(f"plot: {path}")
+    if summary.interrupted:
+        print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from harness.store import load_results
+
+    frame = load_results(args.paths)
+    if frame.empty:
+        raise SpecError("paths", args.paths, "result files, run directories or globs that hold rows")
+    if "samples_s" in frame and not args.samples:
+        frame = frame.drop(columns=["samples_s"])
+    if args.csv == "-":
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        frame.to_csv(args.csv, index=False)
+        print(f"{len(frame)} rows -> {args.csv}")
+    return 0
+
+
+def _cmd_suites(args: argparse.Namespace) -> int:
+    from harness.suite import builtin_suites, load_suite
+
+    for name in builtin_suites():
+        s = load_suite(name)
+        print(f"{name:16} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} {s.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +284,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="ceilings directory (default results/ceilings)")
     p.add_argument("--force", action="store_true", help="measure even if stored ceilings match")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("run", help="run a suite on a device; rows stored as they are measured")
+    p.add_argument("suite", help="a built-in suite name (layerbench suites) or a .toml file")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the suite's first device)")
+    p.add_argument("--dtype", default=None, help="comma-separated dtypes, overriding the suite's (fp32,bf16)")
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--resume", action="store_true", help="continue the latest run of this suite/device/shard")
+    p.add_argument("--shard", default=None, metavar="K/N", help="take the K-th of N deterministic parts")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for timing")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the time-vs-FLOPs plot")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("export", help="export stored results as CSV")
+    p.add_argument("paths", nargs="+", help="run directories, Parquet files or globs")
+    p.add_argument("--csv", default="-", help="output file (default: stdout)")
+    p.add_argument("--samples", action="store_true", help="keep the raw samples column")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("suites", help="list the built-in suites")
+    p.set_defaults(func=_cmd_suites)
     return parser
 
 

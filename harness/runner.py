@@ -196,7 +196,8 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     from harness.devices.cpu import describe_cpu
     cpu = describe_cpu(check_load=True)
     for w in cpu.warnings:
-        log.warning(w)
+        if "other processes" in w:
+            log.warning(w)
     meta = {"run_id": run_id, "suite": suite.name, "suite_file": suite.path, "device": device,
             "device_name": _device_name(device), "shard": list(shard), "dtypes": dtypes, "argv": sys.argv,
             "git_commit": _git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),

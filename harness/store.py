@@ -48,6 +48,7 @@ class RunWriter:
         self.meta_path = self.dir / f"run-{label}.json"
         self.metadata = dict(metadata)
         self._write_meta()
+        _repair_journal(self.journal)
         self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
 
     def _write_meta(self) -> None:
@@ -83,6 +84,17 @@ class RunWriter:
         write_parquet(table, self.parquet, self.metadata)
         self.journal.unlink(missing_ok=True)
         return self.parquet
+
+
+def _repair_journal(path: Path) -> None:
+    """Cut a torn last line (a process killed mid-write) so that appended rows start on a fresh line."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def _json_default(v: Any) -> Any:

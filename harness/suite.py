@@ -243,7 +243,8 @@ class Sweep:
                 skip, spec = str(e), None
             except (KeyError, IndexError, ValueError) as e:
                 skip, spec = f"input template {self.input}: {e}", None
-        ident = json.dumps([self.family, self.layer, sorted((k, _plain(v)) for k, v in params), inputs, fmt], default=str)
+        ident = json.dumps([self.family, self.layer, sorted((k, _plain(v)) for k, v in params), inputs, fmt],
+                           default=str)
         case_id = hashlib.sha1(ident.encode()).hexdigest()[:16]
         return Case(case_id=case_id, suite=suite, family=self.family, layer=self.layer, params=params,
                     inputs=inputs, axes=axes, memory_format=fmt, dtypes=self.dtypes, skip=skip, spec=spec)
@@ -414,7 +415,8 @@ def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str
     seen: set[str] = set()
     for where, name in defined:
         if name in seen:
-            raise SuiteError(file, f"{p}{where}", name, "each name defined once (in params, axes, zip, derive or solve)")
+            raise SuiteError(file, f"{p}{where}", name,
+                             "each name defined once (in params, axes, zip, derive or solve)")
         seen.add(name)
         if name not in keys and name not in fields and name not in read:
             raise SuiteError(file, f"{p}{where}", name, f"a parameter of {layer} (" + ", ".join(sorted(keys))

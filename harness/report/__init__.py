@@ -1,0 +1,1 @@
+"""Rendering: plots and reports over the result table (reads tables only)."""

@@ -1,0 +1,158 @@
+"""The runner with a fake timer: rows for every case (failures and skips included), resume after
+SIGKILL, shards that merge into the uninterrupted table; the store's atomic files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.errors import SpecError
+from harness.runner import parse_shard, run_suite, work_items
+from harness.store import load_results, read_journal, read_metadata
+from harness.suite import parse_suite
+from harness.timing import Measurement
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUITE = {
+    "name": "tiny", "budget_s": 0.1,
+    "sweep": [
+        {"family": "relu", "layer": "relu", "input": "{b}x{c}", "axes": {"b": [1, 2, 4], "c": [8, 16]}},
+        {"family": "conv", "layer": "conv2d", "input": "1x{in}x6x6", "params": {"out": 4, "k": 3},
+         "axes": {"in": [4, 6], "g": [1, 4]}},                 # g=4 does not divide in=6: skipped
+    ],
+}
+
+
+def fake_measure(median=1e-3, fail_on=None, delay=0.0):
+    def m(fn, *, inputs, **kw):
+        if fail_on is not None and fail_on(inputs):
+            raise RuntimeError("injected failure")
+        fn(*inputs[0])                                          # the layer really runs once
+        time.sleep(delay)
+        return Measurement(device="cpu", timer="fake", mode="hot", samples_s=(median,) * 10, number=1,
+                           warmup_calls=0, warmup_s=0.0, estimate_s=median, sampling_s=0.01, threads=1,
+                           gc_paused=True, rotation=len(inputs), stop_reason="converged", target_rel_ci=0.01)
+    return m
+
+
+def test_rows_for_every_case_including_failures(tmp_path):
+    s = parse_suite(SUITE, "tiny.toml")
+    # fail every relu on a 4-row batch: its row records the error, the sweep goes on
+    r = run_suite(s, out=tmp_path, measure_fn=fake_measure(fail_on=lambda inputs: inputs[0][0].shape[0] == 4),
+                  progress=False)
+    df = load_results(r.run_dir)
+    assert len(df) == s.count() == 10
+    assert r.statuses == {"ok": 7, "error": 2, "skipped": 1}
+    err = df[df.status == "error"]
+    assert set(err["input_shapes"]) == {"4x8", "4x16"} and err["error"].str.contains("injected failure").all()
+    skip = df[df.status == "skipped"].iloc[0]
+    assert "groups=4" in skip["error"] and "in_channels=6" in skip["error"]
+    ok = df[df.status == "ok"]
+    relu = ok[(ok.layer == "relu") & (ok.input_shapes == "2x16")].iloc[0]
+    assert relu["flops"] == 32 and relu["bytes_read"] == 32 * 4 and relu["bytes_written"] == 32 * 4
+    conv = ok[(ok.layer == "conv2d") & (ok.ax_in == 4) & (ok.ax_g == 1)].iloc[0]
+    # 4 out channels x 4x4 outputs x (4 in x 3x3) = 2,304 MACs; FlopCounterMode: 2 x 2,304
+    assert conv["macs"] == 2304 and conv["flop_counter_flops"] == 4608 and conv["flop_counter_agrees"]
+    assert conv["time_median_s"] == 1e-3 and len(conv["samples_s"]) == 10
+    assert {"run_id", "suite", "git_commit", "torch_version", "device_name", "seed", "ax_in", "ax_g"} <= set(df)
+    meta = read_metadata(r.parquet)
+    assert meta["suite"] == "tiny" and meta["run_id"] == r.run_id and "finished" in meta
+    assert not list(r.run_dir.glob("rows-*.jsonl"))                     # journal folded into Parquet
+
+
+def test_cuda_without_device_is_a_clear_error(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SpecError, match="--device='cuda'.*torch sees none"):
+        run_suite(parse_suite(SUITE), device="cuda", out=tmp_path)
+
+
+def test_shards_partition_and_merge(tmp_path):
+    s = parse_suite(SUITE, "tiny.toml")
+    whole = {(c.case_id, d) for c, d in work_items(s, None, (1, 1))}
+    parts = [{(c.case_id, d) for c, d in work_items(s, None, (k, 3))} for k in (1, 2, 3)]
+    assert set.union(*parts) == whole and sum(map(len, parts)) == len(whole)
+    for k in (1, 2, 3):
+        run_suite(s, out=tmp_path, shard=(k, 3), measure_fn=fake_measure(), progress=False, run_id="tiny-cpu-x")
+    merged = load_results(tmp_path / "tiny-cpu-x")
+    assert len(merged) == 10 and merged["row_id"].is_unique
+    assert sorted(p.name for p in (tmp_path / "tiny-cpu-x").glob("*.parquet")) == \
+        ["part-1of3.parquet", "part-2of3.parquet", "part-3of3.parquet"]
+    with pytest.raises(SpecError, match="--shard"):
+        parse_shard("4/3")
+
+
+def test_resume_after_sigkill(tmp_path):
+    """A subprocess is killed with SIGKILL mid-sweep; --resume measures only what is missing."""
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(json_to_toml(SUITE))
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_runner import fake_measure
+        from harness.suite import load_suite
+        from harness.runner import run_suite
+        run_suite(load_suite({str(suite_file)!r}), out={str(tmp_path / 'res')!r},
+                  measure_fn=fake_measure(delay=0.3), progress=False, run_id="tiny-cpu-killed")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    journal = tmp_path / "res" / "tiny-cpu-killed" / "rows-1of1.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_journal(journal)) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = read_journal(journal)
+    assert 3 <= len(before) < 10, "the kill should land mid-sweep"
+    with open(journal, "a") as f:
+        f.write('{"row_id": "torn')                 # a write cut short by the kill
+    partial = load_results(tmp_path / "res")
+    assert len(partial) == len(before)              # readable, nothing lost, torn line ignored
+    from harness.suite import load_suite
+    r = run_suite(load_suite(suite_file), out=tmp_path / "res", resume=True, measure_fn=fake_measure(),
+                  progress=False)
+    assert r.run_id == "tiny-cpu-killed" and r.already_done == len(before)
+    assert sum(r.statuses.values()) == 10 - len(before)
+    final = load_results(tmp_path / "res")
+    clean = run_suite(load_suite(suite_file), out=tmp_path / "clean", measure_fn=fake_measure(), progress=False)
+    assert len(final) == len(load_results(clean.run_dir)) == 10
+    assert final["row_id"].is_unique and set(final["row_id"]) == set(load_results(clean.run_dir)["row_id"])
+
+
+def test_load_results_across_runs_and_export(tmp_path, capsys):
+    s = parse_suite(SUITE, "tiny.toml")
+    a = run_suite(s, out=tmp_path, measure_fn=fake_measure(1e-3), progress=False, run_id="tiny-cpu-a")
+    b = run_suite(s, out=tmp_path, measure_fn=fake_measure(2e-3), progress=False, run_id="tiny-cpu-b")
+    both = load_results(str(tmp_path / "tiny-cpu-*"))
+    assert len(both) == 20 and set(both["run_id"]) == {a.run_id, b.run_id}
+    assert both.groupby("run_id")["time_median_s"].max().to_dict() == {"tiny-cpu-a": 1e-3, "tiny-cpu-b": 2e-3}
+    from harness.cli import main
+    assert main(["export", str(tmp_path / "tiny-cpu-a"), "--csv", str(tmp_path / "a.csv")]) == 0
+    csv = pd.read_csv(tmp_path / "a.csv")
+    assert len(csv) == 10 and "samples_s" not in csv and "time_median_s" in csv
+
+
+def json_to_toml(d):
+    """Enough TOML for SUITE (flat values, inline tables, arrays of tables)."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return json.dumps(v)
+    lines = [f"{k} = {val(v)}" for k, v in d.items() if k != "sweep"]
+    for sw in d["sweep"]:
+        lines.append("[[sweep]]")
+        lines += [f"{k} = {val(v)}" for k, v in sw.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""Suite files: expansion (counts, zipped axes, ranges, derived and solved axes), skipped
+combinations with their reasons, and malformed files rejected before anything runs."""
+
+import time
+
+import pytest
+
+from harness.suite import SuiteError, builtin_suites, load_suite, parse_suite
+
+
+def suite(*sweeps, **top):
+    return parse_suite({"sweep": list(sweeps), **top}, "t.toml")
+
+
+def test_cross_product_zip_and_ranges():
+    s = suite({"layer": "conv2d", "input": "{batch}x{in}x{size}x{size}",
+               "params": {"out": 16, "batch": 1},
+               "axes": {"in": [8, 16], "size": {"start": 8, "stop": 32, "mul": 2}},   # 8, 16, 32
+               "zip": {"k": [1, 3, 5], "p": [0, 1, 2]}})
+    cases = list(s.cases())
+    assert s.count() == len(cases) == 2 * 3 * 3
+    assert {c.inputs[0] for c in cases} == {(1, i, n, n) for i in (8, 16) for n in (8, 16, 32)}
+    assert {(dict(c.params)["k"], dict(c.params)["p"]) for c in cases} == {(1, 0), (3, 1), (5, 2)}
+    assert len({c.case_id for c in cases}) == len(cases)                  # stable, distinct ids
+    assert [c.case_id for c in s.cases()] == [c.case_id for c in cases]   # deterministic
+    s2 = suite({"layer": "linear", "input": "{b}x{in}", "params": {"b": 4, "out": 8},
+                "axes": {"in": {"start": 16, "stop": 64, "step": 16}}})
+    assert [c.inputs[0] for c in s2.cases()] == [(4, 16), (4, 32), (4, 48), (4, 64)]
+
+
+def test_invalid_combinations_are_skipped_with_reasons():
+    s = suite({"layer": "conv2d", "input": "1x{in}x{size}x{size}", "params": {"out": 12, "k": 7},
+               "axes": {"in": [6, 8], "g": [1, 3], "size": [4, 16]}})
+    cases = list(s.cases())
+    assert len(cases) == 8                                                  # none dropped
+    skipped = [c for c in cases if c.skip]
+    # g=3 does not divide in=8 (2 sizes); a 7x7 kernel is larger than a 4x4 input for the other
+    # 3 (in, g) pairs: (6, 1), (6, 3), (8, 1)
+    assert sum("groups=3" in c.skip and "in_channels=8" in c.skip for c in skipped) == 2
+    assert sum("kernel_size" in c.skip and "padded input" in c.skip for c in skipped) == 3
+    assert len(skipped) == 5 and all(c.spec is None for c in skipped)
+    ok = [c for c in cases if not c.skip]
+    assert all(c.spec is not None for c in ok)
+
+
+def test_equal_flops_family_by_solving_channels():
+    # dense -> depthwise at c*c/g = 64*64: c = 64, 128, 256, 512 (multiples of g)
+    s = suite({"layer": "conv2d", "input": "1x{c}x14x14", "params": {"k": 3, "p": 1},
+               "axes": {"g": [1, 4, 16, 64]}, "derive": {"in": "c", "out": "c"},
+               "solve": {"axis": "c", "keep": "c * c / g", "like": {"c": 64, "g": 1}, "multiple_of": "g"}})
+    cs = [dict(c.axes)["c"] for c in s.cases()]
+    assert cs == [64, 128, 256, 512]
+    # channel ratio at fixed in*out: out = in * r, in solved for in*out = 128*128
+    s2 = suite({"layer": "conv2d", "input": "1x{in}x14x14", "params": {"k": 1},
+                "axes": {"r": [0.25, 1, 4]}, "derive": {"out": "round(in * r)"},
+                "solve": {"axis": "in", "keep": "in * round(in * r)", "equal_to": 16384}})
+    pairs = [(dict(c.params)["in"], dict(c.params)["out"]) for c in s2.cases()]
+    assert pairs == [(256, 64), (128, 128), (64, 256)]
+
+
+def test_memory_formats_and_dtypes():
+    s = suite({"layer": "relu", "input": "2x3x4x5", "memory_format": ["nchw", "channels_last"]},
+              {"layer": "relu", "input": "2x3", "memory_format": ["channels_last"], "dtypes": ["bf16"]},
+              dtypes=["fp32", "fp16"])
+    cases = list(s.cases())
+    assert [c.memory_format for c in cases] == ["nchw", "channels_last", "channels_last"]
+    assert cases[0].dtypes == ("fp32", "fp16") and cases[2].dtypes == ("bf16",)
+    assert cases[2].skip and "memory_format" in cases[2].skip                 # 2-d input has no channels_last
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"sweep": [{"layer": "conv2d"}], "devcies": ["cpu"]}, "devcies"),                     # unknown top-level key
+    ({"sweep": [{"layer": "conv9d"}]}, "sweep[0].layer"),                                   # unknown layer
+    ({"sweep": [{"layer": "relu"}], "dtypes": ["fp8"]}, "dtypes"),                          # unknown dtype
+    ({"sweep": [{"layer": "relu"}], "budget_s": "fast"}, "budget_s"),                       # wrong type
+    ({"sweep": [{"layer": "relu", "axez": {}}]}, "sweep[0].axez"),
+    ({"sweep": [{"layer": "conv2d", "axes": {"kernal": [3]}}]}, "sweep[0].axes.kernal"),   # typo: loud
+    ({"sweep": [{"layer": "relu", "input": "{b}x{c}", "params": {"b": 1}}]}, "sweep[0].input"),
+    ({"sweep": [{"layer": "relu", "zip": {"a": [1, 2], "b": [1]}, "input": "{a}x{b}"}]}, "sweep[0].zip"),
+    ({"sweep": [{"layer": "relu", "axes": {"a": {"start": 4, "stop": 1, "step": 1}}, "input": "{a}"}]},
+     "sweep[0].axes.a"),
+    ({"sweep": [{"layer": "relu", "derive": {"a": "__import__('os')"}, "input": "{a}"}]}, "sweep[0].derive.a"),
+    ({"sweep": [{"layer": "relu", "memory_format": ["nhwc"]}]}, "sweep[0].memory_format"),
+    ({"sweep": []}, "sweep"),
+    ({"sweep": [{"layer": "relu"}], "devices": ["tpu"]}, "devices"),
+])
+def test_malformed_suites_name_file_and_key(data, key):
+    with pytest.raises(SuiteError) as e:
+        parse_suite(data, "suites/bad.toml")
+    assert e.value.key == key and str(e.value).startswith("suites/bad.toml: " + key)
+
+
+def test_toml_syntax_error_names_the_line(tmp_path):
+    p = tmp_path / "broken.toml"
+    p.write_text('name = "x"\n[[sweep]]\nlayer = conv2d\n')
+    with pytest.raises(SuiteError, match=r"broken.toml: toml=.*line 3"):
+        load_suite(p)
+    with pytest.raises(SuiteError, match="built-in suites: .*quick"):
+        load_suite("no-such-suite")
+
+
+def test_builtin_suites_load_and_expand():
+    names = builtin_suites()
+    assert "quick" in names
+    for name in names:
+        s = load_suite(name)
+        cases = list(s.cases())
+        assert len(cases) == s.count() > 0
+        assert len({c.case_id for c in cases}) == len(cases), name
+
+
+def test_expanding_a_large_sweep_is_fast():
+    s = suite({"layer": "linear", "input": "{b}x{in}", "axes": {"b": list(range(1, 101)),
+               "in": list(range(1, 101)), "out": list(range(1, 11))}})
+    t0 = time.perf_counter()
+    n = sum(1 for _ in s.cases())
+    assert n == 100_000
+    assert time.perf_counter() - t0 < 60          # generous here; the benchmark prints the real figure
