@@ -1,4 +1,5 @@
-"""nox sessions: ``tests``, ``lint``, ``bench-count``, ``bench-timer``, ``bench-gpu-timing``.
+"""nox sessions: ``bench-cpu`` (the main job), ``bench-gpu`` (nightly GPU suites), ``tests``, ``lint``,
+``bench-count``, ``bench-timer``, ``bench-suite``, ``bench-gpu-timing``.
 
 The CPU sessions install torch from ``LAYERBENCH_TORCH`` (default ``torch==2.13.0``, the CPU
 build this project's CI uses) before the package, so pip does not pull a CUDA build of a
@@ -54,3 +55,36 @@ def bench_gpu_timing(session: nox.Session) -> None:
     """GPU timing evidence (ceilings vs datasheet, measure vs do_bench, graph mode) in the current
     environment, which must have a CUDA torch and triton; fails with a clear message without a GPU."""
     session.run("python", "benchmarks/gpu_timing.py", *session.posargs, env={"PYTHONPATH": "."})
+
+
+@nox.session(name="bench-cpu")
+def bench_cpu(session: nox.Session) -> None:
+    """The main job: the quick suite on CPU -> results/quick-cpu-<time>/ (Parquet table + time-vs-FLOPs plot)."""
+    _install(session)
+    session.run("layerbench", "run", "quick", "--device", "cpu", *session.posargs)
+
+
+GPU_SUITES = ["conv", "groups", "pointwise", "conv-transpose", "gemm", "memory-bound", "attention", "dtypes",
+              "resnet50", "mobilenetv2", "vit-b16"]
+
+
+@nox.session(name="bench-gpu")
+def bench_gpu(session: nox.Session) -> None:
+    """The nightly GPU suites on cuda (exits with a clear error when torch sees no CUDA device).
+
+    Installs ``LAYERBENCH_GPU_TORCH`` (default: ``torch`` from the index, a CUDA build) unless run
+    with ``--no-venv``, which uses the current environment. Extra arguments go to ``layerbench run``
+    (e.g. ``-- --shard 1/4``)."""
+    if session.venv_backend != "none":
+        session.install(os.environ.get("LAYERBENCH_GPU_TORCH", "torch"))
+        session.install("-e", ".")
+    for suite in GPU_SUITES:
+        session.run("python", "-m", "harness.cli", "run", suite, "--device", "cuda", *session.posargs,
+                    env={"PYTHONPATH": "."})
+
+
+@nox.session(name="bench-suite")
+def bench_suite(session: nox.Session) -> None:
+    """Suite expansion speed (100,000 cases) and the runner's memory over a long run of tiny cases."""
+    _install(session)
+    session.run("python", "benchmarks/suite_scale.py", *session.posargs)
