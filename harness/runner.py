@@ -110,35 +110,47 @@ def _find_run(out: Path, suite: str, device: str, shard: tuple[int, int]) -> Pat
     return None
 
 
-def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: int | None,
-                 measure_fn: Callable[..., Measurement], llc_bytes: int) -> dict[str, Any]:
-    """Counts and timing of one case on one device and dtype: the measured part of a row.
-
-    Raises whatever building or running the layer raises (the caller turns it into a row).
-    """
+def analytic_counts(case: Case, dtype: str) -> dict[str, Any]:
+    """The analytic columns of a row: canonical counts on the meta device and torch's own count."""
     torch_dtype = parse_dtype(dtype)
     assert case.spec is not None and case.inputs is not None
-    table = count(case.spec.build(torch_dtype, "meta"), *case.inputs, dtype=torch_dtype)
-    t = totals(table)
-    out: dict[str, Any] = {
+    t = totals(count(case.spec.build(torch_dtype, "meta"), *case.inputs, dtype=torch_dtype))
+    return {
         "flops": int(t["flops"]), "macs": int(t["macs"]), "parameters": int(t["params"]),
         "bytes_read": int(t["bytes_read"]), "bytes_written": int(t["bytes_written"]),
         "intensity": float(t["intensity"]), "flop_counter_flops": int(t["flop_counter_flops"]),
         "flop_counter_agrees": bool(t["flop_counter_disagreements"] == 0) if t["flop_counter_ops"] else None,
         "aten_ops": int(t["ops"]),
     }
+
+
+def prepare_case(case: Case, dtype: str, device: str, llc_bytes: int) -> tuple[torch.nn.Module, list[tuple], int]:
+    """The layer on ``device`` in eval mode and its random input sets (enough to span twice the
+    last-level cache, at most ``MAX_ROTATION``), drawn with a seed taken from the case id."""
+    torch_dtype = parse_dtype(dtype)
+    assert case.spec is not None and case.inputs is not None
     dev = torch.device(device)
     if dev.type == "cuda" and torch_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise SpecError("dtype", dtype, "a dtype this GPU runs (no bf16 before compute capability 8.0)")
-    fmt = torch.channels_last if case.memory_format == "channels_last" else None
+    fmt = None
     module = case.spec.build(torch_dtype, device).eval()
-    if fmt is not None:
-        module = module.to(memory_format=fmt if len(case.inputs[0]) == 4 else torch.channels_last_3d)
-        fmt = fmt if len(case.inputs[0]) == 4 else torch.channels_last_3d
+    if case.memory_format == "channels_last":
+        fmt = torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
+        module = module.to(memory_format=fmt)
     seed = int(case.case_id[:8], 16)
     per_set = sum(torch.Size(s).numel() for s in case.inputs) * torch.empty((), dtype=torch_dtype).element_size()
     sets = rotation_sets(per_set, llc_bytes)
-    inputs = random_inputs(case.inputs, torch_dtype, device, seed=seed, sets=sets, memory_format=fmt)
+    return module, random_inputs(case.inputs, torch_dtype, device, seed=seed, sets=sets, memory_format=fmt), seed
+
+
+def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: int | None,
+                 measure_fn: Callable[..., Measurement], llc_bytes: int) -> dict[str, Any]:
+    """Counts and timing of one case on one device and dtype: the measured part of a row.
+
+    Raises whatever building or running the layer raises (the caller turns it into a row).
+    """
+    out = analytic_counts(case, dtype)
+    module, inputs, seed = prepare_case(case, dtype, device, llc_bytes)
     with torch.inference_mode():
         m = measure_fn(module, device=device, inputs=inputs, threads=threads, budget_s=suite.budget_s,
                        target_rel_ci=suite.target_rel_ci, warmup_s=suite.warmup_s, min_reps=suite.min_reps)
@@ -218,7 +230,7 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     interrupted = False
     try:
         for i, (case, dtype) in enumerate(items, 1):
-            row = _identity(case, dtype, dev.type) | base
+            row = row_identity(case, dtype, dev.type) | base
             row["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             if case.skip is not None:
                 row.update(status=SKIPPED, error=case.skip)
@@ -260,7 +272,7 @@ def _row_id(case: Case, dtype: str, device_type: str) -> str:
     return f"{case.case_id}-{device_type}-{dtype}"
 
 
-def _identity(case: Case, dtype: str, device_type: str) -> dict[str, Any]:
+def row_identity(case: Case, dtype: str, device_type: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "row_id": _row_id(case, dtype, device_type), "case_id": case.case_id, "family": case.family,
         "layer": case.layer, "params": json.dumps(dict(case.params), default=list, sort_keys=True),
