@@ -156,3 +156,34 @@ def json_to_toml(d):
         lines.append("[[sweep]]")
         lines += [f"{k} = {val(v)}" for k, v in sw.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_ctrl_c_stores_what_is_done(tmp_path):
+    calls = {"n": 0}
+    inner = fake_measure()
+
+    def interrupted(fn, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return inner(fn, **kw)
+    s = parse_suite(SUITE, "tiny.toml")
+    r = run_suite(s, out=tmp_path, measure_fn=interrupted, progress=False)
+    assert r.interrupted and r.statuses == {"ok": 3}
+    assert len(load_results(r.parquet)) == 3 and read_metadata(r.parquet)["interrupted"] is True
+    again = run_suite(s, out=tmp_path, resume=True, measure_fn=fake_measure(), progress=False)
+    assert again.run_id == r.run_id and len(load_results(again.parquet)) == 10
+
+
+def test_cli_run_exit_codes(tmp_path, capsys):
+    from harness.cli import main
+    assert main(["run", "no-such-suite", "--out", str(tmp_path)]) == 2
+    assert "built-in suites" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[sweep]]\nlayer = "conv2d"\naxes = { kernal = [3] }\n')
+    assert main(["run", str(bad), "--out", str(tmp_path)]) == 2
+    assert "sweep[0].axes.kernal" in capsys.readouterr().err
+    good = tmp_path / "tiny.toml"
+    good.write_text(json_to_toml(SUITE))
+    assert main(["run", str(good), "--out", str(tmp_path), "--shard", "0/2"]) == 2
+    assert "--shard='0/2'" in capsys.readouterr().err
