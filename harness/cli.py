@@ -254,6 +254,58 @@ def _cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.build import build_report
+
+    try:
+        rep = build_report(args.runs, args.out, ceilings_dir=args.ceilings, top=args.top)
+    except ValueError as e:
+        raise SpecError("runs", args.runs, f"run directories or result files with rows ({e})") from None
+    for i, text in enumerate(rep.findings, 1):
+        print(f"{i}. {text}")
+    print(f"report: {rep.html}\nmarkdown: {rep.markdown}\n{len(rep.plots)} plot files in {rep.html.parent}")
+    return 0
+
+
+def _load(paths: list[str], what: str) -> pd.DataFrame:
+    from harness.analysis import derive
+    from harness.store import load_results
+
+    frame = load_results(paths)
+    if frame.empty:
+        raise SpecError(what, paths, "run directories or result files with rows")
+    return derive(frame)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.analysis import compare
+
+    table = compare(_load([args.a], "A"), _load([args.b], "B"), threshold=args.threshold)
+    if table.empty:
+        print("no case in common")
+        return 0
+    shown = table.sort_values("ratio", ascending=False)
+    cols = [c for c in ["family", "layer", "params", "input_shapes", "memory_format", "dtype", "time_a_s", "time_b_s",
+                        "ratio", "util_a", "util_b", "verdict"] if c in shown]
+    print(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = table["verdict"].value_counts().to_dict()
+    print(f"\nB vs A over {len(table)} cases (threshold {args.threshold:.0%}, beyond each side's 95% CI): "
+          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("slower", "faster", "same")))
+    return 0
+
+
+def _cmd_regress(args: argparse.Namespace) -> int:
+    from harness.analysis import regressions
+
+    bad = regressions(_load(args.baseline, "--baseline"), _load([args.new], "NEW"), threshold=args.threshold)
+    if bad.empty:
+        print(f"no regression beyond noise and {args.threshold:.0%}")
+        return 0
+    print(f"{len(bad)} case(s) slower than their history beyond noise and {args.threshold:.0%}:")
+    print(bad.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -302,6 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default="-", help="output file (default: stdout)")
     p.add_argument("--samples", action="store_true", help="keep the raw samples column")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="HTML + Markdown report: findings, roofline, heatmaps, tables")
+    p.add_argument("runs", nargs="+", help="run directories, result files or globs")
+    p.add_argument("--out", default="report", help="output folder (default report/)")
+    p.add_argument("--top", type=int, default=10, help="findings to state (default 10)")
+    p.add_argument("--ceilings", default=None, help="stored ceilings folder (default results/ceilings)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="two runs case by case: time ratio, utilization, verdict beyond noise")
+    p.add_argument("a", help="run A (the reference)")
+    p.add_argument("b", help="run B")
+    p.add_argument("--threshold", type=float, default=0.05, help="relative change counted (default 0.05)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("regress", help="nightly check: exit 1 when NEW is slower than its history beyond noise")
+    p.add_argument("new", help="the new run")
+    p.add_argument("--baseline", nargs="+", required=True, help="earlier runs of the same machine (or globs)")
+    p.add_argument("--threshold", type=float, default=0.10, help="relative slowdown flagged (default 0.10)")
+    p.set_defaults(func=_cmd_regress)
 
     p = sub.add_parser("suites", help="list the built-in suites")
     p.set_defaults(func=_cmd_suites)

@@ -29,6 +29,7 @@ from harness.errors import SpecError
 from harness.store import RunWriter, shard_label
 from harness.suite import Case, Suite
 from harness.timing import Measurement, measure, random_inputs, rotation_sets
+from harness.timing.profile import what_ran
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def prepare_case(case: Case, dtype: str, device: str, llc_bytes: int) -> tuple[t
 
 
 def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: int | None,
-                 measure_fn: Callable[..., Measurement], llc_bytes: int) -> dict[str, Any]:
+                 measure_fn: Callable[..., Measurement], llc_bytes: int, profile: bool = True) -> dict[str, Any]:
     """Counts and timing of one case on one device and dtype: the measured part of a row.
 
     Raises whatever building or running the layer raises (the caller turns it into a row).
@@ -155,6 +156,9 @@ def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: 
         m = measure_fn(module, device=device, inputs=inputs, threads=threads, budget_s=suite.budget_s,
                        target_rel_ci=suite.target_rel_ci, warmup_s=suite.warmup_s, min_reps=suite.min_reps)
     out.update(m.summary())
+    if profile:
+        with torch.inference_mode():
+            out.update(what_ran(module, inputs[0], device))
     out["samples_s"] = list(m.samples_s)
     out["seed"] = seed
     out["input_distribution"] = "normal(0,1)"

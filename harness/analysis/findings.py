@@ -1,0 +1,141 @@
+"""Equal-FLOPs findings: layers doing the same arithmetic at different speeds, and why.
+
+Rows (status ok) are grouped per device, dtype and thread count by FLOPs equal within a relative
+tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
+the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
+channel groups, output size (parallelism), the implementation that ran, and the row labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: FLOPs within this relative distance of a group's smallest count belong to the group.
+EQUAL_FLOPS_TOL = 0.02
+#: Columns shown beside each member of a group (those present in the table).
+EXPLAIN_COLUMNS = ["family", "layer", "params", "input_shapes", "memory_format", "flops", "time_median_s",
+                   "achieved_flops_s", "intensity", "bytes_read", "bytes_written", "ax_g", "ax_k", "kernels",
+                   "kernel_launches", "label", "util_ceiling", "util_datasheet", "rel_iqr"]
+_ITEMSIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
+
+
+def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
+    """The table's ok rows with a ``group`` column (groups of at least ``min_size``), and per row
+    ``group_spread`` (the group's slowest / fastest median time) and ``speed_rank`` (1 = fastest)."""
+    ok = frame[(frame["status"] == "ok") & (frame["flops"] > 0) & (frame["time_median_s"] > 0)].copy()
+    if ok.empty:
+        return ok.assign(group=pd.Series(dtype=int), group_spread=pd.Series(dtype=float),
+                         speed_rank=pd.Series(dtype=int))
+    part = ["device", "device_name", "dtype", "threads"]
+    ok = ok.sort_values(part + ["flops"], kind="stable")
+    keys = ok[part].astype(str).agg("|".join, axis=1).to_numpy()
+    flops = ok["flops"].to_numpy(dtype=float)
+    gid = np.empty(len(ok), dtype=np.int64)
+    g, start, prev_key = -1, 0.0, None
+    for i in range(len(ok)):
+        if keys[i] != prev_key or flops[i] > start * (1 + tol):
+            g += 1
+            start, prev_key = flops[i], keys[i]
+        gid[i] = g
+    ok["group"] = gid
+    size = ok.groupby("group")["group"].transform("size")
+    ok = ok[size >= min_size].copy()
+    t = ok.groupby("group")["time_median_s"]
+    ok["group_spread"] = t.transform("max") / t.transform("min")
+    ok["speed_rank"] = t.rank(method="first").astype(int)
+    return ok
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One equal-FLOPs group, told in a sentence, with the rows behind it."""
+
+    group: int
+    spread: float
+    text: str
+    rows: pd.DataFrame
+
+
+def describe_row(row: pd.Series) -> str:
+    """``conv2d in=512 out=512 k=3 g=64 on 1x512x28x28 (channels_last)``."""
+    try:
+        params = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
+    except ValueError:
+        params = {}
+    p = " ".join(f"{k}={v}" for k, v in params.items())
+    fmt = f" ({row['memory_format']})" if row.get("memory_format") == "channels_last" else ""
+    return f"{row['layer']} {p} on {row.get('input_shapes')}{fmt}".replace("  ", " ")
+
+
+def _si(v: float) -> str:
+    for s, u in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= s:
+            return f"{v / s:.3g} {u}"
+    return f"{v:.3g} "
+
+
+def _time(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} us"
+
+
+def _param(row: pd.Series, key: str) -> object:
+    try:
+        return json.loads(row["params"]).get(key) if isinstance(row.get("params"), str) else None
+    except ValueError:
+        return None
+
+
+def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """Why ``slow`` takes longer than ``fast`` for the same FLOPs, from the recorded columns."""
+    out = []
+    if slow.get("label") == "launch-bound":
+        out.append("it is launch-bound: dispatch overhead, not arithmetic, sets its time")
+    moved_s = slow["bytes_read"] + slow["bytes_written"]
+    moved_f = fast["bytes_read"] + fast["bytes_written"]
+    if moved_s > 1.5 * moved_f:
+        out.append(f"it moves {moved_s / moved_f:.1f}x the bytes (intensity {slow['intensity']:.1f} vs "
+                   f"{fast['intensity']:.1f} FLOP/B)")
+    g_s, g_f = _param(slow, "g") or 1, _param(fast, "g") or 1
+    if g_s != g_f:
+        c_s, c_f = _param(slow, "in"), _param(fast, "in")
+        per = (f"each output sums over {c_s // g_s} input channels instead of {c_f // g_f}: "
+               if isinstance(c_s, int) and isinstance(c_f, int) else "")
+        out.append(f"it has {g_s} channel groups against {g_f}; {per}less reuse per byte loaded, and a "
+                   "grouped/depthwise kernel")
+    if slow.get("memory_format") != fast.get("memory_format"):
+        out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
+    size = _ITEMSIZE.get(str(slow.get("dtype")), 4)
+    out_s, out_f = slow["bytes_written"] / size, fast["bytes_written"] / size
+    if out_f > 2 * out_s:
+        out.append(f"it has {out_f / out_s:.1f}x fewer output elements to spread over the cores (less parallelism)")
+    k_s, k_f = str(slow.get("kernels") or ""), str(fast.get("kernels") or "")
+    if k_s and k_f and k_s.split(";")[0] != k_f.split(";")[0]:
+        out.append(f"a different implementation ran ({k_s.split(';')[0]} vs {k_f.split(';')[0]})")
+    if not out:
+        out.append("same traffic, layout and implementation: the kernel is simply less efficient on this shape")
+    return out
+
+
+def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1
+             ) -> list[Finding]:
+    """The ``top`` equal-FLOPs groups by spread (at least ``min_spread``), each as a sentence."""
+    grouped = equal_flops_groups(frame, tol)
+    if grouped.empty:
+        return []
+    spreads = grouped.groupby("group")["group_spread"].first().sort_values(ascending=False)
+    out = []
+    for g, spread in spreads.items():
+        if spread < min_spread or len(out) >= top:
+            break
+        rows = grouped[grouped["group"] == g].sort_values("time_median_s")
+        fast, slow = rows.iloc[0], rows.iloc[-1]
+        text = (f"{slow['device_name']} {slow['dtype']}, {_si(float(fast['flops']))}FLOPs: {describe_row(slow)} takes "
+                f"{spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
+                f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + ".")
+        cols = [c for c in EXPLAIN_COLUMNS if c in rows]
+        out.append(Finding(group=int(g), spread=float(spread), text=text, rows=rows[cols]))
+    return out
