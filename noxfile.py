@@ -1,5 +1,5 @@
 """nox sessions: ``bench-cpu`` (the main job), ``bench-gpu`` (nightly GPU suites), ``tests``, ``lint``,
-``bench-count``, ``bench-timer``, ``bench-suite``, ``bench-gpu-timing``.
+``bench-count``, ``bench-timer``, ``bench-suite``, ``bench-analysis``, ``bench-gpu-timing``.
 
 The CPU sessions install torch from ``LAYERBENCH_TORCH`` (default ``torch==2.13.0``, the CPU
 build this project's CI uses) before the package, so pip does not pull a CUDA build of a
@@ -88,3 +88,10 @@ def bench_suite(session: nox.Session) -> None:
     """Suite expansion speed (100,000 cases) and the runner's memory over a long run of tiny cases."""
     _install(session)
     session.run("python", "benchmarks/suite_scale.py", *session.posargs)
+
+
+@nox.session(name="bench-analysis")
+def bench_analysis(session: nox.Session) -> None:
+    """Analysis and the full report over 100,000 synthetic rows (target: under 30 s)."""
+    _install(session)
+    session.run("python", "benchmarks/analysis_speed.py", *session.posargs)

@@ -289,7 +289,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                         "ratio", "util_a", "util_b", "verdict"] if c in shown]
     print(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     counts = table["verdict"].value_counts().to_dict()
-    print(f"\nB vs A over {len(table)} cases (threshold {args.threshold:.0%}, beyond each side's 95% CI): "
+    print(f"\nB vs A over {len(table)} cases (threshold {args.threshold:.0%}, beyond each side's noise band): "
           + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("slower", "faster", "same")))
     return 0
 
@@ -365,13 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="two runs case by case: time ratio, utilization, verdict beyond noise")
     p.add_argument("a", help="run A (the reference)")
     p.add_argument("b", help="run B")
-    p.add_argument("--threshold", type=float, default=0.05, help="relative change counted (default 0.05)")
+    p.add_argument("--threshold", type=float, default=0.10, help="relative change counted (default 0.10)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("regress", help="nightly check: exit 1 when NEW is slower than its history beyond noise")
     p.add_argument("new", help="the new run")
     p.add_argument("--baseline", nargs="+", required=True, help="earlier runs of the same machine (or globs)")
-    p.add_argument("--threshold", type=float, default=0.10, help="relative slowdown flagged (default 0.10)")
+    p.add_argument("--threshold", type=float, default=0.15, help="relative slowdown flagged (default 0.15)")
     p.set_defaults(func=_cmd_regress)
 
     p = sub.add_parser("suites", help="list the built-in suites")

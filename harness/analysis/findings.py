@@ -1,6 +1,6 @@
 """Equal-FLOPs findings: layers doing the same arithmetic at different speeds, and why.
 
-Rows (status ok) are grouped per device, dtype and thread count by FLOPs equal within a relative
+Rows (status ok) are grouped per run, device, dtype and thread count by FLOPs equal within a relative
 tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
 the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
 channel groups, output size (parallelism), the implementation that ran, and the row labels.
@@ -30,9 +30,9 @@ def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_si
     if ok.empty:
         return ok.assign(group=pd.Series(dtype=int), group_spread=pd.Series(dtype=float),
                          speed_rank=pd.Series(dtype=int))
-    part = ["device", "device_name", "dtype", "threads"]
+    part = [c for c in ("run_id", "device", "device_name", "dtype", "threads") if c in ok]  # never across runs
     ok = ok.sort_values(part + ["flops"], kind="stable")
-    keys = ok[part].astype(str).agg("|".join, axis=1).to_numpy()
+    keys = ok.groupby(part, sort=False, dropna=False).ngroup().to_numpy()
     flops = ok["flops"].to_numpy(dtype=float)
     gid = np.empty(len(ok), dtype=np.int64)
     g, start, prev_key = -1, 0.0, None
@@ -127,15 +127,25 @@ def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, m
     if grouped.empty:
         return []
     spreads = grouped.groupby("group")["group_spread"].first().sort_values(ascending=False)
+    spreads = spreads[spreads >= min_spread]
+    # the same pair of cases in several runs is one finding ("seen in N runs"), told at its largest spread
+    pairs: dict[tuple, list[int]] = {}
+    for g in spreads.index:
+        rows = grouped[grouped["group"] == g]
+        fast, slow = rows.loc[rows["time_median_s"].idxmin()], rows.loc[rows["time_median_s"].idxmax()]
+        pairs.setdefault((fast["row_id"], slow["row_id"]), []).append(g)
     out = []
-    for g, spread in spreads.items():
-        if spread < min_spread or len(out) >= top:
+    for groups_of_pair in pairs.values():
+        if len(out) >= top:
             break
+        g = groups_of_pair[0]
+        spread = spreads[g]
         rows = grouped[grouped["group"] == g].sort_values("time_median_s")
         fast, slow = rows.iloc[0], rows.iloc[-1]
         text = (f"{slow['device_name']} {slow['dtype']}, {_si(float(fast['flops']))}FLOPs: {describe_row(slow)} takes "
                 f"{spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
-                f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + ".")
+                f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + "."
+                + (f" Seen in {len(groups_of_pair)} runs." if len(groups_of_pair) > 1 else ""))
         cols = [c for c in EXPLAIN_COLUMNS if c in rows]
         out.append(Finding(group=int(g), spread=float(spread), text=text, rows=rows[cols]))
     return out

@@ -22,6 +22,8 @@ SUMMARY_COLUMNS = ["family", "layer", "params", "input_shapes", "memory_format",
                    "time_median_s", "rel_iqr", "achieved_flops_s", "achieved_bytes_s", "util_datasheet",
                    "util_ceiling", "roofline_bound", "roofline_fraction", "label", "kernels", "status", "error"]
 MAX_HEATMAPS = 6
+#: Rows listed in the report's "All rows" table (the whole table stays in the Parquet files).
+MAX_LISTED_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,14 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, ceilings_dir:
     metas = _run_metadata(paths)
     status = table["status"].value_counts().to_dict()
     labels = table["label"].value_counts().to_dict()
-    summary = _fmt(table[[c for c in SUMMARY_COLUMNS if c in table]])
+    listed = table[[c for c in SUMMARY_COLUMNS if c in table]]
+    note = ""
+    if len(listed) > MAX_LISTED_ROWS:
+        listed = listed.sort_values("util_ceiling" if listed["util_ceiling"].notna().any() else "util_datasheet")
+        listed = listed.head(MAX_LISTED_ROWS)
+        note = (f"The {MAX_LISTED_ROWS} rows furthest from their peak, of {len(table)}; every row: "
+                "`layerbench export`.")
+    summary = _fmt(listed)
     xdev = cross_device(table) if table["device_name"].nunique() > 1 else None
 
     md = ["# layerbench report", ""]
@@ -123,7 +132,7 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, ceilings_dir:
                _fmt(f.rows).to_markdown(index=False), ""]
     if xdev is not None:
         md += ["## Across devices (utilization)", "", _fmt(xdev.reset_index()).to_markdown(index=False), ""]
-    md += ["## All rows", "", summary.to_markdown(index=False), ""]
+    md += ["## All rows", "", note, "", summary.to_markdown(index=False), ""]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md))
 
@@ -146,7 +155,7 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, ceilings_dir:
                  f"{f.spread:.2f}x</h3>", tbl(_fmt(f.rows))]
     if xdev is not None:
         body += ["<h2>Across devices (utilization)</h2>", tbl(_fmt(xdev.reset_index()))]
-    body += ["<h2>All rows</h2>", tbl(summary)]
+    body += ["<h2>All rows</h2>", f"<p>{html.escape(note)}</p>" if note else "", tbl(summary)]
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
              "font-size:12px}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}"
              "img{max-width:48%;margin:4px}li{margin:6px 0}")

@@ -11,6 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+#: Above this many points, plots draw plain rasterized markers (no error bars, no group lines).
+MANY_POINTS = 2000
+
 
 def time_vs_flops(frame: pd.DataFrame, stem: str | Path) -> list[Path]:
     """Median time per call against FLOPs (log-log), one colour per family: layers on one vertical
@@ -18,10 +21,14 @@ def time_vs_flops(frame: pd.DataFrame, stem: str | Path) -> list[Path]:
     Bars span the interquartile range. Writes ``<stem>.png`` and ``<stem>.svg``."""
     ok = frame[(frame["status"] == "ok") & (frame["flops"] > 0)]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    many = len(ok) > MANY_POINTS
     for family, g in ok.groupby("family", sort=True):
-        ax.errorbar(g["flops"], g["time_median_s"] * 1e6,
-                    yerr=[(g["time_median_s"] - g["time_q1_s"]) * 1e6, (g["time_q3_s"] - g["time_median_s"]) * 1e6],
-                    fmt="o", ms=5, capsize=2, label=family, alpha=0.85)
+        if many:        # error bars and vector points do not scale to 10^5 rows: plain, rasterized points
+            ax.scatter(g["flops"], g["time_median_s"] * 1e6, s=4, label=family, alpha=0.5, rasterized=True)
+        else:
+            ax.errorbar(g["flops"], g["time_median_s"] * 1e6,
+                        yerr=[(g["time_median_s"] - g["time_q1_s"]) * 1e6, (g["time_q3_s"] - g["time_median_s"]) * 1e6],
+                        fmt="o", ms=5, capsize=2, label=family, alpha=0.85)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOPs per call (canonical convention)")
@@ -30,7 +37,7 @@ def time_vs_flops(frame: pd.DataFrame, stem: str | Path) -> list[Path]:
     suites = ", ".join(sorted(ok["suite"].unique()))
     ax.set_title(f"{suites}: time vs FLOPs ({devices})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return _save(fig, Path(stem))
 
@@ -63,12 +70,14 @@ def roofline(frame: pd.DataFrame, stem: str | Path, groups: pd.DataFrame | None 
         elif len(f):
             ax.axhline(float(f.iloc[0]), ls=style, color="black", lw=1.2,
                        label=f"{name}: {float(f.iloc[0]) / 1e9:.3g} GFLOP/s")
-    if groups is not None and len(groups):
+    many = len(ok) > MANY_POINTS
+    if groups is not None and len(groups) and not many:
         for _, g in groups[groups["row_id"].isin(ok["row_id"])].groupby("group"):
             g = g.sort_values("intensity")
             ax.plot(g["intensity"], g["achieved_flops_s"], color="0.6", lw=0.8, zorder=1)
     for family, g in ok.groupby("family", sort=True):
-        ax.scatter(g["intensity"], g["achieved_flops_s"], s=22, label=family, zorder=2)
+        ax.scatter(g["intensity"], g["achieved_flops_s"], s=4 if many else 22, label=family, zorder=2,
+                   alpha=0.5 if many else 1.0, rasterized=many)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / byte, minimum traffic)")
@@ -81,6 +90,10 @@ def roofline(frame: pd.DataFrame, stem: str | Path, groups: pd.DataFrame | None 
     return _save(fig, Path(stem))
 
 
+def _tick(v: object) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def heatmap(frame: pd.DataFrame, x: str, y: str, stem: str | Path, value: str = "util_ceiling",
             title: str = "") -> list[Path]:
     """``value`` (median over other axes) over two swept axes ``x`` and ``y`` (``ax_*`` columns)."""
@@ -88,8 +101,8 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, stem: str | Path, value: str = 
     grid = ok.pivot_table(index=y, columns=x, values=value, aggfunc="median").sort_index().sort_index(axis=1)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.2 + 0.6 * grid.shape[0]), dpi=120)
     im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+    ax.set_xticks(range(grid.shape[1]), [_tick(c) for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [_tick(i) for i in grid.index])
     ax.set_xlabel(x.removeprefix("ax_"))
     ax.set_ylabel(y.removeprefix("ax_"))
     for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
