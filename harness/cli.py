@@ -212,7 +212,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
           + (f", shard {args.shard}" if args.shard else ""), file=sys.stderr)
     summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
                         shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
-                        progress=None if not args.quiet else False)
+                        progress=None if not args.quiet else False, mode=args.mode)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
     print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
           f"{summary.parquet}")
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the latest run of this suite/device/shard")
     p.add_argument("--shard", default=None, metavar="K/N", help="take the K-th of N deterministic parts")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for timing")
+    p.add_argument("--mode", default=None, choices=["hot", "cold", "graph", "auto"],
+                   help="CUDA timing: hot, cold (L2 flushed before each call), graph, or auto (graph under "
+                        "20 us per call, else hot; the default unless the suite says otherwise)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the time-vs-FLOPs plot")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)

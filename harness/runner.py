@@ -145,8 +145,10 @@ def prepare_case(case: Case, dtype: str, device: str, llc_bytes: int) -> tuple[t
 
 
 def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: int | None,
-                 measure_fn: Callable[..., Measurement], llc_bytes: int, profile: bool = True) -> dict[str, Any]:
+                 measure_fn: Callable[..., Measurement], llc_bytes: int, profile: bool = True,
+                 mode: str = "hot") -> dict[str, Any]:
     """Counts and timing of one case on one device and dtype: the measured part of a row.
+    ``mode`` (hot, cold, graph) applies on CUDA; CPU timing is always hot (inputs rotate instead).
 
     Raises whatever building or running the layer raises (the caller turns it into a row).
     """
@@ -154,7 +156,8 @@ def measure_case(case: Case, dtype: str, device: str, suite: Suite, *, threads: 
     module, inputs, seed = prepare_case(case, dtype, device, llc_bytes)
     with torch.inference_mode():
         m = measure_fn(module, device=device, inputs=inputs, threads=threads, budget_s=suite.budget_s,
-                       target_rel_ci=suite.target_rel_ci, warmup_s=suite.warmup_s, min_reps=suite.min_reps)
+                       target_rel_ci=suite.target_rel_ci, warmup_s=suite.warmup_s, min_reps=suite.min_reps,
+                       mode=mode if torch.device(device).type == "cuda" else "hot")
     out.update(m.summary())
     if profile:
         with torch.inference_mode():
@@ -172,7 +175,7 @@ def _is_oom(e: BaseException) -> bool:
 def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = None, out: str | Path = "results",
               resume: bool = False, shard: tuple[int, int] = (1, 1), threads: int | None = None,
               measure_fn: Callable[..., Measurement] = measure, progress: bool | None = None,
-              run_id: str | None = None) -> RunSummary:
+              run_id: str | None = None, mode: str | None = None) -> RunSummary:
     """Run every (case, dtype) of ``suite`` in this shard on ``device``; store each row as it comes.
 
     Args:
@@ -185,6 +188,8 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
         threads: CPU threads for timing (default: the suite's, else torch's).
         measure_fn: the timer (tests inject a fake).
         progress: a tqdm bar (default: when stderr is a terminal), else one log line per row.
+        mode: CUDA timing mode, ``hot``, ``cold`` (L2 flushed), ``graph`` or ``auto`` (graph for calls
+            under 20 us, else hot; default: the suite's, itself ``auto`` unless it says otherwise).
 
     Returns:
         A ``RunSummary``. Ctrl-C stops after storing what is done (``interrupted=True``).
@@ -196,6 +201,9 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
         raise SpecError("--device", device, "a CUDA device, but torch sees none on this machine")
     for d in dtypes or ():
         parse_dtype(d, "--dtype")
+    mode = mode or suite.mode
+    if mode not in ("hot", "cold", "graph", "auto"):
+        raise SpecError("--mode", mode, "hot, cold, graph or auto")
     out = Path(out)
     threads = threads or suite.threads
     start = time.time()
@@ -216,7 +224,8 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
             log.warning(w)
     meta = {"run_id": run_id, "suite": suite.name, "suite_file": suite.path, "device": device,
             "device_name": _device_name(device), "shard": list(shard), "dtypes": dtypes, "argv": sys.argv,
-            "git_commit": _git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
+            "timing_mode": mode, "git_commit": _git_commit(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
             "host": platform.node(), "cpu": cpu.brand, "cpu_threads": threads or torch.get_num_threads(),
             "load_avg": cpu.load_avg, "busy_percent": cpu.busy_percent, **_versions()}
     writer = RunWriter(run_dir, shard, meta)
@@ -241,7 +250,7 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
             else:
                 try:
                     row.update(measure_case(case, dtype, device, suite, threads=threads, measure_fn=measure_fn,
-                                            llc_bytes=llc))
+                                            llc_bytes=llc, mode=mode))
                     row.update(status=OK, error=None)
                 except KeyboardInterrupt:
                     raise

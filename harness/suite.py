@@ -37,7 +37,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "suites"
 MEMORY_FORMATS = ("nchw", "channels_last")
 DEVICES = ("cpu", "cuda")
 
-_TOP_KEYS = {"name": str, "description": str, "devices": list, "dtypes": list, "budget_s": (int, float),
+_TOP_KEYS = {"name": str, "description": str, "devices": list, "dtypes": list, "mode": str, "budget_s": (int, float),
              "target_rel_ci": (int, float), "warmup_s": (int, float), "min_reps": int, "threads": int,
              "memory_format": list, "sweep": list}
 _SWEEP_KEYS = {"family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list,
@@ -154,6 +154,7 @@ class Suite:
     min_reps: int
     threads: int | None
     sweeps: tuple[Sweep, ...]
+    mode: str = "auto"
 
     def cases(self) -> Iterator[Case]:
         """Every case of every sweep, in file order (deterministic)."""
@@ -445,6 +446,10 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
     sweeps = data.get("sweep", [])
     if not sweeps:
         raise SuiteError(file, "sweep", sweeps, "at least one [[sweep]] table")
+    mode = data.get("mode", "auto")
+    if mode not in ("hot", "cold", "graph", "auto"):
+        raise SuiteError(file, "mode", mode, "hot, cold (CUDA: L2 flushed before each call), graph (CUDA graphs) "
+                         "or auto (graph for calls under 20 us on CUDA, else hot)")
     budget = float(data.get("budget_s", 1.0))
     rel = float(data.get("target_rel_ci", 0.01))
     if budget <= 0:
@@ -454,7 +459,7 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
     return Suite(name=data.get("name", name or Path(file).stem), path=file, description=data.get("description", ""),
                  devices=devices, dtypes=dtypes, budget_s=budget, target_rel_ci=rel,
                  warmup_s=float(data.get("warmup_s", 0.1)), min_reps=int(data.get("min_reps", 10)),
-                 threads=data.get("threads"),
+                 threads=data.get("threads"), mode=mode,
                  sweeps=tuple(_sweep(i, s, file, dtypes, fmts) for i, s in enumerate(sweeps)))
 
 

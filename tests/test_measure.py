@@ -227,7 +227,7 @@ class FakeMonitor:
 
 
 def cuda_measure(api, mode, monitor=None, **kw):
-    timer = CudaEventTimer(api, mode, monitor, host_clock=lambda: api.t)
+    timer = CudaEventTimer(api, "hot" if mode == "auto" else mode, monitor, host_clock=lambda: api.t)
     return measure(api.launch, device="cuda", mode=mode, cuda_api=api, timer=timer, monitor=monitor,
                    warmup_s=kw.pop("warmup_s", 0.001), **kw)
 
@@ -265,6 +265,18 @@ def test_cuda_graph_mode_removes_launch_overhead():
     assert graph.timer == "cuda_graph"
     assert graph.median == pytest.approx(1e-6 + 5e-6 / k)      # overhead paid once per replay
     assert graph.median < hot.median / 4
+
+
+def test_cuda_auto_mode_graphs_tiny_ops_only():
+    tiny = FakeCuda(cost=1e-6, overhead=5e-6)
+    m = cuda_measure(tiny, "auto")
+    assert m.mode == "graph" and m.timer == "cuda_graph" and tiny.captured   # 6 us estimated < GRAPH_BELOW_S
+    big = FakeCuda(cost=1e-3, overhead=5e-6)
+    m = cuda_measure(big, "auto")
+    assert m.mode == "hot" and m.timer == "cuda_event" and not big.captured
+    clock = FakeClock()
+    fn, _ = cpu_work(clock, lambda n: 1e-6)
+    assert measure(fn, timer=CpuTimer(clock), warmup_s=0, mode="auto").mode == "hot"
 
 
 def test_cuda_stopping_rule_on_device_time():

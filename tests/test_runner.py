@@ -187,3 +187,22 @@ def test_cli_run_exit_codes(tmp_path, capsys):
     good.write_text(json_to_toml(SUITE))
     assert main(["run", str(good), "--out", str(tmp_path), "--shard", "0/2"]) == 2
     assert "--shard='0/2'" in capsys.readouterr().err
+
+
+def test_timing_mode_reaches_the_timer(tmp_path):
+    seen = []
+    inner = fake_measure()
+
+    def spy(fn, **kw):
+        seen.append(kw["mode"])
+        return inner(fn, **kw)
+    s = parse_suite(dict(SUITE, mode="graph"), "tiny.toml")
+    assert s.mode == "graph"
+    run_suite(s, out=tmp_path, measure_fn=spy, progress=False)
+    assert set(seen) == {"hot"}                     # CPU timing is always hot; graph/cold/auto are CUDA modes
+    assert parse_suite(SUITE).mode == "auto"
+    with pytest.raises(SpecError, match="--mode"):
+        run_suite(s, out=tmp_path, mode="warm")
+    from harness.suite import SuiteError
+    with pytest.raises(SuiteError, match="mode"):
+        parse_suite(dict(SUITE, mode="warm"))

@@ -26,7 +26,10 @@ from harness.timing.measurement import Measurement
 from harness.timing.stopping import RelativeCI, StoppingRule
 from harness.timing.timers import CpuTimer, CudaApi, CudaEventTimer, Monitor, SampleTimer
 
-MODES = ("hot", "cold", "graph")
+MODES = ("hot", "cold", "graph", "auto")
+#: ``auto`` mode on CUDA: calls estimated shorter than this are timed as CUDA-graph replays (launch
+#: overhead, a few microseconds, would otherwise dominate them); longer ones hot.
+GRAPH_BELOW_S = 20e-6
 #: Warm-up always makes at least this many calls, whatever ``warmup_s``.
 MIN_WARMUP_CALLS = 2
 #: Single-call samples taken after warm-up to estimate the per-call time.
@@ -54,8 +57,9 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
         device: ``cpu`` or ``cuda[:N]`` (where ``fn``'s tensors live).
         inputs: argument tuples to rotate through, one per call, so that a small op is not timed
             from cache alone (make them with ``harness.timing.random_inputs``).
-        mode: ``hot``; on CUDA also ``cold`` (L2 flushed before every call, untimed) or
-            ``graph`` (calls captured in a CUDA graph and replayed: launch overhead removed).
+        mode: ``hot``; on CUDA also ``cold`` (L2 flushed before every call, untimed),
+            ``graph`` (calls captured in a CUDA graph and replayed: launch overhead removed) or
+            ``auto`` (graph for calls estimated under ``GRAPH_BELOW_S``, hot otherwise; hot on CPU).
         threads: ``torch.set_num_threads`` for the measurement (restored after); default: as is.
         warmup_s: seconds of warm-up calls (at least ``MIN_WARMUP_CALLS``).
         target_rel_ci, min_reps, min_time_s, budget_s, max_reps: the default stopping rule
@@ -74,6 +78,8 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
         raise SpecError("device", str(device), "cpu or cuda[:N]")
     if mode not in MODES:
         raise SpecError("mode", mode, "one of " + ", ".join(MODES))
+    if dev.type == "cpu" and mode == "auto":
+        mode = "hot"
     if dev.type == "cpu" and mode != "hot":
         raise SpecError("mode", mode, "hot on cpu (cold and graph are CUDA modes; rotate inputs instead)")
     if threads is not None and threads < 1:
@@ -96,7 +102,7 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
                 from harness.devices.monitor import clock_monitor
                 monitor = clock_monitor(cuda_api.device)
             stack.enter_context(cuda_api.scope(cudnn_benchmark))
-            cuda_timer = timer or CudaEventTimer(cuda_api, mode, monitor)
+            cuda_timer = timer or CudaEventTimer(cuda_api, "hot" if mode == "auto" else mode, monitor)
             timer = cuda_timer
             settings.update(cuda_api.settings())
             settings["l2_flush_bytes"] = getattr(cuda_timer, "flush_bytes", 0)
@@ -117,7 +123,11 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
         # 2. estimate
         est = sorted(timer.samples(call, 1, ESTIMATE_CALLS))[ESTIMATE_CALLS // 2]
         warmup_spent = timer.now() - t0
-        # 3. size
+        # 3. size (auto: graph replays for calls under GRAPH_BELOW_S, else hot)
+        if mode == "auto":
+            mode = "graph" if est < GRAPH_BELOW_S else "hot"
+            if isinstance(timer, CudaEventTimer):
+                timer.mode, timer.name = mode, "cuda_graph" if mode == "graph" else "cuda_event"
         if mode == "cold":
             number = 1
         elif mode == "graph":
