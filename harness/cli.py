@@ -21,6 +21,7 @@ from harness.devices.peaks import Peak
 from harness.dtypes import parse_dtype
 from harness.errors import LayerbenchError, SpecError
 from harness.spec import LAYERS, build_case, parse_layer, parse_shape
+from harness.units import binary_bytes, si
 from harness.zoo import MODELS
 
 #: Columns the ``table`` format shows (csv and json carry every column).
@@ -78,24 +79,6 @@ def _cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
-def _si(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {prefix}{unit}"
-    return f"{v:.3g} {unit}"
-
-
-def _bytes(v: int | None) -> str:
-    if v is None:
-        return "-"
-    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if v >= scale:
-            return f"{v / scale:g} {suffix}"
-    return f"{v} B"
-
-
 def render_devices(m: MachineDescription, ceilings: Ceilings | None = None) -> str:
     """``layerbench devices`` text: CPU, its formula peaks, GPUs, software, stored ceilings."""
     c = m.cpu
@@ -103,7 +86,8 @@ def render_devices(m: MachineDescription, ceilings: Ceilings | None = None) -> s
     lines = [f"CPU   {c.brand} ({c.vendor}, family {c.family} model {c.model}), {c.arch}",
              f"      {c.logical_cpus} logical CPUs, {c.physical_cores} physical cores, {c.usable_cpus} usable; "
              f"clock {c.clock_ghz or 0:.3f} GHz",
-             f"      caches L1d {_bytes(c.l1d_bytes)}, L2 {_bytes(c.l2_bytes)}, L3 {_bytes(c.l3_bytes)}; "
+             f"      caches L1d {binary_bytes(c.l1d_bytes)}, L2 {binary_bytes(c.l2_bytes)}, "
+             f"L3 {binary_bytes(c.l3_bytes)}; "
              f"SIMD {simd}; torch kernels {c.torch_capability}",
              f"      torch threads {c.threads}; load average "
              + (" ".join(f"{x:.2f}" for x in c.load_avg) if c.load_avg else "-")
@@ -112,7 +96,7 @@ def render_devices(m: MachineDescription, ceilings: Ceilings | None = None) -> s
     for d in ("fp32", "fp64", "bf16", "fp16"):
         p = c.peak(d)
         if p is not None:
-            peaks.append(f"{d} {_si(p.flops, 'FLOP/s')}" + ("" if p.native else " (not native)"))
+            peaks.append(f"{d} {si(p.flops, 'FLOP/s')}" + ("" if p.native else " (not native)"))
     if peaks:
         src = c.peak("fp32")
         lines.append(f"      peak ({src.source if src else 'formula'}): " + ", ".join(peaks))
@@ -122,26 +106,27 @@ def render_devices(m: MachineDescription, ceilings: Ceilings | None = None) -> s
         lines.append("GPU   none")
     for gpu in g.gpus:
         cc = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "-"
-        lines.append(f"GPU {gpu.index} {gpu.name} (CC {cc}, {gpu.sm_count or '-'} SMs, L2 {_bytes(gpu.l2_bytes)}, "
-                     f"{_bytes(gpu.memory_total_bytes)}; from {gpu.source})")
+        lines.append(f"GPU {gpu.index} {gpu.name} (CC {cc}, {gpu.sm_count or '-'} SMs, "
+                     f"L2 {binary_bytes(gpu.l2_bytes)}, "
+                     f"{binary_bytes(gpu.memory_total_bytes)}; from {gpu.source})")
         lines.append(f"      SM clock {gpu.sm_clock_mhz or '-'} / max {gpu.sm_clock_max_mhz or '-'} MHz; memory clock "
                      f"{gpu.mem_clock_mhz or '-'} / max {gpu.mem_clock_max_mhz or '-'} MHz; bus "
                      f"{gpu.memory_bus_width_bits or '-'} bit")
         lines.append(f"      power {gpu.power_draw_w or '-'} / limit {gpu.power_limit_w or '-'} W; "
                      f"{gpu.temperature_c or '-'} C; clock reasons {','.join(gpu.clock_reasons) or 'none'}; "
                      f"MIG {gpu.mig_mode if gpu.mig_mode is not None else '-'}")
-        pk = [f"{d} {_si(p.flops, 'FLOP/s')}" for d in ("fp32", "tf32", "fp16", "bf16")
+        pk = [f"{d} {si(p.flops, 'FLOP/s')}" for d in ("fp32", "tf32", "fp16", "bf16")
               if (p := gpu.peak(d)) is not None and p.native]
         bw = gpu.peak("fp32")
         if pk or bw:
-            lines.append(f"      peak: {', '.join(pk)}; memory {_si(bw.bandwidth if bw else None, 'B/s')}"
+            lines.append(f"      peak: {', '.join(pk)}; memory {si(bw.bandwidth if bw else None, 'B/s')}"
                          f" ({bw.source if bw else '-'})")
     lines += [f"      note: {n}" for n in g.notes]
     lines.append(f"software  torch {g.torch_version}, CUDA {g.cuda_runtime or '-'}, cuDNN {g.cudnn_version or '-'}, "
                  f"driver {g.driver_version or '-'}")
     if ceilings is not None:
-        parts = [f"{e.dtype} {_si(e.value, 'FLOP/s')}" for e in ceilings.entries if e.kind == "compute"]
-        parts.append(f"copy {_si(ceilings.bandwidth, 'B/s')}")
+        parts = [f"{e.dtype} {si(e.value, 'FLOP/s')}" for e in ceilings.entries if e.kind == "compute"]
+        parts.append(f"copy {si(ceilings.bandwidth, 'B/s')}")
         lines.append(f"ceilings (measured {ceilings.measured_at}, {ceilings.key.get('threads', '-')} threads): "
                      + ", ".join(parts))
     else:
@@ -168,10 +153,10 @@ def render_ceilings(c: Ceilings, peak_of: Callable[[str], Peak | None]) -> str:
         theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
         unit = "FLOP/s" if e.kind == "compute" else "B/s"
         rows.append({"ceiling": e.kind, "dtype": e.dtype if e.kind == "compute" else "-",
-                     "size": f"n={e.size}" if e.kind == "compute" else _bytes(e.size),
-                     "measured": _si(e.value, unit), "median": _si(e.median_s, "s"),
+                     "size": f"n={e.size}" if e.kind == "compute" else binary_bytes(e.size),
+                     "measured": si(e.value, unit), "median": si(e.median_s, "s"),
                      "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
-                     "theoretical": _si(theo, unit) + ("" if p is None or p.native else " (not native)"),
+                     "theoretical": si(theo, unit) + ("" if p is None or p.native else " (not native)"),
                      "of_theoretical": f"{e.value / theo:.0%}" if theo else "-"})
     head = (f"{c.key.get('device_name')} ({c.key['device']}, {c.key.get('threads', '-')} threads), "
             f"measured {c.measured_at}")

@@ -24,11 +24,12 @@ import torch
 
 import harness
 from harness.count import count, totals
-from harness.dtypes import parse_dtype
+from harness.dtypes import itemsize, parse_dtype
 from harness.errors import SpecError
 from harness.store import RunWriter, shard_label
 from harness.suite import Case, Suite
 from harness.timing import Measurement, measure, random_inputs, rotation_sets
+from harness.timing.measure import MODES
 from harness.timing.profile import what_ran
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ def _versions() -> dict[str, Any]:
 
 def _find_run(out: Path, suite: str, device: str, shard: tuple[int, int]) -> Path | None:
     """The latest run directory of this suite and device with this shard's metadata."""
-    dtype_kind = torch.device(device).type
-    for d in sorted(out.glob(f"{suite}-{dtype_kind}-*"), reverse=True):
+    device_type = torch.device(device).type
+    for d in sorted(out.glob(f"{suite}-{device_type}-*"), reverse=True):
         if (d / f"run-{shard_label(shard)}.json").exists():
             return d
     return None
@@ -139,7 +140,7 @@ def prepare_case(case: Case, dtype: str, device: str, llc_bytes: int) -> tuple[t
         fmt = torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
         module = module.to(memory_format=fmt)
     seed = int(case.case_id[:8], 16)
-    per_set = sum(torch.Size(s).numel() for s in case.inputs) * torch.empty((), dtype=torch_dtype).element_size()
+    per_set = sum(torch.Size(s).numel() for s in case.inputs) * itemsize(torch_dtype)
     sets = rotation_sets(per_set, llc_bytes)
     return module, random_inputs(case.inputs, torch_dtype, device, seed=seed, sets=sets, memory_format=fmt), seed
 
@@ -202,8 +203,8 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     for d in dtypes or ():
         parse_dtype(d, "--dtype")
     mode = mode or suite.mode
-    if mode not in ("hot", "cold", "graph", "auto"):
-        raise SpecError("--mode", mode, "hot, cold, graph or auto")
+    if mode not in MODES:
+        raise SpecError("--mode", mode, "one of " + ", ".join(MODES))
     out = Path(out)
     threads = threads or suite.threads
     start = time.time()
@@ -222,19 +223,20 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     for w in cpu.warnings:
         if "other processes" in w:
             log.warning(w)
+    versions = _versions()
     meta = {"run_id": run_id, "suite": suite.name, "suite_file": suite.path, "device": device,
             "device_name": _device_name(device), "shard": list(shard), "dtypes": dtypes, "argv": sys.argv,
             "timing_mode": mode, "git_commit": _git_commit(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
             "host": platform.node(), "cpu": cpu.brand, "cpu_threads": threads or torch.get_num_threads(),
-            "load_avg": cpu.load_avg, "busy_percent": cpu.busy_percent, **_versions()}
+            "load_avg": cpu.load_avg, "busy_percent": cpu.busy_percent, **versions}
     writer = RunWriter(run_dir, shard, meta)
     done = writer.done_ids()
     items = [(c, d) for c, d in work_items(suite, dtypes, shard) if _row_id(c, d, dev.type) not in done]
     llc = last_level_cache(device)
     statuses: Counter[str] = Counter()
     base = {"run_id": run_id, "suite": suite.name, "device": dev.type, "device_name": meta["device_name"],
-            "git_commit": meta["git_commit"], **_versions()}
+            "git_commit": meta["git_commit"], **versions}
     show_bar = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show_bar:

@@ -26,6 +26,7 @@ from typing import Any
 from harness.dtypes import parse_dtype
 from harness.errors import LayerbenchError, SpecError
 from harness.spec import LAYERS, LayerSpec, parse_layer, parse_shape
+from harness.timing.measure import MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -447,7 +448,7 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
     if not sweeps:
         raise SuiteError(file, "sweep", sweeps, "at least one [[sweep]] table")
     mode = data.get("mode", "auto")
-    if mode not in ("hot", "cold", "graph", "auto"):
+    if mode not in MODES:
         raise SuiteError(file, "mode", mode, "hot, cold (CUDA: L2 flushed before each call), graph (CUDA graphs) "
                          "or auto (graph for calls under 20 us on CUDA, else hot)")
     budget = float(data.get("budget_s", 1.0))

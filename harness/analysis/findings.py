@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness.dtypes import itemsize, parse_dtype
+from harness.units import si
+
 #: FLOPs within this relative distance of a group's smallest count belong to the group.
 EQUAL_FLOPS_TOL = 0.02
 #: Columns shown beside each member of a group (those present in the table).
 EXPLAIN_COLUMNS = ["family", "layer", "params", "input_shapes", "memory_format", "flops", "time_median_s",
                    "achieved_flops_s", "intensity", "bytes_read", "bytes_written", "ax_g", "ax_k", "kernels",
                    "kernel_launches", "label", "util_ceiling", "util_datasheet", "rel_iqr"]
-_ITEMSIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 
 
 def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
@@ -71,13 +73,6 @@ def describe_row(row: pd.Series) -> str:
     return f"{row['layer']} {p} on {row.get('input_shapes')}{fmt}".replace("  ", " ")
 
 
-def _si(v: float) -> str:
-    for s, u in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= s:
-            return f"{v / s:.3g} {u}"
-    return f"{v:.3g} "
-
-
 def _time(s: float) -> str:
     return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} us"
 
@@ -108,7 +103,7 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
                    "grouped/depthwise kernel")
     if slow.get("memory_format") != fast.get("memory_format"):
         out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
-    size = _ITEMSIZE.get(str(slow.get("dtype")), 4)
+    size = itemsize(parse_dtype(str(slow["dtype"])))
     out_s, out_f = slow["bytes_written"] / size, fast["bytes_written"] / size
     if out_f > 2 * out_s:
         out.append(f"it has {out_f / out_s:.1f}x fewer output elements to spread over the cores (less parallelism)")
@@ -120,10 +115,12 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     return out
 
 
-def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1
-             ) -> list[Finding]:
-    """The ``top`` equal-FLOPs groups by spread (at least ``min_spread``), each as a sentence."""
-    grouped = equal_flops_groups(frame, tol)
+def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
+             grouped: pd.DataFrame | None = None) -> list[Finding]:
+    """The ``top`` equal-FLOPs groups by spread (at least ``min_spread``), each as a sentence.
+    ``grouped``: ``equal_flops_groups(frame, tol)`` when the caller already has it."""
+    if grouped is None:
+        grouped = equal_flops_groups(frame, tol)
     if grouped.empty:
         return []
     spreads = grouped.groupby("group")["group_spread"].first().sort_values(ascending=False)
@@ -142,7 +139,7 @@ def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, m
         spread = spreads[g]
         rows = grouped[grouped["group"] == g].sort_values("time_median_s")
         fast, slow = rows.iloc[0], rows.iloc[-1]
-        text = (f"{slow['device_name']} {slow['dtype']}, {_si(float(fast['flops']))}FLOPs: {describe_row(slow)} takes "
+        text = (f"{slow['device_name']} {slow['dtype']}, {si(float(fast['flops']))}FLOPs: {describe_row(slow)} takes "
                 f"{spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
                 f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + "."
                 + (f" Seen in {len(groups_of_pair)} runs." if len(groups_of_pair) > 1 else ""))

@@ -25,7 +25,7 @@ import torch
 
 from harness.dtypes import parse_dtype
 from harness.errors import SpecError
-from harness.timing import Measurement, measure
+from harness.timing import Measurement, measure, random_inputs
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,9 @@ def _gemm(device: str, dtype: str, budget_s: float, threads: int | None, measure
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32 if dev.type == "cuda" else before
     try:
-        gen = torch.Generator(device=dev).manual_seed(0)
         n = start
         while True:
-            a = torch.randn(n, n, generator=gen, dtype=tdtype, device=dev)
-            b = torch.randn(n, n, generator=gen, dtype=tdtype, device=dev)
+            a, b = random_inputs([(n, n), (n, n)], tdtype, dev, seed=0)[0]
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
@@ -190,7 +188,7 @@ def last_level_cache(device: str) -> int:
 def _copy(device: str, budget_s: float, threads: int | None, measure_fn: MeasureFn) -> Ceiling:
     dev = torch.device(device)
     nbytes = max(COPY_MIN_BYTES[dev.type], 4 * last_level_cache(device))
-    src = torch.randn(nbytes // 4, generator=torch.Generator(device=dev).manual_seed(0), device=dev)
+    (src,) = random_inputs([(nbytes // 4,)], torch.float32, dev, seed=0)[0]
     dst = torch.empty_like(src)
     m = measure_fn(dst.copy_, device=device, inputs=[(src,)], threads=threads, budget_s=budget_s, warmup_s=0.2)
     return Ceiling("memory", "fp32", 2 * nbytes / m.median, nbytes, m.median, m.stats.rel_iqr, m.stats.n,

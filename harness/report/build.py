@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import describe_row
+from harness.analysis.metrics import peak_dtype
 from harness.report.plots import heatmap, roofline, time_vs_flops
 from harness.store import load_results
 
@@ -80,9 +81,10 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, ceilings_dir:
     raw = load_results(paths)
     if raw.empty:
         raise ValueError(f"no result rows under {paths}")
-    table = derive(raw, ceilings_dir=ceilings_dir)
-    found = findings(table, top=top)
+    peaks = peak_table(raw.assign(peak_dtype=peak_dtype(raw)), ceilings_dir)
+    table = derive(raw, peaks=peaks)
     groups = equal_flops_groups(table)
+    found = findings(table, top=top, grouped=groups)
     plots: list[Path] = list(time_vs_flops(table, out / "time_vs_flops"))
     roof_pngs = []
     for (dev, dt), g in table[table["status"] == "ok"].groupby(["device_name", "dtype"]):
@@ -98,7 +100,6 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, ceilings_dir:
                      title=f"{family}: {value} over {x[3:]} x {y[3:]}")
         plots += ps
         heat_pngs.append(ps[0])
-    peaks = peak_table(table, ceilings_dir)
     metas = _run_metadata(paths)
     status = table["status"].value_counts().to_dict()
     labels = table["label"].value_counts().to_dict()
