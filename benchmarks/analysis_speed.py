@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from harness.report.build import build_report
 
 from harness.analysis import compare, derive, equal_flops_groups, findings
-from harness.report.build import build_report
 from harness.store import load_results, write_parquet
 
 

@@ -10,36 +10,38 @@ pytest-benchmark's own (calibrated rounds, host clock; on CUDA each call is sync
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 import torch
 
-from harness.devices.ceilings import last_level_cache
-from harness.runner import analytic_counts, prepare_case, row_identity, work_items
+from harness.backends import get_backend
+from harness.runner import analytic_counts, make_context, prepare_case, work_items
 from harness.suite import load_suite
 
 SUITE = load_suite(os.environ.get("LAYERBENCH_SUITE", "quick"))
 DEVICE = os.environ.get("LAYERBENCH_DEVICE", "cpu")
-ITEMS = list(work_items(SUITE, None, (1, 1)))
+CASES = list(work_items(SUITE, None, (1, 1), torch.device(DEVICE).type))
 
 
-@pytest.mark.parametrize("case, dtype", ITEMS, ids=[f"{c.family}-{c.layer}-{c.case_id[:8]}-{d}" for c, d in ITEMS])
-def test_layer(benchmark, case, dtype):
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.family}-{c.layer}-{c.case_id[:8]}-{c.dtype}" for c in CASES])
+def test_layer(benchmark, case):
     if case.skip:
         pytest.skip(case.skip)
-    if torch.device(DEVICE).type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("LAYERBENCH_DEVICE=cuda but torch sees no CUDA device")
-    module, inputs, seed = prepare_case(case, dtype, DEVICE, last_level_cache(DEVICE))
-    benchmark.extra_info.update(row_identity(case, dtype, torch.device(DEVICE).type))
-    benchmark.extra_info.update(analytic_counts(case, dtype), suite=SUITE.name, device=torch.device(DEVICE).type,
-                                seed=seed, threads=torch.get_num_threads(), torch_version=torch.__version__)
+    backend = get_backend(DEVICE)
+    if not backend.available():
+        pytest.skip(f"LAYERBENCH_DEVICE={DEVICE} but torch sees no such device")
+    ctx = make_context(SUITE, DEVICE, [case.dtype], None, "hot", (1, 1), "pytest-benchmark")
+    module, inputs, seed = prepare_case(case, ctx.device, backend.last_level_cache(ctx.device))
+    for part in (ctx.key(case), ctx.case_fields(case), analytic_counts(case), ctx.peaks_for(case, {})):
+        benchmark.extra_info.update(dataclasses.asdict(part))
+    benchmark.extra_info.update(seed=seed)
     args = inputs[0]
-    sync = torch.cuda.synchronize if torch.device(DEVICE).type == "cuda" else (lambda: None)
 
     def call():
         module(*args)
-        sync()
+        backend.synchronize(ctx.device)
 
     with torch.inference_mode():
         benchmark(call)

@@ -1,15 +1,32 @@
 """layerbench: how fast neural-network layers run, next to what the arithmetic says they should.
 
-Pipeline: suite -> cases (``harness.spec``) -> analytic counts (``harness.count``) + timing
--> rows -> store -> analysis -> report.
+Pipeline: suite -> cases (``harness.suite``) -> analytic counts (``harness.count``) + timing
+(``harness.timing`` on a ``harness.backends`` backend) -> rows (``harness.record``) -> store
+(``harness.store``) -> analysis (``harness.analysis``) -> report (``harness.report``).
+
+Attributes are imported on first use, so ``import harness`` (and ``layerbench --help``) does not
+import torch.
 """
 
-from harness.analytic.conventions import conventions, get_convention
-from harness.count import count, totals
-from harness.errors import CountError, LayerbenchError, SpecError
-from harness.store import load_results
-from harness.timing import Measurement, measure
+from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = ["count", "totals", "measure", "Measurement", "load_results", "conventions", "get_convention",
-           "SpecError", "CountError", "LayerbenchError", "__version__"]
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_LAZY = {
+    "count": "harness.counting", "totals": "harness.counting", "measure": "harness.timing",
+    "Measurement": "harness.timing", "load_results": "harness.store", "load_runs": "harness.store",
+    "conventions": "harness.analytic.conventions", "get_convention": "harness.analytic.conventions",
+    "SpecError": "harness.errors", "CountError": "harness.errors", "LayerbenchError": "harness.errors",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

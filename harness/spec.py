@@ -26,11 +26,16 @@ Shape = tuple[int, ...]
 
 
 def _int(v: Any, name: str, where: str) -> int:
+    """An integer; a float only when it is whole (``47.0``; ``47.5`` is an error, never truncated)."""
     try:
         if isinstance(v, bool):
             raise ValueError
+        if isinstance(v, float):
+            if not v.is_integer():
+                raise ValueError
+            return int(v)
         return int(v) if not isinstance(v, str) else int(v, 10)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError(name, v, "an integer", where) from None
 
 
@@ -121,6 +126,11 @@ class LayerSpec:
 
     def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
         raise NotImplementedError
+
+    def canonical(self) -> dict[str, Any]:
+        """Every parameter under its field name, defaults included: the layer's identity, whatever
+        spelling (``g`` or ``groups``, ``k=3`` or ``kernel_size=3x3``) made it."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
 
     def _required(self, *names: str) -> None:
         for name in names:

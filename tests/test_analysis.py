@@ -1,6 +1,6 @@
-"""Analysis on synthetic tables with known answers: roofline bound and fraction, labels,
-equal-FLOPs grouping and ranking, compare verdicts with and without noise, regressions and the
-regress exit code, the cross-device view, and the report."""
+"""Analysis on synthetic tables with known answers: roofline bound and fraction from the stored
+peaks, labels, equal-FLOPs grouping and ranking, compare verdicts with and without noise, machines
+never mixed silently, regressions and the regress exit code, the cross-device view, the report."""
 
 import json
 
@@ -8,80 +8,100 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import record as R
 from harness.analysis import compare, cross_device, derive, equal_flops_groups, findings, regressions
-from harness.analysis.metrics import peak_dtype
+from harness.analysis.compare import MixedMachines, check_history, same_machine_only
 from harness.store import write_parquet
+
+#: The stored peaks of machine X: theoretical 400 GFLOP/s and 20 GB/s, measured 200 GFLOP/s and 10 GB/s.
+PEAKS = dict(peak_flops_s=4e11, peak_bytes_s=2e10, peak_source="formula", ceiling_flops_s=2e11,
+             ceiling_bytes_s=1e10, ceiling_source="measured", launch_overhead_s=2e-6)
 
 
 def row(**kw):
-    base = dict(status="ok", device="cpu", device_name="X", dtype="fp32", threads=2, flops=1e9, bytes_read=5e5,
-                bytes_written=5e5, time_median_s=0.01, kernel_launches=1, layer="conv2d", params="{}",
-                input_shapes="1x1", memory_format="nchw", family="f", run_id="r", kernels="aten::k")
+    """A full record of the current schema (every column), defaults overridden by ``kw``."""
+    base = dict(status="ok", device="cpu", device_type="cpu", device_name="X", machine_id="m" * 12,
+                machine_name="X (2 CPUs)", settings_id="s" * 12, host="h", dtype="fp32", threads=2, flops=1e9,
+                bytes_read=5e5, bytes_written=5e5, time_median_s=0.01, kernel_launches=1, layer="conv2d",
+                config="{}", axes="{}", input_shapes="1x1", memory_format="nchw", family="f", run_id="r",
+                suite="s", kernels="aten::k", timestamp="t", harness_version="0", torch_version="2.13",
+                python_version="3.11", peak_dtype="fp32", **PEAKS)
     base.update(kw)
-    base.setdefault("row_id", f"id{abs(hash(json.dumps(kw, sort_keys=True, default=str))) % 10**8}")
+    base.setdefault("case_id", f"c{abs(hash(json.dumps(kw, sort_keys=True, default=str))) % 10**8}")
+    base.setdefault("config_id", base["case_id"])
+    base.setdefault("row_id", f"{base['machine_id']}:{base['device']}:{base['case_id']}")
     t = base["time_median_s"]
     base.setdefault("time_q1_s", t * 0.99)
     base.setdefault("time_q3_s", t * 1.01)
     base.setdefault("time_ci_low_s", t * 0.995)
     base.setdefault("time_ci_high_s", t * 1.005)
-    base["intensity"] = base["flops"] / (base["bytes_read"] + base["bytes_written"])
-    return base
+    base["intensity_flop_per_byte"] = base["flops"] / (base["bytes_read"] + base["bytes_written"])
+    return {c: base.get(c) for c in R.COLUMN_NAMES}
 
 
-PEAKS = pd.DataFrame([{"device": "cpu", "device_name": "X", "dtype": "fp32", "threads": 2,
-                       "datasheet_flops_s": 4e11, "datasheet_bytes_s": 2e10, "ceiling_flops_s": 2e11,
-                       "ceiling_bytes_s": 1e10}])
+def frame(*rows):
+    return pd.DataFrame(list(rows), columns=list(R.COLUMN_NAMES))
 
 
 def test_roofline_bound_fraction_and_labels():
-    f = pd.DataFrame([
-        row(row_id="compute", flops=1e9, bytes_read=5e5, bytes_written=5e5, time_median_s=0.01),
-        row(row_id="memory", flops=1e6, bytes_read=5e7, bytes_written=5e7, time_median_s=0.02),
-        row(row_id="under", flops=1e9, bytes_read=5e5, bytes_written=5e5, time_median_s=0.1),
-        row(row_id="launch", flops=1e3, bytes_read=1e3, bytes_written=1e3, time_median_s=3e-6),
-        row(row_id="failed", status="error", time_median_s=np.nan),
-    ])
-    d = derive(f, peaks=PEAKS).set_index("row_id")
+    f = frame(
+        row(case_id="compute", flops=1e9, bytes_read=5e5, bytes_written=5e5, time_median_s=0.01),
+        row(case_id="memory", flops=1e6, bytes_read=5e7, bytes_written=5e7, time_median_s=0.02),
+        row(case_id="under", flops=1e9, bytes_read=5e5, bytes_written=5e5, time_median_s=0.1),
+        row(case_id="launch", flops=1e3, bytes_read=1e3, bytes_written=1e3, time_median_s=3e-6),
+        row(case_id="failed", status="error", time_median_s=np.nan),
+    )
+    d = derive(f).set_index("case_id")
     c = d.loc["compute"]
     # intensity 1000 FLOP/B: 1000 x 10 GB/s = 10 TFLOP/s > 200 GFLOP/s roof -> compute-bound
     assert c.roofline_bound == "compute" and c.attainable_flops_s == 2e11
     assert c.roofline_time_s == pytest.approx(1e9 / 2e11)                 # 5 ms
     assert c.roofline_fraction == pytest.approx(0.5) and c.label == "compute-bound"
     assert c.achieved_flops_s == pytest.approx(1e11)
-    assert c.util_ceiling == pytest.approx(0.5) and c.util_datasheet == pytest.approx(0.25)
+    assert c.util_ceiling == pytest.approx(0.5) and c.util_peak == pytest.approx(0.25)
     assert c.roof_source == "measured"
     m = d.loc["memory"]
     # 1e8 bytes / 10 GB/s = 10 ms roofline time; measured 20 ms
     assert m.roofline_bound == "memory" and m.roofline_time_s == pytest.approx(0.01)
     assert m.roofline_fraction == pytest.approx(0.5) and m.label == "memory-bound"
-    assert m.bw_util_ceiling == pytest.approx(0.5) and m.bw_util_datasheet == pytest.approx(0.25)
+    assert m.bw_util_ceiling == pytest.approx(0.5) and m.bw_util_peak == pytest.approx(0.25)
     assert d.loc["under"].label == "under-utilised" and d.loc["under"].roofline_fraction == pytest.approx(0.05)
     assert d.loc["launch"].label == "launch-bound"                          # 3 us <= 2 x 1 launch x 2 us
+    assert d.loc["launch"].launch_floor_s == pytest.approx(2e-6)
     assert pd.isna(d.loc["failed"].achieved_flops_s) and pd.isna(d.loc["failed"].label)
 
 
-def test_datasheet_roof_when_nothing_measured():
-    peaks = PEAKS.assign(ceiling_flops_s=np.nan, ceiling_bytes_s=np.nan)
-    d = derive(pd.DataFrame([row()]), peaks=peaks).iloc[0]
-    assert d.roof_source == "datasheet" and d.roofline_time_s == pytest.approx(1e9 / 4e11)
-    assert pd.isna(d.util_ceiling) and d.util_datasheet == pytest.approx(0.25)
+def test_theoretical_roof_when_nothing_measured_and_unknown_when_not_stored():
+    d = derive(frame(row(ceiling_flops_s=None, ceiling_bytes_s=None, ceiling_source="none"))).iloc[0]
+    assert d.roof_source == "formula" and d.roofline_time_s == pytest.approx(1e9 / 4e11)
+    assert pd.isna(d.util_ceiling) and d.util_peak == pytest.approx(0.25)
+    mixed = derive(frame(row(ceiling_flops_s=None, ceiling_source="measured"))).iloc[0]
+    assert mixed.roof_source == "mixed" and mixed.roofline_time_s == pytest.approx(1e9 / 4e11)
+    old = derive(frame(row(peak_flops_s=None, peak_bytes_s=None, ceiling_flops_s=None, ceiling_bytes_s=None,
+                           peak_source="not stored", ceiling_source="not stored", launch_overhead_s=None))).iloc[0]
+    assert pd.isna(old.roof_source) and pd.isna(old.util_peak) and pd.isna(old.label)     # unknown, never guessed
 
 
-def test_peak_dtype_tf32():
-    f = pd.DataFrame([row(device="cuda:0", layer="conv2d", allow_tf32_cudnn=True, allow_tf32_matmul=False),
-                      row(device="cuda:0", layer="linear", allow_tf32_cudnn=True, allow_tf32_matmul=False),
-                      row(device="cuda:0", layer="mm", allow_tf32_cudnn=True, allow_tf32_matmul=True),
-                      row(device="cuda:0", layer="conv2d", dtype="bf16", allow_tf32_cudnn=True),
-                      row(device="cpu", layer="conv2d", allow_tf32_cudnn=np.nan)])
-    assert list(peak_dtype(f)) == ["tf32", "fp32", "tf32", "bf16", "fp32"]
+def test_derive_reads_only_stored_columns(monkeypatch):
+    """Two machines' rows in one table: each row is measured against its own stored peaks."""
+    import harness.devices.cpu as cpu
+
+    def broken(*a, **k):
+        raise AssertionError("analysis probed the live machine")
+    monkeypatch.setattr(cpu, "describe_cpu", broken)
+    monkeypatch.setattr(cpu, "cpuinfo", broken)
+    f = frame(row(case_id="a"), row(case_id="a", machine_id="n" * 12, ceiling_flops_s=1e12))
+    d = derive(f)
+    assert list(d["util_ceiling"]) == pytest.approx([0.5, 0.1])
 
 
 def test_equal_flops_grouping_and_ranking():
-    f = pd.DataFrame([row(row_id=f"r{i}", flops=fl, time_median_s=t) for i, (fl, t) in enumerate(
-        [(100, 1.0), (101, 3.0), (150, 2.0), (151, 1.0), (152, 4.0), (300, 1.0)])]
-        + [row(row_id="bf", flops=100, dtype="bf16", time_median_s=9.0)])
-    g = equal_flops_groups(f, tol=0.02).set_index("row_id")
-    assert set(g.index) == {"r0", "r1", "r2", "r3", "r4"}          # 300 alone, bf16 alone: no group
+    f = frame(*[row(case_id=f"r{i}", flops=fl, time_median_s=t) for i, (fl, t) in enumerate(
+        [(100, 1.0), (101, 3.0), (150, 2.0), (151, 1.0), (152, 4.0), (300, 1.0)])],
+        row(case_id="bf", flops=100, dtype="bf16", time_median_s=9.0),
+        row(case_id="other", flops=100, machine_id="n" * 12, time_median_s=50.0))     # another machine: apart
+    g = equal_flops_groups(f, tol=0.02).set_index("case_id")
+    assert set(g.index) == {"r0", "r1", "r2", "r3", "r4"}          # 300 alone, bf16 alone, other machine alone
     assert g.loc["r0", "group"] == g.loc["r1", "group"] != g.loc["r2", "group"] == g.loc["r4", "group"]
     assert g.loc["r1", "group_spread"] == 3.0 and g.loc["r4", "group_spread"] == 4.0
     assert (g.loc["r3", "speed_rank"], g.loc["r2", "speed_rank"], g.loc["r4", "speed_rank"]) == (1, 2, 3)
@@ -89,79 +109,97 @@ def test_equal_flops_grouping_and_ranking():
     assert [round(x.spread, 1) for x in top] == [4.0, 3.0]          # ranked by spread
 
 
+def conv_config(cin, groups):
+    return json.dumps({"in_channels": cin, "out_channels": cin, "kernel_size": [3, 3], "stride": [1, 1],
+                       "padding": [1, 1], "dilation": [1, 1], "groups": groups, "bias": True,
+                       "output_padding": [0, 0]})
+
+
 def test_finding_explains_depthwise():
-    dense = row(row_id="dense", params=json.dumps({"in": 64, "out": 64, "k": 3, "g": 1}), input_shapes="1x64x28x28",
-                flops=57802752, bytes_read=350000, bytes_written=200704, time_median_s=440e-6)
-    dw = row(row_id="dw", params=json.dumps({"in": 512, "out": 512, "k": 3, "g": 64}), input_shapes="1x512x28x28",
-             flops=57802752, bytes_read=1740000, bytes_written=1605632, time_median_s=2.67e-3, kernels="aten::dw")
-    (f,) = findings(pd.DataFrame([dense, dw]))
+    dense = row(case_id="dense", config=conv_config(64, 1), input_shapes="1x64x28x28", flops=57802752,
+                bytes_read=350000, bytes_written=200704, time_median_s=440e-6)
+    dw = row(case_id="dw", config=conv_config(512, 64), input_shapes="1x512x28x28", flops=57802752,
+             bytes_read=1740000, bytes_written=1605632, time_median_s=2.67e-3, kernels="aten::dw")
+    (f,) = findings(frame(dense, dw))
     assert f.spread == pytest.approx(2.67e-3 / 440e-6)
-    assert "takes 6.1x as long as conv2d in=64 out=64 k=3 g=1 on 1x64x28x28" in f.text
+    assert "X (2 CPUs) fp32, 57.8 MFLOPs: conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 takes 6.1x" in f.text
+    assert "as long as conv2d in=64 out=64 k=3 p=1 on 1x64x28x28 (2.67 ms vs 440 us)" in f.text
     assert "moves 6.1x the bytes" in f.text and "64 channel groups against 1" in f.text
     assert "8 input channels instead of 64" in f.text and "aten::dw vs aten::k" in f.text
     assert list(f.rows["time_median_s"]) == [440e-6, 2.67e-3]
 
 
 def test_compare_verdicts_respect_noise():
-    a = pd.DataFrame([row(row_id=i, run_id="a", time_median_s=1.0) for i in "wxyzv"])
-    b = pd.DataFrame([
-        row(row_id="w", run_id="b", time_median_s=1.5),                                      # clearly slower
-        row(row_id="x", run_id="b", time_median_s=1.03),                                     # under threshold
-        row(row_id="y", run_id="b", time_median_s=0.5),                                      # clearly faster
-        row(row_id="z", run_id="b", time_median_s=1.5, time_q1_s=0.9, time_q3_s=2.0),        # noisy: no verdict
-        row(row_id="v", run_id="b", status="error", time_median_s=np.nan),                   # not comparable
-    ])
-    c = compare(a, b, threshold=0.05).set_index("row_id")
+    a = frame(*[row(case_id=i, run_id="a", time_median_s=1.0) for i in "wxyzv"])
+    b = frame(
+        row(case_id="w", run_id="b", time_median_s=1.5),                                      # clearly slower
+        row(case_id="x", run_id="b", time_median_s=1.03),                                     # under threshold
+        row(case_id="y", run_id="b", time_median_s=0.5),                                      # clearly faster
+        row(case_id="z", run_id="b", time_median_s=1.5, time_q1_s=0.9, time_q3_s=2.0),        # noisy: no verdict
+        row(case_id="v", run_id="b", status="error", time_median_s=np.nan),                   # not comparable
+    )
+    c = compare(a, b, threshold=0.05).set_index("case_id")
     assert c.loc["w", "verdict"] == "slower" and c.loc["w", "ratio"] == 1.5
     assert c.loc["x", "verdict"] == "same" and c.loc["y", "verdict"] == "faster" and c.loc["z", "verdict"] == "same"
-    assert "v" not in c.index
+    assert "v" not in c.index and not c.attrs["cross_device"]
+
+
+def test_compare_refuses_or_labels_two_machines():
+    a = frame(row(case_id="w", run_id="a", time_median_s=1.0))
+    b = frame(row(case_id="w", run_id="b", machine_id="n" * 12, machine_name="Y (64 CPUs)", time_median_s=0.5))
+    with pytest.raises(MixedMachines, match=r"X \(2 CPUs\) \[mmmm.*Y \(64 CPUs\).*--across-machines"):
+        compare(a, b)
+    c = compare(a, b, across_machines=True)
+    assert c.attrs["cross_device"] and c.iloc[0]["ratio"] == 0.5 and c.iloc[0]["verdict"] == "faster"
+    assert "Y (64 CPUs)" in c.attrs["b"]
+    # one machine, other threading settings: compared, with a note
+    s = compare(a, frame(row(case_id="w", run_id="b", settings_id="t" * 12, time_median_s=1.0)))
+    assert not s.attrs["cross_device"] and "threading settings differ" in s.attrs["notes"][0]
+
+
+def test_regress_refuses_history_of_another_machine_or_setting():
+    new = frame(row(case_id="p", run_id="n", time_median_s=1.3))
+    mine = row(case_id="p", run_id="h1", time_median_s=1.0)
+    theirs = row(case_id="p", run_id="h2", machine_id="n" * 12, machine_name="Xeon (2 CPUs)", time_median_s=2.0)
+    other_threads = row(case_id="p", run_id="h3", settings_id="t" * 12, time_median_s=0.5)
+    with pytest.raises(MixedMachines, match="h2 .Xeon.*--accept-other-machines"):
+        check_history(frame(mine, theirs), new)
+    with pytest.raises(MixedMachines, match="h3.*--accept-other-settings"):
+        check_history(frame(mine, other_threads), new)
+    assert len(check_history(frame(mine, theirs), new, accept_machines=True)) == 2
+    kept, dropped = same_machine_only(frame(mine, theirs, other_threads), new)
+    assert list(kept["run_id"]) == ["h1"] and dropped == 2
 
 
 def test_regressions_against_history(tmp_path, capsys):
     runs = (("h1", (1.0, 1.0)), ("h2", (1.02, 0.98)))
-    hist = pd.DataFrame([row(row_id=i, run_id=r, time_median_s=t) for r, ts in runs for i, t in zip("pq", ts)])
-    new = pd.DataFrame([row(row_id="p", run_id="n", time_median_s=1.3),
-                        row(row_id="q", run_id="n", time_median_s=1.05)])
+    hist = frame(*[row(case_id=i, run_id=r, time_median_s=t) for r, ts in runs for i, t in zip("pq", ts)])
+    new = frame(row(case_id="p", run_id="n", time_median_s=1.3), row(case_id="q", run_id="n", time_median_s=1.05))
     bad = regressions(hist, new, threshold=0.10)
-    assert list(bad["row_id"]) == ["p"]
+    assert list(bad["case_id"]) == ["p"]
     assert bad.iloc[0]["reference_s"] == pytest.approx(1.01) and bad.iloc[0]["history_runs"] == 2
     assert bad.iloc[0]["slowdown"] == pytest.approx(1.3 / 1.01)
     from harness.cli import main
-    for name, frame in (("h", hist), ("n", new), ("same", hist[hist.run_id == "h1"].assign(run_id="s"))):
+    other = hist.assign(machine_id="n" * 12, run_id="o", row_id=lambda f: "n" * 12 + ":cpu:" + f["case_id"])
+    for name, fr in (("h", hist), ("n", new), ("same", hist[hist.run_id == "h1"].assign(run_id="s")), ("o", other)):
         (tmp_path / name).mkdir()
-        write_parquet(frame, tmp_path / name / "part-1of1.parquet")
+        write_parquet(fr, tmp_path / name / "part-1of1.parquet")
     assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "h"), "--threshold", "0.1"]) == 1
     assert "1 case(s) slower" in capsys.readouterr().out
     assert main(["regress", str(tmp_path / "same"), "--baseline", str(tmp_path / "h")]) == 0
+    assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "h"), str(tmp_path / "o")]) == 2
+    assert "another machine" in capsys.readouterr().err
+    assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "*"), "--same-machine-only",
+                 "--threshold", "0.1"]) == 1
     assert main(["compare", str(tmp_path / "h"), str(tmp_path / "n")]) == 0
+    assert main(["compare", str(tmp_path / "h"), str(tmp_path / "o")]) == 2
+    assert main(["compare", str(tmp_path / "h"), str(tmp_path / "o"), "--across-machines"]) == 0
+    assert "cross-device comparison" in capsys.readouterr().out
 
 
 def test_cross_device_view():
-    f = derive(pd.DataFrame([row(row_id="a", device_name="X"), row(row_id="a2", device_name="Y")]),
-               peaks=pd.concat([PEAKS, PEAKS.assign(device_name="Y", ceiling_flops_s=1e12)]))
+    f = derive(frame(row(case_id="a"), row(case_id="a", machine_id="n" * 12, machine_name="Y (64 CPUs)",
+                                           ceiling_flops_s=1e12)))
     x = cross_device(f)
-    assert list(x.columns) == ["X", "Y"]
-    assert x.iloc[0]["X"] == pytest.approx(0.5) and x.iloc[0]["Y"] == pytest.approx(0.1)
-
-
-def test_report_is_self_contained(tmp_path):
-    from test_runner import fake_measure
-
-    from harness.report.build import build_report
-    from harness.runner import run_suite
-    from harness.suite import parse_suite
-
-    suite = parse_suite({"name": "rep", "sweep": [
-        {"family": "groups", "layer": "conv2d", "input": "1x{c}x8x8", "params": {"k": 3, "p": 1},
-         "axes": {"g": [1, 4]}, "solve": {"axis": "c", "keep": "c * c / g", "like": {"c": 8, "g": 1},
-                                        "multiple_of": "g"}, "derive": {"in": "c", "out": "c"}}]})
-    times = iter([1e-4, 5e-4])
-
-    def timed(fn, **kw):
-        return fake_measure(next(times))(fn, **kw)
-    run = run_suite(suite, out=tmp_path, measure_fn=timed, progress=False)
-    rep = build_report([run.run_dir], tmp_path / "report")
-    text = rep.html.read_text()
-    assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
-    assert len(rep.findings) == 1 and "5.0x as long" in rep.findings[0] and rep.findings[0] in rep.markdown.read_text()
-    assert {p.suffix for p in rep.plots} == {".png", ".svg"}
+    assert list(x.columns) == ["X (2 CPUs)", "Y (64 CPUs)"]
+    assert x.iloc[0]["X (2 CPUs)"] == pytest.approx(0.5) and x.iloc[0]["Y (64 CPUs)"] == pytest.approx(0.1)

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-import harness.devices.ceilings as ce
+import harness.calibrate as ce
+from harness.backends.base import CalibrationSizes
+from harness.backends.cpu import CpuBackend
 from harness.errors import SpecError
 from harness.timing import Measurement
 
@@ -22,9 +24,8 @@ def fake_measure(median):
 
 @pytest.fixture
 def small(monkeypatch):
-    monkeypatch.setattr(ce, "GEMM_N", {"cpu": (64, 128), "cuda": (64, 128)})
-    monkeypatch.setattr(ce, "COPY_MIN_BYTES", {"cpu": 2**20, "cuda": 2**20})
-    monkeypatch.setattr(ce, "last_level_cache", lambda device: 0)
+    monkeypatch.setattr(CpuBackend, "calibration", CalibrationSizes(64, 128, 2**20))
+    monkeypatch.setattr(CpuBackend, "last_level_cache", lambda self, device: 0)
 
 
 def test_calibrate_values(small, tmp_path):
@@ -37,7 +38,7 @@ def test_calibrate_values(small, tmp_path):
     assert c.bandwidth == pytest.approx(2 * 2**20 / 1e-3)              # 1 MiB read + 1 MiB written per ms
     assert c.compute("fp16") is None
     assert len(calls) == 3 and all(k["threads"] == 1 for k in calls)
-    assert c.key["threads"] == 1 and c.key["torch"]
+    assert c.key["threads"] == 1 and c.key["torch"] and len(c.key["machine_id"]) == 12
 
 
 def test_calibrate_stores_and_reuses(small, tmp_path):
@@ -74,9 +75,8 @@ def test_calibrate_rejects():
 
 
 def test_calibrate_real_small(monkeypatch, tmp_path):
-    monkeypatch.setattr(ce, "GEMM_N", {"cpu": (128, 256), "cuda": (128, 256)})
-    monkeypatch.setattr(ce, "COPY_MIN_BYTES", {"cpu": 8 * 2**20, "cuda": 8 * 2**20})
-    monkeypatch.setattr(ce, "last_level_cache", lambda device: 0)
+    monkeypatch.setattr(CpuBackend, "calibration", CalibrationSizes(128, 256, 8 * 2**20))
+    monkeypatch.setattr(CpuBackend, "last_level_cache", lambda self, device: 0)
     c = ce.calibrate("cpu", ["fp32"], budget_s=0.2, store=tmp_path)
     # anything that runs torch: between 10 MFLOP/s and 100 TFLOP/s, 10 MB/s and 10 TB/s
     assert 1e7 < c.compute("fp32") < 1e14 and 1e7 < c.bandwidth < 1e13

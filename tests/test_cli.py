@@ -71,6 +71,7 @@ def test_devices_command(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     assert main(["devices", "--no-load", "--format", "json", "--store", str(tmp_path)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["machine"]["cpu"]["logical_cpus"] >= 1 and doc["ceilings"] is None
+    assert len(doc["identity"]["machine_id"]) == 12 and doc["identity"]["cpu"]["flags"]
 
 
 def test_calibrate_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,8 +85,8 @@ def test_calibrate_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_render_ceilings_against_peak() -> None:
-    from harness.cli import render_ceilings
-    from harness.devices.ceilings import Ceiling, Ceilings
+    from harness.calibrate import Ceiling, Ceilings
+    from harness.cli.machine import render_ceilings
     from harness.devices.peaks import Peak
 
     c = Ceilings(key={"device": "cpu", "device_name": "X", "threads": 2}, measured_at="now",

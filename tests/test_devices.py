@@ -6,9 +6,9 @@ import types
 
 import pytest
 
+from harness.backends.cuda import THROTTLE_CLOCK_FRACTION, NvmlClockMonitor, clock_monitor, nvml_handle
 from harness.devices.cpu import CpuDescription, cpuinfo, describe_cpu
 from harness.devices.gpu import describe_gpus
-from harness.devices.monitor import THROTTLE_CLOCK_FRACTION, NvmlClockMonitor, clock_monitor, nvml_handle
 from harness.devices.nvml import THROTTLE_MASK, Nvml, reason_names
 
 

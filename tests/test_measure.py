@@ -8,10 +8,13 @@ import math
 import pytest
 import torch
 
+from harness.backends.cpu import CpuBackend, CpuTimer
+from harness.backends.cuda import CudaBackend, CudaEventTimer
 from harness.errors import SpecError
 from harness.timing import ClockSummary, FixedCount, measure, random_inputs, rotation_sets
-from harness.timing.measure import CPU_BLOCK_S, CUDA_BLOCK_S, ESTIMATE_CALLS, MIN_WARMUP_CALLS
-from harness.timing.timers import CpuTimer, CudaEventTimer
+from harness.timing.measure import ESTIMATE_CALLS, MIN_WARMUP_CALLS
+
+CPU_BLOCK_S, CUDA_BLOCK_S = CpuBackend.block_s, CudaBackend.block_s
 
 
 class FakeClock:
@@ -139,7 +142,8 @@ def test_random_inputs_seeded_never_zero():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"mode": "cold"}, "mode"), ({"mode": "warm"}, "mode"), ({"device": "mps"}, "device"),
-    ({"threads": 0}, "threads"), ({"inputs": []}, "inputs"), ({"warmup_s": -1}, "warmup_s")])
+    ({"threads": 0}, "threads"), ({"inputs": []}, "inputs"), ({"warmup_s": -1}, "warmup_s"),
+    ({"warmup_s": float("inf")}, "warmup_s")])
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(SpecError, match=f"{field}="):
         measure(lambda: None, **kwargs)

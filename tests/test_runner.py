@@ -58,13 +58,18 @@ def test_rows_for_every_case_including_failures(tmp_path):
     ok = df[df.status == "ok"]
     relu = ok[(ok.layer == "relu") & (ok.input_shapes == "2x16")].iloc[0]
     assert relu["flops"] == 32 and relu["bytes_read"] == 32 * 4 and relu["bytes_written"] == 32 * 4
-    conv = ok[(ok.layer == "conv2d") & (ok.ax_in == 4) & (ok.ax_g == 1)].iloc[0]
+    axes = ok["axes"].map(json.loads)
+    conv = ok[(ok.layer == "conv2d") & (axes.str["in"] == 4) & (axes.str["g"] == 1)].iloc[0]
     # 4 out channels x 4x4 outputs x (4 in x 3x3) = 2,304 MACs; FlopCounterMode: 2 x 2,304
     assert conv["macs"] == 2304 and conv["flop_counter_flops"] == 4608 and conv["flop_counter_agrees"]
     assert conv["time_median_s"] == 1e-3 and len(conv["samples_s"]) == 10
-    assert {"run_id", "suite", "git_commit", "torch_version", "device_name", "seed", "ax_in", "ax_g"} <= set(df)
+    assert json.loads(conv["config"])["groups"] == 1 and json.loads(conv["config"])["in_channels"] == 4
+    assert conv["params"] == 4 * 4 * 9 + 4                              # weights + bias
+    assert {"run_id", "suite", "git_commit", "torch_version", "device_name", "seed", "machine_id"} <= set(df)
+    assert (df["row_id"] == df["machine_id"] + ":cpu:" + df["case_id"]).all()
     meta = read_metadata(r.parquet)
     assert meta["suite"] == "tiny" and meta["run_id"] == r.run_id and "finished" in meta
+    assert meta["machine_id"] == r.machine_id and meta["machine"]["cpu"]["logical_cpus"] >= 1
     assert not list(r.run_dir.glob("rows-*.jsonl"))                     # journal folded into Parquet
 
 
@@ -78,8 +83,8 @@ def test_cuda_without_device_is_a_clear_error(tmp_path):
 
 def test_shards_partition_and_merge(tmp_path):
     s = parse_suite(SUITE, "tiny.toml")
-    whole = {(c.case_id, d) for c, d in work_items(s, None, (1, 1))}
-    parts = [{(c.case_id, d) for c, d in work_items(s, None, (k, 3))} for k in (1, 2, 3)]
+    whole = {c.case_id for c in work_items(s, None, (1, 1))}
+    parts = [{c.case_id for c in work_items(s, None, (k, 3))} for k in (1, 2, 3)]
     assert set.union(*parts) == whole and sum(map(len, parts)) == len(whole)
     for k in (1, 2, 3):
         run_suite(s, out=tmp_path, shard=(k, 3), measure_fn=fake_measure(), progress=False, run_id="tiny-cpu-x")

@@ -1,7 +1,7 @@
 """Equal-FLOPs findings: layers doing the same arithmetic at different speeds, and why.
 
-Rows (status ok) are grouped per run, device, dtype and thread count by FLOPs equal within a relative
-tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
+Rows (status ok) are grouped per run, machine, device, dtype and thread count by FLOPs equal within
+a relative tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
 the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
 channel groups, output size (parallelism), the implementation that ran, and the row labels.
 """
@@ -14,15 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.dtypes import itemsize, parse_dtype
-from harness.units import si
+from harness import record as R
+from harness.units import seconds, si
 
 #: FLOPs within this relative distance of a group's smallest count belong to the group.
 EQUAL_FLOPS_TOL = 0.02
 #: Columns shown beside each member of a group (those present in the table).
-EXPLAIN_COLUMNS = ["family", "layer", "params", "input_shapes", "memory_format", "flops", "time_median_s",
-                   "achieved_flops_s", "intensity", "bytes_read", "bytes_written", "ax_g", "ax_k", "kernels",
-                   "kernel_launches", "label", "util_ceiling", "util_datasheet", "rel_iqr"]
+EXPLAIN_COLUMNS = [R.FAMILY, R.LAYER, R.CONFIG, R.INPUT_SHAPES, R.MEMORY_FORMAT, R.FLOPS, R.TIME_MEDIAN,
+                   "achieved_flops_s", R.INTENSITY, R.BYTES_READ, R.BYTES_WRITTEN, R.KERNELS, R.KERNEL_LAUNCHES,
+                   "label", "util_ceiling", "util_peak", R.REL_IQR]
+#: Never grouped across these: a finding compares layers measured side by side.
+PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS)
 
 
 def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
@@ -32,7 +34,7 @@ def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_si
     if ok.empty:
         return ok.assign(group=pd.Series(dtype=int), group_spread=pd.Series(dtype=float),
                          speed_rank=pd.Series(dtype=int))
-    part = [c for c in ("run_id", "device", "device_name", "dtype", "threads") if c in ok]  # never across runs
+    part = [c for c in PARTITION if c in ok]  # never across runs or machines
     ok = ok.sort_values(part + ["flops"], kind="stable")
     keys = ok.groupby(part, sort=False, dropna=False).ngroup().to_numpy()
     flops = ok["flops"].to_numpy(dtype=float)
@@ -62,26 +64,55 @@ class Finding:
     rows: pd.DataFrame
 
 
-def describe_row(row: pd.Series) -> str:
-    """``conv2d in=512 out=512 k=3 g=64 on 1x512x28x28 (channels_last)``."""
+#: Short names for canonical parameters in sentences (``in_channels`` -> ``in``).
+SHORT = {"in_channels": "in", "out_channels": "out", "kernel_size": "k", "stride": "s", "padding": "p",
+         "dilation": "d", "groups": "g", "output_padding": "op", "in_features": "in", "out_features": "out",
+         "channels": "c", "head_dim": "d", "embed_dim": "embed"}
+#: Defaults left out of sentences.
+_DEFAULTS = {"stride": [1], "dilation": [1], "groups": 1, "bias": True, "output_padding": [0], "padding": [0],
+             "affine": True, "train": False, "batch": 1, "causal": False}
+
+
+def config(row: pd.Series) -> dict:
+    """The row's canonical layer parameters (``{}`` when unreadable)."""
     try:
-        params = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
+        c = json.loads(row[R.CONFIG]) if isinstance(row.get(R.CONFIG), str) else {}
     except ValueError:
-        params = {}
-    p = " ".join(f"{k}={v}" for k, v in params.items())
-    fmt = f" ({row['memory_format']})" if row.get("memory_format") == "channels_last" else ""
-    return f"{row['layer']} {p} on {row.get('input_shapes')}{fmt}".replace("  ", " ")
+        c = {}
+    return c if isinstance(c, dict) else {}
+
+
+def _short_value(v: object) -> object:
+    if isinstance(v, list) and v and all(x == v[0] for x in v):
+        return v[0]
+    return "x".join(map(str, v)) if isinstance(v, list) else v
+
+
+def describe_row(row: pd.Series) -> str:
+    """``conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 (channels_last)``: non-default parameters."""
+    parts = []
+    order = list(SHORT)
+    for k, v in sorted(config(row).items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])):
+        if v is None or (k in _DEFAULTS and _short_value(v) in (_short_value(_DEFAULTS[k]), _DEFAULTS[k])):
+            continue
+        parts.append(f"{SHORT.get(k, k)}={_short_value(v)}")
+    fmt = f" ({row[R.MEMORY_FORMAT]})" if row.get(R.MEMORY_FORMAT) == "channels_last" else ""
+    return f"{row[R.LAYER]} {' '.join(parts)} on {row.get(R.INPUT_SHAPES)}{fmt}".replace("  ", " ")
+
+
+def device_label(row: pd.Series) -> str:
+    """The GPU's name, or for a CPU the machine's label (a CPU brand string alone is ambiguous)."""
+    if str(row.get(R.DEVICE, "cpu")).startswith("cpu") and isinstance(row.get(R.MACHINE_NAME), str):
+        return str(row[R.MACHINE_NAME])
+    return str(row.get(R.DEVICE_NAME))
 
 
 def _time(s: float) -> str:
-    return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} us"
+    return seconds(s)
 
 
 def _param(row: pd.Series, key: str) -> object:
-    try:
-        return json.loads(row["params"]).get(key) if isinstance(row.get("params"), str) else None
-    except ValueError:
-        return None
+    return config(row).get(key)
 
 
 def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
@@ -92,20 +123,19 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     moved_s = slow["bytes_read"] + slow["bytes_written"]
     moved_f = fast["bytes_read"] + fast["bytes_written"]
     if moved_s > 1.5 * moved_f:
-        out.append(f"it moves {moved_s / moved_f:.1f}x the bytes (intensity {slow['intensity']:.1f} vs "
-                   f"{fast['intensity']:.1f} FLOP/B)")
-    g_s, g_f = _param(slow, "g") or 1, _param(fast, "g") or 1
+        out.append(f"it moves {moved_s / moved_f:.1f}x the bytes (intensity {slow[R.INTENSITY]:.1f} vs "
+                   f"{fast[R.INTENSITY]:.1f} FLOP/B)")
+    g_s, g_f = _param(slow, "groups") or 1, _param(fast, "groups") or 1
     if g_s != g_f:
-        c_s, c_f = _param(slow, "in"), _param(fast, "in")
+        c_s, c_f = _param(slow, "in_channels"), _param(fast, "in_channels")
         per = (f"each output sums over {c_s // g_s} input channels instead of {c_f // g_f}: "
                if isinstance(c_s, int) and isinstance(c_f, int) else "")
         out.append(f"it has {g_s} channel groups against {g_f}; {per}less reuse per byte loaded, and a "
                    "grouped/depthwise kernel")
     if slow.get("memory_format") != fast.get("memory_format"):
         out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
-    size = itemsize(parse_dtype(str(slow["dtype"])))
-    out_s, out_f = slow["bytes_written"] / size, fast["bytes_written"] / size
-    if out_f > 2 * out_s:
+    out_s, out_f = slow[R.BYTES_WRITTEN], fast[R.BYTES_WRITTEN]     # same dtype within a group
+    if out_s > 0 and out_f > 2 * out_s:
         out.append(f"it has {out_f / out_s:.1f}x fewer output elements to spread over the cores (less parallelism)")
     k_s, k_f = str(slow.get("kernels") or ""), str(fast.get("kernels") or "")
     if k_s and k_f and k_s.split(";")[0] != k_f.split(";")[0]:
@@ -139,7 +169,7 @@ def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, m
         spread = spreads[g]
         rows = grouped[grouped["group"] == g].sort_values("time_median_s")
         fast, slow = rows.iloc[0], rows.iloc[-1]
-        text = (f"{slow['device_name']} {slow['dtype']}, {si(float(fast['flops']))}FLOPs: {describe_row(slow)} takes "
+        text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)} takes "
                 f"{spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
                 f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + "."
                 + (f" Seen in {len(groups_of_pair)} runs." if len(groups_of_pair) > 1 else ""))

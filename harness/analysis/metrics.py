@@ -1,22 +1,23 @@
-"""Derived metrics over the result table: achieved rates, utilization against named peaks, the
-roofline bound and position, and a label a user can act on. Pure functions of DataFrames.
+"""Derived metrics over the result table: achieved rates, utilization against the stored peaks,
+the roofline bound and position, and a label a user can act on. Pure functions of the stored
+columns: nothing here probes the machine or reads a file.
 
 Units: FLOP/s, bytes/s, seconds. Roofline (Williams, Waterman, Patterson 2009; the seeds'
 roofline article): attainable = min(peak FLOP/s, intensity x bandwidth); roofline time =
 max(FLOPs / peak FLOP/s, bytes / bandwidth); fraction of roofline = roofline time / measured time.
-The roof is the measured ceiling where one is stored, the datasheet/formula peak otherwise
+Each roof is the measured ceiling where the row stores one, its theoretical peak otherwise
 (``roof_source`` says which).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from harness.analysis.peaks import peak_table
+from harness import record as R
 
-#: Per-launch (CUDA kernel) or per-op (CPU dispatch) overhead used for the launch floor, seconds.
-LAUNCH_OVERHEAD_S = {"cpu": 2e-6, "cuda": 5e-6}
 #: A row whose time is within this factor of its launch floor is ``launch-bound``.
 LAUNCH_BOUND_FACTOR = 2.0
 #: A row reaching this fraction of its roofline time is labelled by its bound (compute/memory);
@@ -25,68 +26,78 @@ NEAR_ROOF = 0.5
 LABELS = ("launch-bound", "memory-bound", "compute-bound", "under-utilised")
 
 
-def peak_dtype(frame: pd.DataFrame) -> pd.Series:
-    """The dtype whose peak applies: ``tf32`` for fp32 rows on CUDA with TF32 allowed for that kind
-    of op (cuDNN for convolutions, cuBLAS for the rest), the row's dtype otherwise."""
-    out = frame["dtype"].astype(str).copy()
-    if "allow_tf32_cudnn" not in frame and "allow_tf32_matmul" not in frame:
-        return out
-    conv = frame["layer"].astype(str).str.startswith("conv")
-    cudnn = frame.get("allow_tf32_cudnn", pd.Series(False, index=frame.index)).fillna(False).astype(bool)
-    cublas = frame.get("allow_tf32_matmul", pd.Series(False, index=frame.index)).fillna(False).astype(bool)
-    cuda = frame["device"].astype(str).str.startswith("cuda")
-    tf32 = cuda & (out == "fp32") & ((conv & cudnn) | (~conv & cublas))
-    out[tf32] = "tf32"
-    return out
+@dataclass(frozen=True, slots=True)
+class Derived:
+    name: str
+    unit: str
+    doc: str
 
 
-def derive(frame: pd.DataFrame, peaks: pd.DataFrame | None = None, ceilings_dir: str | None = None) -> pd.DataFrame:
-    """The result table with derived columns added (rows not ``ok`` get NaN):
+#: The columns ``derive`` adds (README, "Derived columns").
+DERIVED = (
+    Derived("achieved_flops_s", "FLOP/s", "flops / time_median_s"),
+    Derived("achieved_bytes_s", "B/s", "(bytes_read + bytes_written) / time_median_s"),
+    Derived("util_peak", "fraction", "achieved_flops_s / peak_flops_s (the datasheet or formula peak)"),
+    Derived("util_ceiling", "fraction", "achieved_flops_s / ceiling_flops_s (the measured GEMM ceiling)"),
+    Derived("bw_util_peak", "fraction", "achieved_bytes_s / peak_bytes_s"),
+    Derived("bw_util_ceiling", "fraction", "achieved_bytes_s / ceiling_bytes_s (the measured copy bandwidth)"),
+    Derived("roof_source", "-", "`measured` (both roofs measured), `datasheet` or `formula` (both theoretical), "
+            "`mixed`, or null (no roof stored)"),
+    Derived("attainable_flops_s", "FLOP/s", "min(compute roof, intensity x memory roof)"),
+    Derived("roofline_bound", "-", "`compute` or `memory`: which side of the ridge the row's intensity falls"),
+    Derived("roofline_time_s", "s", "max(flops / compute roof, bytes / memory roof)"),
+    Derived("roofline_fraction", "fraction", "roofline_time_s / time_median_s (above 1: the row beats the "
+            "memory roof, its data sat in cache)"),
+    Derived("launch_floor_s", "s", "kernel_launches (CPU: ATen ops) x launch_overhead_s"),
+    Derived("label", "-", "`launch-bound` (time <= 2 x launch floor), `memory-bound` or `compute-bound` (>= 50 % "
+            "of the roofline), else `under-utilised`"),
+)
 
-    ``achieved_flops_s``, ``achieved_bytes_s``; ``peak_dtype``; ``datasheet_flops_s``,
-    ``datasheet_bytes_s``, ``ceiling_flops_s``, ``ceiling_bytes_s`` (measured); ``util_datasheet``,
-    ``util_ceiling`` (achieved FLOP/s over each), ``bw_util_datasheet``, ``bw_util_ceiling``;
-    ``roof_source``, ``attainable_flops_s``, ``roofline_bound`` (compute/memory),
-    ``roofline_time_s``, ``roofline_fraction``; ``launch_floor_s``; ``label``.
 
-    Args:
-        peaks: a ``peak_table`` (default: built from the rows and the stored ceilings).
-        ceilings_dir: where stored ceilings are read from (default ``results/ceilings``).
-    """
+def _num(f: pd.DataFrame, col: str) -> pd.Series:
+    return pd.to_numeric(f[col], errors="coerce") if col in f else pd.Series(np.nan, index=f.index)
+
+
+def derive(frame: pd.DataFrame) -> pd.DataFrame:
+    """The result table with the ``DERIVED`` columns added (rows not ``ok`` get NaN/None)."""
     f = frame.copy()
-    f["peak_dtype"] = peak_dtype(f)
-    if peaks is None:
-        peaks = peak_table(f, ceilings_dir)
-    keys = ["device", "device_name", "peak_dtype", "threads"]
-    pk = peaks.rename(columns={"dtype": "peak_dtype"})
-    f = f.merge(pk, on=keys, how="left", suffixes=("", "_peak")) if len(pk) else f.assign(
-        datasheet_flops_s=np.nan, datasheet_bytes_s=np.nan, ceiling_flops_s=np.nan, ceiling_bytes_s=np.nan)
-    ok = f["status"].eq("ok") & (f["time_median_s"] > 0)
-    t = f["time_median_s"].where(ok)
-    moved = (f["bytes_read"] + f["bytes_written"]).astype(float)
-    f["achieved_flops_s"] = f["flops"] / t
+    ok = f[R.STATUS].eq("ok") & (_num(f, R.TIME_MEDIAN) > 0)
+    t = _num(f, R.TIME_MEDIAN).where(ok)
+    flops = _num(f, R.FLOPS)
+    moved = _num(f, R.BYTES_READ) + _num(f, R.BYTES_WRITTEN)
+    f["achieved_flops_s"] = flops / t
     f["achieved_bytes_s"] = moved / t
-    f["util_datasheet"] = f["achieved_flops_s"] / f["datasheet_flops_s"]
-    f["util_ceiling"] = f["achieved_flops_s"] / f["ceiling_flops_s"]
-    f["bw_util_datasheet"] = f["achieved_bytes_s"] / f["datasheet_bytes_s"]
-    f["bw_util_ceiling"] = f["achieved_bytes_s"] / f["ceiling_bytes_s"]
-    measured = f["ceiling_flops_s"].notna() & f["ceiling_bytes_s"].notna()
-    roof_f = f["ceiling_flops_s"].where(measured, f["datasheet_flops_s"])
-    roof_b = f["ceiling_bytes_s"].where(measured, f["datasheet_bytes_s"])
-    f["roof_source"] = np.where(measured, "measured", np.where(roof_f.notna() & roof_b.notna(), "datasheet", None))
-    intensity = f["flops"] / moved.replace(0, np.nan)
+    peak_f, peak_b = _num(f, R.PEAK_FLOPS), _num(f, R.PEAK_BYTES)
+    ceil_f, ceil_b = _num(f, R.CEILING_FLOPS), _num(f, R.CEILING_BYTES)
+    f["util_peak"] = f["achieved_flops_s"] / peak_f
+    f["util_ceiling"] = f["achieved_flops_s"] / ceil_f
+    f["bw_util_peak"] = f["achieved_bytes_s"] / peak_b
+    f["bw_util_ceiling"] = f["achieved_bytes_s"] / ceil_b
+    roof_f, roof_b = ceil_f.where(ceil_f.notna(), peak_f), ceil_b.where(ceil_b.notna(), peak_b)
+    f["roof_source"] = _roof_source(f, ceil_f, ceil_b, roof_f, roof_b)
+    intensity = flops / moved.replace(0, np.nan)
     f["attainable_flops_s"] = np.minimum(roof_f, intensity * roof_b)
     f["roofline_bound"] = np.where(roof_f.isna() | roof_b.isna(), None,
                                    np.where(intensity * roof_b >= roof_f, "compute", "memory"))
-    f["roofline_time_s"] = np.maximum(f["flops"] / roof_f, moved / roof_b)
+    f["roofline_time_s"] = np.maximum(flops / roof_f, moved / roof_b)
     f["roofline_fraction"] = f["roofline_time_s"] / t
-    launches = f["kernel_launches"] if "kernel_launches" in f else f.get("aten_ops", pd.Series(1, index=f.index))
-    per = f["device"].astype(str).str.split(":").str[0].map(LAUNCH_OVERHEAD_S).fillna(LAUNCH_OVERHEAD_S["cpu"])
-    f["launch_floor_s"] = launches.fillna(1).clip(lower=1) * per
-    label = np.where(t <= LAUNCH_BOUND_FACTOR * f["launch_floor_s"], "launch-bound",
-                     np.where(f["roofline_fraction"] >= NEAR_ROOF,
-                              np.where(f["roofline_bound"] == "memory", "memory-bound", "compute-bound"),
-                              "under-utilised"))
-    f["label"] = np.where(ok & (f["roofline_fraction"].notna() | (t <= LAUNCH_BOUND_FACTOR * f["launch_floor_s"])),
-                          label, None)
+    launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
+    f["launch_floor_s"] = launches * _num(f, R.LAUNCH_OVERHEAD)
+    f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
     return f
+
+
+def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: pd.Series,
+                 roof_b: pd.Series) -> np.ndarray:
+    theory = f[R.PEAK_SOURCE].astype(object) if R.PEAK_SOURCE in f else pd.Series(None, index=f.index)
+    both = roof_f.notna() & roof_b.notna()
+    return np.where(~both, None, np.where(ceil_f.notna() & ceil_b.notna(), "measured",
+                                          np.where(ceil_f.isna() & ceil_b.isna(), theory, "mixed")))
+
+
+def _labels(t: pd.Series, floor: pd.Series, fraction: pd.Series, bound: pd.Series, ok: pd.Series) -> np.ndarray:
+    launch = t <= LAUNCH_BOUND_FACTOR * floor
+    label = np.where(launch, "launch-bound",
+                     np.where(fraction >= NEAR_ROOF, np.where(bound == "memory", "memory-bound", "compute-bound"),
+                              "under-utilised"))
+    return np.where(ok & (fraction.notna() | launch), label, None)

@@ -1,13 +1,14 @@
-"""The machine: CPU and GPU description (``cpu``, ``gpu``, ``nvml``), theoretical peaks
-(``peaks``), measured ceilings (``ceilings``) and clock/throttle monitoring (``monitor``)."""
+"""Facts about the machine: CPU and GPU description (``cpu``, ``gpu``, ``nvml``), theoretical peaks
+(``peaks``) and the identity a run records (``identity``). Nothing here times anything: the
+backends (``harness.backends``) time, calibration (``harness.calibrate``) measures ceilings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.devices.ceilings import Ceiling, Ceilings, calibrate, load_ceilings, machine_key
 from harness.devices.cpu import CpuDescription, describe_cpu
 from harness.devices.gpu import GpuDescription, GpuReport, describe_gpus
+from harness.devices.identity import MachineInfo, describe_machine_identity
 from harness.devices.peaks import DATASHEETS, Peak, datasheet_peak
 
 
@@ -25,5 +26,5 @@ def describe_machine(check_load: bool = True) -> MachineDescription:
 
 
 __all__ = ["MachineDescription", "describe_machine", "CpuDescription", "describe_cpu", "GpuDescription",
-           "GpuReport", "describe_gpus", "Peak", "DATASHEETS", "datasheet_peak", "Ceiling", "Ceilings",
-           "calibrate", "load_ceilings", "machine_key"]
+           "GpuReport", "describe_gpus", "Peak", "DATASHEETS", "datasheet_peak", "MachineInfo",
+           "describe_machine_identity"]

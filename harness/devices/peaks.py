@@ -27,12 +27,14 @@ class Peak:
         native: ``False`` when the device has no unit for this dtype (bf16/fp16 on AVX2 CPUs):
             ``flops`` is then the fp32 rate, a ceiling the dtype cannot beat, not a target.
         source: where the numbers come from (datasheet name, or the formula with its factors).
+        kind: ``datasheet`` (a vendor's table) or ``formula`` (computed from clocks and units).
     """
 
     flops: float | None
     bandwidth: float | None
     native: bool
     source: str
+    kind: str = "formula"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ def datasheet_peak(name: str, dtype: str) -> Peak | None:
     if tflops is None:      # no unit for it (V100 bf16, TF32 before Ampere): the fp32 rate bounds it
         tflops = row.fp32
     return Peak(flops=tflops * 1e12, bandwidth=row.mem_gbs * 1e9, native=native, source=f"datasheet {row.model}: "
-                f"{row.source}")
+                f"{row.source}", kind="datasheet")
 
 
 #: Dense tensor-core FLOP per clock per SM (FP32 accumulate), by compute capability (§3.2).

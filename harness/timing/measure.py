@@ -1,6 +1,6 @@
 """``harness.measure``: time a callable on a device and return a Measurement of raw samples.
 
-The loop (same for every clock):
+The loop (the same for every backend; the backend supplies the clock):
 1. warm-up: call until ``warmup_s`` has passed and at least ``MIN_WARMUP_CALLS`` were made
    (module loading, allocator growth, cuDNN autotuning happen here);
 2. estimate the per-call time from a few single-call samples;
@@ -17,47 +17,51 @@ import contextlib
 import gc
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from harness.backends import Monitor, SampleTimer, TimingContext, get_backend
 from harness.errors import SpecError
 from harness.timing.measurement import Measurement
 from harness.timing.stopping import RelativeCI, StoppingRule
-from harness.timing.timers import CpuTimer, CudaApi, CudaEventTimer, Monitor, SampleTimer
 
 MODES = ("hot", "cold", "graph", "auto")
-#: ``auto`` mode on CUDA: calls estimated shorter than this are timed as CUDA-graph replays (launch
+#: ``auto`` mode on a GPU: calls estimated shorter than this are timed as graph replays (launch
 #: overhead, a few microseconds, would otherwise dominate them); longer ones hot.
 GRAPH_BELOW_S = 20e-6
 #: Warm-up always makes at least this many calls, whatever ``warmup_s``.
 MIN_WARMUP_CALLS = 2
 #: Single-call samples taken after warm-up to estimate the per-call time.
 ESTIMATE_CALLS = 3
-#: Default seconds per sample block: CPU (clock overhead ~50 ns is then < 1e-4 of a block);
-#: CUDA hot and graph (event resolution ~0.5 us).
-CPU_BLOCK_S, CUDA_BLOCK_S = 1e-3, 2e-4
 #: Most calls in one sample (CPU/hot) and in one captured graph.
 MAX_NUMBER, MAX_GRAPH_CALLS = 1_000_000, 1000
-#: CUDA: samples are enqueued in chunks of about this many seconds between synchronisations.
+#: Chunked (GPU) timers: samples are enqueued in chunks of about this many seconds between syncs.
 CHUNK_S, MAX_CHUNK = 0.01, 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Warm:
+    calls: int
+    seconds: float
+    estimate_s: float
 
 
 def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
             inputs: Sequence[Sequence[Any]] | None = None, mode: str = "hot", threads: int | None = None,
             warmup_s: float = 0.1, target_rel_ci: float = 0.01,
             min_reps: int = 10, min_time_s: float = 0.0, budget_s: float = 2.0, max_reps: int = 100_000,
-            block_s: float | None = None,
-            cudnn_benchmark: bool = True, rule: StoppingRule | None = None, timer: SampleTimer | None = None,
-            cuda_api: CudaApi | None = None, monitor: Monitor | None = None) -> Measurement:
+            block_s: float | None = None, cudnn_benchmark: bool = True, rule: StoppingRule | None = None,
+            timer: SampleTimer | None = None, cuda_api: Any = None, monitor: Monitor | None = None) -> Measurement:
     """Time ``fn`` on ``device``; return every sample and the conditions they were taken under.
 
     Args:
         fn: the work to time. Called with no arguments, or with one of ``inputs`` per call.
-        device: ``cpu`` or ``cuda[:N]`` (where ``fn``'s tensors live).
+        device: ``cpu`` or ``cuda[:N]`` (where ``fn``'s tensors live); any type with a backend.
         inputs: argument tuples to rotate through, one per call, so that a small op is not timed
             from cache alone (make them with ``harness.timing.random_inputs``).
-        mode: ``hot``; on CUDA also ``cold`` (L2 flushed before every call, untimed),
+        mode: ``hot``; on GPUs also ``cold`` (L2 flushed before every call, untimed),
             ``graph`` (calls captured in a CUDA graph and replayed: launch overhead removed) or
             ``auto`` (graph for calls estimated under ``GRAPH_BELOW_S``, hot otherwise; hot on CPU).
         threads: ``torch.set_num_threads`` for the measurement (restored after); default: as is.
@@ -65,7 +69,7 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
         target_rel_ci, min_reps, min_time_s, budget_s, max_reps: the default stopping rule
             (``RelativeCI``): stop when the median's 95 % CI is within ``target_rel_ci`` after at
             least ``min_reps`` samples and ``min_time_s`` seconds, or when ``budget_s`` is spent.
-        block_s: seconds per sample block (default ``CPU_BLOCK_S`` / ``CUDA_BLOCK_S``).
+        block_s: seconds per sample block (default: the backend's).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during warm-up and timing (CUDA).
         rule: a stopping rule replacing the default one.
         timer, cuda_api, monitor: injection seams (tests use fake clocks and devices).
@@ -73,94 +77,90 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
     Returns:
         A ``Measurement``: ``samples_s`` in seconds per call and ``stats`` computed from them.
     """
-    dev = torch.device(device)
-    if dev.type not in ("cpu", "cuda"):
-        raise SpecError("device", str(device), "cpu or cuda[:N]")
-    if mode not in MODES:
-        raise SpecError("mode", mode, "one of " + ", ".join(MODES))
-    if dev.type == "cpu" and mode == "auto":
-        mode = "hot"
-    if dev.type == "cpu" and mode != "hot":
-        raise SpecError("mode", mode, "hot on cpu (cold and graph are CUDA modes; rotate inputs instead)")
-    if threads is not None and threads < 1:
-        raise SpecError("threads", threads, "an integer >= 1")
-    if warmup_s < 0:
-        raise SpecError("warmup_s", warmup_s, "seconds >= 0")
-    if inputs is not None and len(inputs) == 0:
-        raise SpecError("inputs", inputs, "at least one argument tuple")
+    backend = get_backend(device)
+    _check(mode, threads, warmup_s, inputs)
     rule = rule or RelativeCI(target=target_rel_ci, min_reps=min_reps, min_time_s=min_time_s, budget_s=budget_s,
                               max_reps=max_reps)
     call = _rotating(fn, inputs)
-    settings: dict[str, Any] = {}
-
-    with _threads(threads), _gc_paused() as paused, contextlib.ExitStack() as stack:
-        if dev.type == "cuda":
-            if cuda_api is None:
-                from harness.timing.timers import TorchCuda
-                cuda_api = TorchCuda(dev)
-            if monitor is None:
-                from harness.devices.monitor import clock_monitor
-                monitor = clock_monitor(cuda_api.device)
-            stack.enter_context(cuda_api.scope(cudnn_benchmark))
-            cuda_timer = timer or CudaEventTimer(cuda_api, "hot" if mode == "auto" else mode, monitor)
-            timer = cuda_timer
-            settings.update(cuda_api.settings())
-            settings["l2_flush_bytes"] = getattr(cuda_timer, "flush_bytes", 0)
-            device_name = cuda_api.device
-            block = CUDA_BLOCK_S if block_s is None else block_s
-        else:
-            timer = timer or CpuTimer()
-            device_name = "cpu"
-            block = CPU_BLOCK_S if block_s is None else block_s
-
-        # 1. warm-up
-        t0 = timer.now()
-        warm_calls = 0
-        while warm_calls < MIN_WARMUP_CALLS or timer.now() - t0 < warmup_s:
-            call()
-            timer.sync()
-            warm_calls += 1
-        # 2. estimate
-        est = sorted(timer.samples(call, 1, ESTIMATE_CALLS))[ESTIMATE_CALLS // 2]
-        warmup_spent = timer.now() - t0
-        # 3. size (auto: graph replays for calls under GRAPH_BELOW_S, else hot)
-        if mode == "auto":
-            mode = "graph" if est < GRAPH_BELOW_S else "hot"
-            if isinstance(timer, CudaEventTimer):
-                timer.mode, timer.name = mode, "cuda_graph" if mode == "graph" else "cuda_event"
-        if mode == "cold":
-            number = 1
-        elif mode == "graph":
-            number = _clamp(math.ceil(block / est) if est > 0 else MAX_GRAPH_CALLS, 1, MAX_GRAPH_CALLS)
-        else:
-            number = _clamp(math.ceil(block / est) if est > 0 else MAX_NUMBER, 1, MAX_NUMBER)
-        timer.prepare(call, number)
-        chunk = 1       # CUDA: grows so that a chunk lasts about CHUNK_S of host time, flushes included
-        # 4. sample
-        samples: list[float] = []
-        ordered: list[float] = []
-        start = timer.now()
-        reason = None
-        while reason is None:
-            t_chunk = timer.now()
-            for s in timer.samples(call, number, chunk):
-                per_call = s / number
-                samples.append(per_call)
-                bisect.insort(ordered, per_call)
-            now = timer.now()
-            reason = rule.reason(ordered, now - start)
-            if dev.type == "cuda":
-                per_sample = (now - t_chunk) / chunk
-                chunk = _clamp(math.ceil(CHUNK_S / per_sample) if per_sample > 0 else MAX_CHUNK, 1, MAX_CHUNK)
-        sampling = timer.now() - start
+    with _threads(threads), _gc_paused() as paused, \
+            backend.timing(str(device), mode, cudnn_benchmark, timer=timer, api=cuda_api, monitor=monitor) as ctx:
+        warm = _warm_up(ctx.timer, call, warmup_s)
+        mode = _settle_mode(mode, warm.estimate_s, backend.modes, ctx.timer)
+        number = _calls_per_sample(mode, warm.estimate_s, ctx.block_s if block_s is None else block_s)
+        ctx.timer.prepare(call, number)
+        samples, reason, sampling = _sample(ctx, call, number, rule)
         used_threads = torch.get_num_threads()
-    clocks = monitor.summary() if monitor is not None else None
+    clocks = ctx.monitor.summary() if ctx.monitor is not None else None
     return Measurement(
-        device=device_name, timer=timer.name, mode=mode, samples_s=tuple(samples), number=number,
-        warmup_calls=warm_calls + ESTIMATE_CALLS, warmup_s=warmup_spent, estimate_s=est, sampling_s=sampling,
-        threads=used_threads, gc_paused=paused, rotation=len(inputs) if inputs is not None else 1,
-        stop_reason=reason, target_rel_ci=getattr(rule, "target", math.nan), settings=settings,
-        clocks=clocks)
+        device=ctx.device, timer=ctx.timer.name, mode=mode, samples_s=tuple(samples), number=number,
+        warmup_calls=warm.calls + ESTIMATE_CALLS, warmup_s=warm.seconds, estimate_s=warm.estimate_s,
+        sampling_s=sampling, threads=used_threads, gc_paused=paused,
+        rotation=len(inputs) if inputs is not None else 1, stop_reason=reason,
+        target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks)
+
+
+def _check(mode: str, threads: int | None, warmup_s: float, inputs: Sequence[Sequence[Any]] | None) -> None:
+    if mode not in MODES:
+        raise SpecError("mode", mode, "one of " + ", ".join(MODES))
+    if threads is not None and threads < 1:
+        raise SpecError("threads", threads, "an integer >= 1")
+    if not 0 <= warmup_s < math.inf:
+        raise SpecError("warmup_s", warmup_s, "finite seconds >= 0")
+    if inputs is not None and len(inputs) == 0:
+        raise SpecError("inputs", inputs, "at least one argument tuple")
+
+
+def _warm_up(timer: SampleTimer, call: Callable[[], object], warmup_s: float) -> _Warm:
+    """Steps 1 and 2: warm-up calls for ``warmup_s``, then the median of ``ESTIMATE_CALLS`` single calls."""
+    t0 = timer.now()
+    calls = 0
+    while calls < MIN_WARMUP_CALLS or timer.now() - t0 < warmup_s:
+        call()
+        timer.sync()
+        calls += 1
+    est = sorted(timer.samples(call, 1, ESTIMATE_CALLS))[ESTIMATE_CALLS // 2]
+    return _Warm(calls=calls, seconds=timer.now() - t0, estimate_s=est)
+
+
+def _settle_mode(mode: str, estimate_s: float, supported: Sequence[str], timer: SampleTimer) -> str:
+    """``auto``: graph replays for calls under ``GRAPH_BELOW_S`` where the backend has graphs, else hot."""
+    if mode != "auto":
+        return mode
+    mode = "graph" if estimate_s < GRAPH_BELOW_S and "graph" in supported else "hot"
+    timer.use_mode(mode)
+    return mode
+
+
+def _calls_per_sample(mode: str, estimate_s: float, block_s: float) -> int:
+    """Step 3: 1 call per sample in cold mode; else enough calls for one block (graphs: at most
+    ``MAX_GRAPH_CALLS`` captured)."""
+    if mode == "cold":
+        return 1
+    cap = MAX_GRAPH_CALLS if mode == "graph" else MAX_NUMBER
+    return _clamp(math.ceil(block_s / estimate_s) if estimate_s > 0 else cap, 1, cap)
+
+
+def _sample(ctx: TimingContext, call: Callable[[], object], number: int,
+            rule: StoppingRule) -> tuple[list[float], str, float]:
+    """Step 4: samples (seconds per call) until ``rule`` stops; chunked timers enqueue a chunk of
+    samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time."""
+    timer = ctx.timer
+    samples: list[float] = []
+    ordered: list[float] = []
+    chunk = 1
+    start = timer.now()
+    reason = None
+    while reason is None:
+        t_chunk = timer.now()
+        for s in timer.samples(call, number, chunk):
+            samples.append(s / number)
+            bisect.insort(ordered, s / number)
+        now = timer.now()
+        reason = rule.reason(ordered, now - start)
+        if ctx.chunked:
+            per_sample = (now - t_chunk) / chunk
+            chunk = _clamp(math.ceil(CHUNK_S / per_sample) if per_sample > 0 else MAX_CHUNK, 1, MAX_CHUNK)
+    return samples, reason, timer.now() - start
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:
@@ -199,8 +199,9 @@ def _threads(n: int | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[bool]:
+    """GC off for the measurement. No ``gc.collect()`` here: the caller collects once per run
+    (a full collection costs about 0.1 s with torch imported)."""
     was = gc.isenabled()
-    gc.collect()
     gc.disable()
     try:
         yield True

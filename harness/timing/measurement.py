@@ -8,24 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from harness.backends.base import ClockSummary
 from harness.timing.stats import Stats
-
-
-@dataclass(frozen=True, slots=True)
-class ClockSummary:
-    """GPU SM clock and clock-event (throttle) reasons sampled while the timed work was queued.
-
-    ``throttled`` is true when a power or thermal reason was set in any sample, or the SM clock
-    fell below ``THROTTLE_CLOCK_FRACTION`` of its maximum while work was running.
-    """
-
-    samples: int
-    sm_clock_min_mhz: int | None
-    sm_clock_max_mhz: int | None
-    sm_clock_limit_mhz: int | None
-    reasons_mask: int
-    reasons: tuple[str, ...]
-    throttled: bool
 
 
 @dataclass(frozen=True)

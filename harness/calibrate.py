@@ -1,20 +1,22 @@
 """Measured ceilings: the fastest this machine runs a large matrix product per dtype (FLOP/s) and a
-large copy (bytes/s, read + written), stored per machine and software versions and reused.
+large copy (bytes/s, read + written), stored per machine, thread count and software, and reused.
 
-Compute: ``torch.mm`` of two n x n matrices, ``2 n^3`` FLOP per call; n doubles from a start
-size until one call takes ``GEMM_TARGET_S`` or n reaches the device's cap. Memory: ``dst.copy_(src)``
-over a buffer of ``max(COPY_MIN_BYTES, 4 x last-level cache)``, counted as 2 x its bytes
-(STREAM's copy convention: write-allocate traffic not counted).
+Compute: ``torch.mm`` of two n x n matrices, ``2 n^3`` FLOP per call; n doubles from the backend's
+start size until one call takes ``GEMM_TARGET_S`` or n reaches the backend's cap. Memory:
+``dst.copy_(src)`` over a buffer of ``max(copy_min_bytes, 4 x last-level cache)``, counted as 2 x
+its bytes (STREAM's copy convention: write-allocate traffic not counted).
+
+A run looks its ceilings up when it starts (``lookup``) and stores them in every row, so analysis
+never reads this store.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
-import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from harness.backends import get_backend
 from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.timing import Measurement, measure, random_inputs
@@ -31,18 +34,14 @@ log = logging.getLogger(__name__)
 
 #: One GEMM call should last about this long before its size stops growing.
 GEMM_TARGET_S = 0.05
-#: GEMM sizes: (start, cap) per device type.
-GEMM_N = {"cpu": (256, 4096), "cuda": (2048, 8192)}
-#: Copy buffer: at least this many bytes, and at least 4 x the last-level cache.
-COPY_MIN_BYTES = {"cpu": 256 * 2**20, "cuda": 2**30}
+CALIBRATE_DTYPES = ("fp32", "tf32", "fp16", "bf16")
 
 
 def default_store() -> Path:
-    """Where ceilings are stored unless told: ``$LAYERBENCH_CEILINGS`` or ``results/ceilings``."""
-    return Path(os.environ.get("LAYERBENCH_CEILINGS", "results/ceilings"))
-
-
-CALIBRATE_DTYPES = ("fp32", "tf32", "fp16", "bf16")
+    """Where ceilings are stored unless told: ``$LAYERBENCH_CEILINGS``, else
+    ``~/.cache/layerbench/ceilings`` (``$LAYERBENCH_CACHE`` moves the cache)."""
+    from harness.devices.cpu import cache_dir
+    return Path(os.environ.get("LAYERBENCH_CEILINGS") or cache_dir() / "ceilings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +68,23 @@ class Ceilings:
 
     def compute(self, dtype: str) -> float | None:
         """Measured GEMM FLOP/s for ``dtype``, or ``None`` if not calibrated."""
-        return next((c.value for c in self.entries if c.kind == "compute" and c.dtype == dtype), None)
+        e = self.entry("compute", dtype)
+        return e.value if e else None
+
+    def entry(self, kind: str, dtype: str = "fp32") -> Ceiling | None:
+        return next((c for c in self.entries if c.kind == kind and (kind == "memory" or c.dtype == dtype)), None)
 
     @property
     def bandwidth(self) -> float | None:
         """Measured copy bandwidth (bytes/s)."""
-        return next((c.value for c in self.entries if c.kind == "memory"), None)
+        e = self.entry("memory")
+        return e.value if e else None
+
+    @property
+    def ceiling_id(self) -> str:
+        """12 hex digits naming this set of ceilings (its key and when it was measured)."""
+        return hashlib.sha256(json.dumps([self.key, self.measured_at], sort_keys=True,
+                                         default=str).encode()).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "measured_at": self.measured_at,
@@ -86,53 +96,48 @@ class Ceilings:
 
 
 def machine_key(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """What a ceiling depends on: host, device model, thread count and the software stack."""
-    dev = torch.device(device)
-    key: dict[str, Any] = {"host": platform.node(), "device": dev.type, "torch": torch.__version__,
+    """What a ceiling depends on: the machine (``machine_id``), device, thread count and software."""
+    from harness.devices.identity import describe_machine_identity
+    backend = get_backend(device)
+    info = describe_machine_identity(threads)
+    dev = backend.resolve(device)
+    key: dict[str, Any] = {"machine_id": info.machine_id, "device": backend.type,
+                           "device_name": backend.device_name(dev), "torch": torch.__version__,
                            "cuda": torch.version.cuda}
-    if dev.type == "cpu":
-        from harness.devices.cpu import cpu_fingerprint, cpuinfo
-        info = cpuinfo()
-        key["device_name"] = str(info.get("brand_raw", platform.processor()))
-        # brand strings repeat across generations ("AMD EPYC" on Zen 1 and Zen 3 VMs): add the CPUID fingerprint
-        key["cpu_id"] = f"family {info.get('family')} model {info.get('model')} {cpu_fingerprint()}"
-        key["threads"] = threads or torch.get_num_threads()
+    if backend.type == "cpu":
+        key["threads"] = info.threading.threads
     else:
-        index = dev.index or 0
-        props = torch.cuda.get_device_properties(index)
-        key["device_name"] = props.name
-        key["uuid"] = str(getattr(props, "uuid", ""))
-        key["cudnn"] = torch.backends.cudnn.version()
-        from harness.devices.nvml import nvml_session
-        key["driver"] = nvml_session().query("nvmlSystemGetDriverVersion")
+        key["cudnn"] = info.software.cudnn
+        key["driver"] = info.software.driver
     return key
 
 
-def _slug(key: dict[str, Any]) -> str:
-    name = f"{key['host']}-{key['device']}-{key['device_name']}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120]
+def _path(key: dict[str, Any], store: str | Path | None) -> Path:
+    return Path(store or default_store()) / f"{key['machine_id']}-{key['device']}.json"
 
 
 def load_ceilings(key: dict[str, Any], store: str | Path | None = None) -> Ceilings | None:
     """The stored ceilings whose key equals ``key`` exactly (same machine, threads, versions)."""
-    path = Path(store or default_store()) / f"{_slug(key)}.json"
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(_path(key, store).read_text())
     except (OSError, ValueError):
         return None
-    for entry in stored:
-        if entry.get("key") == key:
-            return Ceilings.from_json(entry)
+    for entry in stored if isinstance(stored, list) else []:
+        if isinstance(entry, dict) and entry.get("key") == key:
+            try:
+                return Ceilings.from_json(entry)
+            except (KeyError, TypeError):
+                return None
     return None
 
 
 def save_ceilings(ceilings: Ceilings, store: str | Path | None = None) -> Path:
     """Add (or replace) ``ceilings`` in the machine's JSON file under ``store``; atomic write."""
-    path = Path(store or default_store()) / f"{_slug(ceilings.key)}.json"
+    path = _path(ceilings.key, store)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         stored = [e for e in json.loads(path.read_text()) if e.get("key") != ceilings.key]
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, TypeError):
         stored = []
     stored.append(ceilings.to_json())
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -145,54 +150,45 @@ MeasureFn = Callable[..., Measurement]
 
 
 def _gemm(device: str, dtype: str, budget_s: float, threads: int | None, measure_fn: MeasureFn) -> Ceiling:
-    dev = torch.device(device)
+    backend = get_backend(device)
     tf32 = dtype == "tf32"
-    if tf32 and dev.type != "cuda":
+    if tf32 and backend.type != "cuda":
         raise SpecError("dtype", dtype, "tf32 only on cuda (it is fp32 on tensor cores)")
     tdtype = torch.float32 if tf32 else parse_dtype(dtype)
-    start, cap = GEMM_N[dev.type]
+    sizes = backend.calibration
     before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32 if dev.type == "cuda" else before
+    torch.backends.cuda.matmul.allow_tf32 = tf32 if backend.type == "cuda" else before
     try:
-        n = start
+        n = sizes.gemm_start
         while True:
-            a, b = random_inputs([(n, n), (n, n)], tdtype, dev, seed=0)[0]
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            a, b = random_inputs([(n, n), (n, n)], tdtype, device, seed=0)[0]
+            backend.synchronize(device)
             t0 = time.perf_counter()
             torch.mm(a, b)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            once = time.perf_counter() - t0
-            if once >= GEMM_TARGET_S or n >= cap:
+            backend.synchronize(device)
+            if time.perf_counter() - t0 >= GEMM_TARGET_S or n >= sizes.gemm_cap:
                 break
             n *= 2
         m = measure_fn(torch.mm, device=device, inputs=[(a, b)], threads=threads, budget_s=budget_s, warmup_s=0.2)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
-    flops = 2 * n**3
-    note = "tf32 allowed" if tf32 else ""
-    return Ceiling("compute", dtype, flops / m.median, n, m.median, m.stats.rel_iqr, m.stats.n, note)
-
-
-def last_level_cache(device: str) -> int:
-    """Bytes of the last-level cache: the GPU's L2, or the CPU's L3 (0 when unknown)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return int(getattr(torch.cuda.get_device_properties(dev.index or 0), "L2_cache_size", 0) or 0)
-    from harness.devices.cpu import describe_cpu
-    cpu = describe_cpu(check_load=False)
-    return int(cpu.l3_bytes or cpu.l2_bytes or 0)
+    return Ceiling("compute", dtype, 2 * n**3 / m.median, n, m.median, m.stats.rel_iqr, m.stats.n,
+                   "tf32 allowed" if tf32 else "")
 
 
 def _copy(device: str, budget_s: float, threads: int | None, measure_fn: MeasureFn) -> Ceiling:
-    dev = torch.device(device)
-    nbytes = max(COPY_MIN_BYTES[dev.type], 4 * last_level_cache(device))
-    (src,) = random_inputs([(nbytes // 4,)], torch.float32, dev, seed=0)[0]
+    backend = get_backend(device)
+    nbytes = max(backend.calibration.copy_min_bytes, 4 * backend.last_level_cache(device))
+    (src,) = random_inputs([(nbytes // 4,)], torch.float32, device, seed=0)[0]
     dst = torch.empty_like(src)
     m = measure_fn(dst.copy_, device=device, inputs=[(src,)], threads=threads, budget_s=budget_s, warmup_s=0.2)
     return Ceiling("memory", "fp32", 2 * nbytes / m.median, nbytes, m.median, m.stats.rel_iqr, m.stats.n,
                    "copy: bytes read + written")
+
+
+def lookup(device: str, threads: int | None, store: str | Path | None = None) -> Ceilings | None:
+    """The stored ceilings of this machine, device, thread count and software, if any."""
+    return load_ceilings(machine_key(device, threads), store)
 
 
 def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp16"), *, threads: int | None = None,
@@ -211,24 +207,23 @@ def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp1
         measure_fn: the timer (tests inject a fake).
 
     Returns:
-        ``Ceilings``: stored ones when the key (host, device, threads, torch/CUDA/cuDNN/driver
+        ``Ceilings``: stored ones when the key (machine, device, threads, torch/CUDA/cuDNN/driver
         versions) matches and they cover ``dtypes``, else freshly measured ones (then saved).
     """
     for d in dtypes:
         if d not in CALIBRATE_DTYPES:
             raise SpecError("dtype", d, "one of " + ", ".join(CALIBRATE_DTYPES))
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise SpecError("device", device, "a CUDA device (torch sees none)")
+    device = get_backend(device).resolve(device)
     key = machine_key(device, threads)
-    if persist and not force:
-        old = load_ceilings(key, store)
-        if old is not None and all(old.compute(d) is not None for d in dtypes) and old.bandwidth is not None:
-            log.info("reusing ceilings measured %s", old.measured_at)
-            return old
-    entries = [_gemm(device, d, budget_s, threads, measure_fn) for d in dtypes]
+    old = load_ceilings(key, store) if persist else None
+    if old is not None and not force and all(old.compute(d) is not None for d in dtypes) and old.bandwidth:
+        log.info("reusing ceilings measured %s", old.measured_at)
+        return old
+    keep = [e for e in (old.entries if old is not None and not force else ()) if e.kind == "compute"
+            and e.dtype not in dtypes]
+    entries = keep + [_gemm(device, d, budget_s, threads, measure_fn) for d in dtypes]
     entries.append(_copy(device, budget_s, threads, measure_fn))
     result = Ceilings(key=key, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), entries=tuple(entries))
     if persist:
         save_ceilings(result, store)
     return result
-

@@ -1,0 +1,130 @@
+"""What a device backend provides, and the small protocols the measuring loop talks to.
+
+A backend is one device type (``cpu``, ``cuda``; XPU or MPS would be more) behind one interface:
+its clock and timer primitives, synchronisation, cache flush, graph capture, the exception that
+means out-of-memory, the profiler activity that sees its kernels, its clock monitor, where its
+theoretical peaks come from, the sizes calibration uses and its per-launch overhead. ``measure``,
+the runner, calibration and "what ran" take every device fact from here; nothing else branches on
+the device type. Adding a backend is a new module that registers an instance
+(``harness.backends.register``) plus, for GPUs, datasheet rows (``harness.devices.peaks``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.devices.peaks import Peak
+
+Call = Callable[[], object]
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSummary:
+    """Device clock and clock-event (throttle) reasons sampled while the timed work was queued.
+
+    ``throttled`` is true when a power or thermal reason was set in any sample, or the clock fell
+    below the backend's threshold of its maximum while work was running.
+    """
+
+    samples: int
+    sm_clock_min_mhz: int | None
+    sm_clock_max_mhz: int | None
+    sm_clock_limit_mhz: int | None
+    reasons_mask: int
+    reasons: tuple[str, ...]
+    throttled: bool
+
+
+class Monitor(Protocol):
+    """Samples device clocks while timed work is queued."""
+
+    def sample(self) -> None: ...
+    def summary(self) -> ClockSummary | None: ...
+
+
+class SampleTimer(Protocol):
+    """What the measuring loop needs from a clock: ``samples`` returns the seconds of each of
+    ``count`` blocks of ``number`` calls (the whole block, not yet divided)."""
+
+    name: str
+    mode: str
+
+    def now(self) -> float: ...                     # host seconds, monotonic (budgets)
+    def sync(self) -> None: ...                     # wait for queued work
+    def use_mode(self, mode: str) -> None: ...      # ``auto`` settles on a mode after the estimate
+    def prepare(self, call: Call, number: int) -> None: ...
+    def samples(self, call: Call, number: int, count: int) -> list[float]: ...
+
+
+@dataclass(slots=True)
+class TimingContext:
+    """What a backend hands the measuring loop for one measurement.
+
+    Attributes:
+        timer: the clock.
+        device: the resolved device (``cpu``, ``cuda:0``).
+        block_s: default seconds per sample block (clock resolution and overhead amortised).
+        chunked: samples are enqueued asynchronously and read after one sync per chunk (GPUs).
+        settings: backend flags in force (cudnn autotuning, TF32 switches, flush bytes, ...).
+        monitor: the clock monitor, or ``None``.
+    """
+
+    timer: SampleTimer
+    device: str
+    block_s: float
+    chunked: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+    monitor: Monitor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSizes:
+    """GEMM side n (start, cap: n doubles until a call lasts ``GEMM_TARGET_S`` or reaches the cap)
+    and the smallest copy buffer in bytes."""
+
+    gemm_start: int
+    gemm_cap: int
+    copy_min_bytes: int
+
+
+class Backend(Protocol):
+    """One device type. Every member is what a new backend must provide (README, "Backends").
+
+    Attributes:
+        type: ``torch.device(...).type`` it serves (``cpu``, ``cuda``).
+        modes: timing modes it supports (``hot``; GPUs also ``cold`` and ``graph``).
+        launch_overhead_s: host cost of one launch (CUDA kernel) or dispatched op (CPU), seconds;
+            stored per row, it sets the analysis' launch floor.
+        calibration: sizes ``layerbench calibrate`` uses.
+        throttle_clock_fraction: a clock below this fraction of its maximum counts as throttled.
+    """
+
+    type: str
+    modes: tuple[str, ...]
+    launch_overhead_s: float
+    calibration: CalibrationSizes
+
+    def available(self) -> bool: ...
+    def resolve(self, device: str) -> str: ...
+    def device_name(self, device: str) -> str: ...
+    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+               api: Any = None, monitor: Monitor | None = None
+               ) -> contextlib.AbstractContextManager[TimingContext]: ...
+    def synchronize(self, device: str) -> None: ...
+    def is_oom(self, error: BaseException) -> bool: ...
+    def after_oom(self, device: str) -> None: ...
+    def profiler_activities(self) -> list[Any]: ...
+    def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None: ...
+    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None: ...
+    def last_level_cache(self, device: str) -> int: ...
+    def dtype_problem(self, device: str, dtype: str) -> str | None: ...
+    def settings(self, device: str) -> dict[str, Any]: ...
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    """A context that does nothing (backends without a scope)."""
+    yield

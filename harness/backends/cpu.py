@@ -1,0 +1,119 @@
+"""The CPU backend: a monotonic nanosecond clock, torch threads, no device queue, peaks from the
+ISA formula (``harness.devices.peaks.cpu_flop_per_cycle``)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from harness.backends.base import CalibrationSizes, Call, Monitor, SampleTimer, TimingContext
+from harness.devices.peaks import Peak
+from harness.errors import SpecError
+
+
+class CpuTimer:
+    """CPU: a monotonic nanosecond clock around each block of calls.
+
+    Args:
+        clock: returns nanoseconds, monotonic (default ``time.perf_counter_ns``; tests inject a fake).
+    """
+
+    name = "perf_counter_ns"
+    mode = "hot"
+
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock() * 1e-9
+
+    def sync(self) -> None:
+        pass
+
+    def use_mode(self, mode: str) -> None:
+        if mode != "hot":
+            raise SpecError("mode", mode, "hot on cpu (cold and graph are GPU modes; rotate inputs instead)")
+
+    def prepare(self, call: Call, number: int) -> None:
+        pass
+
+    def samples(self, call: Call, number: int, count: int) -> list[float]:
+        clock, out = self.clock, []
+        for _ in range(count):
+            t0 = clock()
+            for _ in range(number):
+                call()
+            out.append((clock() - t0) * 1e-9)
+        return out
+
+
+class CpuBackend:
+    """``Backend`` for ``cpu``."""
+
+    type = "cpu"
+    modes = ("hot",)
+    #: One dispatched ATen op costs about this much host time (torch eager dispatch, 1-3 us).
+    launch_overhead_s = 2e-6
+    #: Seconds per sample block (clock overhead ~50 ns is then < 1e-4 of a block).
+    block_s = 1e-3
+    calibration = CalibrationSizes(gemm_start=256, gemm_cap=4096, copy_min_bytes=256 * 2**20)
+
+    def available(self) -> bool:
+        return True
+
+    def resolve(self, device: str) -> str:
+        if device not in ("cpu", "cpu:0"):
+            raise SpecError("device", device, "cpu")
+        return "cpu"
+
+    def device_name(self, device: str) -> str:
+        import platform
+
+        from harness.devices.cpu import cpuinfo
+        return str(cpuinfo().get("brand_raw") or platform.processor() or "cpu")
+
+    @contextlib.contextmanager
+    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+               api: Any = None, monitor: Monitor | None = None) -> Iterator[TimingContext]:
+        if mode not in ("hot", "auto"):
+            raise SpecError("mode", mode, "hot on cpu (cold and graph are GPU modes; rotate inputs instead)")
+        yield TimingContext(timer=timer or CpuTimer(), device="cpu", block_s=self.block_s, chunked=False,
+                            settings={}, monitor=monitor)
+
+    def synchronize(self, device: str) -> None:
+        pass
+
+    def is_oom(self, error: BaseException) -> bool:
+        text = str(error).lower()
+        return isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
+
+    def after_oom(self, device: str) -> None:
+        pass
+
+    def profiler_activities(self) -> list[Any]:
+        from torch.profiler import ProfilerActivity
+        return [ProfilerActivity.CPU]
+
+    def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None:
+        return None            # no device kernels: "what ran" reads the ATen implementations
+
+    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None:
+        from harness.devices.cpu import describe_cpu
+        if dtype not in ("fp32", "fp16", "bf16", "fp64"):
+            return None
+        cpu = describe_cpu(check_load=False)
+        cores = min(threads, cpu.cores_for_peak) if threads else None
+        return cpu.peak(dtype, cores=cores)
+
+    def last_level_cache(self, device: str) -> int:
+        from harness.devices.cpu import describe_cpu
+        cpu = describe_cpu(check_load=False)
+        return int(cpu.l3_bytes or cpu.l2_bytes or 0)
+
+    def dtype_problem(self, device: str, dtype: str) -> str | None:
+        return None
+
+    def settings(self, device: str) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,309 @@
+"""The CUDA backend: CUDA events (hot), an L2 flush before each call (cold), CUDA-graph replays
+(graph), NVML clock and throttle monitoring, datasheet or formula peaks.
+
+The device operations the timer uses sit behind ``CudaApi`` (``TorchCuda`` is the real one), so
+tests drive the same loop with a fake device clock on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from harness.backends.base import CalibrationSizes, Call, ClockSummary, Monitor, SampleTimer, TimingContext
+from harness.devices.nvml import CLOCK_SM, THROTTLE_MASK, Nvml, nvml_session, reason_names, uuid_key
+from harness.devices.peaks import Peak
+from harness.errors import SpecError
+
+#: A sample whose SM clock is below this fraction of the maximum SM clock counts as throttled
+#: (NVBench's ``--throttle-threshold`` default, 75 %).
+THROTTLE_CLOCK_FRACTION = 0.75
+
+
+class Event(Protocol):
+    def record(self) -> None: ...
+    def elapsed_time(self, end: Any) -> float: ...  # milliseconds
+
+
+class CudaApi(Protocol):
+    """The few device operations the CUDA timer uses (``TorchCuda`` is the real one)."""
+
+    device: str
+
+    def event(self) -> Event: ...
+    def synchronize(self) -> None: ...
+    def make_flush(self) -> tuple[Call, int]: ...    # (flush, bytes it writes)
+    def capture(self, call: Call, number: int) -> Call: ...   # a replay of `number` calls
+    def settings(self) -> dict[str, Any]: ...
+    def scope(self, autotune: bool) -> contextlib.AbstractContextManager[None]: ...
+
+
+class CudaEventTimer:
+    """CUDA: an event pair around each sample; device time, read after one synchronisation per chunk.
+
+    Modes:
+        ``hot``: ``number`` back-to-back launches per event pair (warm L2).
+        ``cold``: before every sample (``number`` = 1) the L2 is flushed by writing a buffer of
+            twice its size; the flush is enqueued before the start event, so it is not timed.
+        ``graph``: ``number`` launches captured once into a CUDA graph; each sample is an event
+            pair around one replay, so per-launch host overhead is paid once per replay.
+    """
+
+    def __init__(self, api: CudaApi, mode: str = "hot", monitor: Monitor | None = None,
+                 host_clock: Callable[[], float] = time.perf_counter) -> None:
+        self.api, self.monitor, self.host_clock = api, monitor, host_clock
+        self._flush: Call | None = None
+        self.flush_bytes = 0
+        self._replay: Call | None = None
+        self.mode = self.name = ""
+        self.use_mode(mode)
+        if mode == "cold":
+            self._flush, self.flush_bytes = api.make_flush()
+
+    def use_mode(self, mode: str) -> None:
+        self.mode = mode
+        self.name = "cuda_graph" if mode == "graph" else "cuda_event"
+
+    def now(self) -> float:
+        return self.host_clock()
+
+    def sync(self) -> None:
+        self.api.synchronize()
+
+    def prepare(self, call: Call, number: int) -> None:
+        if self.mode == "graph":
+            self._replay = self.api.capture(call, number)
+            self.api.synchronize()
+
+    def samples(self, call: Call, number: int, count: int) -> list[float]:
+        pairs = []
+        for _ in range(count):
+            start, end = self.api.event(), self.api.event()
+            if self._flush is not None:
+                self._flush()
+            start.record()
+            if self._replay is not None:
+                self._replay()
+            else:
+                for _ in range(number):
+                    call()
+            end.record()
+            pairs.append((start, end))
+        if self.monitor is not None:
+            self.monitor.sample()       # while the chunk is still running on the device
+        self.api.synchronize()
+        return [s.elapsed_time(e) * 1e-3 for s, e in pairs]
+
+
+class TorchCuda:
+    """``CudaApi`` over ``torch.cuda`` for one device."""
+
+    def __init__(self, device: str | torch.device = "cuda") -> None:
+        dev = torch.device(device)
+        self.index = dev.index if dev.index is not None else torch.cuda.current_device()
+        self.device = f"cuda:{self.index}"
+        self.props = torch.cuda.get_device_properties(self.index)
+
+    def event(self) -> Event:
+        return torch.cuda.Event(enable_timing=True)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.index)
+
+    def l2_bytes(self) -> int:
+        """L2 size from the device properties (torch >= 2.5); 50 MiB (H100's) when unknown."""
+        return int(getattr(self.props, "L2_cache_size", 0) or 50 * 2**20)
+
+    def make_flush(self) -> tuple[Call, int]:
+        nbytes = 2 * self.l2_bytes()
+        buf = torch.empty(nbytes // 4, dtype=torch.int32, device=self.device)
+        return buf.zero_, nbytes
+
+    def capture(self, call: Call, number: int) -> Call:
+        # Graph capture needs the work warmed on a side stream first (torch.cuda.graphs docs).
+        side = torch.cuda.Stream(self.index)
+        side.wait_stream(torch.cuda.current_stream(self.index))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                call()
+        torch.cuda.current_stream(self.index).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(number):
+                call()
+        return graph.replay
+
+    def settings(self) -> dict[str, Any]:
+        return cuda_settings()
+
+    @contextlib.contextmanager
+    def scope(self, autotune: bool) -> Iterator[None]:
+        """This device current, and ``cudnn.benchmark = autotune`` (restored on exit)."""
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = autotune
+        try:
+            with torch.cuda.device(self.index):
+                yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
+
+def cuda_settings() -> dict[str, Any]:
+    """The process-wide CUDA math settings a row is timed under."""
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "allow_tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "allow_tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+# --- clock and throttle monitoring (NVML) ------------------------------------------------------------
+
+class NvmlClockMonitor:
+    """Collects (SM clock, reasons mask) samples for one GPU."""
+
+    def __init__(self, nvml: Nvml, handle: Any) -> None:
+        self.nvml, self.handle = nvml, handle
+        self.limit_mhz: int | None = nvml.query("nvmlDeviceGetMaxClockInfo", handle, CLOCK_SM)
+        self.clocks: list[int] = []
+        self.mask = 0
+        self.count = 0
+
+    def sample(self) -> None:
+        self.count += 1
+        clock = self.nvml.query("nvmlDeviceGetClockInfo", self.handle, CLOCK_SM)
+        if clock is not None:
+            self.clocks.append(int(clock))
+        mask = self.nvml.clock_reasons(self.handle)
+        if mask is not None:
+            self.mask |= mask
+
+    def summary(self) -> ClockSummary | None:
+        if self.count == 0:
+            return None
+        lo = min(self.clocks) if self.clocks else None
+        slow = lo is not None and self.limit_mhz is not None and lo < THROTTLE_CLOCK_FRACTION * self.limit_mhz
+        return ClockSummary(samples=self.count, sm_clock_min_mhz=lo, sm_clock_max_mhz=max(self.clocks, default=None),
+                            sm_clock_limit_mhz=self.limit_mhz, reasons_mask=self.mask,
+                            reasons=reason_names(self.mask), throttled=bool(self.mask & THROTTLE_MASK) or slow)
+
+
+def nvml_handle(nvml: Nvml, index: int, uuid: object | None = None) -> Any:
+    """The NVML handle of torch's CUDA device ``index``: matched by UUID when known (NVML's order
+    ignores ``CUDA_VISIBLE_DEVICES``), by index otherwise."""
+    handles = nvml.handles()
+    if uuid is not None:
+        for h in handles:
+            if uuid_key(nvml.query("nvmlDeviceGetUUID", h)) == uuid_key(uuid):
+                return h
+    return handles[index] if index < len(handles) else None
+
+
+def clock_monitor(device: str, nvml: Nvml | None = None) -> NvmlClockMonitor | None:
+    """A monitor for ``cuda:N``, or ``None`` when NVML is not available (the row then has no clocks)."""
+    nvml = nvml or nvml_session()
+    if not nvml.ok:
+        return None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    uuid = None
+    try:
+        uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    except Exception:
+        uuid = None
+    handle = nvml_handle(nvml, index, uuid)
+    return NvmlClockMonitor(nvml, handle) if handle is not None else None
+
+
+# --- the backend ----------------------------------------------------------------------------------------
+
+class CudaBackend:
+    """``Backend`` for ``cuda``."""
+
+    type = "cuda"
+    modes = ("hot", "cold", "graph")
+    #: Host cost of one kernel launch (cudaLaunchKernel through torch: about 5 us).
+    launch_overhead_s = 5e-6
+    #: Seconds per sample block in hot/graph mode (event resolution about 0.5 us).
+    block_s = 2e-4
+    calibration = CalibrationSizes(gemm_start=2048, gemm_cap=8192, copy_min_bytes=2**30)
+
+    def available(self) -> bool:
+        return torch.cuda.is_available()
+
+    def resolve(self, device: str) -> str:
+        if not self.available():
+            raise SpecError("--device", device, "a CUDA device, but torch sees none on this machine")
+        dev = torch.device(device)
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        if not 0 <= index < torch.cuda.device_count():
+            raise SpecError("--device", device, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return f"cuda:{index}"
+
+    def device_name(self, device: str) -> str:
+        return torch.cuda.get_device_name(torch.device(device).index or 0)
+
+    @contextlib.contextmanager
+    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+               api: Any = None, monitor: Monitor | None = None) -> Iterator[TimingContext]:
+        if mode not in self.modes + ("auto",):
+            raise SpecError("mode", mode, "one of " + ", ".join(self.modes + ("auto",)))
+        api = api if api is not None else TorchCuda(device)
+        if monitor is None:
+            monitor = clock_monitor(api.device)
+        with api.scope(autotune):
+            t = timer or CudaEventTimer(api, "hot" if mode == "auto" else mode, monitor)
+            settings = dict(api.settings())
+            settings["l2_flush_bytes"] = getattr(t, "flush_bytes", 0)
+            yield TimingContext(timer=t, device=api.device, block_s=self.block_s, chunked=True, settings=settings,
+                                monitor=monitor)
+
+    def synchronize(self, device: str) -> None:
+        torch.cuda.synchronize(torch.device(device))
+
+    def is_oom(self, error: BaseException) -> bool:
+        return isinstance(error, getattr(torch.cuda, "OutOfMemoryError", ())) or "out of memory" in str(error).lower()
+
+    def after_oom(self, device: str) -> None:
+        torch.cuda.empty_cache()
+
+    def profiler_activities(self) -> list[Any]:
+        from torch.profiler import ProfilerActivity
+        return [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+
+    def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None:
+        """Device time per CUDA kernel name (us) and the number of kernels launched."""
+        times: dict[str, float] = {}
+        launches = 0
+        for e in events:
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                times[e.name] = times.get(e.name, 0.0) + e.device_time_total
+                launches += 1
+        return times, launches
+
+    def _gpu(self, device: str) -> Any:
+        from harness.devices.gpu import describe_gpus
+        index = torch.device(device).index or 0
+        return next((g for g in describe_gpus().gpus if g.index == index), None)
+
+    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None:
+        if dtype not in ("fp32", "tf32", "fp16", "bf16", "fp64"):
+            return None
+        gpu = self._gpu(device)
+        return gpu.peak(dtype) if gpu is not None else None
+
+    def last_level_cache(self, device: str) -> int:
+        props = torch.cuda.get_device_properties(torch.device(device).index or 0)
+        return int(getattr(props, "L2_cache_size", 0) or 0)
+
+    def dtype_problem(self, device: str, dtype: str) -> str | None:
+        if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+            return "a dtype this GPU runs (no bf16 before compute capability 8.0)"
+        return None
+
+    def settings(self, device: str) -> dict[str, Any]:
+        return cuda_settings()

@@ -1,0 +1,54 @@
+"""``layerbench`` command line. Subcommands render what the library returns; none computes.
+Heavy imports (torch, pandas) happen inside the subcommand that needs them, so ``--help`` and
+``--version`` are fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from harness import __version__
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that may build its epilog only when help is shown (``lazy_epilog``)."""
+
+    lazy_epilog = None
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.cli import count, machine, results, run
+    parser = Parser(prog="layerbench", description="How fast neural-network layers really run, next to what the "
+                    "arithmetic says they should (README: commands, columns, conventions).")
+    parser.add_argument("--version", action="version", version=f"layerbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (count, machine, run, results):
+        module.add(sub)
+    sub.choices["count"].lazy_epilog = count.layer_help
+    sub.choices["count"].formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from harness.errors import LayerbenchError
+    try:
+        return int(args.func(args))
+    except LayerbenchError as e:
+        print(f"layerbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"layerbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

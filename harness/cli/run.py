@@ -1,0 +1,67 @@
+"""``layerbench run`` and ``layerbench suites``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from harness.runner import parse_shard, run_suite
+    from harness.suite import load_suite
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    suite = load_suite(args.suite)
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
+    device = args.device or suite.devices[0]
+    print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}" + (f", shard {args.shard}" if args.shard else ""),
+          file=sys.stderr)
+    summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
+                        shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
+                        progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
+                        ceilings=args.ceilings)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
+    print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
+          f"{summary.parquet}")
+    if args.report and summary.parquet.exists():
+        from harness.cli.summary import report_and_summary
+        report_and_summary(summary, args.report)
+    if summary.interrupted:
+        print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from harness.suite import builtin_suites, load_suite
+    for name in builtin_suites():
+        s = load_suite(name)
+        print(f"{name:16} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} {s.description}")
+    return 0
+
+
+def add(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a suite on a device; rows stored as they are measured")
+    p.add_argument("suite", help="a built-in suite name (layerbench suites) or a .toml file")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the suite's first device)")
+    p.add_argument("--dtype", default=None, help="comma-separated dtypes, overriding the suite's (fp32,bf16)")
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--resume", action="store_true", help="continue the latest run of this suite/device/shard")
+    p.add_argument("--shard", default=None, metavar="K/N", help="take the K-th of N deterministic parts")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for timing")
+    p.add_argument("--mode", default=None, choices=["hot", "cold", "graph", "auto"],
+                   help="GPU timing: hot, cold (L2 flushed before each call), graph, or auto (graph under "
+                        "20 us per call, else hot; the default unless the suite says otherwise)")
+    p.add_argument("--calibrate", default="missing", choices=["missing", "always", "never"],
+                   help="measured ceilings stored with the rows: measure the dtypes not calibrated yet (default), "
+                        "all again, or use only what is stored")
+    p.add_argument("--ceilings", default=None, help="ceilings store (default ~/.cache/layerbench/ceilings)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write the HTML report of this run to DIR and print its summary")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("suites", help="list the built-in suites")
+    p.set_defaults(func=cmd_suites)

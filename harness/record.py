@@ -1,0 +1,357 @@
+"""The result record: one row per case x device x dtype, declared once.
+
+A row is made of typed parts (``Key``, ``CaseFields``, ``Counts``, ``Timing``, ``WhatRan``,
+``Health``, ``Peaks``, ``Provenance``); their fields *are* the columns, with units in the names
+(``_s`` seconds, ``_flops_s`` FLOP/s, ``_bytes_s`` bytes/s, ``_mhz``, ``_bytes``) and a unit and a
+meaning in each field's metadata. ``SCHEMA`` (pyarrow) is built from them and carries
+``SCHEMA_VERSION`` in the file metadata; every writer goes through it and every reader validates
+against it (``harness.store``), upgrading older versions (``harness.upgrade``). Analysis and
+report import column names from here (the constants at the end) instead of repeating literals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import pyarrow as pa
+
+#: Bumped whenever a column is added, removed, renamed or changes meaning; ``harness.upgrade``
+#: reads every older version. 1: the first store (no version in the file); 2: this module.
+SCHEMA_VERSION = 2
+#: Parquet schema-metadata keys: the schema version and the run's metadata (JSON).
+VERSION_KEY = b"layerbench.schema_version"
+META_KEY = b"layerbench"
+
+
+class Status(str, Enum):
+    """What happened to a row: ``ok`` (measured), ``skipped`` (an invalid configuration or a dtype
+    the device cannot run, never measured), ``oom`` (out of memory), ``error`` (any other failure)."""
+
+    OK = "ok"
+    SKIPPED = "skipped"
+    OOM = "oom"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def col(unit: str, doc: str, *, required: bool = False) -> Any:
+    """A column: its unit (``-`` for none) and meaning; ``required`` columns are never null."""
+    return field(metadata={"unit": unit, "doc": doc, "required": required})
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """Which row: the run, the case, the machine."""
+
+    run_id: str = col("-", "the run: `<suite>-<device type>-<UTC time>`", required=True)
+    row_id: str = col("-", "`<machine_id>:<device>:<case_id>`: this case on this device of this machine "
+                      "(resume and dedupe key)", required=True)
+    case_id: str = col("-", "hash of family, layer, canonical config, input shapes, memory format and dtype: "
+                       "the same case on any machine (cross-device joins)", required=True)
+    config_id: str = col("-", "hash of layer, canonical config, input shapes, memory format and dtype: the same "
+                         "layer wherever it appears (several families may hold it)", required=True)
+    suite: str = col("-", "suite name", required=True)
+    family: str = col("-", "the sweep's family label (equal-FLOPs families share one)", required=True)
+    machine_id: str = col("-", "12 hex digits: the hardware (CPU model/stepping/flags/cores, memory, GPU "
+                          "models); README, Machine identity", required=True)
+    machine_name: str = col("-", "readable machine label, e.g. `AMD EPYC (family 25 model 1, 2 CPUs)`",
+                            required=True)
+    settings_id: str = col("-", "12 hex digits: threads, affinity size and threading/math environment "
+                           "variables", required=True)
+    host: str = col("-", "host name (not part of machine_id)", required=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFields:
+    """What was measured, under the spec's canonical parameter names."""
+
+    layer: str = col("-", "layer kind (`conv2d`, `linear`, `sdpa`, ...)", required=True)
+    config: str = col("-", "the validated layer's parameters as JSON under canonical names, defaults included "
+                      "(`{\"in_channels\": 64, \"kernel_size\": [3, 3], ...}`); for a case invalid before "
+                      "validation, its parameters as written under canonical names", required=True)
+    axes: str = col("-", "the suite's coordinates of the case as JSON (`{\"batch\": 1, \"g\": 4, ...}`)",
+                    required=True)
+    input_shapes: str | None = col("-", "`8x64x28x28`, `;` between inputs")
+    memory_format: str = col("-", "`nchw` or `channels_last`", required=True)
+    dtype: str = col("-", "`fp32`, `fp16`, `bf16`, `fp64`", required=True)
+    device: str = col("-", "`cpu`, `cuda:0`", required=True)
+    device_type: str = col("-", "`cpu`, `cuda` (the backend)", required=True)
+    device_name: str = col("-", "CPU brand or GPU name", required=True)
+    threads: int | None = col("count", "torch threads while timing (the run's setting for rows not timed)")
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Analytic counts of the case (canonical convention), next to torch's own."""
+
+    flops: int = col("FLOP", "floating-point operations per call, canonical convention (FLOPs = 2 x MACs for "
+                     "products)")
+    macs: int = col("MAC", "multiply-accumulates per call")
+    params: int = col("element", "parameters (weights and biases) of the layer")
+    bytes_read: int = col("byte", "minimum traffic read per call: each input and weight once at its dtype size")
+    bytes_written: int = col("byte", "minimum traffic written per call")
+    intensity_flop_per_byte: float = col("FLOP/byte", "flops / (bytes_read + bytes_written)")
+    flop_counter_flops: int | None = col("FLOP", "torch.utils.flop_counter's count of the ops it covers")
+    flop_counter_agrees: bool | None = col("-", "whether it equals ours on those ops (null when it covers none)")
+    aten_ops: int = col("count", "ATen ops the forward dispatches")
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long a call took, and how it was timed (seconds per call)."""
+
+    timer: str = col("-", "`perf_counter_ns` (CPU), `cuda_event`, `cuda_graph`, `pytest-benchmark`")
+    mode: str = col("-", "`hot`, `cold` (GPU L2 flushed before each call), `graph` (CUDA-graph replays)")
+    number: int = col("call", "calls per sample")
+    reps: int = col("count", "samples taken")
+    samples_s: list[float] = col("s", "every sample, seconds per call, in the order taken")
+    time_median_s: float = col("s", "median of the samples")
+    time_q1_s: float = col("s", "first quartile")
+    time_q3_s: float = col("s", "third quartile")
+    time_iqr_s: float = col("s", "interquartile range")
+    time_min_s: float = col("s", "fastest sample")
+    time_max_s: float = col("s", "slowest sample")
+    time_mean_s: float = col("s", "mean")
+    time_std_s: float = col("s", "standard deviation")
+    time_ci_low_s: float = col("s", "the median's 95 % confidence interval, low end (distribution-free)")
+    time_ci_high_s: float = col("s", "the median's 95 % confidence interval, high end")
+    rel_iqr: float = col("fraction", "IQR / median")
+    rel_std: float = col("fraction", "std / mean")
+    rel_ci: float = col("fraction", "half-width of the median's CI / median")
+    outliers: int = col("count", "samples beyond 1.5 IQR of the quartiles (kept)")
+    noisy: bool = col("-", "rel_iqr > 0.10 or fewer than 3 samples")
+    stop_reason: str = col("-", "`converged`, `budget`, `max_reps`, `fixed`")
+    target_rel_ci: float = col("fraction", "the noise target of the stopping rule")
+    estimate_s: float = col("s", "per-call time estimated after warm-up (what sized `number`)")
+    sampling_s: float = col("s", "host time spent sampling")
+    warmup_calls: int = col("call", "calls before the first sample")
+    warmup_s: float = col("s", "host time spent warming up")
+    gc_paused: bool = col("-", "Python's garbage collector off while timing")
+    rotation: int = col("count", "input sets cycled through, one per call")
+    seed: int = col("-", "seed of the random inputs (taken from case_id)")
+    input_distribution: str = col("-", "`normal(0,1)`")
+    cudnn_benchmark: bool | None = col("-", "CUDA rows: cuDNN autotuning during warm-up and timing")
+    allow_tf32_matmul: bool | None = col("-", "CUDA rows: TF32 allowed in cuBLAS")
+    allow_tf32_cudnn: bool | None = col("-", "CUDA rows: TF32 allowed in cuDNN")
+    float32_matmul_precision: str | None = col("-", "CUDA rows: `highest`, `high`, `medium`")
+    l2_flush_bytes: int | None = col("byte", "CUDA cold mode: bytes written to flush L2 before each call")
+
+
+@dataclass(frozen=True, slots=True)
+class WhatRan:
+    """One profiled call: the implementations that ran."""
+
+    kernels: str | None = col("-", "up to 3 kernels (GPU) or ATen implementations (CPU), longest first, `;`-joined")
+    kernel_launches: int | None = col("count", "GPU kernels launched per call (CPU: ATen ops dispatched)")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the row can be trusted."""
+
+    status: Status = col("-", "`ok`, `skipped`, `oom`, `error`", required=True)
+    error: str | None = col("-", "the reason or exception text (rows not ok)")
+    throttled: bool | None = col("-", "GPU: a power/thermal clock reason or SM clock < 75 % of max while timing")
+    sm_clock_min_mhz: int | None = col("MHz", "GPU: lowest SM clock sampled while timing")
+    sm_clock_max_mhz: int | None = col("MHz", "GPU: highest SM clock sampled while timing")
+    clock_reasons: str | None = col("-", "GPU: clock-event reasons seen, `,`-joined")
+
+
+@dataclass(frozen=True, slots=True)
+class Peaks:
+    """The peaks this row is measured against, resolved when the run started and stored with it."""
+
+    peak_dtype: str | None = col("-", "the dtype whose peak applies: `tf32` for fp32 CUDA rows with TF32 "
+                                 "allowed for that op (cuDNN for convolutions, cuBLAS otherwise)")
+    peak_flops_s: float | None = col("FLOP/s", "theoretical peak: GPU datasheet, or the formula (CPU: cores x "
+                                     "clock x FLOP/cycle; GPU: SMs x FLOP/clk/SM x clock)")
+    peak_bytes_s: float | None = col("B/s", "theoretical memory bandwidth (GPU datasheet or formula; CPU: none)")
+    peak_source: str = col("-", "`datasheet`, `formula`, `none`, or `not stored` (a run of an older schema)",
+                           required=True)
+    peak_native: bool | None = col("-", "false when the device has no unit for the dtype: the peak is then the "
+                                   "fp32 rate, a bound, not a target")
+    peak_detail: str | None = col("-", "where the peak comes from (datasheet row, formula and its factors)")
+    ceiling_flops_s: float | None = col("FLOP/s", "measured GEMM ceiling for peak_dtype (`layerbench calibrate`)")
+    ceiling_bytes_s: float | None = col("B/s", "measured copy bandwidth, bytes read + written")
+    ceiling_source: str = col("-", "`measured`, `none` (not calibrated), or `not stored` (older schema)",
+                              required=True)
+    ceiling_id: str | None = col("-", "12 hex digits naming the stored ceilings used (their key and time)")
+    ceiling_gemm_n: int | None = col("-", "side n of the GEMM that set ceiling_flops_s")
+    ceiling_copy_bytes: int | None = col("byte", "buffer size of the copy that set ceiling_bytes_s")
+    ceiling_measured_at: str | None = col("-", "when the ceilings were measured (ISO 8601)")
+    launch_overhead_s: float | None = col("s", "the backend's cost of one launch (CUDA kernel) or dispatched op "
+                                          "(CPU): the analysis' launch floor")
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """When and with what software."""
+
+    timestamp: str = col("-", "when the row was stored (ISO 8601, local time with offset)", required=True)
+    git_commit: str | None = col("-", "layerbench's commit (`-dirty` marks uncommitted changes)")
+    harness_version: str = col("-", "layerbench version", required=True)
+    torch_version: str = col("-", "torch version and build", required=True)
+    cuda_version: str | None = col("-", "CUDA runtime torch was built with")
+    cudnn_version: int | None = col("-", "cuDNN version")
+    python_version: str = col("-", "Python version", required=True)
+
+
+PARTS = (Key, CaseFields, Counts, Timing, WhatRan, Health, Peaks, Provenance)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One stored row. ``counts``, ``timing`` and ``ran`` are ``None`` for rows that were not
+    measured (their columns are null)."""
+
+    key: Key
+    case: CaseFields
+    health: Health
+    peaks: Peaks
+    provenance: Provenance
+    counts: Counts | None = None
+    timing: Timing | None = None
+    ran: WhatRan | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The flat record (column -> plain Python value, nulls for absent parts), in schema order."""
+        out: dict[str, Any] = {}
+        for part_cls, part in zip(PARTS, (self.key, self.case, self.counts, self.timing, self.ran, self.health,
+                                          self.peaks, self.provenance)):
+            for f in fields(part_cls):
+                out[f.name] = _plain(getattr(part, f.name)) if part is not None else None
+        return out
+
+    @property
+    def status(self) -> Status:
+        return self.health.status
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
+    if hasattr(v, "item") and not isinstance(v, (list, tuple, str, bytes)):
+        return v.item()                                         # numpy scalars
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+# --- columns and the Arrow schema -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    part: str
+    arrow: pa.DataType
+    python: type
+    unit: str
+    doc: str
+    required: bool
+
+
+_ARROW: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                                  Status: pa.string()}
+
+
+def _arrow_type(hint: Any) -> tuple[pa.DataType, type]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is list:
+        return pa.list_(_ARROW[args[0]]), list
+    if args and typing.get_origin(hint) is not list:        # X | None
+        return _arrow_type(args[0])
+    return _ARROW[hint], (str if hint is Status else hint)
+
+
+def _columns() -> tuple[Column, ...]:
+    out = []
+    for part in PARTS:
+        hints = typing.get_type_hints(part)
+        for f in fields(part):
+            arrow, py = _arrow_type(hints[f.name])
+            out.append(Column(f.name, part.__name__, arrow, py, f.metadata["unit"], f.metadata["doc"],
+                              f.metadata["required"]))
+    names = [c.name for c in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise RuntimeError(f"columns declared twice: {sorted(dup)}")
+    return tuple(out)
+
+
+COLUMNS: tuple[Column, ...] = _columns()
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
+SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.arrow, nullable=not c.required) for c in COLUMNS],
+                              metadata={VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def columns_markdown(columns: tuple[Column, ...] = COLUMNS) -> str:
+    """The README's table of columns: name, unit, meaning, grouped by part."""
+    lines = ["| column | unit | meaning |", "|---|---|---|"]
+    part = None
+    for c in columns:
+        if c.part != part:
+            part = c.part
+            lines.append(f"| **{part}** | | |")
+        lines.append(f"| `{c.name}` | {c.unit} | {c.doc}{' (never null)' if c.required else ''} |")
+    return "\n".join(lines)
+
+
+def to_table(records: list[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> pa.Table:
+    """Records (``Row.to_record()``) as an Arrow table of ``SCHEMA``; a value of the wrong type raises."""
+    table = pa.Table.from_pylist([{n: r.get(n) for n in COLUMN_NAMES} for r in records], schema=SCHEMA)
+    meta = dict(SCHEMA.metadata)
+    if metadata is not None:
+        meta[META_KEY] = json.dumps(metadata, default=str, allow_nan=False).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def check_required(table: pa.Table, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` and the column when a required column holds a null."""
+    for c in COLUMNS:
+        if c.required and table.column(c.name).null_count:
+            raise ValueError(f"{where}: column {c.name}: null values, expected {c.python.__name__} in every row")
+
+
+def nan_to_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def iter_parts(row: Row) -> Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(Row):
+        yield f.name, getattr(row, f.name)
+
+
+# --- column names used downstream (analysis, report, CLI) ----------------------------------------------
+
+RUN_ID, ROW_ID, CASE_ID, CONFIG_ID, SUITE, FAMILY = "run_id", "row_id", "case_id", "config_id", "suite", "family"
+MACHINE_ID, MACHINE_NAME, SETTINGS_ID, HOST = "machine_id", "machine_name", "settings_id", "host"
+LAYER, CONFIG, AXES, INPUT_SHAPES, MEMORY_FORMAT, DTYPE = "layer", "config", "axes", "input_shapes", "memory_format", \
+    "dtype"
+DEVICE, DEVICE_TYPE, DEVICE_NAME, THREADS = "device", "device_type", "device_name", "threads"
+FLOPS, MACS, PARAMS, BYTES_READ, BYTES_WRITTEN = "flops", "macs", "params", "bytes_read", "bytes_written"
+INTENSITY = "intensity_flop_per_byte"
+TIME_MEDIAN, TIME_Q1, TIME_Q3 = "time_median_s", "time_q1_s", "time_q3_s"
+TIME_CI_LOW, TIME_CI_HIGH, REL_IQR, REL_CI, NOISY = "time_ci_low_s", "time_ci_high_s", "rel_iqr", "rel_ci", "noisy"
+SAMPLES = "samples_s"
+KERNELS, KERNEL_LAUNCHES, ATEN_OPS = "kernels", "kernel_launches", "aten_ops"
+STATUS, ERROR = "status", "error"
+PEAK_DTYPE, PEAK_FLOPS, PEAK_BYTES, PEAK_SOURCE, PEAK_NATIVE = "peak_dtype", "peak_flops_s", "peak_bytes_s", \
+    "peak_source", "peak_native"
+CEILING_FLOPS, CEILING_BYTES, CEILING_SOURCE = "ceiling_flops_s", "ceiling_bytes_s", "ceiling_source"
+LAUNCH_OVERHEAD = "launch_overhead_s"
+TORCH_VERSION, GIT_COMMIT, TIMESTAMP = "torch_version", "git_commit", "timestamp"
+
+#: What a case is, as a person reads it (tables, compare output).
+IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
+#: What a row's measurements are grouped by: never mixed across these.
+MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)

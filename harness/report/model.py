@@ -1,0 +1,138 @@
+"""The report as data: the derived table, the runs and machines, the stored peaks, the findings
+and groups, the cross-device view, the plots (rendered bytes) and notes. Built from stored rows
+only (``harness.store.Loaded``); renderers (``harness.report.render``) turn it into files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from harness import record as R
+from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
+from harness.analysis.findings import Finding, device_label
+from harness.report.plots import Plot, heatmap, roofline, safe, time_vs_flops
+from harness.store import Loaded
+
+MAX_HEATMAPS = 6
+
+
+@dataclass(frozen=True)
+class ReportModel:
+    """Everything a report shows. ``table`` is the derived result table (every row)."""
+
+    table: pd.DataFrame
+    runs: tuple[dict[str, Any], ...]
+    machines: pd.DataFrame
+    peaks: pd.DataFrame
+    findings: tuple[Finding, ...]
+    groups: pd.DataFrame
+    cross_device: pd.DataFrame | None
+    plots: tuple[Plot, ...] = ()
+    notes: tuple[str, ...] = ()
+    statuses: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        t = self.table
+        return (f"{len(t)} rows from {t[R.RUN_ID].nunique()} run(s) on {t[R.MACHINE_ID].nunique()} machine(s); "
+                + ", ".join(f"{v} {k}" for k, v in sorted(self.statuses.items())) + ". Labels: "
+                + (", ".join(f"{v} {k}" for k, v in sorted(self.labels.items())) or "none") + ".")
+
+
+def machines(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per machine and device: its id, name, host, the runs and rows it holds."""
+    cols = [R.MACHINE_ID, R.MACHINE_NAME, R.HOST, R.DEVICE, R.DEVICE_NAME]
+    g = table.groupby(cols, dropna=False, sort=True)
+    return g.agg(runs=(R.RUN_ID, "nunique"), rows=(R.ROW_ID, "size")).reset_index()
+
+
+def _run_rows(loaded: Loaded, table: pd.DataFrame) -> tuple[dict[str, Any], ...]:
+    out = []
+    for run_id in sorted(table[R.RUN_ID].unique()):
+        meta = loaded.runs.get(run_id, {})
+        rows = table[table[R.RUN_ID] == run_id]
+        out.append({"run_id": run_id, "suite": rows[R.SUITE].iloc[0], "machine_id": rows[R.MACHINE_ID].iloc[0],
+                    "machine_name": rows[R.MACHINE_NAME].iloc[0], "device": rows[R.DEVICE].iloc[0],
+                    "rows": len(rows), "started": meta.get("started"), "finished": meta.get("finished"),
+                    "git_commit": rows[R.GIT_COMMIT].dropna().iloc[0] if rows[R.GIT_COMMIT].notna().any() else None,
+                    "torch": rows[R.TORCH_VERSION].iloc[0], "threads": meta.get("threads"),
+                    "schema_version": meta.get("schema_version", 1 if str(rows[R.PEAK_SOURCE].iloc[0]) == "not stored"
+                                               else R.SCHEMA_VERSION),
+                    "interrupted": meta.get("interrupted")})
+    return tuple(out)
+
+
+def axes_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``axes`` JSON of each row as columns (for heatmaps)."""
+    def parse(text: object) -> dict[str, Any]:
+        try:
+            v = json.loads(text) if isinstance(text, str) else {}
+        except ValueError:
+            v = {}
+        return v if isinstance(v, dict) else {}
+    return pd.DataFrame([parse(t) for t in table[R.AXES]], index=table.index)
+
+
+def heatmap_axes(table: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(family, x, y) for families whose ok rows vary along exactly two independent sweep axes."""
+    out = []
+    ok = table[table[R.STATUS] == "ok"]
+    for family, g in ok.groupby(R.FAMILY, sort=True):
+        ax = axes_frame(g).map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        varying = [c for c in ax.columns if ax[c].nunique(dropna=True) > 1]
+        if len(varying) == 2 and len(ax[varying].drop_duplicates()) > max(ax[c].nunique() for c in varying):
+            out.append((str(family), varying[1], varying[0]))
+    return out[:MAX_HEATMAPS]
+
+
+def _where(rows: pd.DataFrame) -> str:
+    return device_label(rows.iloc[0])
+
+
+def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> list[Plot]:
+    """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
+    plots: list[Plot | None] = []
+    ok = table[table[R.STATUS] == "ok"]
+    for (mid, dev), rows in ok.groupby([R.MACHINE_ID, R.DEVICE], sort=True):
+        suites = ", ".join(sorted(rows[R.SUITE].astype(str).unique()))
+        plots.append(safe(time_vs_flops, rows, name=f"time_vs_flops_{mid}_{dev}",
+                          title=f"{suites}: time vs FLOPs on {_where(rows)}", notes=notes))
+        for dt, g in rows.groupby(R.DTYPE, sort=True):
+            plots.append(safe(roofline, g, name=f"roofline_{mid}_{dev}_{dt}", title=f"roofline: {_where(g)}, {dt}",
+                              groups=groups, notes=notes))
+    for family, x, y in heatmap_axes(table):
+        sub = table[table[R.FAMILY] == family]
+        sub = pd.concat([sub, axes_frame(sub)[[x, y]].add_prefix("axis_")], axis=1)
+        value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
+        plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap_{family}",
+                          title=f"{family}: {value} over {x} x {y}", value=value, notes=notes))
+    return [p for p in plots if p is not None]
+
+
+def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> ReportModel:
+    """The report model of stored rows (``harness.store.load_runs``)."""
+    if loaded.frame.empty:
+        raise ValueError("no result rows" + (f" ({len(loaded.refused)} file(s) refused)" if loaded.refused else ""))
+    table = derive(loaded.frame)
+    groups = equal_flops_groups(table)
+    found = tuple(findings(table, top=top, grouped=groups))
+    notes = [f"refused: {r}" for r in loaded.refused]
+    legacy = sorted(table.loc[table[R.PEAK_SOURCE] == "not stored", R.RUN_ID].unique())
+    if legacy:
+        notes.append(f"{len(legacy)} run(s) of an older schema or from pytest-benchmark store no peaks: their "
+                     f"utilization is unknown ({', '.join(legacy[:5])}{' ...' if len(legacy) > 5 else ''})")
+    many = table[R.MACHINE_ID].nunique() > 1
+    if many:
+        notes.append("rows from several machines: findings and rooflines are per machine; the cross-device table "
+                     "compares them explicitly")
+    plots = make_plots(table, groups, notes) if with_plots else []
+    return ReportModel(table=table, runs=_run_rows(loaded, table), machines=machines(table),
+                       peaks=peak_table(table), findings=found, groups=groups,
+                       cross_device=cross_device(table) if many or table[R.DEVICE].nunique() > 1 else None,
+                       plots=tuple(plots), notes=tuple(notes),
+                       statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
+                       labels={str(k): int(v) for k, v in table["label"].value_counts().items()})

@@ -1,0 +1,226 @@
+"""Renderers: a registry from format name to a function writing a ``ReportModel`` (``report
+--format``, ``export --format``). Markdown, HTML and JSON render the whole report; CSV and Parquet
+the derived table. Each returns the files it wrote."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import record as R
+from harness.report.format import cell, glossary, peaks_view, rows_view
+from harness.report.model import ReportModel
+
+Renderer = Callable[[ReportModel, Path], list[Path]]
+RENDERERS: dict[str, Renderer] = {}
+#: Rows listed in the report's tables (every row is in rows.csv beside it).
+MAX_LISTED_ROWS = 1000
+
+
+def renderer(name: str) -> Callable[[Renderer], Renderer]:
+    """Register a renderer under ``name``; a duplicate name is an error."""
+    def deco(fn: Renderer) -> Renderer:
+        if name in RENDERERS:
+            raise RuntimeError(f"duplicate renderer {name!r}")
+        RENDERERS[name] = fn
+        return fn
+    return deco
+
+
+def render(model: ReportModel, fmt: str, path: Path) -> list[Path]:
+    """Write ``model`` in ``fmt`` to ``path`` (a directory for html/markdown/json reports, a file for
+    csv/parquet)."""
+    return RENDERERS[fmt](model, path)
+
+
+def listed(model: ReportModel) -> tuple[pd.DataFrame, str]:
+    """The rows the report lists, worst utilization first when there are too many, and a note."""
+    t = model.table
+    if len(t) <= MAX_LISTED_ROWS:
+        return t, ""
+    key = "util_ceiling" if t["util_ceiling"].notna().any() else "util_peak"
+    return (t.sort_values(key, na_position="last").head(MAX_LISTED_ROWS),
+            f"The {MAX_LISTED_ROWS} rows furthest from their peak, of {len(t)}; every row is in rows.csv.")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = json.loads(frame.to_json(orient="records", double_precision=15, default_handler=str))
+    return out
+
+
+@renderer("csv")
+def to_csv(model: ReportModel, path: Path) -> list[Path]:
+    model.table.drop(columns=[R.SAMPLES], errors="ignore").to_csv(path, index=False)
+    return [path]
+
+
+@renderer("parquet")
+def to_parquet(model: ReportModel, path: Path) -> list[Path]:
+    t = model.table.copy()
+    for c in t.columns:
+        if t[c].dtype == object:
+            t[c] = t[c].map(lambda v: v if v is None or isinstance(v, (str, list)) else str(v))
+    t.to_parquet(path, index=False)
+    return [path]
+
+
+def _summary(model: ReportModel) -> dict[str, Any]:
+    return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION, "runs": list(model.runs),
+            "machines": _records(model.machines), "peaks": _records(model.peaks),
+            "findings": [{"text": f.text, "spread": f.spread, "rows": _records(f.rows)} for f in model.findings],
+            "statuses": model.statuses, "labels": model.labels, "notes": list(model.notes),
+            "plots": [f"{p.name}.png" for p in model.plots]}
+
+
+@renderer("json")
+def to_json(model: ReportModel, path: Path) -> list[Path]:
+    """``report.json``: the summary and every row (derived columns included, samples left out)."""
+    path = path / "report.json" if path.suffix != ".json" else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = _summary(model) | {"rows": _records(model.table.drop(columns=[R.SAMPLES], errors="ignore"))}
+    path.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
+    return [path]
+
+
+def _md_escape(text: object) -> str:
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
+        .replace("`", "\\`").replace("[", "\\[").replace("]", "\\]").replace("\n", " ")
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    head = "| " + " | ".join(_md_escape(c) for c in frame.columns) + " |"
+    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_md_escape(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _write_plots(model: ReportModel, out: Path) -> list[Path]:
+    paths = []
+    for p in model.plots:
+        for suffix, data in ((".png", p.png), (".svg", p.svg)):
+            path = out / f"{p.name}{suffix}"
+            path.write_bytes(data)
+            paths.append(path)
+    return paths
+
+
+def _machines_view(model: ReportModel) -> pd.DataFrame:
+    return model.machines.rename(columns={R.MACHINE_ID: "machine_id", R.MACHINE_NAME: "machine"})
+
+
+def _runs_view(model: ReportModel) -> pd.DataFrame:
+    cols = ["run_id", "suite", "machine_name", "device", "rows", "threads", "torch", "git_commit", "started",
+            "finished", "schema_version"]
+    return pd.DataFrame(list(model.runs))[cols] if model.runs else pd.DataFrame(columns=cols)
+
+
+def _cross_view(model: ReportModel) -> pd.DataFrame | None:
+    if model.cross_device is None or model.cross_device.empty:
+        return None
+    x = model.cross_device.reset_index()
+    for c in x.columns[len(x.columns) - len(model.cross_device.columns):]:
+        x[c] = [cell("util_x", v) for v in x[c]]
+    return x
+
+
+@renderer("markdown")
+def to_markdown(model: ReportModel, out: Path) -> list[Path]:
+    """``report.md`` with the plots as PNG and SVG beside it and ``rows.csv`` (every row)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, note = listed(model)
+    md = ["# layerbench report", "", _md_escape(model.headline), ""]
+    md += [f"> {_md_escape(n)}" for n in model.notes] + ([""] if model.notes else [])
+    md += ["## Findings: equal FLOPs, different speeds", ""]
+    md += [f"{i}. {_md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
+          ["No equal-FLOPs group differs by more than 10 %."]
+    md += ["", "## Machines", "", _md_table(_machines_view(model)), "", "## Runs", "", _md_table(_runs_view(model)),
+           "", "## Peaks and measured ceilings (stored with the runs)", "", _md_table(peaks_view(model.peaks)), ""]
+    md += ["## Plots", ""] + [f"![{_md_escape(p.title)}]({p.name}.png)" for p in model.plots] + [""]
+    for i, f in enumerate(model.findings, 1):
+        md += [f"### Finding {i}: spread {f.spread:.2f}x", "", _md_table(rows_view(f.rows.assign(
+            **{c: model.table.loc[f.rows.index, c] for c in model.table.columns if c not in f.rows}))), ""]
+    cross = _cross_view(model)
+    if cross is not None:
+        md += ["## Across devices (utilization, an explicit cross-device view)", "", _md_table(cross), ""]
+    md += ["## Rows", "", _md_escape(note), "", _md_table(rows_view(rows)), "", "Every column: rows.csv; "
+           "meanings: README, \"The result table\".", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return [path, *_write_plots(model, out), *to_csv(model, out / "rows.csv")]
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}"
+          "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+          "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+          "th{background:#f4f4f4;position:sticky;top:0}img{max-width:100%;margin:6px 0}"
+          ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(620px,1fr));gap:8px}"
+          "li{margin:6px 0}.note{color:#8a5300}details{margin:1em 0}code{font-size:12px}")
+
+
+def _numeric(column: str, values: pd.Series) -> bool:
+    text = [str(v) for v in values if str(v)]
+    return bool(text) and all(t[:1].isdigit() or t[:1] == "-" and t[1:2].isdigit() for t in text)
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p>(none)</p>"
+    num = {c: _numeric(c, frame[c]) for c in frame.columns}
+    head = "".join(f"<th class='{'n' if num[c] else ''}'>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td class='{'n' if num[c] else ''}'>{html.escape(str(v))}</td>"
+                                    for c, v in zip(frame.columns, row)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(p: Any) -> str:
+    data = base64.b64encode(p.png).decode()
+    return f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'></figure>"
+
+
+@renderer("html")
+def to_html(model: ReportModel, out: Path) -> list[Path]:
+    """``report.html``: self-contained (plots embedded), opens without a server or network."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, note = listed(model)
+    found = "".join(f"<li>{html.escape(f.text)}</li>" for f in model.findings)
+    body = ["<h1>layerbench report</h1>", f"<p>{html.escape(model.headline)}</p>",
+            *(f"<p class='note'>{html.escape(n)}</p>" for n in model.notes),
+            "<h2>Findings: equal FLOPs, different speeds</h2>",
+            f"<ol>{found}</ol>" if found else "<p>No equal-FLOPs group differs by more than 10 %.</p>",
+            "<h2>Machines</h2>", _html_table(_machines_view(model)), "<h2>Runs</h2>", _html_table(_runs_view(model)),
+            "<h2>Peaks and measured ceilings (stored with the runs)</h2>", _html_table(peaks_view(model.peaks)),
+            "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
+    for i, f in enumerate(model.findings, 1):
+        full = model.table.loc[f.rows.index]
+        body += [f"<h3>Finding {i}: spread {f.spread:.2f}x</h3>", _html_table(rows_view(full))]
+    cross = _cross_view(model)
+    if cross is not None:
+        body += ["<h2>Across devices (utilization, an explicit cross-device view)</h2>", _html_table(cross)]
+    body += ["<h2>Rows</h2>", f"<p>{html.escape(note)}</p>" if note else "", _html_table(rows_view(rows)),
+             "<p>Every row and column: <a href='rows.csv'>rows.csv</a> (beside this file).</p>",
+             "<details><summary>Column glossary</summary>",
+             _html_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), "</details>"]
+    path = out / "report.html"
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerbench report</title>"
+                    f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+    csv = out / "rows.csv"
+    return [path, *([] if csv.exists() else to_csv(model, csv))]

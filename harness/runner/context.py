@@ -1,0 +1,188 @@
+"""What a run fixes when it starts: its id and directory, the device and its backend, the machine
+identity, the thread setting, and the peaks and ceilings every row will carry."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import harness
+from harness.backends import Backend, get_backend
+from harness.calibrate import Ceilings, calibrate, lookup
+from harness.devices.identity import MachineInfo, describe_machine_identity
+from harness.record import CaseFields, Key, Peaks, Provenance
+from harness.suite import Case, Suite
+
+log = logging.getLogger(__name__)
+
+#: ``calibrate`` choices of a run: measure the missing ceilings, re-measure all, or use what is stored.
+CALIBRATE = ("missing", "always", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """The fixed facts of one run shard (everything a row repeats)."""
+
+    run_id: str
+    suite: Suite
+    device: str
+    backend: Backend
+    device_name: str
+    machine: MachineInfo
+    threads: int
+    mode: str
+    shard: tuple[int, int]
+    peaks: Mapping[str, Peaks]
+    ceilings: Ceilings | None
+    git_commit: str | None
+
+    def key(self, case: Case) -> Key:
+        m = self.machine
+        return Key(run_id=self.run_id, row_id=row_id(m.machine_id, self.device, case.case_id), case_id=case.case_id,
+                   config_id=case.config_id, suite=self.suite.name, family=case.family, machine_id=m.machine_id,
+                   machine_name=m.name, settings_id=m.settings_id, host=m.host)
+
+    def case_fields(self, case: Case, threads: int | None = None) -> CaseFields:
+        return CaseFields(layer=case.layer, config=case.config_json(), axes=case.axes_json(),
+                          input_shapes=case.input_text(), memory_format=case.memory_format, dtype=case.dtype,
+                          device=self.device, device_type=self.backend.type, device_name=self.device_name,
+                          threads=threads or case.threads or self.threads)
+
+    def peaks_for(self, case: Case, settings: Mapping[str, Any]) -> Peaks:
+        return self.peaks.get(peak_dtype(case.layer, case.dtype, self.backend.type, settings)) or _no_peaks()
+
+    def provenance(self) -> Provenance:
+        s = self.machine.software
+        return Provenance(timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), git_commit=self.git_commit,
+                          harness_version=harness.__version__, torch_version=s.torch, cuda_version=s.cuda,
+                          cudnn_version=s.cudnn, python_version=s.python)
+
+
+def row_id(machine_id: str, device: str, case_id: str) -> str:
+    """``<machine_id>:<device>:<case_id>``: one case on one device of one machine."""
+    return f"{machine_id}:{device}:{case_id}"
+
+
+def peak_dtype(layer: str, dtype: str, device_type: str, settings: Mapping[str, Any]) -> str:
+    """``tf32`` for fp32 GPU rows with TF32 allowed for that op (cuDNN for convolutions, cuBLAS
+    otherwise); the row's dtype otherwise."""
+    if device_type != "cuda" or dtype != "fp32":
+        return dtype
+    flag = "allow_tf32_cudnn" if layer.startswith("conv") else "allow_tf32_matmul"
+    return "tf32" if settings.get(flag) else dtype
+
+
+def _no_peaks(source: str = "none") -> Peaks:
+    return Peaks(peak_dtype=None, peak_flops_s=None, peak_bytes_s=None, peak_source=source, peak_native=None,
+                 peak_detail=None, ceiling_flops_s=None, ceiling_bytes_s=None, ceiling_source=source, ceiling_id=None,
+                 ceiling_gemm_n=None, ceiling_copy_bytes=None, ceiling_measured_at=None, launch_overhead_s=None)
+
+
+def resolve_peaks(backend: Backend, device: str, dtypes: Sequence[str], threads: int,
+                  ceilings: Ceilings | None) -> dict[str, Peaks]:
+    """Per peak dtype (the run's dtypes, and ``tf32`` beside fp32 on CUDA): the theoretical peak
+    and the measured ceiling, as every row of that dtype will store them."""
+    wanted = list(dict.fromkeys(list(dtypes) + (["tf32"] if backend.type == "cuda" and "fp32" in dtypes else [])))
+    out = {}
+    for d in wanted:
+        try:
+            p = backend.peak(device, d, threads)
+        except Exception as e:          # a failing probe leaves the peak unknown, never the run dead
+            log.warning("peak for %s %s unknown: %s", device, d, e)
+            p = None
+        gemm = ceilings.entry("compute", d) if ceilings is not None else None
+        copy = ceilings.entry("memory") if ceilings is not None else None
+        out[d] = Peaks(
+            peak_dtype=d, peak_flops_s=p.flops if p else None, peak_bytes_s=p.bandwidth if p else None,
+            peak_source=p.kind if p and (p.flops or p.bandwidth) else "none", peak_native=p.native if p else None,
+            peak_detail=p.source if p else None, ceiling_flops_s=gemm.value if gemm else None,
+            ceiling_bytes_s=copy.value if copy else None,
+            ceiling_source="measured" if gemm or copy else "none",
+            ceiling_id=ceilings.ceiling_id if ceilings is not None and (gemm or copy) else None,
+            ceiling_gemm_n=gemm.size if gemm else None, ceiling_copy_bytes=copy.size if copy else None,
+            ceiling_measured_at=ceilings.measured_at if ceilings is not None and (gemm or copy) else None,
+            launch_overhead_s=backend.launch_overhead_s)
+    return out
+
+
+def run_ceilings(backend: Backend, device: str, dtypes: Sequence[str], threads: int, how: str,
+                 store: str | Path | None) -> Ceilings | None:
+    """The ceilings a run uses: stored ones, measuring the missing dtypes first (``missing``),
+    all of them again (``always``), or none measured (``never``)."""
+    gemm = [d for d in dict.fromkeys(dtypes) if d in ("fp32", "fp16", "bf16")]
+    if backend.type == "cuda" and "fp32" in gemm:
+        gemm.append("tf32")
+    try:
+        stored = lookup(device, threads, store)
+        if how == "never" or not gemm:
+            return stored
+        missing = [d for d in gemm if stored is None or stored.compute(d) is None] or (
+            [] if stored is not None and stored.bandwidth else gemm[:1])
+        if how == "missing" and not missing:
+            return stored
+        log.info("calibrating %s ceilings on %s (%s threads) ...", ",".join(gemm if how == "always" else missing),
+                 device, threads)
+        return calibrate(device, gemm if how == "always" else missing, threads=threads, budget_s=2.0, store=store,
+                         force=how == "always")
+    except Exception as e:              # calibration trouble must not stop the run: rows say "none"
+        log.warning("ceilings unavailable (%s: %s); rows are measured against the theoretical peak only",
+                    type(e).__name__, e)
+        return None
+
+
+def git_commit() -> str | None:
+    """layerbench's commit (``-dirty`` with uncommitted changes), or ``None`` outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here)
+        if sha.returncode or not sha.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_metadata(ctx: RunContext, dtypes: Sequence[str] | None, started: float, argv: Sequence[str],
+                 load_avg: Any, busy: Any) -> dict[str, Any]:
+    """The run's metadata (stored beside the rows and in the Parquet file)."""
+    return {"run_id": ctx.run_id, "suite": ctx.suite.name, "suite_file": ctx.suite.path, "device": ctx.device,
+            "device_type": ctx.backend.type, "device_name": ctx.device_name, "shard": list(ctx.shard),
+            "dtypes": list(dtypes) if dtypes else None, "argv": list(argv), "timing_mode": ctx.mode,
+            "threads": ctx.threads, "git_commit": ctx.git_commit,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "machine_id": ctx.machine.machine_id, "machine_name": ctx.machine.name,
+            "settings_id": ctx.machine.settings_id, "host": ctx.machine.host, "machine": ctx.machine.to_json(),
+            "peaks": {d: _plain_peaks(p) for d, p in ctx.peaks.items()},
+            "ceilings": ctx.ceilings.to_json() if ctx.ceilings is not None else None,
+            "load_avg": load_avg, "busy_percent": busy, "harness_version": harness.__version__,
+            "torch_version": torch.__version__, "python_version": platform.python_version()}
+
+
+def _plain_peaks(p: Peaks) -> dict[str, Any]:
+    from dataclasses import asdict
+    return asdict(p)
+
+
+def make_context(suite: Suite, device: str, dtypes: Sequence[str], threads: int | None, mode: str,
+                 shard: tuple[int, int], run_id: str, calibrate_how: str = "never",
+                 ceilings_store: str | Path | None = None) -> RunContext:
+    """Resolve the device, the machine identity, and the peaks and ceilings for ``dtypes``."""
+    backend = get_backend(device)
+    device = backend.resolve(device)
+    threads = threads or suite.threads or torch.get_num_threads()
+    machine = describe_machine_identity(threads)
+    ceilings = run_ceilings(backend, device, dtypes, threads, calibrate_how, ceilings_store)
+    return RunContext(run_id=run_id, suite=suite, device=device, backend=backend,
+                      device_name=backend.device_name(device), machine=machine, threads=threads, mode=mode,
+                      shard=shard, peaks=resolve_peaks(backend, device, dtypes, threads, ceilings), ceilings=ceilings,
+                      git_commit=git_commit())

@@ -1,0 +1,228 @@
+"""``run_suite``: every case of a suite on one device, each row stored the moment it is measured.
+
+The order is the suite's (deterministic); ``shard=(K, N)`` takes every N-th case from the K-th;
+``resume`` continues the latest run of the suite, device, shard and machine, measuring only the
+rows not stored. Cases stream from the suite: nothing is materialised up front.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.dtypes import parse_dtype
+from harness.errors import SpecError
+from harness.record import Peaks
+from harness.runner.context import CALIBRATE, RunContext, make_context, row_id, run_metadata
+from harness.runner.progress import Progress
+from harness.runner.rows import build_row
+from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, shard_label
+from harness.suite import Case, Suite
+from harness.timing import Measurement, measure
+from harness.timing.measure import MODES
+
+log = logging.getLogger(__name__)
+
+#: Status of a case that repeats an earlier case of the same run (same case_id): not stored twice.
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did: where it wrote, how many rows of each status, whether it was interrupted."""
+
+    run_id: str
+    run_dir: Path
+    parquet: Path
+    statuses: dict[str, int]
+    already_done: int
+    interrupted: bool
+    seconds: float
+    machine_id: str = ""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 1 <= K <= N <= 10000."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SpecError("--shard", text, "K/N with integers, e.g. 2/4") from None
+    if not 1 <= k <= n <= 10_000:
+        raise SpecError("--shard", text, "1 <= K <= N <= 10000")
+    return k, n
+
+
+def work_items(suite: Suite, dtypes: Sequence[str] | None, shard: tuple[int, int],
+               device: str | None = None) -> Iterator[Case]:
+    """The cases of this shard, in the suite's deterministic order (every N-th, from the K-th)."""
+    k, n = shard
+    for i, case in enumerate(suite.cases(dtypes, device)):
+        if i % n == k - 1:
+            yield case
+
+
+def _find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int]) -> Path | None:
+    """The latest run directory of this suite and device type with this shard's metadata."""
+    for d in sorted(out.glob(f"{suite}-{device_type}-*"), key=lambda p: p.name, reverse=True):
+        if d.is_dir() and (d / f"run-{shard_label(shard)}.json").exists():
+            return d
+    return None
+
+
+def _check_resumable(run_dir: Path, ctx: RunContext) -> None:
+    """A run is resumed only by the machine and device that started it: rows never mix machines."""
+    parts = list(run_dir.glob("part-*.parquet"))
+    metas = [read_metadata(p) for p in parts]
+    import json
+    for p in run_dir.glob("run-*.json"):
+        try:
+            metas.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    for meta in metas:
+        mid, dev = meta.get("machine_id"), meta.get("device")
+        if mid is not None and mid != ctx.machine.machine_id:
+            raise StoreError(f"{run_dir}: started on machine {mid} ({meta.get('machine_name')}); this is "
+                             f"{ctx.machine.machine_id} ({ctx.machine.name}): start a new run instead of --resume")
+        if mid is None and meta.get("run_id"):
+            raise StoreError(f"{run_dir}: an older run (schema v1, no machine identity): start a new run")
+        if dev is not None and dev != ctx.device:
+            raise StoreError(f"{run_dir}: measured on {dev}, not {ctx.device}: start a new run")
+
+
+def _stored_peaks(run_dir: Path, shard: tuple[int, int]) -> dict[str, Peaks] | None:
+    import json
+    try:
+        meta = json.loads((run_dir / f"run-{shard_label(shard)}.json").read_text())
+        return {d: Peaks(**p) for d, p in (meta.get("peaks") or {}).items()} or None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _open_run_dir(suite: Suite, device_type: str, out: Path, resume: bool, shard: tuple[int, int],
+                  run_id: str | None, start: float) -> tuple[Path, bool]:
+    """(run directory, whether it continues an earlier run)."""
+    if resume:
+        found = (out / run_id if run_id and (out / run_id).is_dir() else
+                 None if run_id else _find_run(out, suite.name, device_type, shard))
+        if found is not None:
+            return found, True
+        log.warning("no earlier run of %s on %s to resume: starting a new one", suite.name, device_type)
+    if run_id is not None and (out / run_id).is_dir() and shard != (1, 1):
+        return out / run_id, False            # shards of one run share its directory
+    default = f"{suite.name}-{device_type}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}"
+    return new_run_dir(out, run_id or default), False
+
+
+def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = None, out: str | Path = "results",
+              resume: bool = False, shard: tuple[int, int] = (1, 1), threads: int | None = None,
+              measure_fn: Callable[..., Measurement] = measure, progress: bool | None = None,
+              run_id: str | None = None, mode: str | None = None, calibrate: str = "never",
+              ceilings: str | Path | None = None, profile: bool = True) -> RunSummary:
+    """Run every case of ``suite`` in this shard on ``device``; store each row as it comes.
+
+    Args:
+        suite: a loaded suite (``harness.suite.load_suite``).
+        device: ``cpu`` or ``cuda[:N]``.
+        dtypes: override the suite's dtypes (``["fp32", "bf16"]``).
+        out: the results folder; the run writes ``<out>/<suite>-<device type>-<UTC time>/``.
+        resume: continue the latest run of this suite, device and shard (same machine), measuring
+            only missing rows.
+        shard: (K, N): take every N-th case starting at the K-th.
+        threads: CPU threads for timing (default: the suite's, else torch's).
+        measure_fn: the timer (tests inject a fake).
+        progress: a tqdm bar (default: when stderr is a terminal), else one log line per row.
+        mode: timing mode, ``hot``, ``cold`` (L2 flushed), ``graph`` or ``auto`` (graph for calls
+            under 20 us where the backend has graphs, else hot; default: the suite's).
+        calibrate: measured ceilings: ``never`` (use what is stored), ``missing`` (measure the
+            dtypes not yet calibrated), ``always``.
+        ceilings: the ceilings store (default ``harness.calibrate.default_store()``).
+        profile: record what ran (one profiled call per case).
+
+    Returns:
+        A ``RunSummary``. Ctrl-C stops after storing what is done (``interrupted=True``).
+    """
+    from harness.backends import get_backend
+    backend = get_backend(device)
+    for d in dtypes or ():
+        parse_dtype(d, "--dtype")
+    mode = mode or suite.mode
+    if mode not in MODES:
+        raise SpecError("--mode", mode, "one of " + ", ".join(MODES))
+    if calibrate not in CALIBRATE:
+        raise SpecError("--calibrate", calibrate, "one of " + ", ".join(CALIBRATE))
+    backend.resolve(device)
+    start = time.time()
+    out = Path(out)
+    run_dir, resumed = _open_run_dir(suite, backend.type, out, resume, shard, run_id, start)
+    dts = list(dtypes or dict.fromkeys(d for s in suite.sweeps for d in s.dtypes))
+    ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings)
+    if resumed:
+        _check_resumable(run_dir, ctx)
+        stored = _stored_peaks(run_dir, shard)
+        if stored:
+            ctx = _with_peaks(ctx, stored)
+    return _run(ctx, run_dir, dtypes, measure_fn, progress, profile, start)
+
+
+def _with_peaks(ctx: RunContext, peaks: dict[str, Peaks]) -> RunContext:
+    import dataclasses
+    return dataclasses.replace(ctx, peaks=peaks)
+
+
+def _busy() -> tuple[Any, Any]:
+    import os
+
+    import psutil
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return load, psutil.cpu_percent(interval=0.2)
+
+
+def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: Callable[..., Measurement],
+         progress: bool | None, profile: bool, start: float) -> RunSummary:
+    load, busy = _busy()
+    writer = RunWriter(run_dir, ctx.shard, run_metadata(ctx, dtypes, start, sys.argv, load, busy))
+    statuses: Counter[str] = Counter()
+    try:
+        done = writer.done_ids()
+    except Exception:
+        writer.close()
+        raise
+    total = ctx.suite.count(dtypes)
+    total = (total - ctx.shard[0]) // ctx.shard[1] + 1 if total >= ctx.shard[0] else 0
+    bar = Progress(max(0, total - len(done)), f"{ctx.suite.name} on {ctx.device}", progress)
+    llc = ctx.backend.last_level_cache(ctx.device)
+    seen: set[str] = set()
+    interrupted = False
+    gc.collect()            # once per run; none in the timed loop
+    try:
+        for case in work_items(ctx.suite, dtypes, ctx.shard, ctx.backend.type):
+            rid = row_id(ctx.machine.machine_id, ctx.device, case.case_id)
+            if rid in seen:
+                statuses[DUPLICATE] += 1
+                log.warning("case %s (%s %s) repeats an earlier case of this run: measured and stored once",
+                            case.case_id, case.family, case.layer)
+                continue
+            seen.add(rid)
+            if rid in done:
+                continue
+            row = build_row(case, ctx, measure_fn, llc, profile)
+            writer.append(row)
+            statuses[str(row.status)] += 1
+            bar.update(row)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        parquet = writer.finish(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted=interrupted,
+                                rows_this_session=sum(v for k, v in statuses.items() if k != DUPLICATE))
+    return RunSummary(run_id=ctx.run_id, run_dir=run_dir, parquet=parquet, statuses=dict(statuses),
+                      already_done=len(done), interrupted=interrupted, seconds=time.time() - start,
+                      machine_id=ctx.machine.machine_id)

@@ -1,0 +1,150 @@
+"""One case into one row: analytic counts on the meta device, the layer built on the device with
+seeded random inputs, timing, what ran, and the health of the result. Every failure becomes a row
+(``skipped``, ``oom``, ``error``) with its reason; nothing here writes or prints."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.counting import count, totals
+from harness.dtypes import itemsize, parse_dtype
+from harness.errors import SpecError
+from harness.record import Counts, Health, Row, Status, Timing, WhatRan
+from harness.runner.context import RunContext
+from harness.suite import Case
+from harness.timing import Measurement, random_inputs, rotation_sets
+from harness.timing.profile import what_ran
+
+log = logging.getLogger(__name__)
+
+#: Longest error text a row keeps.
+MAX_ERROR = 2000
+INPUT_DISTRIBUTION = "normal(0,1)"
+
+
+def analytic_counts(case: Case) -> Counts:
+    """The analytic columns: canonical counts on the meta device and torch's own count."""
+    dtype = parse_dtype(case.dtype)
+    assert case.spec is not None and case.inputs is not None
+    t = totals(count(case.spec.build(dtype, "meta"), *case.inputs, dtype=dtype))
+    return Counts(flops=int(t["flops"]), macs=int(t["macs"]), params=int(t["params"]),
+                  bytes_read=int(t["bytes_read"]), bytes_written=int(t["bytes_written"]),
+                  intensity_flop_per_byte=float(t["intensity"]), flop_counter_flops=int(t["flop_counter_flops"]),
+                  flop_counter_agrees=bool(t["flop_counter_disagreements"] == 0) if t["flop_counter_ops"] else None,
+                  aten_ops=int(t["ops"]))
+
+
+def case_seed(case: Case) -> int:
+    """The inputs' seed: the first 32 bits of the case id."""
+    return int(case.case_id[:8], 16)
+
+
+def prepare_case(case: Case, device: str, llc_bytes: int) -> tuple[torch.nn.Module, list[tuple], int]:
+    """The layer on ``device`` in eval mode and its random input sets (enough to span twice the
+    last-level cache, at most ``MAX_ROTATION``), drawn with a seed taken from the case id."""
+    dtype = parse_dtype(case.dtype)
+    assert case.spec is not None and case.inputs is not None
+    fmt = None
+    module = case.spec.build(dtype, device).eval()
+    if case.memory_format == "channels_last":
+        fmt = torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
+        module = module.to(memory_format=fmt)
+    seed = case_seed(case)
+    per_set = sum(torch.Size(s).numel() for s in case.inputs) * itemsize(dtype)
+    sets = rotation_sets(per_set, llc_bytes)
+    return module, random_inputs(case.inputs, dtype, device, seed=seed, sets=sets, memory_format=fmt), seed
+
+
+def timing_of(m: Measurement, seed: int) -> Timing:
+    """The timing part of a row from a Measurement (seconds per call)."""
+    st, s = m.stats, m.settings
+    return Timing(timer=m.timer, mode=m.mode, number=m.number, reps=st.n, samples_s=list(m.samples_s),
+                  time_median_s=st.median, time_q1_s=st.q1, time_q3_s=st.q3, time_iqr_s=st.iqr, time_min_s=st.min,
+                  time_max_s=st.max, time_mean_s=st.mean, time_std_s=st.std, time_ci_low_s=st.ci_low,
+                  time_ci_high_s=st.ci_high, rel_iqr=st.rel_iqr, rel_std=st.rel_std, rel_ci=st.rel_ci,
+                  outliers=st.outliers, noisy=st.noisy, stop_reason=m.stop_reason, target_rel_ci=m.target_rel_ci,
+                  estimate_s=m.estimate_s, sampling_s=m.sampling_s, warmup_calls=m.warmup_calls,
+                  warmup_s=m.warmup_s, gc_paused=m.gc_paused, rotation=m.rotation, seed=seed,
+                  input_distribution=INPUT_DISTRIBUTION, cudnn_benchmark=s.get("cudnn_benchmark"),
+                  allow_tf32_matmul=s.get("allow_tf32_matmul"), allow_tf32_cudnn=s.get("allow_tf32_cudnn"),
+                  float32_matmul_precision=s.get("float32_matmul_precision"), l2_flush_bytes=s.get("l2_flush_bytes"))
+
+
+def health_of(m: Measurement) -> Health:
+    c = m.clocks
+    return Health(status=Status.OK, error=None, throttled=m.throttled if c is not None else None,
+                  sm_clock_min_mhz=c.sm_clock_min_mhz if c else None,
+                  sm_clock_max_mhz=c.sm_clock_max_mhz if c else None,
+                  clock_reasons=",".join(c.reasons) if c else None)
+
+
+def failed(status: Status, error: str) -> Health:
+    return Health(status=status, error=error[:MAX_ERROR], throttled=None, sm_clock_min_mhz=None,
+                  sm_clock_max_mhz=None, clock_reasons=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    counts: Counts
+    timing: Timing
+    ran: WhatRan | None
+    health: Health
+    settings: dict[str, Any]
+    threads: int
+
+
+def measure_case(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], llc_bytes: int,
+                 profile: bool = True) -> Measured:
+    """Counts and timing of one case: the measured part of a row. ``ctx.mode`` (hot, cold, graph,
+    auto) applies where the backend supports it. Raises whatever building or running the layer
+    raises (``build_row`` turns it into a row)."""
+    problem = ctx.backend.dtype_problem(ctx.device, case.dtype)
+    if problem is not None:
+        raise SpecError("dtype", case.dtype, problem)
+    counts = analytic_counts(case)
+    module, inputs, seed = prepare_case(case, ctx.device, llc_bytes)
+    s = ctx.suite
+    mode = ctx.mode if ctx.mode in ctx.backend.modes or ctx.mode == "auto" else "hot"
+    with torch.inference_mode():
+        m = measure_fn(module, device=ctx.device, inputs=inputs, threads=case.threads or ctx.threads,
+                       budget_s=s.budget_s, target_rel_ci=s.target_rel_ci, warmup_s=s.warmup_s, min_reps=s.min_reps,
+                       mode=mode)
+    ran = None
+    if profile:
+        with torch.inference_mode():
+            ran = WhatRan(**what_ran(module, inputs[0], ctx.device))
+    return Measured(counts=counts, timing=timing_of(m, seed), ran=ran, health=health_of(m),
+                    settings=dict(m.settings), threads=m.threads)
+
+
+def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], llc_bytes: int,
+              profile: bool = True) -> Row:
+    """The row of ``case``: measured, or ``skipped``/``oom``/``error`` with the reason. Only
+    ``KeyboardInterrupt`` (and other ``BaseException``s) pass through."""
+    base = {"key": ctx.key(case)}
+    if case.skip is not None:
+        return Row(**base, case=ctx.case_fields(case), health=failed(Status.SKIPPED, case.skip),
+                   peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())
+    try:
+        got = measure_case(case, ctx, measure_fn, llc_bytes, profile)
+    except SpecError as e:
+        health = failed(Status.SKIPPED, str(e))
+    except Exception as e:
+        oom = ctx.backend.is_oom(e)
+        health = failed(Status.OOM if oom else Status.ERROR, f"{type(e).__name__}: {e}".strip())
+        if oom:
+            ctx.backend.after_oom(ctx.device)
+        else:
+            log.debug("case %s failed:\n%s", case.case_id, traceback.format_exc())
+    else:
+        return Row(**base, case=ctx.case_fields(case, got.threads), health=got.health,
+                   peaks=ctx.peaks_for(case, got.settings), provenance=ctx.provenance(), counts=got.counts,
+                   timing=got.timing, ran=got.ran)
+    return Row(**base, case=ctx.case_fields(case), health=health,
+               peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())

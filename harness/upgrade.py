@@ -1,0 +1,108 @@
+"""Older result files into the current record (``harness.record``), so every run ever stored loads.
+
+Version 1 (the store before ``harness.record``; no version in the file): parameters keyed by the
+suite's spelling in ``params`` (JSON) and ``ax_<name>`` columns, the parameter count in
+``parameters``, ``intensity`` without its unit, ``device`` ``cuda`` on error rows and ``cuda:0`` on
+measured ones, no machine identity, and no peaks (analysis then read them from the live machine).
+Upgraded rows get canonical ``config``, ``axes``, recomputed ``case_id``/``config_id``/``row_id``,
+a ``machine_id`` of ``v1`` + a hash of host and device name (the hardware was not recorded), and
+``peak_source`` / ``ceiling_source`` = ``not stored``: utilization is then unknown, never guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from harness.record import BY_NAME, COLUMN_NAMES
+
+#: Reason stored in peak_source / ceiling_source of upgraded rows.
+NOT_STORED = "not stored"
+_RENAMED_V1 = {"parameters": "params", "intensity": "intensity_flop_per_byte"}
+
+
+def _digest(value: Any, n: int = 16) -> str:
+    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:n]
+
+
+def canonical_config(layer: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A layer's parameters under canonical names with defaults (validated), else canonical names only."""
+    from harness.spec import LAYERS, parse_layer
+    try:
+        return parse_layer(layer, dict(params)).canonical()
+    except Exception:
+        keys = LAYERS[layer].keys() if layer in LAYERS else {}
+        return {keys.get(k, k): v for k, v in params.items()}
+
+
+def _shapes(text: Any) -> list[list[int]] | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return [[int(x) for x in s.split("x")] for s in text.split(";")]
+    except ValueError:
+        return None
+
+
+def v1_record(row: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """One version-1 row (a dict of its columns) as a current record."""
+    out = {_RENAMED_V1.get(k, k): v for k, v in row.items() if not k.startswith("ax_")}
+    try:
+        params = json.loads(row.get("params") or "{}")
+    except (TypeError, ValueError):
+        params = {}
+    layer = str(row.get("layer") or "unknown")
+    config = canonical_config(layer, params if isinstance(params, dict) else {})
+    out["config"] = json.dumps(config, sort_keys=True, default=str)
+    out["axes"] = json.dumps({k[3:]: v for k, v in row.items() if k.startswith("ax_") and v is not None},
+                             sort_keys=True, default=str)
+    what = [layer, [[k, v] for k, v in sorted(config.items())], _shapes(row.get("input_shapes")),
+            row.get("memory_format"), row.get("dtype")]
+    out["config_id"] = _digest(what)
+    out["case_id"] = _digest([row.get("family")] + what)
+    device = str(row.get("device") or meta.get("device") or "cpu")
+    out["device"] = "cuda:0" if device == "cuda" else device
+    out["device_type"] = out["device"].split(":")[0]
+    host = str(meta.get("host") or "unknown")
+    name = str(row.get("device_name") or meta.get("device_name") or "unknown")
+    out["host"] = host
+    out["machine_id"] = "v1" + _digest([host, name, meta.get("cpu")], 10)
+    out["machine_name"] = f"{name} on {host} (schema v1: hardware not recorded)"
+    out["settings_id"] = "v1" + _digest([row.get("threads"), meta.get("cpu_threads")], 10)
+    out["row_id"] = f"{out['machine_id']}:{out['device']}:{out['case_id']}"
+    out["device_name"] = name
+    out["peak_source"] = out["ceiling_source"] = NOT_STORED
+    out["suite"] = row.get("suite") or meta.get("suite") or "unknown"
+    out["run_id"] = row.get("run_id") or meta.get("run_id") or "unknown"
+    out["family"] = row.get("family") or layer
+    out["memory_format"] = row.get("memory_format") or "nchw"
+    out["timestamp"] = row.get("timestamp") or meta.get("started") or ""
+    out["harness_version"] = row.get("harness_version") or meta.get("harness_version") or "0.1.0"
+    out["torch_version"] = row.get("torch_version") or meta.get("torch_version") or "unknown"
+    out["python_version"] = row.get("python_version") or meta.get("python_version") or "unknown"
+    return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
+
+
+def _coerce(name: str, v: Any) -> Any:
+    """Values as the schema types them (JSON and pandas give floats for ints, NaN for null)."""
+    if v is None or (isinstance(v, float) and v != v and BY_NAME[name].python is not float):
+        return None
+    py = BY_NAME[name].python
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if py is int and isinstance(v, float) and v.is_integer():
+        return int(v)
+    if py is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if py is list and isinstance(v, (list, tuple)):
+        return [float(x) for x in v]
+    return v
+
+
+def upgrade_records(rows: list[dict[str, Any]], version: int, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Records of schema ``version`` as current records (``ValueError`` for an unknown version)."""
+    if version == 1:
+        return [v1_record(r, meta) for r in rows]
+    raise ValueError(f"schema version {version}: expected 1 or 2 (a newer layerbench wrote it?)")

@@ -1,0 +1,1 @@
+"""The built-in suites, installed as package data ``harness.builtin_suites`` (``layerbench suites``)."""
