@@ -35,7 +35,8 @@ def main() -> int:
         return 2
     import triton.testing as tt
 
-    from harness.devices import calibrate, describe_gpus
+    from harness.calibrate import calibrate
+    from harness.devices import describe_gpus
     from harness.timing import measure, random_inputs
 
     gpu = describe_gpus().gpus[0]

@@ -120,7 +120,7 @@ class Timing:
     time_iqr_s: float = col("s", "interquartile range")
     time_min_s: float = col("s", "fastest sample")
     time_max_s: float = col("s", "slowest sample")
-    time_mean_s: float = col("s", "mean")
+    time_mean_s: float = col("s", "mean of the samples")
     time_std_s: float = col("s", "standard deviation")
     time_ci_low_s: float = col("s", "the median's 95 % confidence interval, low end (distribution-free)")
     time_ci_high_s: float = col("s", "the median's 95 % confidence interval, high end")

@@ -9,7 +9,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import harness
-from harness.errors import SpecError
 from harness.spec import build_case, parse_layer
 
 
@@ -22,11 +21,9 @@ def flop_counter_total(model: nn.Module, shapes: list[tuple[int, ...]]) -> int:
 
 
 def check(spec_kind: str, params: dict, input_shape: tuple[int, ...] | None = None) -> None:
-    try:
-        spec = parse_layer(spec_kind, params)
-        model, shapes, _ = build_case(spec, [input_shape] if input_shape else None)
-    except SpecError:
-        return  # invalid configurations are rejected up front (tested elsewhere)
+    """The strategies draw valid configurations only: a SpecError here fails the test."""
+    spec = parse_layer(spec_kind, params)
+    model, shapes, _ = build_case(spec, [input_shape] if input_shape else None)
     table = harness.count(model, *shapes)
     covered = table[table["flop_counter_flops"].notna()]
     assert table["counted"].all(), table[["op", "counted"]]
@@ -38,16 +35,33 @@ def check(spec_kind: str, params: dict, input_shape: tuple[int, ...] | None = No
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@SETTINGS
-@given(dims=st.integers(1, 3), cin_g=st.integers(1, 4), cout_g=st.integers(1, 4), groups=st.integers(1, 3),
-       k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2),
-       size=st.integers(4, 12), batch=st.integers(1, 2), bias=st.booleans(), transposed=st.booleans())
-def test_conv_random(dims: int, cin_g: int, cout_g: int, groups: int, k: int, s: int, p: int, d: int,
-                     size: int, batch: int, bias: bool, transposed: bool) -> None:
+@st.composite
+def conv_cases(draw: st.DrawFn) -> tuple[str, dict, tuple[int, ...]]:
+    """Valid convolutions only: the input is at least the dilated kernel minus the padding (conv), or
+    gives a positive output size with output_padding < max(stride, dilation) (conv-transpose)."""
+    dims, groups = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    cin, cout = draw(st.integers(1, 4)) * groups, draw(st.integers(1, 4)) * groups
+    k, s, p, d = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
+    transposed = draw(st.booleans())
+    eff = d * (k - 1) + 1
+    params = dict(in_channels=cin, out_channels=cout, kernel_size=k, stride=s, padding=p, dilation=d, groups=groups,
+                  bias=draw(st.booleans()))
+    if transposed:
+        op = draw(st.integers(0, max(s, d) - 1))
+        params["output_padding"] = op
+        # output (size - 1) * s - 2p + eff + op >= 1
+        least = max(1, 1 + -(-(1 + 2 * p - eff - op) // s))
+    else:
+        least = max(1, eff - 2 * p)
+    size = draw(st.integers(least, least + 8))
     kind = f"conv_transpose{dims}d" if transposed else f"conv{dims}d"
-    params = dict(in_channels=cin_g * groups, out_channels=cout_g * groups, kernel_size=k, stride=s,
-                  padding=p, dilation=d, groups=groups, bias=bias)
-    check(kind, params, (batch, cin_g * groups) + (size,) * dims)
+    return kind, params, (draw(st.integers(1, 2)), cin) + (size,) * dims
+
+
+@SETTINGS
+@given(case=conv_cases())
+def test_conv_random(case: tuple[str, dict, tuple[int, ...]]) -> None:
+    check(*case)
 
 
 @SETTINGS

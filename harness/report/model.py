@@ -108,6 +108,8 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
         sub = table[table[R.FAMILY] == family]
         sub = pd.concat([sub, axes_frame(sub)[[x, y]].add_prefix("axis_")], axis=1)
         value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
+        if not sub[value].notna().any():
+            continue                    # no stored peak: nothing to colour
         plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap_{family}",
                           title=f"{family}: {value} over {x} x {y}", value=value, notes=notes))
     return [p for p in plots if p is not None]
