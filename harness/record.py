@@ -23,11 +23,25 @@ from typing import Any
 import pyarrow as pa
 
 #: Bumped whenever a column is added, removed, renamed or changes meaning; ``harness.upgrade``
-#: reads every older version. 1: the first store (no version in the file); 2: this module.
-SCHEMA_VERSION = 2
+#: reads every older version. 1: the first store (no version in the file); 2: typed record, machine
+#: identity, stored peaks; 3: cross-process repeats, per-row host load and stability verdict, threading
+#: policy, oneDNN primitives, per-level bandwidth ceilings.
+SCHEMA_VERSION = 3
 #: Parquet schema-metadata keys: the schema version and the run's metadata (JSON).
 VERSION_KEY = b"layerbench.schema_version"
 META_KEY = b"layerbench"
+
+
+class Stability(str, Enum):
+    """Whether a measured row's time can carry a verdict (findings, compare, regress use ``stable`` only)."""
+
+    STABLE = "stable"
+    NOISY = "noisy"
+    BIMODAL = "bimodal"
+    CONTENDED = "contended"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Status(str, Enum):
@@ -43,9 +57,11 @@ class Status(str, Enum):
         return self.value
 
 
-def col(unit: str, doc: str, *, required: bool = False) -> Any:
-    """A column: its unit (``-`` for none) and meaning; ``required`` columns are never null."""
-    return field(metadata={"unit": unit, "doc": doc, "required": required})
+def col(unit: str, doc: str, *, required: bool = False, added: int = 0) -> Any:
+    """A column: its unit (``-`` for none) and meaning; ``required`` columns are never null. Columns
+    ``added`` after version 2 default to null, so code that does not fill them still builds rows."""
+    meta = {"unit": unit, "doc": doc, "required": required, "added": added}
+    return field(metadata=meta, default=None) if added else field(metadata=meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +103,8 @@ class CaseFields:
     device_type: str = col("-", "`cpu`, `cuda` (the backend)", required=True)
     device_name: str = col("-", "CPU brand or GPU name", required=True)
     threads: int | None = col("count", "torch threads while timing (the run's setting for rows not timed)")
+    omp_wait_policy: str | None = col("-", "OMP_WAIT_POLICY in the measuring process(es): `active`, `passive`, "
+                                      "or null (unset: the OpenMP runtime's default)", added=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,13 @@ class Timing:
     allow_tf32_cudnn: bool | None = col("-", "CUDA rows: TF32 allowed in cuDNN")
     float32_matmul_precision: str | None = col("-", "CUDA rows: `highest`, `high`, `medium`")
     l2_flush_bytes: int | None = col("byte", "CUDA cold mode: bytes written to flush L2 before each call")
+    processes: int | None = col("count", "fresh worker processes that measured the case (`--processes`); the "
+                                "statistics above are those of the process whose median is the median", added=3)
+    process_medians_s: list[float] | None = col("s", "each process's median, in the order the processes ran", added=3)
+    process_median_s: float | None = col("s", "median over processes of their medians: the row's time "
+                                         "(equals time_median_s for one process)", added=3)
+    process_spread: float | None = col("fraction", "(largest - smallest process median) / process_median_s; "
+                                       "0 for one process", added=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +177,9 @@ class WhatRan:
 
     kernels: str | None = col("-", "up to 3 kernels (GPU) or ATen implementations (CPU), longest first, `;`-joined")
     kernel_launches: int | None = col("count", "GPU kernels launched per call (CPU: ATen ops dispatched)")
+    onednn_primitives: str | None = col("-", "CPU: oneDNN primitives one call executed, `kind:implementation` "
+                                        "with `xN` counts, `;`-joined (null: oneDNN not used or not traced)", added=3)
+    onednn_reorders: int | None = col("count", "CPU: oneDNN reorders (layout conversions) one call executed", added=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +192,13 @@ class Health:
     sm_clock_min_mhz: int | None = col("MHz", "GPU: lowest SM clock sampled while timing")
     sm_clock_max_mhz: int | None = col("MHz", "GPU: highest SM clock sampled while timing")
     clock_reasons: str | None = col("-", "GPU: clock-event reasons seen, `,`-joined")
+    host_busy: float | None = col("fraction", "share of the machine's CPU time taken by other processes while "
+                                  "this row was measured (sampled around its own measurement; highest over "
+                                  "processes)", added=3)
+    stability: str | None = col("-", "`stable`, `noisy` (wide spread within a process), `bimodal` (processes "
+                                "or samples split into separated clusters), `contended` (host_busy over the "
+                                "threshold); null for rows not measured", added=3)
+    stability_reason: str | None = col("-", "the figures behind the verdict", added=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +216,8 @@ class Peaks:
                                    "fp32 rate, a bound, not a target")
     peak_detail: str | None = col("-", "where the peak comes from (datasheet row, formula and its factors)")
     ceiling_flops_s: float | None = col("FLOP/s", "measured GEMM ceiling for peak_dtype (`layerbench calibrate`)")
-    ceiling_bytes_s: float | None = col("B/s", "measured copy bandwidth, bytes read + written")
+    ceiling_bytes_s: float | None = col("B/s", "measured copy bandwidth from main memory (DRAM/HBM), bytes "
+                                        "read + written")
     ceiling_source: str = col("-", "`measured`, `none` (not calibrated), or `not stored` (older schema)",
                               required=True)
     ceiling_id: str | None = col("-", "12 hex digits naming the stored ceilings used (their key and time)")
@@ -190,6 +226,11 @@ class Peaks:
     ceiling_measured_at: str | None = col("-", "when the ceilings were measured (ISO 8601)")
     launch_overhead_s: float | None = col("s", "the backend's cost of one launch (CUDA kernel) or dispatched op "
                                           "(CPU): the analysis' launch floor")
+    ceiling_l1_bytes_s: float | None = col("B/s", "CPU: measured bandwidth with buffers resident in L1", added=3)
+    ceiling_l2_bytes_s: float | None = col("B/s", "measured bandwidth with buffers resident in L2 (CPU, GPU)", added=3)
+    ceiling_l3_bytes_s: float | None = col("B/s", "CPU: measured bandwidth with buffers resident in L3", added=3)
+    ceiling_levels: str | None = col("-", "JSON: per memory level, the buffer bytes that set its bandwidth and "
+                                     "the cache size it was sized from", added=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +298,11 @@ class Column:
     unit: str
     doc: str
     required: bool
+    added: int = 2
 
 
 _ARROW: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
-                                  Status: pa.string()}
+                                  Status: pa.string(), Stability: pa.string()}
 
 
 def _arrow_type(hint: Any) -> tuple[pa.DataType, type]:
@@ -269,7 +311,7 @@ def _arrow_type(hint: Any) -> tuple[pa.DataType, type]:
         return pa.list_(_ARROW[args[0]]), list
     if args and typing.get_origin(hint) is not list:        # X | None
         return _arrow_type(args[0])
-    return _ARROW[hint], (str if hint is Status else hint)
+    return _ARROW[hint], (str if hint in (Status, Stability) else hint)
 
 
 def _columns() -> tuple[Column, ...]:
@@ -279,7 +321,7 @@ def _columns() -> tuple[Column, ...]:
         for f in fields(part):
             arrow, py = _arrow_type(hints[f.name])
             out.append(Column(f.name, part.__name__, arrow, py, f.metadata["unit"], f.metadata["doc"],
-                              f.metadata["required"]))
+                              f.metadata["required"], f.metadata.get("added") or 2))
     names = [c.name for c in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -292,6 +334,11 @@ COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
 SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.arrow, nullable=not c.required) for c in COLUMNS],
                               metadata={VERSION_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def names_in_version(version: int) -> tuple[str, ...]:
+    """The columns a file of schema ``version`` (2 or later) holds."""
+    return tuple(c.name for c in COLUMNS if c.added <= version)
 
 
 def columns_markdown(columns: tuple[Column, ...] = COLUMNS) -> str:
@@ -340,6 +387,13 @@ LAYER, CONFIG, AXES, INPUT_SHAPES, MEMORY_FORMAT, DTYPE = "layer", "config", "ax
 DEVICE, DEVICE_TYPE, DEVICE_NAME, THREADS = "device", "device_type", "device_name", "threads"
 FLOPS, MACS, PARAMS, BYTES_READ, BYTES_WRITTEN = "flops", "macs", "params", "bytes_read", "bytes_written"
 INTENSITY = "intensity_flop_per_byte"
+OMP_WAIT_POLICY = "omp_wait_policy"
+PROCESSES, PROCESS_MEDIANS, PROCESS_MEDIAN, PROCESS_SPREAD = "processes", "process_medians_s", "process_median_s", \
+    "process_spread"
+HOST_BUSY, STABILITY, STABILITY_REASON = "host_busy", "stability", "stability_reason"
+ONEDNN_PRIMITIVES, ONEDNN_REORDERS = "onednn_primitives", "onednn_reorders"
+CEILING_L1_BYTES, CEILING_L2_BYTES, CEILING_L3_BYTES, CEILING_LEVELS = "ceiling_l1_bytes_s", "ceiling_l2_bytes_s", \
+    "ceiling_l3_bytes_s", "ceiling_levels"
 TIME_MEDIAN, TIME_Q1, TIME_Q3 = "time_median_s", "time_q1_s", "time_q3_s"
 TIME_CI_LOW, TIME_CI_HIGH, REL_IQR, REL_CI, NOISY = "time_ci_low_s", "time_ci_high_s", "rel_iqr", "rel_ci", "noisy"
 SAMPLES = "samples_s"

@@ -329,8 +329,22 @@ def _read_parquet(path: Path) -> pa.Table:
     if version > SCHEMA_VERSION:
         raise RefusedFile(f"{where}: schema version {version} is newer than this layerbench's ({SCHEMA_VERSION}): "
                           "upgrade layerbench")
+    if version >= 2:
+        _check_names(table.schema.names, version, where)
     meta = read_metadata(path)
     return _from_records(table.to_pylist(), version, meta, where)
+
+
+def _check_names(names: list[str], version: int, where: str) -> None:
+    """An older file holds exactly the columns of its version: ``RefusedFile`` naming the first that differs."""
+    from harness.record import names_in_version
+    expected = names_in_version(version)
+    for name in names:
+        if name not in expected:
+            raise RefusedFile(f"{where}: column {name}: not in the result schema (version {version})")
+    for name in expected:
+        if name not in names:
+            raise RefusedFile(f"{where}: column {name}: missing (schema version {version})")
 
 
 def _journal_meta(path: Path) -> dict[str, Any]:

@@ -101,8 +101,27 @@ def _coerce(name: str, v: Any) -> Any:
     return v
 
 
+#: stability_reason of rows upgraded from versions 1 and 2.
+UPGRADED_STABILITY = "schema v{v}: judged by the within-process spread only (no cross-process repeats, no host load)"
+
+
+def v2_record(row: Mapping[str, Any], version: int = 2) -> dict[str, Any]:
+    """One version-2 row as a version-3 record: one process; stability from the stored ``noisy``
+    flag (the only evidence a v2 row has); the per-level bandwidths, oneDNN trace and thread
+    policy null (not recorded)."""
+    out = {k: row.get(k) for k in COLUMN_NAMES}
+    if out.get("status") == "ok" and out.get("time_median_s") is not None:
+        median = float(out["time_median_s"])
+        out.update(processes=1, process_medians_s=[median], process_median_s=median, process_spread=0.0,
+                   stability="noisy" if out.get("noisy") else "stable",
+                   stability_reason=UPGRADED_STABILITY.format(v=version))
+    return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
+
+
 def upgrade_records(rows: list[dict[str, Any]], version: int, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Records of schema ``version`` as current records (``ValueError`` for an unknown version)."""
     if version == 1:
-        return [v1_record(r, meta) for r in rows]
-    raise ValueError(f"schema version {version}: expected 1 or 2 (a newer layerbench wrote it?)")
+        return [v2_record(v1_record(r, meta), 1) for r in rows]
+    if version == 2:
+        return [v2_record(r) for r in rows]
+    raise ValueError(f"schema version {version}: expected 1, 2 or 3 (a newer layerbench wrote it?)")

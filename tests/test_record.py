@@ -51,7 +51,7 @@ def test_round_trip(tmp_path):
     r = run_suite(s, out=tmp_path, measure_fn=fake(), progress=False)
     table = pq.read_table(r.parquet)
     assert table.schema.equals(R.SCHEMA, check_metadata=False)
-    assert table.schema.metadata[R.VERSION_KEY] == b"2" and read_metadata(r.parquet)["schema_version"] == 2
+    assert table.schema.metadata[R.VERSION_KEY] == b"3" and read_metadata(r.parquet)["schema_version"] == 3
     loaded = load_runs(r.run_dir)
     assert not loaded.refused and len(loaded.frame) == 3
     again = pq.read_table(r.parquet).to_pylist()
@@ -78,7 +78,7 @@ def test_committed_version_1_runs_upgrade():
     assert json.loads(conv["config"])["groups"] == 64 and json.loads(conv["axes"])["g"] == 64
 
 
-def _write(path, table, version=b"2"):
+def _write(path, table, version=str(R.SCHEMA_VERSION).encode()):
     pq.write_table(table.replace_schema_metadata({R.VERSION_KEY: version}), path)
 
 
@@ -108,3 +108,21 @@ def test_non_matching_files_are_refused_naming_file_and_column(tmp_path):
     assert re.search(r"part-torn.parquet: not a readable Parquet file", text)
     for line in loaded.refused:
         assert "\n" not in line and len(line) < 400
+
+
+def test_version_2_files_upgrade_and_are_checked_against_their_own_columns(tmp_path):
+    s = parse_suite({"name": "v2", "sweep": [{"layer": "relu", "input": "{b}x8", "axes": {"b": [1, 2]}}]})
+    good = run_suite(s, out=tmp_path / "good", measure_fn=fake(), progress=False)
+    table = pq.read_table(good.parquet)
+    v2 = table.select(list(R.names_in_version(2)))
+    d = tmp_path / "v2"
+    d.mkdir()
+    _write(d / "part-v2.parquet", v2, b"2")
+    _write(d / "part-v2-with-v3-column.parquet", v2.append_column("host_busy", pa.array([0.0, 0.0])), b"2")
+    loaded = load_runs([d])
+    assert len(loaded.refused) == 1 and "part-v2-with-v3-column.parquet: column host_busy: not in" in loaded.refused[0]
+    f = loaded.frame
+    assert len(f) == 2 and (f["processes"] == 1).all() and (f["process_spread"] == 0.0).all()
+    assert list(f["process_median_s"]) == list(f["time_median_s"])
+    assert set(f["stability"]) <= {"stable", "noisy"} and f["stability_reason"].str.contains("schema v2").all()
+    assert f["host_busy"].isna().all() and f["ceiling_l1_bytes_s"].isna().all()
