@@ -59,7 +59,8 @@ def bench_gpu_timing(session: nox.Session) -> None:
 
 @nox.session(name="bench-cpu")
 def bench_cpu(session: nox.Session) -> None:
-    """The main job: the quick suite on CPU -> results/quick-cpu-<time>/ (Parquet table + time-vs-FLOPs plot)."""
+    """The main job: the quick suite on CPU -> results/quick-cpu-<time>/ (Parquet table, HTML report under
+    report/), then a summary: utilization per family, roofline labels, stability, top findings, report path."""
     _install(session)
     session.run("layerbench", "run", "quick", "--device", "cpu", *session.posargs)
 
@@ -95,3 +96,43 @@ def bench_analysis(session: nox.Session) -> None:
     """Analysis and the full report over 100,000 synthetic rows (target: under 30 s)."""
     _install(session)
     session.run("python", "benchmarks/analysis_speed.py", *session.posargs)
+
+
+@nox.session(name="bench-stability")
+def bench_stability(session: nox.Session) -> None:
+    """Two complete runs of the ShuffleNet V2 G1/G2 probe and the quick suite with --processes: the share of
+    cases agreeing within 3 %, moves flagged, wall time (add ``-- --hog`` for the contention check)."""
+    _install(session)
+    session.run("python", "benchmarks/stability.py", *session.posargs)
+
+
+@nox.session(name="bench-calibrate")
+def bench_calibrate(session: nox.Session) -> None:
+    """Calibrate fp32+bf16 from scratch into a throw-away store: the GEMM size sweeps, the per-level
+    bandwidths, the wall time and peak RSS (budget: 60 s, 1 GiB largest buffer)."""
+    _install(session)
+    store = session.create_tmp()
+    session.run("layerbench", "calibrate", "--dtype", "fp32,bf16", "--force", "--store", store, *session.posargs)
+    session.run("layerbench", "devices", "--no-load", "--store", store)
+
+
+@nox.session(name="bench-cli")
+def bench_cli(session: nox.Session) -> None:
+    """How fast ``layerbench`` starts: --help, --version, count (wall and CPU time, heavy imports); target 0.3 s."""
+    _install(session)
+    session.run("python", "benchmarks/cli_speed.py", *session.posargs)
+
+
+@nox.session(name="bench-regress")
+def bench_regress(session: nox.Session) -> None:
+    """regress' false-positive rate on an unchanged build and its detection of a 15 % slowdown (synthetic
+    nights seeded by the measured noise of results/reference/)."""
+    _install(session)
+    session.run("python", "benchmarks/regress_fp.py", *session.posargs)
+
+
+@nox.session(name="bench-sweep")
+def bench_sweep(session: nox.Session) -> None:
+    """Where a sweep's time goes: warm-up + sampling share of the quick suite; per-case overhead (1,000 tiny cases)."""
+    _install(session)
+    session.run("python", "benchmarks/sweep_cost.py", *session.posargs)

@@ -22,7 +22,17 @@ class SpecError(LayerbenchError, ValueError):
     def __init__(self, field: str, value: Any, expected: str, where: str | None = None) -> None:
         self.field, self.value, self.expected, self.where = field, value, expected, where
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{field}={value!r} is invalid: expected {expected}")
+        super().__init__(f"{prefix}{field}={shown(value)} is invalid: expected {expected}")
+
+
+#: Longest value an error message shows (a 10 MB string is shown by its start, on one line).
+MAX_SHOWN = 120
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` on one line, cut to ``MAX_SHOWN`` characters (``...`` marks a cut)."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 class CountError(LayerbenchError, RuntimeError):

@@ -1,11 +1,18 @@
-"""pytest-benchmark interop, reading side: its JSON (``--benchmark-json``) as result rows.
+"""pytest-benchmark interop, both ways.
 
-Files written by layerbench (``layerbench run --benchmark-json``, the pytest plugin) carry each
-row's record in ``extra_info`` and convert losslessly; a plain user's file converts too: each
-benchmark becomes a row whose identity comes from its name, group and params, its machine from
-``machine_info``, and its timing from ``stats`` (seconds per call). Counts and peaks are then
-unknown (``peak_source = not stored``). A file that is not pytest-benchmark JSON, or whose stats
-are not finite numbers, is refused with one line naming the benchmark and the field.
+Reading (``pytest_benchmark_table``, used by ``harness.store.load_runs`` for ``.json`` files): files
+written by layerbench (``layerbench run --benchmark-json``) carry each row's record in
+``extra_info`` (with ``layerbench_schema``) and convert losslessly; files of the pytest plugin carry
+the row identity and counts in ``extra_info`` and pytest-benchmark's timing; a plain user's file
+converts too: each benchmark becomes an ``ok`` row named by its test, its machine from
+``machine_info``, its timing from ``stats`` (seconds per call), its counts and peaks null
+(``peak_source = not stored``). Anything malformed (not JSON, a list where an object belongs,
+non-finite or out-of-range numbers, a wrong type) is refused with one line naming the file, the
+benchmark and the field.
+
+Writing (``write_pytest_benchmark``): stored rows as pytest-benchmark JSON that its own ``compare``
+loads: ``machine_info``, ``commit_info``, and per ok row ``stats`` (the stored times; outlier
+counts from pytest-benchmark's own ``Stats`` over the stored samples) and ``extra_info`` (the row).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,81 +34,168 @@ STATS = {"median": "time_median_s", "q1": "time_q1_s", "q3": "time_q3_s", "iqr":
          "max": "time_max_s", "mean": "time_mean_s", "stddev": "time_std_s"}
 #: Files above this size are refused (a results file of a few thousand benchmarks is a few MB).
 MAX_BYTES = 256 << 20
+#: Integers beyond this magnitude do not fit the table's int64 columns.
+MAX_INT = 2**63 - 1
 TIMER = "pytest-benchmark"
+#: ``extra_info`` key marking a full layerbench row (its value: the schema version of the row).
+MARK = "layerbench_schema"
 
 
 def _digest(value: Any, n: int = 12) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _seconds(st: dict[str, Any], key: str, where: str) -> float:
+def _seconds(st: Mapping[str, Any], key: str, where: str) -> float:
     v = st.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v < 1e9:
-        raise ValueError(f"{where}: stats.{key}={v!r}: expected a finite number of seconds in [0, 1e9)")
+        raise ValueError(f"{where}: stats.{key}={_short(v)}: expected a finite number of seconds in [0, 1e9)")
     return float(v)
 
 
-def _machine(doc: dict[str, Any]) -> dict[str, Any]:
-    mi = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
-    cpu = mi.get("cpu") if isinstance(mi.get("cpu"), dict) else {}
+def _count(st: Mapping[str, Any], key: str, where: str) -> int | None:
+    v = st.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
+        raise ValueError(f"{where}: stats.{key}={_short(v)}: expected a whole number >= 1")
+    return v
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    v = doc.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"{where}: {key}={_short(v)}: expected an object")
+    return v
+
+
+def _machine(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    mi = _object(doc, "machine_info", where)
+    cpu = _object(mi, "cpu", f"{where}: machine_info")
     hw = [cpu.get(k) for k in ("vendor_id_raw", "brand_raw", "family", "model", "stepping", "count", "arch")]
-    brand = str(cpu.get("brand_raw") or mi.get("processor") or "unknown CPU")
-    return {"machine_id": "pb" + _digest(hw, 10), "machine_name": f"{brand} ({cpu.get('count', '?')} CPUs)",
+    brand = str(cpu.get("brand_raw") or mi.get("processor") or "unknown CPU")[:200]
+    return {"machine_id": "pb" + _digest(hw, 10), "machine_name": f"{brand} ({str(cpu.get('count', '?'))[:8]} CPUs)",
             "settings_id": "pb" + _digest([mi.get("python_implementation"), mi.get("python_version")], 10),
-            "host": str(mi.get("node") or "unknown"), "device_name": brand,
-            "python_version": str(mi.get("python_version") or "unknown")}
+            "host": str(mi.get("node") or "unknown")[:200], "device_name": brand,
+            "python_version": str(mi.get("python_version") or "unknown")[:40]}
 
 
-def _record(b: dict[str, Any], i: int, doc: dict[str, Any], machine: dict[str, Any], where: str) -> dict[str, Any]:
-    name = str(b.get("fullname") or b.get("name") or f"benchmark {i}")
+def _check_value(name: str, v: Any, at: str) -> Any:
+    """``extra_info[name]`` checked against its column's type; ``ValueError`` naming the field otherwise."""
+    column = BY_NAME[name]
+    if v is None:
+        return None
+    py = column.python
+    if py is list:
+        ok = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                         for x in v)
+    elif py is bool:
+        ok = isinstance(v, bool)
+    elif py is int:
+        ok = isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT
+    elif py is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    else:
+        ok = isinstance(v, str) and len(v) <= 100_000
+    if not ok:
+        raise ValueError(f"{at}: extra_info.{name}={_short(v)}: expected {py.__name__} ({column.unit}) or null")
+    return v
+
+
+def _plain_row(b: Mapping[str, Any], name: str, doc: Mapping[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+    """The row of a benchmark without layerbench's record: identity from its name, machine from the file."""
+    params = b.get("params") if isinstance(b.get("params"), dict) else {}
+    stamp = str(doc.get("datetime") or "")[:40]
+    commit = doc.get("commit_info") or {}
+    case_id = _digest([name], 16)
+    return {"run_id": "pytest-benchmark-" + (re.sub(r"[^0-9A-Za-z]+", "", stamp)[:20] or "undated"),
+            "case_id": case_id, "config_id": case_id, "suite": "pytest-benchmark",
+            "family": str(b.get("group") or "pytest-benchmark")[:200], "layer": str(b.get("name") or name)[:200],
+            "config": json.dumps(params, sort_keys=True, default=str), "axes": json.dumps(params, sort_keys=True,
+                                                                                         default=str),
+            "memory_format": "-", "dtype": "-", "device": "cpu", "device_type": "cpu", "status": "ok",
+            "peak_source": "not stored", "ceiling_source": "not stored", "timestamp": stamp, "harness_version": "-",
+            "torch_version": "-", "git_commit": str(commit["id"])[:80] if commit.get("id") else None, **machine}
+
+
+def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(b, dict):
+        raise ValueError(f"{where}: benchmarks[{i}]={_short(b)}: expected an object with name and stats")
+    name = b.get("fullname") or b.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: benchmarks[{i}].name={_short(b.get('name'))}: expected the benchmark's name")
     at = f"{where}: benchmarks[{i}] ({name[:80]})"
     st = b.get("stats")
     if not isinstance(st, dict):
-        raise ValueError(f"{at}: stats={st!r}: expected a table of statistics")
-    extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
-    ours = {k: v for k, v in extra.items() if k in BY_NAME}
-    params = b.get("params") if isinstance(b.get("params"), dict) else {}
-    stamp = str(doc.get("datetime") or "")
-    case_id = _digest([name], 16)
-    med = _seconds(st, "median", at)
-    row: dict[str, Any] = {
-        "run_id": "pytest-benchmark-" + re.sub(r"[^0-9A-Za-z]+", "", stamp)[:20], "case_id": case_id,
-        "config_id": case_id, "suite": "pytest-benchmark", "family": str(b.get("group") or "pytest-benchmark"),
-        "layer": str(b.get("name") or name).split("[")[0], "config": json.dumps(params, sort_keys=True, default=str),
-        "axes": json.dumps(params, sort_keys=True, default=str), "memory_format": "-", "dtype": "-", "device": "cpu",
-        "device_type": "cpu", "status": "ok", "peak_source": "not stored", "ceiling_source": "not stored",
-        "timestamp": stamp, "harness_version": "-", "torch_version": "-", **machine}
-    row["git_commit"] = (doc.get("commit_info") or {}).get("id") if isinstance(doc.get("commit_info"), dict) else None
-    row.update(ours)
-    row.update({col: _seconds(st, k, at) for k, col in STATS.items() if k in st})
-    mean = row.get("time_mean_s")
-    rounds, iters = st.get("rounds"), st.get("iterations", 1)
+        raise ValueError(f"{at}: stats={_short(st)}: expected an object of statistics")
+    extra = _object(b, "extra_info", at)
+    ours = {k: _check_value(k, v, at) for k, v in extra.items() if k in BY_NAME}
+    full = extra.get(MARK) == SCHEMA_VERSION and ours.get("timer") is not None
+    row = dict(ours) if full else _plain_row(b, name, doc, machine) | ours
+    times = {col: _seconds(st, k, at) for k, col in STATS.items() if k in st or k == "median"}
+    rounds, iters = _count(st, "rounds", at), _count(st, "iterations", at)
     data = st.get("data")
-    row.update(timer=TIMER, mode="hot", reps=rounds if isinstance(rounds, int) and rounds > 0 else None,
-               number=iters if isinstance(iters, int) and iters > 0 else None, outliers=_outliers(st.get("outliers")),
-               rel_iqr=row.get("time_iqr_s", math.nan) / med if med else None,
-               rel_std=row["time_std_s"] / mean if mean and "time_std_s" in row else None,
-               samples_s=[float(x) for x in data if isinstance(x, (int, float)) and math.isfinite(x)]
-               if isinstance(data, list) else None)
-    row.setdefault("noisy", bool(row["rel_iqr"] is not None and row["rel_iqr"] > 0.10))
-    row["row_id"] = f"{row['machine_id']}:{row['device']}:{row['case_id']}"
+    if data is not None and not (isinstance(data, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in data)):
+        raise ValueError(f"{at}: stats.data={_short(data)}: expected a list of finite numbers of seconds")
+    row.update(times)
+    if data is not None:
+        row["samples_s"] = [float(x) for x in data]
+    if not full:
+        med, mean = times["time_median_s"], row.get("time_mean_s")
+        row.update(timer=TIMER, mode="hot", reps=rounds, number=iters, outliers=_outliers(st.get("outliers")),
+                   rel_iqr=row["time_iqr_s"] / med if med and "time_iqr_s" in row else None,
+                   rel_std=row["time_std_s"] / mean if mean and "time_std_s" in row else None)
+        if row.get("noisy") is None:
+            row["noisy"] = bool(row["rel_iqr"] is not None and row["rel_iqr"] > 0.10)
+        if row.get("stability") is None:
+            row["stability"], row["stability_reason"] = _stability(row.get("samples_s"), row["rel_iqr"], rounds)
+        row["row_id"] = f"{row['machine_id']}:{row['device']}:{row['case_id']}"
     return {k: row.get(k) for k in COLUMN_NAMES}
+
+
+def _stability(samples: list[float] | None, rel_iqr: float | None, rounds: int | None) -> tuple[str, str]:
+    """The verdict of ``harness.timing.stability`` over the file's samples (``stats.data``); without
+    samples, its noise rule over the stats alone (relative IQR, at least 3 rounds)."""
+    from harness.timing.stability import NOISY_REL_IQR, verdict
+    if samples:
+        v, why = verdict([samples], None)
+        return str(v), f"pytest-benchmark samples: {why}"
+    if rel_iqr is None or rounds is None:
+        return "noisy", "pytest-benchmark stats without iqr or rounds: spread unknown"
+    why = f"pytest-benchmark stats: rel_iqr {100 * rel_iqr:.1f} %, {rounds} rounds (no samples stored)"
+    return ("noisy" if rel_iqr > NOISY_REL_IQR or rounds < 3 else "stable"), why
+
+
+def _load_json(p: Path) -> Any:
+    if p.stat().st_size > MAX_BYTES:
+        raise ValueError(f"{p}: {p.stat().st_size:,} bytes: expected a pytest-benchmark file under {MAX_BYTES:,}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"), parse_constant=float)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not JSON ({str(e)[:120]})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: not JSON this reader accepts (nested too deeply)") from None
 
 
 def pytest_benchmark_records(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a pytest-benchmark JSON file as current records; ``ValueError`` naming the file,
     the benchmark and the field for anything malformed."""
     p = Path(path)
-    if p.stat().st_size > MAX_BYTES:
-        raise ValueError(f"{p}: {p.stat().st_size:,} bytes: expected a pytest-benchmark file under {MAX_BYTES:,}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"), parse_constant=lambda c: float(c))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p}: not JSON ({str(e)[:120]})") from None
+    doc = _load_json(p)
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise ValueError(f"{p}: not a pytest-benchmark JSON file (expected a 'benchmarks' list)")
-    machine = _machine(doc)
-    return [_record(b if isinstance(b, dict) else {}, i, doc, machine, str(p)) for i, b in enumerate(doc["benchmarks"])]
+        raise ValueError(f"{p}: benchmarks: missing; expected a pytest-benchmark JSON object with a 'benchmarks' list")
+    machine = _machine(doc, str(p))
+    commit = _object(doc, "commit_info", str(p))
+    if commit.get("id") is not None and not isinstance(commit["id"], str):
+        raise ValueError(f"{p}: commit_info.id={_short(commit['id'])}: expected a commit hash (text)")
+    return [_record(b, i, doc, machine, str(p)) for i, b in enumerate(doc["benchmarks"])]
 
 
 def pytest_benchmark_table(path: str | Path) -> pa.Table:
@@ -119,10 +214,94 @@ def from_pytest_benchmark(path: str | Path) -> Any:
 
 
 def _outliers(text: Any) -> int | None:
-    """pytest-benchmark writes outliers as 'A;B' (1 IQR; 1.5 IQR): the 1.5 IQR count, as Stats.outliers."""
+    """pytest-benchmark writes outliers as 'A;B' (1 stddev; 1.5 IQR): the 1.5 IQR count, as Stats.outliers."""
     if not isinstance(text, str) or not text:
         return None
     try:
         return int(text.split(";")[-1])
     except ValueError:
         return None
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+def _stats(r: Mapping[str, Any]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` of a stored row: the stored times, and the outlier fields from
+    pytest-benchmark's own ``Stats`` over the stored samples (seconds per call)."""
+    from pytest_benchmark.stats import Stats
+    samples = [float(x) for x in (r.get("samples_s") or [])] or [float(r["time_median_s"])]
+    s = Stats()
+    for x in samples:
+        s.update(x)
+    out = {k: getattr(s, k) for k in Stats.fields}
+    out.update({k: float(r[col]) for k, col in STATS.items() if r.get(col) is not None})
+    out.update(rounds=int(r.get("reps") or len(samples)), iterations=int(r.get("number") or 1), data=samples,
+               ops=1.0 / out["mean"] if out["mean"] else 0.0)
+    return out
+
+
+def _machine_info(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"node": r["host"], "processor": r["device_name"], "python_implementation": "CPython",
+            "python_version": r["python_version"], "machine": r["device_type"],
+            "cpu": {"brand_raw": r["device_name"]},
+            "layerbench": {"machine_id": r["machine_id"], "machine_name": r["machine_name"],
+                           "settings_id": r["settings_id"], "device": r["device"], "torch": r["torch_version"]}}
+
+
+def _commit_info(r: Mapping[str, Any]) -> dict[str, Any]:
+    commit = r.get("git_commit")
+    dirty = bool(commit and commit.endswith("-dirty"))
+    return {"id": commit.removesuffix("-dirty") if commit else None, "dirty": dirty,
+            "project": "layerbench", "branch": None, "time": None}
+
+
+def pytest_benchmark_doc(records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """pytest-benchmark's JSON document of stored rows (``ok`` rows only: the others have no time)."""
+    import pytest_benchmark
+
+    from harness.analysis.findings import describe_row
+    ok = [r for r in records if r.get("status") == "ok" and r.get("time_median_s") is not None]
+    if not ok:
+        from harness.errors import SpecError
+        raise SpecError("--benchmark-json", f"{len(records)} row(s), none ok", "at least one measured (ok) row")
+    benchmarks = []
+    for r in ok:
+        case = f"{r['family']}: {describe_row(r)} {r['dtype']}"
+        extra = {k: v for k, v in r.items() if k != "samples_s"} | {MARK: SCHEMA_VERSION}
+        benchmarks.append({"group": r["family"], "name": f"layerbench[{case}]",
+                           "fullname": f"layerbench::{r['suite']}::{r['row_id']}", "params": {"case": case},
+                           "param": case, "extra_info": extra, "stats": _stats(r),
+                           "options": {"disable_gc": bool(r.get("gc_paused")), "timer": str(r.get("timer")),
+                                       "min_rounds": None, "max_time": None, "min_time": None, "warmup": True}})
+    first = ok[0]
+    return {"machine_info": _machine_info(first), "commit_info": _commit_info(first), "benchmarks": benchmarks,
+            "datetime": str(first["timestamp"]), "version": pytest_benchmark.__version__}
+
+
+def write_pytest_benchmark(rows: str | Path | Any, path: str | Path) -> Path:
+    """Write stored rows (a run directory, files or globs as ``load_runs`` takes them, or a result
+    DataFrame) to ``path`` as pytest-benchmark JSON; ``SpecError`` when there is no ok row."""
+    import pandas as pd
+
+    from harness.store import load_runs
+    frame = rows if isinstance(rows, pd.DataFrame) else load_runs(rows).frame
+    records = [{k: _py(v) for k, v in r.items()} for r in frame.to_dict("records")]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(pytest_benchmark_doc(records), indent=1, allow_nan=False) + "\n")
+    return out
+
+
+def _py(v: Any) -> Any:
+    """A DataFrame cell as plain JSON-able Python (NaN and NA -> None, numpy -> Python)."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    try:
+        import pandas as pd
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v.item() if hasattr(v, "item") else v

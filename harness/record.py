@@ -276,6 +276,25 @@ class Row:
     def status(self) -> Status:
         return self.health.status
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Row:
+        """The row of a flat record (``to_record``'s inverse); optional parts whose columns are all
+        null are ``None``."""
+        parts: dict[str, Any] = {}
+        for name, part_cls in zip(_PART_NAMES, PARTS):
+            values = {f.name: record.get(f.name) for f in fields(part_cls)}
+            if part_cls is Health and values["status"] is not None:
+                values["status"] = Status(values["status"])
+            if name in _OPTIONAL_PARTS and all(v is None for v in values.values()):
+                parts[name] = None
+            else:
+                parts[name] = part_cls(**values)
+        return cls(**parts)
+
+
+_PART_NAMES = ("key", "case", "counts", "timing", "ran", "health", "peaks", "provenance")
+_OPTIONAL_PARTS = ("counts", "timing", "ran")
+
 
 def _plain(v: Any) -> Any:
     if isinstance(v, Enum):

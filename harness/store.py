@@ -9,6 +9,10 @@ killed at any moment leaves at worst a torn last journal line, which is ignored.
 run shard: a second one is refused (an exclusive lock). Reading isolates each file: a corrupt or
 foreign file is refused with one line naming it, and the others load. The store knows nothing of
 torch. Guarantees: README, "What the store guarantees".
+
+Every user-supplied name that becomes a path (a suite's name, a run id) goes through
+``safe_name``/``run_path``: one path component of ``A-Za-z0-9._-``, never ``.``, ``..``, absolute,
+a separator or a glob character, so nothing is ever written outside the results folder.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import contextlib
 import glob
 import json
 import logging
+import math
 import os
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +32,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.errors import LayerbenchError
+from harness.errors import LayerbenchError, SpecError
 from harness.record import (
     COLUMN_NAMES,
     META_KEY,
@@ -54,13 +62,41 @@ class StoreError(LayerbenchError, RuntimeError):
     the message says what to do and that no stored row was lost."""
 
 
+#: A name that becomes one directory under the results folder: letters, digits, ``.``, ``_``, ``-``,
+#: starting with a letter or digit (so never ``.``, ``..``, hidden, absolute, a separator or a glob).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Longest run id: a suite name (64) + device type + UTC time + a ``-N`` suffix fit well within it.
+MAX_RUN_ID = 128
+#: Longest string any stored cell may hold when read (a layerbench row's longest, its config, is < 2 KiB).
+MAX_CELL_CHARS = 1 << 16
+#: Fault-injection seam (tests/test_faults.py): seconds to sleep inside the Parquet commit window,
+#: after the new part is written and fsync'ed and before it is renamed over the old one.
+COMMIT_DELAY_ENV = "LAYERBENCH_COMMIT_DELAY_S"
+
+
+def safe_name(value: Any, field: str = "run_id", limit: int = MAX_RUN_ID) -> str:
+    """``value`` when it can name one directory inside the results folder, else ``SpecError`` naming
+    ``field``, the value and what is expected."""
+    if not isinstance(value, str) or len(value) > limit or not SAFE_NAME.fullmatch(value):
+        raise SpecError(field, value, f"1-{limit} letters, digits, '.', '_' or '-', starting with a letter or "
+                                      "digit (it names a directory inside the results folder)")
+    return value
+
+
+def run_path(out: str | Path, run_id: str) -> Path:
+    """``<out>/<run_id>`` with ``run_id`` checked by ``safe_name``: the one way a run id becomes a path."""
+    return Path(out) / safe_name(run_id, "run_id")
+
+
 def shard_label(shard: tuple[int, int]) -> str:
     return f"{shard[0]}of{shard[1]}"
 
 
 def new_run_dir(out: str | Path, run_id: str) -> Path:
     """Create ``<out>/<run_id>`` for a new run; if it exists (two runs started in the same second),
-    ``<run_id>-2``, ``-3``, ...: a new run never writes into another's directory."""
+    ``<run_id>-2``, ``-3``, ...: a new run never writes into another's directory. ``run_id`` is
+    checked by ``safe_name``."""
+    safe_name(run_id, "run_id")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(1, 1000):
@@ -84,16 +120,42 @@ class RunWriter:
 
     def __init__(self, run_dir: str | Path, shard: tuple[int, int], metadata: Mapping[str, Any]) -> None:
         self.dir = Path(run_dir)
+        if ".." in self.dir.parts:
+            raise SpecError("run directory", str(run_dir), "a path without '..' (a run id names one directory)")
+        safe_name(self.dir.name, "run directory")
         self.dir.mkdir(parents=True, exist_ok=True)
         label = shard_label(shard)
         self.journal = self.dir / f"rows-{label}.jsonl"
         self.parquet = self.dir / f"part-{label}.parquet"
         self.meta_path = self.dir / f"run-{label}.json"
+        self.rejected = self.dir / f"rejected-{label}.jsonl"
         self._lock = _lock(self.dir / f".lock-{label}")
-        self.metadata = dict(metadata, schema_version=SCHEMA_VERSION)
-        _repair_journal(self.journal)
-        self._write_meta()
-        self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
+        try:
+            self.metadata = dict(metadata, schema_version=SCHEMA_VERSION)
+            self._check_same_run()
+            for stale in self.dir.glob(f".*-{label}.*.tmp"):     # a commit killed midway; we hold the lock
+                stale.unlink(missing_ok=True)
+            _repair_journal(self.journal)
+            self._write_meta()
+            self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
+        except BaseException:
+            _unlock(self._lock)
+            raise
+
+    def _check_same_run(self) -> None:
+        """Refuse to append to a shard whose stored metadata names another suite, machine or device:
+        rows of two runs never mix, and no run's metadata is overwritten by another's."""
+        try:
+            stored = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(stored, dict):
+            return
+        for key in ("suite", "machine_id", "device"):
+            old, new = stored.get(key), self.metadata.get(key)
+            if old is not None and new is not None and old != new:
+                raise StoreError(f"{self.dir}: a run of {key} {old!r}, not {new!r}: start a new run (without "
+                                 "--resume); its rows are untouched")
 
     def _write_meta(self) -> None:
         _atomic_write_bytes(self.meta_path, (json.dumps(self.metadata, indent=2, default=str) + "\n").encode())
@@ -128,8 +190,8 @@ class RunWriter:
         with contextlib.suppress(OSError):
             self._fh.close()
         try:
-            records = _dedupe_records(self.stored_records())
-            table = to_table(records, self.metadata)
+            records = [_finite(r) for r in _dedupe_records(self.stored_records())]
+            table = self._fitting_table(records)
             _atomic_write_table(table, self.parquet)
             self._write_meta()
         except OSError as e:
@@ -140,8 +202,29 @@ class RunWriter:
         self.journal.unlink(missing_ok=True)
         return self.parquet
 
+    def _fitting_table(self, records: list[dict[str, Any]]) -> pa.Table:
+        """The records as a ``SCHEMA`` table; a journal line that does not fit (written by hand, by
+        another program) is moved to ``rejected-<shard>.jsonl`` with a warning, never dropped."""
+        try:
+            return to_table(records, self.metadata)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
+        good, bad = [], []
+        for r in records:
+            try:
+                to_table([r])
+                good.append(r)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                bad.append(r)
+        with open(self.rejected, "a", encoding="utf-8") as f:
+            for r in bad:
+                f.write(json.dumps(r, default=str) + "\n")
+        log.warning("%s: %d journal line(s) do not fit the result schema: kept in %s", self.journal, len(bad),
+                    self.rejected.name)
+        return to_table(good, self.metadata)
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):
             self._fh.close()
         _unlock(self._lock)
 
@@ -211,6 +294,9 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        delay = float(os.environ.get(COMMIT_DELAY_ENV) or 0)
+        if delay > 0:
+            time.sleep(delay)                                   # fault injection: inside the commit window
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -218,7 +304,8 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a journal; a torn or unreadable line is skipped."""
+    """Rows of a journal: JSON objects with a string ``run_id`` and ``row_id``; a torn last line,
+    a line that is not JSON and a JSON value that is not such an object are skipped."""
     rows = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -229,11 +316,23 @@ def read_journal(path: str | Path) -> list[dict[str, Any]]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(row, dict):
+                if isinstance(row, dict) and isinstance(row.get(RUN_ID), str) and isinstance(row.get(ROW_ID), str):
                     rows.append(row)
     except FileNotFoundError:
         pass
     return rows
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinite floats (a statistic of no samples, a ratio over zero) as null: the store holds
+    finite numbers or null, and readers refuse anything else."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+    return {k: fix(v) for k, v in record.items()}
 
 
 def _dedupe_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -300,7 +399,27 @@ def validate_table(table: pa.Table, where: str) -> pa.Table:
         check_required(out, where)
     except ValueError as e:
         raise RefusedFile(str(e)) from None
-    return out
+    return _check_values(out, where)
+
+
+def _check_values(table: pa.Table, where: str) -> pa.Table:
+    """``table`` with NaN numbers as null (NaN and null both mean "no value"); ``RefusedFile`` naming
+    the column when a number is infinite or a string is longer than ``MAX_CELL_CHARS``."""
+    for i, f in enumerate(table.schema):
+        col = table.column(f.name)
+        kind = f.type.value_type if pa.types.is_list(f.type) else f.type
+        flat = pc.list_flatten(col) if pa.types.is_list(f.type) else col
+        if pa.types.is_floating(kind) and len(flat) > flat.null_count:
+            if pc.any(pc.is_inf(flat)).as_py():
+                raise RefusedFile(f"{where}: column {f.name}: infinite values, expected finite numbers (or null)")
+            if not pa.types.is_list(f.type) and pc.any(pc.is_nan(col)).as_py():
+                table = table.set_column(i, f, pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col))
+        elif pa.types.is_string(kind) and len(flat) > flat.null_count:
+            longest = pc.max(pc.utf8_length(flat)).as_py() or 0
+            if longest > MAX_CELL_CHARS:
+                raise RefusedFile(f"{where}: column {f.name}: a value of {longest:,} characters, expected at most "
+                                  f"{MAX_CELL_CHARS:,}")
+    return table
 
 
 def _from_records(records: list[dict[str, Any]], version: int, meta: Mapping[str, Any], where: str) -> pa.Table:
@@ -310,6 +429,7 @@ def _from_records(records: list[dict[str, Any]], version: int, meta: Mapping[str
             records = upgrade_records(records, version, meta)
         except ValueError as e:
             raise RefusedFile(f"{where}: {e}") from None
+    records = [_finite(r) if isinstance(r, dict) else r for r in records]
     try:
         table = to_table(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:

@@ -6,6 +6,20 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_ceilings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or write the user's ceilings store (``~/.cache/layerbench/ceilings``): what
+    another run calibrated on this machine must not change what a test sees."""
+    import os
+    old = os.environ.get("LAYERBENCH_CEILINGS")
+    os.environ["LAYERBENCH_CEILINGS"] = str(tmp_path_factory.mktemp("ceilings"))
+    yield
+    if old is None:
+        os.environ.pop("LAYERBENCH_CEILINGS", None)
+    else:
+        os.environ["LAYERBENCH_CEILINGS"] = old
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -25,7 +25,7 @@ def row(**kw):
                 bytes_read=5e5, bytes_written=5e5, time_median_s=0.01, kernel_launches=1, layer="conv2d",
                 config="{}", axes="{}", input_shapes="1x1", memory_format="nchw", family="f", run_id="r",
                 suite="s", kernels="aten::k", timestamp="t", harness_version="0", torch_version="2.13",
-                python_version="3.11", peak_dtype="fp32", **PEAKS)
+                python_version="3.11", peak_dtype="fp32", stability="stable", **PEAKS)
     base.update(kw)
     base.setdefault("case_id", f"c{abs(hash(json.dumps(kw, sort_keys=True, default=str))) % 10**8}")
     base.setdefault("config_id", base["case_id"])

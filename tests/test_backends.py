@@ -2,6 +2,7 @@
 no import cycle between timing and devices; the peaks a run stores."""
 
 import inspect
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from harness.backends import backend_types, get_backend
 from harness.backends.base import Backend, CalibrationSizes
-from harness.calibrate import Ceiling, Ceilings
+from harness.calibrate import Ceiling, Ceilings, LevelCeiling
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
 from harness.runner.context import peak_dtype, resolve_peaks
@@ -61,7 +62,7 @@ class FakeGpuBackend:
     type = "cuda"
     launch_overhead_s = 5e-6
 
-    def peak(self, device, dtype, threads):
+    def peak(self, device, dtype, threads, one_thread_flops_s=None):
         if dtype == "fp16":
             raise RuntimeError("NVML exploded")
         return Peak(flops={"fp32": 67e12, "tf32": 495e12}[dtype], bandwidth=3.35e12, native=True,
@@ -80,3 +81,53 @@ def test_resolve_peaks_stores_source_and_ceiling():
     assert p["fp32"].ceiling_flops_s is None and p["fp32"].ceiling_bytes_s == 2.9e12   # no fp32 GEMM measured
     assert p["fp16"].peak_source == "none" and p["fp16"].peak_flops_s is None       # a failing probe: unknown
     assert p["fp32"].launch_overhead_s == 5e-6
+
+
+class FakeCpuBackend:
+    """A 2-core AVX-512 CPU (64 FLOP/cycle fp32, AVX512_FP16: 128) reported at 2.6 GHz."""
+
+    type = "cpu"
+    launch_overhead_s = 2e-6
+
+    def peak(self, device, dtype, threads, one_thread_flops_s=None):
+        clock = max(2.6, (one_thread_flops_s or 0) / 64 / 1e9)
+        per_cycle = {"fp32": 64, "fp16": 128, "bf16": 128}[dtype]
+        return Peak(flops=2 * clock * 1e9 * per_cycle, bandwidth=None, native=True, source=f"formula {clock} GHz")
+
+
+def test_resolve_peaks_levels_native_verdict_and_effective_clock():
+    levels = (LevelCeiling("L1", 400e9, 24 * 2**10, 48 * 2**10, 96 * 2**10, 48 * 2**10, "sum", 2731, 1e-4, 0.0, 10),
+              LevelCeiling("L2", 200e9, 2**20, 2**21, 2**22, 2**21, "sum", 64, 1e-4, 0.0, 10),
+              LevelCeiling("L3", 100e9, 12 * 2**20, 24 * 2**20, 24 * 2**20, 480 * 2**20, "sum", 6, 1e-4, 0.0, 10),
+              LevelCeiling("DRAM", 30e9, 112 * 2**20, None, None, None, "copy", 1, 1e-2, 0.0, 10))
+    ceil = Ceilings(key={"machine_id": "m"}, measured_at="2026-11-24T00:00:00+0000",
+                    entries=(Ceiling("compute", "fp32", 330e9, 2048, 0.05, 0.01, 10, native=True),
+                             Ceiling("compute", "fp16", 335e9, 1536, 0.02, 0.01, 10, native=False),
+                             Ceiling("one_thread", "fp32", 2.9e9 * 64, 1536, 0.04, 0.01, 10),
+                             Ceiling("memory", "fp32", 30e9, 112 * 2**20, 0.01, 0.01, 10)), levels=levels)
+    p = resolve_peaks(FakeCpuBackend(), "cpu", ["fp32", "fp16"], 2, ceil)
+    # effective clock 2.9 GHz (185.6 GFLOP/s / 64) beats the reported 2.6: 2 x 2.9 x 64 = 371.2 GFLOP/s
+    assert p["fp32"].peak_flops_s == pytest.approx(371.2e9) and p["fp32"].peak_native is True
+    # fp16: the flag says native (128 FLOP/cycle), the GEMM is at the fp32 rate: not native, the fp32 peak
+    assert p["fp16"].peak_native is False and p["fp16"].peak_flops_s == pytest.approx(371.2e9)
+    assert "bounded by the fp32 peak" in p["fp16"].peak_detail
+    assert (p["fp32"].ceiling_l1_bytes_s, p["fp32"].ceiling_l2_bytes_s, p["fp32"].ceiling_l3_bytes_s,
+            p["fp32"].ceiling_bytes_s) == (400e9, 200e9, 100e9, 30e9)
+    stored = json.loads(p["fp16"].ceiling_levels)
+    assert [d["level"] for d in stored] == ["L1", "L2", "L3", "DRAM"]
+    assert stored[2]["cache_bytes"] == 24 * 2**20 and stored[2]["buffer_bytes"] == 12 * 2**20
+    old = Ceilings(key={"machine_id": "m"}, measured_at="t", entries=ceil.entries[:2])   # a file without levels
+    q = resolve_peaks(FakeCpuBackend(), "cpu", ["fp32"], 2, old)
+    assert q["fp32"].ceiling_levels is None and q["fp32"].ceiling_l1_bytes_s is None
+    assert q["fp32"].peak_flops_s == pytest.approx(2 * 2.6e9 * 64)              # no 1-thread GEMM: reported clock
+
+
+def test_memory_levels_of_the_backends(monkeypatch):
+    from harness.backends.cuda import gpu_memory_levels
+    cpu = get_backend("cpu").memory_levels("cpu")
+    assert cpu[-1].name == "DRAM" and cpu[-1].cache_bytes is None
+    assert all(lv.cache_bytes for lv in cpu[:-1])
+    assert get_backend("cpu").last_level_cache("cpu") == (cpu[-2].cache_bytes if len(cpu) > 1 else 0)
+    l2, hbm = gpu_memory_levels(50 * 2**20)                         # H100: 50 MiB L2, shared by every SM
+    assert (l2.name, l2.cache_bytes, l2.capacity(8)) == ("L2", 50 * 2**20, 50 * 2**20) and hbm.name == "HBM"
+    assert [lv.name for lv in gpu_memory_levels(0)] == ["HBM"]

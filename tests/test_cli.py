@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -96,3 +97,43 @@ def test_render_ceilings_against_peak() -> None:
     text = render_ceilings(c, lambda d: Peak(156.5e9, None, d == "fp32", "formula"))
     assert "114%" in text                                      # 178 / 156.5
     assert "(not native)" in text and "256 MiB" in text and "21.4 GB/s" in text
+
+
+def test_version_and_help_import_nothing_heavy(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"layerbench {__version__}"
+    for argv, needle in ((["--help"], "usage: layerbench"), (["--version"], f"layerbench {__version__}")):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness.cli", *argv], capture_output=True,
+                           text=True, check=True)
+        top = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
+        assert not top & {"torch", "pandas", "numpy", "pyarrow", "matplotlib"} and needle in r.stdout, argv
+
+
+def test_count_markdown_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(CONV + ["--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| op ") and set(lines[1]) <= set("|:-") and "| aten.convolution |" in lines[2]
+    assert lines[3] == "" and lines[4].startswith("total (canonical): 115,605,504 FLOPs, 57,802,752 MACs")
+
+
+def test_format_names_match_compare_and_export() -> None:
+    from harness.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def choices(cmd: str) -> set[str]:
+        return set(next(a for a in sub.choices[cmd]._actions if "--format" in a.option_strings).choices)
+    assert choices("count") == {"table", "markdown", "json", "csv"}
+    assert choices("compare") <= choices("count") and choices("export") - {"parquet"} <= choices("count")
+
+
+@pytest.mark.parametrize("model,params,macs", [("mobilenetv2", 3_504_872, 300_774_272),
+                                                ("vit-b16", 86_567_656, 17_563_828_224)])
+def test_count_reference_models(model: str, params: int, macs: int, capsys: pytest.CaptureFixture[str]) -> None:
+    # torchvision's published figures: MobileNetV2 3.50 M params, 0.30 GMACs; ViT-B/16 86.6 M params, 17.56 GMACs
+    assert main(["count", "--model", model, "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert totals["params"] == params and totals["macs"] == macs and totals["uncounted_ops"] == 0

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from harness.backends.cuda import THROTTLE_CLOCK_FRACTION, NvmlClockMonitor, clock_monitor, nvml_handle
-from harness.devices.cpu import CpuDescription, cpuinfo, describe_cpu
+from harness.devices.cpu import CpuDescription, check_caches, cpuinfo, describe_cpu, effective_clock_ghz
 from harness.devices.gpu import describe_gpus
 from harness.devices.nvml import THROTTLE_MASK, Nvml, reason_names
 
@@ -197,3 +197,32 @@ def test_cpuinfo_cached_on_disk(tmp_path, monkeypatch):
         assert cpuinfo() == first                 # read back from disk, no probe
     finally:
         cpuinfo.cache_clear()
+
+
+def test_hypervisor_cache_report_capped():
+    # the Xeon VM of issue 11: 480 MiB L3 on 2 vCPUs (1 thread per core), 48 KiB L1d, 2 MiB L2 per core
+    levels = {c.name: c for c in check_caches({"L1d": (48 * 2**10, 1), "L2": (2 * 2**20, 1),
+                                                "L3": (480 * 2**20, 2)}, smt=1, hypervisor=True)}
+    assert not levels["L1d"].capped and levels["L2"].used_bytes == 2 * 2**20
+    l3 = levels["L3"]
+    assert l3.capped and l3.limit_bytes == 24 * 2**20 and l3.used_bytes == 24 * 2**20       # 12 MiB x 2 cores
+    assert "480 MiB" in l3.note and "capped to 24 MiB" in l3.note and "hypervisor" in l3.note
+    # 4 logical CPUs with 2 threads per core share the L3: 2 cores; an 8 MiB L2 per core is capped to 4 MiB
+    smt = {c.name: c for c in check_caches({"L2": (8 * 2**20, 2), "L3": (480 * 2**20, 4)}, smt=2)}
+    assert smt["L2"].used_bytes == 4 * 2**20 and smt["L3"].used_bytes == 24 * 2**20
+    # a real EPYC 9004 CCD (32 MiB shared by 8 cores) is plausible: not capped
+    assert not check_caches({"L3": (32 * 2**20, 8)})[0].capped
+
+
+def test_effective_clock_and_the_formula_uses_the_higher():
+    assert effective_clock_ghz(185.6e9, 64) == pytest.approx(2.9)            # 1-thread fp32 GEMM / 64 FLOP/cycle
+    c = describe_cpu(check_load=False)
+    if not c.clock_ghz:
+        pytest.skip("no clock reported")
+    base = c.peak("fp32", cores=1)
+    per_cycle = base.flops / (c.clock_ghz * 1e9)
+    faster = c.peak("fp32", cores=1, one_thread_flops_s=per_cycle * (c.clock_ghz + 0.5) * 1e9)
+    assert faster.flops == pytest.approx(base.flops * (c.clock_ghz + 0.5) / c.clock_ghz)
+    assert "effective" in faster.source
+    slower = c.peak("fp32", cores=1, one_thread_flops_s=per_cycle * (c.clock_ghz - 0.5) * 1e9)
+    assert slower.flops == pytest.approx(base.flops)                         # the reported clock is higher

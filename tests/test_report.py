@@ -22,12 +22,18 @@ GROUPS = {"family": "groups", "layer": "conv2d", "input": "1x{c}x8x8", "params":
 
 
 def timed_run(tmp_path, sweeps, times, name="rep"):
+    """A run timed by a fake clock (``times``, one per case), on a quiet host: the agents sharing this
+    machine would otherwise make every row ``contended`` and findings would set them all aside."""
+    from unittest import mock
+
     from test_runner import fake_measure
     it = iter(times)
 
     def timed(fn, **kw):
         return fake_measure(next(it))(fn, **kw)
-    return run_suite(parse_suite({"name": name, "sweep": sweeps}), out=tmp_path, measure_fn=timed, progress=False)
+    with mock.patch("harness.runner.loop.host_busy", return_value=0.0):
+        return run_suite(parse_suite({"name": name, "sweep": sweeps}), out=tmp_path, measure_fn=timed,
+                         progress=False)
 
 
 def test_report_is_self_contained(tmp_path):
@@ -91,3 +97,145 @@ def test_hostile_family_names_are_drawn_safely(tmp_path):
     assert "refused" not in rep.markdown.read_text()
     assert not any("left out" in line for line in rep.markdown.read_text().splitlines())
     assert os.listdir(tmp_path / "r")
+
+
+# --- numbers for people (harness.units) -----------------------------------------------------------------
+
+def test_units_three_significant_digits_and_rounding_across_prefixes():
+    from harness.units import percent3, seconds, si
+    assert si(1.78e11, "FLOP/s") == "178 GFLOP/s" and si(999.7e9, "B/s") == "1 TB/s"   # rounds, then picks T
+    assert si(1234, "B/s") == "1.23 kB/s" and si(None) == "-" and si(float("nan")) == "-"
+    assert seconds(1.017e-4) == "102 us" and seconds(2.5) == "2.5 s" and seconds(3e-8) == "30 ns"
+    assert seconds(0.99996) == "1 s" and seconds(9.996e-7) == "1 us" and seconds(0.0123) == "12.3 ms"
+    assert percent3(0.1234) == "12.3 %" and percent3(0.004567) == "0.457 %" and percent3(1.234) == "123 %"
+
+
+# --- at a glance: tables, plots, outliers, stability, roofs ----------------------------------------------
+
+def loaded_run(tmp_path, sweeps, times, **columns):
+    """A fake-timed run, loaded, with ``columns`` (name -> value or list) set on its rows."""
+    from harness.store import Loaded, load_runs
+    run = timed_run(tmp_path, sweeps, times)
+    frame = load_runs([run.run_dir]).frame
+    for name, value in columns.items():
+        frame[name] = value
+    return Loaded(frame)
+
+
+def test_rows_table_shows_chosen_columns_with_units_and_peak_source(tmp_path):
+    from harness.report.format import rows_view
+    from harness.report.model import build_model
+    from harness.units import percent3
+    loaded = loaded_run(tmp_path, [GROUPS], [1e-4, 5e-4], peak_flops_s=1e9, peak_source="formula",
+                        ceiling_flops_s=2e9, stability=["stable", "noisy"])
+    model = build_model(loaded, with_plots=False)
+    view = rows_view(model.table)
+    assert list(view.columns) == ["case", "dtype", "time", "achieved", "vs ceiling", "vs formula peak", "bound",
+                                  "stability"]
+    flops = model.table["flops"].tolist()
+    assert view["time"].tolist() == ["100 us", "500 us"]
+    # flops / 1e-4 s against a 1 GFLOP/s formula peak and a 2 GFLOP/s measured ceiling
+    assert view["vs formula peak"].tolist() == [percent3(f / t / 1e9) for f, t in zip(flops, (1e-4, 5e-4))]
+    assert view["vs ceiling"].tolist() == [percent3(f / t / 2e9) for f, t in zip(flops, (1e-4, 5e-4))]
+    assert view["case"][0].startswith("groups: conv2d") and view["stability"].tolist() == ["stable", "noisy"]
+    assert "datasheet" not in " ".join(view.columns)
+
+
+def test_html_report_tables_glossary_download_and_set_aside_rows(tmp_path):
+    from harness import record as R
+    from harness.analysis.metrics import DERIVED
+    from harness.report.model import build_model
+    from harness.report.render import render
+    loaded = loaded_run(tmp_path, [GROUPS], [1e-4, 5e-4], stability=["stable", "bimodal"],
+                        stability_reason=[None, "process medians 100/500 us split"])
+    model = build_model(loaded)
+    render(model, "html", tmp_path / "r")
+    text = (tmp_path / "r" / "report.html").read_text()
+    assert "href='rows.csv' download" in text and (tmp_path / "r" / "rows.csv").exists()
+    assert "<th class='n' title='median time per call (time_median_s)'>time</th>" in text
+    assert "<td class='n'>100 us</td>" in text and "<td class='n'>500 us</td>" in text       # right-aligned
+    assert "Set aside: rows not stable" in text and "process medians 100/500 us split" in text
+    for name in [c.name for c in R.COLUMNS] + [d.name for d in DERIVED]:
+        assert f"<td class='t'>{name}</td>" in text, name                                     # glossary row
+
+
+def test_outliers_are_the_extremes_of_the_roofline_fraction(tmp_path):
+    from harness.report.model import build_model
+    from harness.report.plots import outliers
+    loaded = loaded_run(tmp_path, [dict(GROUPS, axes={"g": [1, 2, 4]})], [1e-4, 5e-4, 2e-4],
+                        peak_flops_s=1e12, peak_bytes_s=1e11, peak_source="datasheet")
+    model = build_model(loaded, with_plots=False)
+    frac = model.table["roofline_fraction"]
+    assert outliers(model.table) == [("slowest vs roofline", frac.idxmin()), ("fastest vs roofline", frac.idxmax())]
+    assert model.table.loc[frac.idxmin(), "time_median_s"] == 5e-4     # equal FLOPs: the slowest is furthest
+    assert [k for k, _ in model.outliers] == ["slowest vs roofline", "fastest vs roofline"]
+
+
+def _roof_labels(table):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from harness.report.plots import _ok, _roofs
+    fig, ax = plt.subplots()
+    try:
+        return [h.get_label() for h in _roofs(ax, _ok(table), np.logspace(-2, 3, 50))]
+    finally:
+        plt.close(fig)
+
+
+def test_roofline_draws_one_roof_per_stored_level_and_names_the_peak(tmp_path):
+    from harness.report.model import build_model
+    cols = dict(peak_flops_s=1.5e11, peak_source="formula", ceiling_flops_s=1.7e11, ceiling_bytes_s=1e10,
+                peak_bytes_s=None, ceiling_l1_bytes_s=None, ceiling_l2_bytes_s=None, ceiling_l3_bytes_s=None)
+    table = build_model(loaded_run(tmp_path / "a", [GROUPS], [1e-4, 5e-4], **cols), with_plots=False).table
+    assert _roof_labels(table) == ["measured DRAM: 10 GB/s", "measured GEMM: 170 GFLOP/s",
+                                   "formula peak: 150 GFLOP/s (no bandwidth)"]
+    levels = dict(cols, ceiling_l1_bytes_s=4e11, ceiling_l2_bytes_s=2e11, ceiling_l3_bytes_s=5e10)
+    table = build_model(loaded_run(tmp_path / "b", [GROUPS], [1e-4, 5e-4], **levels), with_plots=False).table
+    assert _roof_labels(table)[:4] == ["measured L1: 400 GB/s", "measured L2: 200 GB/s", "measured L3: 50 GB/s",
+                                       "measured DRAM: 10 GB/s"]
+    table["peak_source"] = "datasheet"
+    table["peak_bytes_s"] = 2e10
+    assert _roof_labels(table)[-1] == "datasheet peak: 150 GFLOP/s, 20 GB/s"
+
+
+def test_style_colour_per_family_marker_per_dtype_and_hollow_unstable(tmp_path):
+    import pandas as pd
+
+    from harness.report.plots import Style, unstable
+    t = pd.DataFrame({"family": ["a", "b", "a"], "dtype": ["fp32", "fp32", "bf16"],
+                      "stability": ["stable", "contended", None]})
+    s = Style.of(t)
+    assert s.colours["a"] != s.colours["b"] and s.markers["fp32"] != s.markers["bf16"]
+    assert unstable(t).tolist() == [False, True, False]
+
+
+def test_plot_names_are_slug_and_hash(tmp_path):
+    import re
+
+    from harness.report.plots import safe_name
+    a, b = safe_name("heatmap ../(x) y"), safe_name("heatmap ../(x)_y")
+    assert re.fullmatch(r"heatmap_x_y_[0-9a-f]{8}", a) and a != b
+
+
+def test_report_without_ok_rows_and_with_script_text_renders_escaped(tmp_path):
+    bad = dict(GROUPS, family="<script>alert(1)</script>", axes={"g": [3]},
+               solve={"axis": "c", "keep": "c * c / g", "like": {"c": 8, "g": 1}, "multiple_of": "g"})
+    run = run_suite(parse_suite({"name": "bad", "description": "<script>x</script>", "sweep": [bad]}),
+                    out=tmp_path, progress=False)
+    rep = build_report([run.run_dir], tmp_path / "r", formats=("html", "markdown", "json"))
+    text = rep.html.read_text()
+    assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "skipped" in text and "<script" not in rep.markdown.read_text()
+
+
+def test_a_failing_plot_is_a_note_not_a_crash(tmp_path, monkeypatch):
+    import harness.report.model as model
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw")
+    monkeypatch.setattr(model, "roofline", broken)
+    run = timed_run(tmp_path, [GROUPS], [1e-4, 5e-4])
+    rep = build_report([run.run_dir], tmp_path / "r", formats=("html",))
+    assert "left out (ValueError: cannot draw)" in rep.html.read_text()
+    assert "data:image/png;base64," in rep.html.read_text()             # the other plots are there

@@ -119,3 +119,126 @@ def test_expansion_is_streamed_and_counted_without_expanding():
     cases = s.cases()
     first = [next(cases) for _ in range(3)]              # a generator: the first cases come at once
     assert [c.inputs for c in first] == [((1, 1),)] * 3 and [dict(c.config)["out_features"] for c in first] == [1, 2, 3]
+
+
+# --- every declared field: a wrong type, a wrong value, and its boundary (accepted, then refused just past) ---
+
+from harness.suite import OMP_WAIT, SOLVE_KEYS, SWEEP_KEYS, TOP_KEYS  # noqa: E402
+from harness.suite.load import RANGE_KEYS  # noqa: E402
+
+RELU = {"layer": "relu", "input": "2x3"}
+#: key -> (wrong type, wrong value, accepted at the edge, refused just past it)
+TOP_CASES = {
+    "name": (5, "../x", "a" * 64, "a" * 65),
+    "description": (5, "bell\x07", "d" * 2000, "d" * 2001),
+    "devices": ("cpu", ["tpu"], ["cpu", "cuda"], ["cpu", "cuda", "cpu"]),
+    "dtypes": ("fp32", ["fp8"], ["fp32", "bf16", "fp16", "fp64"], ["fp32", "fp32"]),
+    "mode": (1, "warm", "graph", "Graph"),
+    "budget_s": ("1", float("inf"), 0.001, 0.000999),
+    "target_rel_ci": (True, float("nan"), 1, 1.000001),
+    "warmup_s": ("0", -1, 60, 60.000001),
+    "min_reps": (1.5, 0, 100_000, 100_001),
+    "threads": ("2", -2, 4096, 4097),
+    "processes": (2.0, 0, 64, 65),
+    "omp_wait": (True, "spin", "passive", "PASSIVE"),
+    "memory_format": ("nchw", ["nhwc"], ["nchw", "channels_last"], []),
+    "sweep": ({"layer": "relu"}, [], [RELU] * 1000, [RELU] * 1001),
+}
+SWEEP_CASES = {
+    "family": (5, "a\x00b", "f" * 2000, "f" * 2001),
+    "layer": (5, "conv9d", "RELU", "relu "),
+    "input": (5, "{b.__class__}x3", ["{b}x3"] * 16, ["{b}x3"] * 17),
+    "memory_format": ("nchw", ["nhwc"], ["channels_last"], []),
+    "dtypes": ("fp32", ["fp8"], ["bf16"], []),
+    "params": ([1], {"b": float("inf")}, {"b": 2**53}, {"b": 2**53 + 1}),
+    "axes": ([1], {"b": []}, {"b": list(range(1, 10_001))}, {"b": list(range(1, 10_002))}),
+    "zip": ([1], {"b": [1, 1]}, {"b": list(range(1, 10_001))}, {"b": list(range(1, 10_002))}),
+    "derive": ("b", {"b": "'x' * 10**10"}, {"b": "2" + " " * 499}, {"b": "2" + " " * 500}),
+    "solve": ("b", {"axis": "b"}, {"axis": "b", "keep": "b", "equal_to": 4, "max": 2**31},
+              {"axis": "b", "keep": "b", "equal_to": 4, "max": 2**31 + 1}),
+}
+SOLVE = {"axis": "b", "keep": "b * g", "equal_to": 64}
+SOLVE_CASES = {
+    "axis": (5, "q", "b", "g"),                   # g is an axis already: defined twice
+    "keep": (5, "b * 'x'", "b*g" + " " * 497, "b*g" + " " * 498),
+    "equal_to": ("64", float("inf"), 2**53, 2**53 + 1),
+    "like": (5, {"g": "x"}, {"g": 1, "b": 2**53}, {"g": 1, "b": 2**53 + 1}),
+    "multiple_of": (1.5, 0, 2**31, 2**31 + 1),
+    "max": ("5", 0, 2**31, 2**31 + 1),
+}
+RANGE_CASES = {
+    "start": ("1", 0, 1, None),                    # mul range: start > 0
+    "stop": (2.5, -1, 10_000, 10_001),             # at most 10,000 values
+    "step": (True, 0, 1, None),
+    "mul": ("2", 1, 2, None),
+}
+
+
+def test_every_declared_key_has_cases():
+    assert set(TOP_CASES) == set(TOP_KEYS)
+    assert set(SWEEP_CASES) == set(SWEEP_KEYS)
+    assert set(SOLVE_CASES) == set(SOLVE_KEYS)
+    assert set(RANGE_CASES) == set(RANGE_KEYS)
+
+
+def _data(table, key, value):
+    """A suite with ``value`` at ``key`` of ``table`` (top, sweep, solve or range)."""
+    sweep = {"layer": "relu", "input": "2x{b}", "axes": {"b": [1, 2]}}
+    if table == "top":
+        return {"sweep": [RELU], key: value} if key != "sweep" else {"sweep": value}
+    if table == "sweep":
+        sweep = {"layer": "relu", "input": "2x{b}", key: value} if key in ("params", "axes", "zip", "derive", "solve") \
+            else dict(sweep, **{key: value})
+        if key == "input":
+            sweep = {"layer": "relu", "input": value, "params": {"b": 2}}
+        return {"sweep": [sweep]}
+    if table == "solve":
+        solve = dict(SOLVE, **{key: value})
+        if key == "like":
+            del solve["equal_to"]
+        return {"sweep": [{"layer": "relu", "input": "{g}x{b}", "axes": {"g": [1, 2]}, "solve": solve}]}
+    rng = {"start": 1, "stop": 8, "mul": 2} if key in ("mul", "start") else {"start": 1, "stop": 8, "step": 1}
+    return {"sweep": [{"layer": "relu", "input": "2x{b}", "axes": {"b": dict(rng, **{key: value})}}]}
+
+
+def _where(table, key):
+    return {"top": key, "sweep": f"sweep[0].{key}", "solve": "sweep[0].solve", "range": "sweep[0].axes.b"}[table]
+
+
+CASES = [(t, k, i) for t, cases in (("top", TOP_CASES), ("sweep", SWEEP_CASES), ("solve", SOLVE_CASES),
+                                    ("range", RANGE_CASES)) for k, v in cases.items() for i in range(4)
+         if v[i] is not None]
+
+
+@pytest.mark.parametrize("table, key, which", CASES,
+                         ids=[f"{t}.{k}-{('type', 'value', 'edge', 'past')[i]}" for t, k, i in CASES])
+def test_every_field_wrong_type_wrong_value_and_boundary(table, key, which):
+    cases = {"top": TOP_CASES, "sweep": SWEEP_CASES, "solve": SOLVE_CASES, "range": RANGE_CASES}[table]
+    data = _data(table, key, cases[key][which])
+    if which == 2:
+        s = parse_suite(data, "t.toml")                             # accepted at the edge
+        assert s.count() >= 1
+        if table == "top" and key in ("processes", "omp_wait"):
+            assert getattr(s, key) == cases[key][2]
+        return
+    with pytest.raises(SuiteError) as e:
+        parse_suite(data, "t.toml")
+    assert e.value.key.startswith(_where(table, key)), (e.value.key, str(e.value))
+    assert str(e.value).startswith(f"t.toml: {e.value.key}=") and "expected" in str(e.value)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 1000
+
+
+def test_processes_and_omp_wait_defaults():
+    s = suite(RELU)
+    assert s.processes is None and s.omp_wait is None
+    assert suite(RELU, processes=4, omp_wait="active").processes == 4 and OMP_WAIT == ("active", "passive")
+
+
+def test_distinct_invalid_points_are_distinct_cases():
+    # two points whose formula fails have the same (empty) config: their axes tell them apart
+    s = suite({"layer": "relu", "input": "2x{c}", "params": {"b": 2}, "axes": {"e": [54, 100000]},
+               "derive": {"c": "b ** e"}})
+    cases = list(s.cases())
+    assert [c.skip is not None for c in cases] == [True, True]
+    assert "2 ** 54 exceeds 2**53" in cases[0].skip and "exponent of at most 64" in cases[1].skip
+    assert cases[0].case_id != cases[1].case_id

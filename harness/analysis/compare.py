@@ -10,7 +10,10 @@ reads as a change (in the spirit of NVBench's SAME/FAST/SLOW).
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,17 @@ from harness.errors import LayerbenchError
 COMPARE_THRESHOLD = 0.10
 #: Default relative slowdown a nightly regression must exceed (beyond noise).
 REGRESSION_THRESHOLD = 0.15
+#: False-positive budget of ``regressions``: the chance that a steady case of a steady machine is
+#: flagged on one night (one-sided, on the log-time scale); ``benchmarks/regress_fp.py`` measures it.
+FP_BUDGET = 0.001
+#: Nights of history from which ``regressions`` judges by the history's own noise (z); with fewer,
+#: by the noise bands of the runs (too few nights to estimate night-to-night noise).
+MIN_NIGHTS_FOR_Z = 8
+#: The stability value verdicts are given on (schema v3 ``stability`` column).
+STABLE = "stable"
+#: Statistics ``--fail-on`` may name (pytest-benchmark's ``--benchmark-compare-fail`` names), and their columns.
+FAIL_STATS = {"min": "time_min_s", "max": "time_max_s", "mean": "time_mean_s", "median": R.TIME_MEDIAN,
+              "stddev": "time_std_s", "iqr": "time_iqr_s"}
 
 
 class MixedMachines(LayerbenchError, ValueError):
@@ -49,7 +63,7 @@ class Side:
         return "; ".join(f"{name} [{mid}]" for mid, name in self.machines.items()) or "no rows"
 
 
-def _band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Each row's noise band: the wider of its interquartile range and its median's 95 % CI. The
     CI alone narrows as samples accumulate while run-to-run drift does not; the IQR (the spread of
     single samples) keeps two runs of the same build from reading as a change."""
@@ -59,6 +73,15 @@ def _band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     lo = np.fmin(frame.get(R.TIME_CI_LOW, nan), q1)
     hi = np.fmax(frame.get(R.TIME_CI_HIGH, nan), q3)
     return lo, hi
+
+
+_band = band
+
+
+def stability_of(frame: pd.DataFrame) -> pd.Series:
+    """Each row's ``stability`` with null read as ``unknown``."""
+    col = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
+    return col.astype(object).where(col.notna(), "unknown").astype(str)
 
 
 def _ok(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -71,6 +94,10 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
     cols = {R.TIME_MEDIAN: f"time_{tag}_s", R.DEVICE_NAME: f"device_{tag}", R.RUN_ID: f"run_{tag}",
             R.MACHINE_ID: f"machine_{tag}"}
     out = ok[list(cols)].rename(columns=cols)
+    out[f"stability_{tag}"] = stability_of(ok)
+    for stat, col in FAIL_STATS.items():
+        if stat != "median" and col in ok:
+            out[f"{stat}_{tag}_s"] = ok[col]
     out[f"low_{tag}_s"], out[f"high_{tag}_s"] = lo, hi
     if "util_ceiling" in ok:
         out[f"util_{tag}"] = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok.get("util_peak"))
@@ -80,7 +107,8 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
 def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHOLD,
             across_machines: bool = False) -> pd.DataFrame:
     """Per case present in both (ok rows), ``ratio`` = time b / time a, the utilization of each when
-    derived, and ``verdict``: ``slower``, ``faster`` or ``same``.
+    derived, and ``verdict``: ``slower``, ``faster`` or ``same``; ``set aside`` when either side's
+    ``stability`` is not ``stable`` (``attrs["stability"]`` counts each side's values).
 
     Runs of one machine join on ``row_id`` (the case on that machine and device). Runs of different
     machines raise ``MixedMachines`` unless ``across_machines``: they then join on ``case_id``
@@ -97,11 +125,65 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
     j["ratio"] = j["time_b_s"] / j["time_a_s"]
     slower = (j["low_b_s"] > j["high_a_s"]) & (j["ratio"] > 1 + threshold)
     faster = (j["high_b_s"] < j["low_a_s"]) & (j["ratio"] < 1 - threshold)
-    j["verdict"] = np.where(slower, "slower", np.where(faster, "faster", "same"))
+    stable = (j["stability_a"] == STABLE) & (j["stability_b"] == STABLE)
+    j["verdict"] = np.where(~stable, SET_ASIDE, np.where(slower, "slower", np.where(faster, "faster", "same")))
     out = j.reset_index()
-    out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(),
-                     notes=_setting_notes(sa, sb))
+    out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(), notes=_setting_notes(sa, sb),
+                     stability={"a": out["stability_a"].value_counts().to_dict(),
+                                "b": out["stability_b"].value_counts().to_dict()})
     return out
+
+
+#: Verdict of a case whose rows are not both ``stable``: no verdict is given on it.
+SET_ASIDE = "set aside"
+
+
+def family_geomeans(table: pd.DataFrame) -> pd.DataFrame:
+    """Per family, the geometric mean of ``ratio`` over its cases with a verdict (both sides stable),
+    and how many cases that is."""
+    t = table[table["verdict"] != SET_ASIDE]
+    if t.empty:
+        return pd.DataFrame(columns=["family", "cases", "geomean_ratio"])
+    g = t.assign(log_ratio=np.log(t["ratio"])).groupby("family")["log_ratio"].agg(["size", "mean"])
+    return pd.DataFrame({"family": g.index, "cases": g["size"].to_numpy(),
+                         "geomean_ratio": np.exp(g["mean"].to_numpy())}).reset_index(drop=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FailOn:
+    """One ``--fail-on`` rule: ``median:10%`` (B more than 10 % above A) or ``min:0.001`` (more than
+    1 ms above A), pytest-benchmark's ``--benchmark-compare-fail`` syntax."""
+
+    stat: str
+    limit: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, text: str) -> list[FailOn]:
+        from harness.errors import SpecError
+        rules = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            m = re.fullmatch(r"(\w+):([0-9]*\.?[0-9]+(?:e-?\d+)?)(%?)", part)
+            if not m or m.group(1) not in FAIL_STATS:
+                raise SpecError("--fail-on", part, f"STAT:N% or STAT:SECONDS with STAT one of {', '.join(FAIL_STATS)} "
+                                "(e.g. median:10%, min:0.001)")
+            value = float(m.group(2))
+            rules.append(cls(m.group(1), value / 100 if m.group(3) else value, bool(m.group(3))))
+        if not rules:
+            raise SpecError("--fail-on", text, "at least one STAT:LIMIT rule")
+        return rules
+
+    def __str__(self) -> str:
+        return f"{self.stat}:{self.limit:.0%}" if self.relative else f"{self.stat}:{self.limit:g}s"
+
+    def crossed(self, table: pd.DataFrame) -> pd.Series:
+        """Rows (with a verdict) where B exceeds A by more than the limit."""
+        a = table["time_a_s"] if self.stat == "median" else table.get(f"{self.stat}_a_s")
+        b = table["time_b_s"] if self.stat == "median" else table.get(f"{self.stat}_b_s")
+        if a is None or b is None:
+            return pd.Series(False, index=table.index)
+        over = (b - a) / a > self.limit if self.relative else (b - a) > self.limit
+        return over.fillna(False) & (table["verdict"] != SET_ASIDE)
 
 
 def _setting_notes(sa: Side, sb: Side) -> list[str]:
@@ -144,28 +226,60 @@ def same_machine_only(history: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.Data
     return history[keep], history.loc[~keep, R.RUN_ID].nunique()
 
 
-def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD) -> pd.DataFrame:
-    """Cases of ``new`` slower than their history beyond noise and ``threshold``.
+def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD,
+                budget: float = FP_BUDGET) -> pd.DataFrame:
+    """Cases of ``new`` slower than their baseline beyond noise and ``threshold``.
 
-    ``history`` holds earlier runs of the same machine (``check_history``; the new run itself is left
-    out when a glob catches it): the reference is the
-    median of their medians, the noise band the highest upper bound (q3 or CI) any of them reached.
-    A case regressed when its own band lies above that and its median exceeds the reference by
-    more than ``threshold``. Joined on ``row_id`` (the case on this machine and device). Returns
-    those rows with ``reference_s``, ``band_high_s`` and ``slowdown``.
+    ``history`` holds earlier runs of the same machine and settings (``check_history``; the new run
+    itself is left out when a glob catches it). Per case (``row_id``) its stable nightly medians,
+    oldest first, give the baseline (``harness.history.changepoints.baseline``): the segment since
+    the last change point; the reference is the median of that segment, so one noisy night moves
+    neither the reference nor the band. A case regressed when it is slower than the reference by
+    more than ``threshold`` and, with ``MIN_NIGHTS_FOR_Z`` nights of history and 3 or more in the
+    segment, its log-slowdown over the
+    history's robust noise (``z``) exceeds the ``budget`` quantile of Student's t with (nights - 1) / 2
+    degrees of freedom (the noise is itself estimated from those nights); with fewer, when its own band lies above the
+    highest band of the segment. Only rows whose ``stability`` is ``stable`` get a verdict, on both
+    sides; ``attrs["set_aside"]`` counts the new run's other rows by stability value.
+    Returns those rows with ``reference_s``, ``band_high_s``, ``slowdown``, ``z``, ``segment_runs``
+    and ``history_runs``.
     """
-    h = history[(history[R.STATUS] == "ok") & ~history[R.RUN_ID].isin(new[R.RUN_ID].unique())].copy()
-    _, h["high"] = _band(h)
-    ref = h.groupby(R.ROW_ID).agg(reference_s=(R.TIME_MEDIAN, "median"), band_high_s=("high", "max"),
-                                  history_runs=(R.RUN_ID, "nunique"))
+    from harness.history.changepoints import baseline
+    from harness.history.series import nightly
+    h = history[(history[R.STATUS] == "ok") & ~history[R.RUN_ID].isin(new[R.RUN_ID].unique())]
+    h = nightly(h[stability_of(h) == STABLE])
     n = _ok(new, R.ROW_ID)
-    n["low"], _ = _band(n)
+    stab = stability_of(n)
+    set_aside = stab[stab != STABLE].value_counts().to_dict()
+    n = n[stab == STABLE].copy()
+    n["low"], _ = band(n)
+    z_limit = NormalDist().inv_cdf(1 - budget)
+    refs = []
+    for rid, g in h[h[R.ROW_ID].isin(n.index)].groupby(R.ROW_ID, sort=False):
+        b = baseline(g[R.TIME_MEDIAN].tolist())
+        refs.append((rid, b.reference_s, g["high_s"].iloc[b.since:].max(), b.noise, b.nights, len(g)))
+    ref = pd.DataFrame(refs, columns=[R.ROW_ID, "reference_s", "band_high_s", "noise", "segment_runs",
+                                      "history_runs"]).set_index(R.ROW_ID)
     j = n.join(ref, how="inner")
     j["slowdown"] = j[R.TIME_MEDIAN] / j["reference_s"]
-    bad = (j["low"] > j["band_high_s"]) & (j["slowdown"] > 1 + threshold)
-    cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown",
-                        "history_runs"] if c in j]
-    return j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
+    j["z"] = np.log(j["slowdown"].astype(float)) / j["noise"]
+    # the noise is estimated from the history itself: Student's t with the history's degrees of freedom, halved
+    # for the median-of-differences estimator's lower efficiency (~0.37 of the standard deviation's)
+    from scipy.stats import t as student_t
+    j["z_limit"] = student_t.isf(budget, np.maximum(1.0, (j["history_runs"] - 1) / 2))
+    use_z = (j["segment_runs"] >= 3) & (j["history_runs"] >= MIN_NIGHTS_FOR_Z)
+    beyond = np.where(use_z, j["z"] > j["z_limit"], j["low"] > j["band_high_s"])
+    bad = beyond & (j["slowdown"] > 1 + threshold)
+    cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "z",
+                        "z_limit", "segment_runs", "history_runs"] if c in j]
+    out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
+    out.attrs.update(set_aside=set_aside, judged=len(j), budget=budget, z_limit=z_limit)  # z_limit: the normal's
+    return out
+
+
+def z_for(budget: float) -> float:
+    """The one-sided normal quantile of a false-positive budget (0.001 -> 3.09)."""
+    return NormalDist().inv_cdf(1 - budget) if 0 < budget < 1 else math.inf
 
 
 def cross_device(frame: pd.DataFrame, value: str = "util_ceiling") -> pd.DataFrame:

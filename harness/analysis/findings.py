@@ -27,10 +27,38 @@ EXPLAIN_COLUMNS = [R.FAMILY, R.LAYER, R.CONFIG, R.INPUT_SHAPES, R.MEMORY_FORMAT,
 PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS)
 
 
+def judged(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a verdict may use: ``ok`` and ``stable`` (rows of a table without the stability
+    column count as stable)."""
+    ok = frame[frame[R.STATUS] == "ok"]
+    if R.STABILITY in ok:
+        ok = ok[ok[R.STABILITY].isna() | (ok[R.STABILITY] == "stable")]
+    return ok
+
+
+def set_aside(frame: pd.DataFrame) -> dict[str, int]:
+    """Measured rows left out of verdicts, counted by stability (``{"noisy": 2, "contended": 5}``)."""
+    if R.STABILITY not in frame:
+        return {}
+    ok = frame[(frame[R.STATUS] == "ok") & frame[R.STABILITY].notna() & (frame[R.STABILITY] != "stable")]
+    return {str(k): int(v) for k, v in ok[R.STABILITY].value_counts().sort_index().items()}
+
+
+def set_aside_text(frame: pd.DataFrame) -> str | None:
+    """``"3 measured rows set aside (2 noisy, 1 bimodal)"``, or ``None`` when none was."""
+    counts = set_aside(frame)
+    if not counts:
+        return None
+    n = sum(counts.values())
+    return (f"{n} measured row{'s' if n != 1 else ''} set aside, not stable ("
+            + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")")
+
+
 def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
     """The table's ok rows with a ``group`` column (groups of at least ``min_size``), and per row
     ``group_spread`` (the group's slowest / fastest median time) and ``speed_rank`` (1 = fastest)."""
-    ok = frame[(frame["status"] == "ok") & (frame["flops"] > 0) & (frame["time_median_s"] > 0)].copy()
+    ok = judged(frame)
+    ok = ok[(ok["flops"] > 0) & (ok["time_median_s"] > 0)].copy()
     if ok.empty:
         return ok.assign(group=pd.Series(dtype=int), group_spread=pd.Series(dtype=float),
                          speed_rank=pd.Series(dtype=int))
@@ -140,6 +168,11 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     k_s, k_f = str(slow.get("kernels") or ""), str(fast.get("kernels") or "")
     if k_s and k_f and k_s.split(";")[0] != k_f.split(";")[0]:
         out.append(f"a different implementation ran ({k_s.split(';')[0]} vs {k_f.split(';')[0]})")
+    r_s, r_f = (pd.to_numeric(pd.Series([r.get(R.ONEDNN_REORDERS)]), errors="coerce")[0] for r in (slow, fast))
+    if r_s > 0:             # NaN (not traced) compares False
+        versus = f" (the fast one: {int(r_f)})" if pd.notna(r_f) else ""
+        out.append(f"oneDNN runs {int(r_s)} reorders (layout conversions to and from its blocked format) per "
+                   f"call around it{versus}")
     if not out:
         out.append("same traffic, layout and implementation: the kernel is simply less efficient on this shape")
     return out
@@ -176,3 +209,35 @@ def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, m
         cols = [c for c in EXPLAIN_COLUMNS if c in rows]
         out.append(Finding(group=int(g), spread=float(spread), text=text, rows=rows[cols]))
     return out
+
+
+#: More threads must be this much slower than fewer for a thread finding.
+THREAD_SLOWDOWN = 1.10
+
+
+def thread_findings(frame: pd.DataFrame, slowdown: float = THREAD_SLOWDOWN) -> list[Finding]:
+    """Layers that run slower with more threads than with fewer (a ``threads`` axis, or runs at
+    several thread counts on one machine): per layer (config_id), machine, device and dtype, the
+    thread count with the fastest median against the largest thread count, when the largest is
+    at least ``slowdown`` x slower. Stable rows only."""
+    ok = judged(frame)
+    if ok.empty or R.THREADS not in ok or ok[R.THREADS].nunique() < 2:
+        return []
+    out = []
+    keys = [R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE]
+    for _, rows in ok.groupby(keys, sort=True):
+        per = rows.groupby(R.THREADS)[R.TIME_MEDIAN].median()
+        if len(per) < 2:
+            continue
+        most, best = per.index.max(), per.idxmin()
+        ratio = per[most] / per[best]
+        if most == best or ratio < slowdown:
+            continue
+        row = rows.iloc[0]
+        text = (f"{device_label(row)} {row[R.DTYPE]}: {describe_row(row)} takes {ratio:.2f}x as long with "
+                f"{int(most)} threads as with {int(best)} ({seconds(per[most])} vs {seconds(per[best])}): "
+                "the work is too small to split, or the threads wait on each other (synchronisation, "
+                "memory bandwidth, OpenMP wake-up).")
+        out.append(Finding(group=-1, spread=float(ratio), text=text, rows=rows[[c for c in EXPLAIN_COLUMNS + [R.THREADS]
+                                                                                if c in rows]]))
+    return sorted(out, key=lambda f: -f.spread)

@@ -7,10 +7,20 @@ roofline article): attainable = min(peak FLOP/s, intensity x bandwidth); rooflin
 max(FLOPs / peak FLOP/s, bytes / bandwidth); fraction of roofline = roofline time / measured time.
 Each roof is the measured ceiling where the row stores one, its theoretical peak otherwise
 (``roof_source`` says which).
+
+Hierarchical roofline (ERT, Lo et al. 2014; Ilic, Pratas, Sousa 2014 cache-aware roofline): the
+row's working set, ``bytes_read + bytes_written``, is set against the capacities stored in
+``ceiling_levels``; the innermost measured level that holds it gives the memory roof
+(``roof_mem_level``, ``roof_level_bytes_s``); a row whose set fits no cache, or a row without stored
+levels, gets main memory (``ceiling_bytes_s``, else ``peak_bytes_s``). ``roof_level`` names the
+largest of the three lower bounds on its time: compute (``flops / compute roof``), that memory
+level (``working set / its bandwidth``) and the launch floor.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +61,55 @@ DERIVED = (
     Derived("launch_floor_s", "s", "kernel_launches (CPU: ATen ops) x launch_overhead_s"),
     Derived("label", "-", "`launch-bound` (time <= 2 x launch floor), `memory-bound` or `compute-bound` (>= 50 % "
             "of the roofline), else `under-utilised`"),
+    Derived("roof_mem_level", "-", "`L1`, `L2`, `L3`, `DRAM` (CPU) or `L2`, `HBM` (GPU): the innermost measured "
+            "level of ceiling_levels whose capacity holds the working set (bytes_read + bytes_written); main "
+            "memory when none does or no levels are stored"),
+    Derived("roof_level_bytes_s", "B/s", "bandwidth of roof_mem_level (main memory: ceiling_bytes_s, else "
+            "peak_bytes_s)"),
+    Derived("roof_level", "-", "`compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or `launch`: which bound is largest, "
+            "flops / compute roof, working set / roof_level_bytes_s, or launch_floor_s"),
+    Derived("roof_level_time_s", "s", "the largest of those three bounds: the hierarchical roofline time"),
+    Derived("roof_level_fraction", "fraction", "roof_level_time_s / time_median_s (above 1: faster than the "
+            "level's roof)"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RoofLevel:
+    """One memory level as a row stores it: capacity (bytes; ``None`` for main memory) and bandwidth."""
+
+    name: str
+    capacity_bytes: float | None
+    bytes_s: float | None
+
+
+@functools.lru_cache(maxsize=256)
+def parse_levels(text: str) -> tuple[RoofLevel, ...]:
+    """``ceiling_levels`` JSON (``harness.calibrate.Ceilings.levels_json``), innermost first; ``()``
+    when it is not that list."""
+    try:
+        items = json.loads(text)
+        return tuple(RoofLevel(str(d["level"]), _opt(d.get("capacity_bytes")), _opt(d.get("bytes_s")))
+                     for d in items)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ()
+
+
+def _opt(v: float | int | str | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def memory_levels(moved: pd.Series, levels: tuple[RoofLevel, ...]) -> tuple[pd.Series, pd.Series]:
+    """Per working set in ``moved`` (bytes), the innermost measured level holding it and its
+    bandwidth: levels are applied outermost first, each inner one overwriting where the set fits."""
+    name = pd.Series(None, index=moved.index, dtype=object)
+    bw = pd.Series(np.nan, index=moved.index)
+    for lv in reversed(levels):
+        if lv.bytes_s is None:
+            continue
+        fits = moved.notna() & (True if lv.capacity_bytes is None else moved <= lv.capacity_bytes)
+        name[fits], bw[fits] = lv.name, lv.bytes_s
+    return name, bw
 
 
 def _num(f: pd.DataFrame, col: str) -> pd.Series:
@@ -84,7 +142,33 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
     f["launch_floor_s"] = launches * _num(f, R.LAUNCH_OVERHEAD)
     f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
+    _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
     return f
+
+
+def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b: pd.Series, t: pd.Series,
+                 ok: pd.Series) -> None:
+    """Add the hierarchical-roofline columns (``roof_mem_level`` ... ``roof_level_fraction``) in place."""
+    cuda = f[R.DEVICE_TYPE].eq("cuda") if R.DEVICE_TYPE in f else pd.Series(False, index=f.index)
+    name = pd.Series(np.where(cuda, "HBM", "DRAM"), index=f.index, dtype=object).where(main_b.notna(), None)
+    bw = main_b.copy()
+    if R.CEILING_LEVELS in f:
+        texts = f[R.CEILING_LEVELS].dropna()
+        for text, idx in texts.groupby(texts).groups.items():
+            lv_name, lv_bw = memory_levels(moved.loc[idx], parse_levels(str(text)))
+            has = lv_name.notna()
+            name.loc[idx[has]], bw.loc[idx[has]] = lv_name[has], lv_bw[has]
+    t_mem = moved / bw
+    floor = f["launch_floor_s"]
+    bound = np.fmax(np.fmax(t_compute, t_mem), floor)
+    level = np.where(floor >= np.fmax(t_compute, t_mem).fillna(0), "launch",
+                     np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", name))
+    known = ok & (t_compute.notna() | t_mem.notna())
+    f["roof_mem_level"] = name.where(ok, None)
+    f["roof_level_bytes_s"] = bw.where(ok)
+    f["roof_level"] = pd.Series(level, index=f.index, dtype=object).where(known, None)
+    f["roof_level_time_s"] = bound.where(known)
+    f["roof_level_fraction"] = f["roof_level_time_s"] / t
 
 
 def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: pd.Series,

@@ -10,7 +10,8 @@ from harness import record as R
 #: Columns of ``peak_table``.
 PEAK_COLUMNS = [R.MACHINE_ID, R.MACHINE_NAME, R.DEVICE, R.DEVICE_NAME, R.PEAK_DTYPE, R.THREADS, R.PEAK_FLOPS,
                 R.PEAK_BYTES, R.PEAK_SOURCE, "peak_detail", R.PEAK_NATIVE, R.CEILING_FLOPS, R.CEILING_BYTES,
-                R.CEILING_SOURCE, "ceiling_gemm_n", "ceiling_copy_bytes", "ceiling_measured_at"]
+                R.CEILING_SOURCE, "ceiling_gemm_n", "ceiling_copy_bytes", R.CEILING_L1_BYTES, R.CEILING_L2_BYTES,
+                R.CEILING_L3_BYTES, R.CEILING_LEVELS, "ceiling_measured_at"]
 
 
 def peak_table(frame: pd.DataFrame) -> pd.DataFrame:

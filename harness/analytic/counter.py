@@ -13,6 +13,7 @@ broadcast (stride-0) dimensions are stored once; views move nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,6 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
@@ -149,6 +149,12 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[Any] = []     # keep view outputs alive so their ids stay unique
         self.calls: list[RawCall] = []
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # NB: otherwise torch wraps __torch_dispatch__ in torch._dynamo.disable, whose first call
+        # imports torch._dynamo (about 1 s); nothing under this mode is ever compiled.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:  # noqa: ANN001
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
@@ -263,35 +269,68 @@ def _make_input(x: Any, dtype: torch.dtype, device: torch.device, index: int) ->
     return x  # non-tensor arguments (flags, None) pass through
 
 
-def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str | torch.dtype = "fp32",
-           **kwargs: Any) -> tuple[list[RawCall], list[ModuleCall]]:
-    """Run ``model(*inputs, **kwargs)`` on fake tensors: the op records and module calls, in order."""
-    torch_dtype = parse_dtype(dtype)
-    device = _device_of(model)
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
+def _all_meta(model: nn.Module | Callable[..., Any], inputs: Sequence[Any]) -> bool:
+    """True when nothing real is involved: a module whose parameters and buffers are all on the meta
+    device and inputs given as shapes or meta tensors. (A module without any runs on CPU fake tensors
+    as before: on meta, sdpa would pick another backend and count causal attention in full.)"""
+    if not isinstance(model, nn.Module):
+        return False
+    tensors = list(model.parameters()) + list(model.buffers())
+    if not tensors or not all(t.is_meta for t in tensors):
+        return False
+    return all(x.is_meta if isinstance(x, torch.Tensor) else True for x in inputs)
+
+
+def _fake_mode() -> Any:
+    """A ``FakeTensorMode`` (its constructor imports ``torch._dynamo``, about 1 s: only built when
+    the meta device cannot stand in)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def _trace(model: nn.Module | Callable[..., Any], inputs: Sequence[Any], torch_dtype: torch.dtype,
+           device: torch.device, mode: Any, kwargs: dict[str, Any]) -> tuple[list[RawCall], list[ModuleCall]]:
+    """One traced forward pass under ``mode`` (a fake mode, or a null context on meta tensors)."""
     params: dict[int, tuple[str, int]] = {}
     if isinstance(model, nn.Module):
         for name, p in model.named_parameters(remove_duplicate=False):
             params.setdefault(id(p), (name, p.numel()))
     modules = _ModuleStack(model) if isinstance(model, nn.Module) else None
     try:
-        with fake:
+        with mode:
             args = [_make_input(x, torch_dtype, device, i) for i, x in enumerate(inputs)]
         recorder = _Recorder(modules, params)
         if modules is not None:
             modules.position = lambda: len(recorder.calls)
-        with fake, recorder, torch.no_grad():
+        with mode, recorder, torch.no_grad():
             model(*args, **kwargs)
-    except SpecError:
-        raise
-    except Exception as e:
-        raise CountError(f"counting failed while tracing the forward pass on fake tensors: "
-                         f"{type(e).__name__}: {e}") from e
     finally:
         if modules is not None:
             modules.remove()
     module_calls = sorted(modules.finished, key=lambda m: m.start) if modules is not None else []
     return recorder.calls, module_calls
+
+
+def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str | torch.dtype = "fp32",
+           **kwargs: Any) -> tuple[list[RawCall], list[ModuleCall]]:
+    """Run ``model(*inputs, **kwargs)`` on fake tensors: the op records and module calls, in order.
+
+    A module on the meta device with shape inputs runs on meta tensors directly (no
+    ``FakeTensorMode``, so no ``torch._dynamo`` import); an op without a meta kernel falls back to
+    the fake mode, as does everything else."""
+    torch_dtype = parse_dtype(dtype)
+    try:
+        if _all_meta(model, inputs):
+            try:
+                return _trace(model, inputs, torch_dtype, torch.device("meta"), contextlib.nullcontext(), kwargs)
+            except (NotImplementedError, RuntimeError):
+                pass                  # an op without a meta kernel: the fake mode has fallbacks
+        return _trace(model, inputs, torch_dtype, _device_of(model), _fake_mode(), kwargs)
+    except SpecError:
+        raise
+    except Exception as e:
+        raise CountError(f"counting failed while tracing the forward pass on fake tensors: "
+                         f"{type(e).__name__}: {e}") from e
 
 
 def to_frame(records: Sequence[OpRecord], convention: str) -> pd.DataFrame:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from harness.backends.base import Backend, CalibrationSizes, ClockSummary, Monitor, SampleTimer, TimingContext
+from harness.backends.base import (
+    Backend,
+    CalibrationSizes,
+    ClockSummary,
+    MemoryLevel,
+    Monitor,
+    SampleTimer,
+    TimingContext,
+)
 from harness.backends.cpu import CpuBackend, CpuTimer
 from harness.backends.cuda import CudaBackend
 from harness.errors import SpecError
@@ -43,5 +51,5 @@ def get_backend(device: str | torch.device) -> Backend:
 register(CpuBackend())
 register(CudaBackend())
 
-__all__ = ["Backend", "TimingContext", "CalibrationSizes", "ClockSummary", "Monitor", "SampleTimer", "CpuTimer",
-           "register", "get_backend", "backend_types"]
+__all__ = ["Backend", "TimingContext", "CalibrationSizes", "MemoryLevel", "ClockSummary", "Monitor", "SampleTimer",
+           "CpuTimer", "register", "get_backend", "backend_types"]

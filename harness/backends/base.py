@@ -82,12 +82,43 @@ class TimingContext:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationSizes:
-    """GEMM side n (start, cap: n doubles until a call lasts ``GEMM_TARGET_S`` or reaches the cap)
-    and the smallest copy buffer in bytes."""
+    """What calibration sweeps and sizes (``harness.calibrate``).
 
-    gemm_start: int
-    gemm_cap: int
-    copy_min_bytes: int
+    Attributes:
+        gemm_sizes: GEMM sides n, small to large, swept per dtype until larger sizes stop improving.
+        copy_fallback_bytes: main-memory buffer when the last-level cache is unknown.
+        buffer_cap_bytes: no calibration buffer is larger (main memory: ``4 x`` the last level, capped).
+        one_thread_gemm: also time a one-thread fp32 GEMM (CPU: the effective clock).
+    """
+
+    gemm_sizes: tuple[int, ...]
+    copy_fallback_bytes: int
+    buffer_cap_bytes: int
+    one_thread_gemm: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLevel:
+    """One level of the memory hierarchy, as calibration sizes buffers for it.
+
+    Attributes:
+        name: ``L1``, ``L2``, ``L3`` (caches), ``DRAM`` or ``HBM`` (main memory, last).
+        cache_bytes: one instance as used (capped, ``harness.devices.cpu.check_caches``); ``None``
+            for main memory.
+        private: one instance per core (CPU L1/L2): ``threads`` cores hold ``threads`` instances.
+        reported_bytes: one instance as the device reports it.
+    """
+
+    name: str
+    cache_bytes: int | None
+    private: bool = False
+    reported_bytes: int | None = None
+
+    def capacity(self, threads: int) -> int | None:
+        """Bytes a working set spread over ``threads`` threads may take and still sit in this level."""
+        if self.cache_bytes is None:
+            return None
+        return self.cache_bytes * (max(1, threads) if self.private else 1)
 
 
 class Backend(Protocol):
@@ -99,6 +130,7 @@ class Backend(Protocol):
         launch_overhead_s: host cost of one launch (CUDA kernel) or dispatched op (CPU), seconds;
             stored per row, it sets the analysis' launch floor.
         calibration: sizes ``layerbench calibrate`` uses.
+        main_memory: name of the level past the caches (``DRAM``, ``HBM``).
         throttle_clock_fraction: a clock below this fraction of its maximum counts as throttled.
     """
 
@@ -106,6 +138,7 @@ class Backend(Protocol):
     modes: tuple[str, ...]
     launch_overhead_s: float
     calibration: CalibrationSizes
+    main_memory: str
 
     def available(self) -> bool: ...
     def resolve(self, device: str) -> str: ...
@@ -118,8 +151,10 @@ class Backend(Protocol):
     def after_oom(self, device: str) -> None: ...
     def profiler_activities(self) -> list[Any]: ...
     def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None: ...
-    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None: ...
+    def peak(self, device: str, dtype: str, threads: int | None,
+             one_thread_flops_s: float | None = None) -> Peak | None: ...
     def last_level_cache(self, device: str) -> int: ...
+    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]: ...
     def dtype_problem(self, device: str, dtype: str) -> str | None: ...
     def settings(self, device: str) -> dict[str, Any]: ...
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from harness.backends.base import CalibrationSizes, Call, Monitor, SampleTimer, TimingContext
+from harness.backends.base import CalibrationSizes, Call, MemoryLevel, Monitor, SampleTimer, TimingContext
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
 
@@ -58,7 +58,9 @@ class CpuBackend:
     launch_overhead_s = 2e-6
     #: Seconds per sample block (clock overhead ~50 ns is then < 1e-4 of a block).
     block_s = 1e-3
-    calibration = CalibrationSizes(gemm_start=256, gemm_cap=4096, copy_min_bytes=256 * 2**20)
+    calibration = CalibrationSizes(gemm_sizes=(256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096),
+                                   copy_fallback_bytes=256 * 2**20, buffer_cap_bytes=2**30, one_thread_gemm=True)
+    main_memory = "DRAM"
 
     def available(self) -> bool:
         return True
@@ -99,18 +101,28 @@ class CpuBackend:
     def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None:
         return None            # no device kernels: "what ran" reads the ATen implementations
 
-    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None:
+    def peak(self, device: str, dtype: str, threads: int | None,
+             one_thread_flops_s: float | None = None) -> Peak | None:
+        """The ISA formula, at the higher of the reported clock and the one a measured one-thread
+        fp32 GEMM (``one_thread_flops_s``) implies."""
         from harness.devices.cpu import describe_cpu
         if dtype not in ("fp32", "fp16", "bf16", "fp64"):
             return None
         cpu = describe_cpu(check_load=False)
         cores = min(threads, cpu.cores_for_peak) if threads else None
-        return cpu.peak(dtype, cores=cores)
+        return cpu.peak(dtype, cores=cores, one_thread_flops_s=one_thread_flops_s)
 
     def last_level_cache(self, device: str) -> int:
+        """The last cache level as used (capped where the hypervisor's report is implausible)."""
+        levels = [lv for lv in self.memory_levels(device) if lv.cache_bytes]
+        return int(levels[-1].cache_bytes or 0) if levels else 0
+
+    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]:
+        """L1 (data), L2, L3 as checked by ``describe_cpu`` (private when one core holds an instance), then DRAM."""
         from harness.devices.cpu import describe_cpu
-        cpu = describe_cpu(check_load=False)
-        return int(cpu.l3_bytes or cpu.l2_bytes or 0)
+        out = [MemoryLevel(c.name.rstrip("d"), c.used_bytes, c.shared_by == 1, c.reported_bytes)
+               for c in describe_cpu(check_load=False).caches]
+        return tuple(out) + (MemoryLevel(self.main_memory, None),)
 
     def dtype_problem(self, device: str, dtype: str) -> str | None:
         return None

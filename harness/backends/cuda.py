@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 import torch
 
-from harness.backends.base import CalibrationSizes, Call, ClockSummary, Monitor, SampleTimer, TimingContext
+from harness.backends.base import (
+    CalibrationSizes,
+    Call,
+    ClockSummary,
+    MemoryLevel,
+    Monitor,
+    SampleTimer,
+    TimingContext,
+)
 from harness.devices.nvml import CLOCK_SM, THROTTLE_MASK, Nvml, nvml_session, reason_names, uuid_key
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
@@ -219,6 +227,12 @@ def clock_monitor(device: str, nvml: Nvml | None = None) -> NvmlClockMonitor | N
     return NvmlClockMonitor(nvml, handle) if handle is not None else None
 
 
+def gpu_memory_levels(l2_bytes: int, main_memory: str = "HBM") -> tuple[MemoryLevel, ...]:
+    """The levels calibration measures on a GPU: L2 (when its size is known) and device memory."""
+    l2 = (MemoryLevel("L2", l2_bytes, False, l2_bytes),) if l2_bytes > 0 else ()
+    return l2 + (MemoryLevel(main_memory, None),)
+
+
 # --- the backend ----------------------------------------------------------------------------------------
 
 class CudaBackend:
@@ -230,7 +244,9 @@ class CudaBackend:
     launch_overhead_s = 5e-6
     #: Seconds per sample block in hot/graph mode (event resolution about 0.5 us).
     block_s = 2e-4
-    calibration = CalibrationSizes(gemm_start=2048, gemm_cap=8192, copy_min_bytes=2**30)
+    calibration = CalibrationSizes(gemm_sizes=(1024, 2048, 3072, 4096, 6144, 8192), copy_fallback_bytes=2**30,
+                                   buffer_cap_bytes=2**30, one_thread_gemm=False)
+    main_memory = "HBM"
 
     def available(self) -> bool:
         return torch.cuda.is_available()
@@ -290,7 +306,8 @@ class CudaBackend:
         index = torch.device(device).index or 0
         return next((g for g in describe_gpus().gpus if g.index == index), None)
 
-    def peak(self, device: str, dtype: str, threads: int | None) -> Peak | None:
+    def peak(self, device: str, dtype: str, threads: int | None,
+             one_thread_flops_s: float | None = None) -> Peak | None:
         if dtype not in ("fp32", "tf32", "fp16", "bf16", "fp64"):
             return None
         gpu = self._gpu(device)
@@ -299,6 +316,10 @@ class CudaBackend:
     def last_level_cache(self, device: str) -> int:
         props = torch.cuda.get_device_properties(torch.device(device).index or 0)
         return int(getattr(props, "L2_cache_size", 0) or 0)
+
+    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]:
+        """L2 (one, shared by every SM; from the device properties) when known, then HBM."""
+        return gpu_memory_levels(self.last_level_cache(device), self.main_memory)
 
     def dtype_problem(self, device: str, dtype: str) -> str | None:
         if dtype == "bf16" and not torch.cuda.is_bf16_supported():

@@ -23,12 +23,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.cli import count, machine, results, run
+    from harness.cli import count, fleet, machine, results, run
     parser = Parser(prog="layerbench", description="How fast neural-network layers really run, next to what the "
                     "arithmetic says they should (README: commands, columns, conventions).")
     parser.add_argument("--version", action="version", version=f"layerbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (count, machine, run, results):
+    for module in (count, machine, run, results, fleet):
         module.add(sub)
     sub.choices["count"].lazy_epilog = count.layer_help
     sub.choices["count"].formatter_class = argparse.RawDescriptionHelpFormatter

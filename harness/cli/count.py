@@ -27,8 +27,12 @@ def layer_help() -> str:
     return "layers and their keys:\n" + "\n".join(lines)
 
 
+#: ``count --format`` values (the names ``compare`` and ``export`` use for the same formats).
+FORMATS = ("table", "markdown", "json", "csv")
+
+
 def render_count(table: Any, fmt: str) -> str:
-    """The count table and its totals as ``table``, ``csv`` or ``json`` text."""
+    """The count table and its totals as ``table``, ``markdown``, ``csv`` or ``json`` text."""
     import pandas as pd
 
     from harness.counting import totals
@@ -40,7 +44,10 @@ def render_count(table: Any, fmt: str) -> str:
         return json.dumps({"rows": rows, "totals": json.loads(t.to_json())}, indent=2)
     shown = table[TABLE_COLUMNS].copy()
     shown["intensity"] = shown["intensity"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-    body = shown.to_string(index=False, na_rep="-")
+    if fmt == "markdown":
+        body = shown.fillna("-").to_markdown(index=False) + "\n"     # a blank line ends the Markdown table
+    else:
+        body = shown.to_string(index=False, na_rep="-")
     foot = (f"\ntotal ({t['convention']}): {t['flops']:,} FLOPs, {t['macs']:,} MACs, {t['params']:,} params, "
             f"{t['bytes_read']:,} B read, {t['bytes_written']:,} B written, intensity {t['intensity']:.2f} FLOP/B; "
             f"{t['ops']} ops, {t['uncounted_ops']} uncounted; torch.utils.flop_counter: "
@@ -73,14 +80,6 @@ def cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
-class LazyEpilogParser(argparse.ArgumentParser):
-    """A parser whose epilog (the layer list, which imports torch) is built only when help is shown."""
-
-    def format_help(self) -> str:
-        self.epilog = layer_help()
-        return super().format_help()
-
-
 def add(sub: Any) -> None:
     p = sub.add_parser("count", help="analytic counts of one layer or a model (FLOPs, MACs, params, bytes)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,5 +92,6 @@ def add(sub: Any) -> None:
     p.add_argument("--dtype", default="fp32", help="fp32, fp16, bf16, ... (default fp32)")
     p.add_argument("--convention", default="canonical",
                    help="canonical, flop_counter, fvcore, ptflops, thop, torchinfo, torchstat")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--format", default="table", choices=FORMATS,
+                   help="table (default), markdown, json (rows and totals), csv (rows)")
     p.set_defaults(func=cmd_count)

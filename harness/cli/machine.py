@@ -15,18 +15,23 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
     from harness.units import binary_bytes, si
     c = m.cpu
     simd = " ".join(f for f in SIMD_FLAGS if f in c.flags) or "-"
-    lines = [f"CPU   {c.brand} ({c.vendor}, family {c.family} model {c.model}), {c.arch}",
+    one = ceilings.one_thread if ceilings is not None else None
+    caches = ", ".join(f"{x.name} {binary_bytes(x.reported_bytes)}"
+                       + (f" (used: {binary_bytes(x.used_bytes)}, capped)" if x.capped else "") for x in c.caches)
+    lines = [f"CPU   {c.brand} ({c.vendor}, family {c.family} model {c.model}), {c.arch}"
+             + ("; under a hypervisor" if c.hypervisor else ""),
              f"      {c.logical_cpus} logical CPUs, {c.physical_cores} physical cores, {c.usable_cpus} usable; "
-             f"clock {c.clock_ghz or 0:.3f} GHz",
-             f"      caches L1d {binary_bytes(c.l1d_bytes)}, L2 {binary_bytes(c.l2_bytes)}, "
-             f"L3 {binary_bytes(c.l3_bytes)}; SIMD {simd}; torch kernels {c.torch_capability}",
+             f"clock {c.clock_ghz or 0:.3f} GHz ({'max' if c.clock_reported_max else 'reported, no max exposed'})"
+             + _effective(c, one),
+             f"      caches (one instance, as reported) {caches or '-'}; SIMD {simd}; torch kernels "
+             f"{c.torch_capability}",
              f"      torch threads {c.threads}; load average "
              + (" ".join(f"{x:.2f}" for x in c.load_avg) if c.load_avg else "-")
              + (f"; busy {c.busy_percent:.0f}%" if c.busy_percent is not None else "")]
     peaks = [f"{d} {si(p.flops, 'FLOP/s')}" + ("" if p.native else " (not native)")
-             for d in ("fp32", "fp64", "bf16", "fp16") if (p := c.peak(d)) is not None]
+             for d in ("fp32", "fp64", "bf16", "fp16") if (p := c.peak(d, one_thread_flops_s=one)) is not None]
     if peaks:
-        src = c.peak("fp32")
+        src = c.peak("fp32", one_thread_flops_s=one)
         lines.append(f"      peak ({src.source if src else 'formula'}): " + ", ".join(peaks))
     lines += [f"      warning: {w}" for w in c.warnings]
     lines += _gpu_lines(m.gpu)
@@ -38,14 +43,39 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
                      f"{identity.settings_id}; threading env "
                      + (", ".join(f"{k}={v}" for k, v in identity.threading.env) or "none set"))
     if ceilings is not None:
-        parts = [f"{e.dtype} {si(e.value, 'FLOP/s')} (n={e.size})" for e in ceilings.entries if e.kind == "compute"]
-        parts.append(f"copy {si(ceilings.bandwidth, 'B/s')}")
+        parts = [f"{e.dtype} {si(e.value, 'FLOP/s')} (n={e.size}, {_verdict(e)})" for e in ceilings.entries
+                 if e.kind == "compute"]
         lines.append(f"ceilings  measured {ceilings.measured_at}, {ceilings.key.get('threads', '-')} threads: "
                      + ", ".join(parts))
+        lines.append("          bandwidth " + (", ".join(_level_text(lv) for lv in ceilings.levels)
+                                               or f"copy {si(ceilings.bandwidth, 'B/s')} (no levels stored)"))
     else:
         lines.append("ceilings  not measured for this machine, thread count and software: `layerbench calibrate` "
                      "(or `layerbench run` measures them)")
     return "\n".join(lines)
+
+
+def _effective(c: Any, one_thread_flops_s: float | None) -> str:
+    """``; effective X GHz (...)`` where a one-thread fp32 GEMM is stored, else nothing."""
+    from harness.devices.peaks import cpu_flop_per_cycle
+    from harness.units import si
+    eff = c.effective_clock(one_thread_flops_s)
+    if eff is None:
+        return ""
+    fpc = cpu_flop_per_cycle(frozenset(c.flags), "fp32", c.vendor, c.family, c.model).flop_per_cycle
+    used = "the formula uses it" if eff > (c.clock_ghz or 0) else "the formula uses the reported clock"
+    return (f"; effective {eff:.3f} GHz (1-thread fp32 GEMM {si(one_thread_flops_s, 'FLOP/s')} / {fpc} "
+            f"FLOP/cycle; {used})")
+
+
+def _verdict(e: Any) -> str:
+    return {True: "native", False: "not native", None: "native: no fp32 ceiling"}[e.native]
+
+
+def _level_text(lv: Any) -> str:
+    from harness.units import binary_bytes, si
+    of = f" of {binary_bytes(lv.cache_bytes)}" if lv.cache_bytes else ""
+    return f"{lv.level} {si(lv.value, 'B/s')} ({lv.kernel}, {binary_bytes(lv.buffer_bytes)}{of})"
 
 
 def _gpu_lines(g: Any) -> list[str]:
@@ -94,31 +124,49 @@ def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
     from harness.units import binary_bytes, si
     rows = []
     for e in c.entries:
-        p = peak_of(e.dtype)
+        p = peak_of(e.dtype) if e.kind != "one_thread" else None      # the peak is of all threads
         theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
-        unit = "FLOP/s" if e.kind == "compute" else "B/s"
-        rows.append({"ceiling": e.kind, "dtype": e.dtype if e.kind == "compute" else "-",
-                     "size": f"n={e.size}" if e.kind == "compute" else binary_bytes(e.size),
+        unit = "B/s" if e.kind == "memory" else "FLOP/s"
+        rows.append({"ceiling": e.kind, "dtype": e.dtype if e.kind != "memory" else "-",
+                     "size": f"n={e.size}" if e.kind != "memory" else binary_bytes(e.size),
                      "measured": si(e.value, unit), "median": si(e.median_s, "s"),
                      "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
+                     "native": _verdict(e) if e.kind == "compute" else "-",
                      "theoretical": si(theo, unit) + ("" if p is None or p.native else " (not native)"),
                      "of_theoretical": f"{e.value / theo:.0%}" if theo else "-"})
     head = (f"{c.key.get('device_name')} ({c.key['device']}, {c.key.get('threads', '-')} threads), "
             f"measured {c.measured_at}")
-    return head + "\n" + pd.DataFrame(rows).to_string(index=False)
+    sweeps = [f"sweep {e.dtype}: " + ", ".join(f"n={n} {si(v, 'FLOP/s')}" for n, v in e.sweep) + f"; {e.note}"
+              for e in c.entries if e.kind == "compute" and e.sweep]
+    levels = [{"level": lv.level, "kernel": lv.kernel, "buffer": binary_bytes(lv.buffer_bytes),
+               "sized from": binary_bytes(lv.cache_bytes) if lv.cache_bytes else "-",
+               "reported": binary_bytes(lv.reported_bytes) if lv.reported_bytes else "-",
+               "reads/call": lv.repeats, "bandwidth": si(lv.value, "B/s")} for lv in c.levels]
+    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), *sweeps]
+                     + ([pd.DataFrame(levels).to_string(index=False)] if levels else []))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    import time
+
     import torch
 
     from harness.backends import get_backend
     from harness.calibrate import calibrate
+    try:
+        import resource
+    except ImportError:         # not on Windows
+        resource = None
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     backend = get_backend(args.device)
     device = backend.resolve(args.device)
+    t0 = time.perf_counter()
     c = calibrate(device, dtypes, threads=args.threads, budget_s=args.budget, store=args.store, force=args.force)
+    wall = time.perf_counter() - t0
     threads = args.threads or torch.get_num_threads()
-    print(render_ceilings(c, lambda d: backend.peak(device, d, threads)))
+    print(render_ceilings(c, lambda d: backend.peak(device, d, threads, c.one_thread)))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10 if resource else None   # Linux: KiB
+    print(f"calibrate took {wall:.1f} s" + (f"; peak RSS {rss:.0f} MiB" if rss else ""))
     return 0
 
 
@@ -129,11 +177,13 @@ def add(sub: Any) -> None:
     p.add_argument("--store", default=None, help="ceilings directory (default ~/.cache/layerbench/ceilings)")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("calibrate", help="measure the GEMM ceiling per dtype and the copy bandwidth; store them")
+    p = sub.add_parser("calibrate", help="measure the GEMM ceiling per dtype (a size sweep), the bandwidth per memory "
+                           "level and the copy bandwidth; store them")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="fp32,bf16,fp16", help="comma-separated: fp32, tf32 (cuda), fp16, bf16")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--budget", type=float, default=3.0, help="seconds per measurement (default 3)")
+    p.add_argument("--budget", type=float, default=0.3, help="seconds per measurement: one GEMM size, one "
+                   "memory level (default 0.3; a dtype's sweep starts no size after 12 s)")
     p.add_argument("--store", default=None, help="ceilings directory (default ~/.cache/layerbench/ceilings)")
     p.add_argument("--force", action="store_true", help="measure even if stored ceilings match")
     p.set_defaults(func=cmd_calibrate)

@@ -11,9 +11,9 @@ from typing import Any
 
 def _load(paths: list[str], what: str) -> Any:
     """Stored rows under ``paths`` (each refused file named on stderr); ``SpecError`` when none load."""
+    from harness.dataset import load_any
     from harness.errors import SpecError
-    from harness.store import load_runs
-    loaded = load_runs(paths)
+    loaded = load_any(paths)
     for line in loaded.refused:
         print(f"refused: {line}", file=sys.stderr)
     if loaded.frame.empty:
@@ -64,38 +64,90 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMPARE_COLS = ["family", "layer", "input_shapes", "memory_format", "dtype", "time_a_s", "time_b_s", "ratio",
+                 "util_a", "util_b", "stability_a", "stability_b", "verdict"]
+
+
+def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], only_changed: bool) -> tuple[str, int]:
+    """The comparison as text (``table``, ``markdown``) or JSON, and how many cases crossed ``rules``."""
+    import json
+
+    from harness.analysis.compare import SET_ASIDE, family_geomeans
+    from harness.units import percent, seconds
+    crossed = table.index[False] if table.empty else None
+    for rule in rules:
+        hit = rule.crossed(table)
+        crossed = table.index[hit] if crossed is None else crossed.union(table.index[hit])
+    failed = set() if crossed is None else set(crossed)
+    t = table.assign(failed=[i in failed for i in table.index])
+    shown = t[t["verdict"] != "same"] if only_changed else t
+    shown = shown.sort_values("ratio", ascending=False)
+    geo = family_geomeans(table)
+    counts = table["verdict"].value_counts().to_dict() if not table.empty else {}
+    head = [f"cross-device comparison: A = {table.attrs['a']}; B = {table.attrs['b']}"] if table.attrs.get(
+        "cross_device") else []
+    head += [f"note: {n}" for n in table.attrs.get("notes", [])]
+    tail = (f"B vs A over {len(table)} cases (threshold {threshold:.0%}, beyond each side's noise band): "
+            + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("slower", "faster", "same", SET_ASIDE)))
+    if fmt == "json":
+        doc = {"a": table.attrs.get("a"), "b": table.attrs.get("b"), "cross_device": bool(table.attrs.get(
+            "cross_device")), "notes": table.attrs.get("notes", []), "threshold": threshold,
+            "fail_on": [str(r) for r in rules], "failed": len(failed), "counts": counts,
+            "stability": table.attrs.get("stability", {}), "families": geo.to_dict("records"),
+            "cases": json.loads(shown.drop(columns=["config"], errors="ignore").to_json(orient="records"))}
+        return json.dumps(doc, indent=2) + "\n", len(failed)
+    if table.empty:
+        return "\n".join([*head, "no case in common"]) + "\n", 0
+    view = shown.copy()
+    for c in ("time_a_s", "time_b_s"):
+        view[c] = view[c].map(seconds)
+    for c in ("util_a", "util_b"):
+        if c in view:
+            view[c] = view[c].map(percent)
+    view["ratio"] = view["ratio"].map(lambda v: f"{v:.3f}")
+    view["verdict"] = [f"{v} (fail-on)" if f else v for v, f in zip(view["verdict"], view["failed"])]
+    cols = [c for c in _COMPARE_COLS if c in view]
+    g = geo.assign(geomean_ratio=geo["geomean_ratio"].map(lambda v: f"{v:.3f}"))
+    if fmt == "markdown":
+        body = [view[cols].to_markdown(index=False), "", "Geometric mean of B/A per family:", "",
+                g.to_markdown(index=False) if not g.empty else "(no family with a verdict)"]
+        return "\n".join([*head, *body, "", tail]) + "\n", len(failed)
+    body = [view[cols].to_string(index=False) if not view.empty else "(no case changed)", "",
+            "geometric mean of B/A per family:", g.to_string(index=False) if not g.empty else "(none)"]
+    return "\n".join([*head, *body, "", tail]) + "\n", len(failed)
+
+
+def _stability_line(counts: dict[str, int], side: str) -> str:
+    other = {k: v for k, v in counts.items() if k != "stable"}
+    if not other:
+        return ""
+    return (f"set aside on {side}: {sum(other.values())} row(s) not stable ("
+            + ", ".join(f"{v} {k}" for k, v in sorted(other.items())) + "): no verdict on them")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.analysis import compare, derive
+    from harness.analysis.compare import FailOn
     from harness.errors import SpecError
-    from harness.units import percent, seconds
     if args.to:
         a_paths, b_paths = args.a, args.to
     elif len(args.a) == 2:
         a_paths, b_paths = args.a[:1], args.a[1:]
     else:
-        raise SpecError("compare", args.a, "A B, or A... --to B... (paths or quoted globs)")
+        raise SpecError("compare", args.a, "A B, or A... --to B... (paths, dataset URLs or quoted globs)")
+    rules = FailOn.parse(args.fail_on) if args.fail_on else []
     a, b = derive(_load(a_paths, "A").frame), derive(_load(b_paths, "B").frame)
     table = compare(a, b, threshold=args.threshold, across_machines=args.across_machines)
-    if table.attrs.get("cross_device"):
-        print(f"cross-device comparison: A = {table.attrs['a']}; B = {table.attrs['b']}")
-    for note in table.attrs.get("notes", []):
-        print(f"note: {note}")
-    if table.empty:
-        print("no case in common")
-        return 0
-    shown = table.sort_values("ratio", ascending=False).copy()
-    for c in ("time_a_s", "time_b_s"):
-        shown[c] = shown[c].map(seconds)
-    for c in ("util_a", "util_b"):
-        if c in shown:
-            shown[c] = shown[c].map(percent)
-    shown["ratio"] = shown["ratio"].map(lambda v: f"{v:.3f}")
-    cols = [c for c in ["family", "layer", "input_shapes", "memory_format", "dtype", "time_a_s", "time_b_s",
-                        "ratio", "util_a", "util_b", "verdict"] if c in shown]
-    print(shown[cols].to_string(index=False))
-    counts = table["verdict"].value_counts().to_dict()
-    print(f"\nB vs A over {len(table)} cases (threshold {args.threshold:.0%}, beyond each side's noise band): "
-          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("slower", "faster", "same")))
+    text, failed = render_compare(table, args.format, args.threshold, rules, args.only_changed)
+    sys.stdout.write(text)
+    if args.format == "table":
+        for side in ("a", "b"):
+            line = _stability_line(table.attrs.get("stability", {}).get(side, {}), side.upper())
+            if line:
+                print(line, file=sys.stderr)
+    if failed:
+        print(f"--fail-on {args.fail_on}: {failed} case(s) crossed it", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,16 +162,24 @@ def cmd_regress(args: argparse.Namespace) -> int:
         if dropped:
             print(f"left out {dropped} baseline run(s) of other machines or settings")
     history = check_history(history, new, args.accept_other_machines, args.accept_other_settings)
-    bad = regressions(history, new, threshold=args.threshold)
+    bad = regressions(history, new, threshold=args.threshold, budget=args.budget)
+    aside = bad.attrs.get("set_aside", {})
+    if aside:
+        print(f"set aside: {sum(aside.values())} row(s) of the new run not stable ("
+              + ", ".join(f"{v} {k}" for k, v in sorted(aside.items())) + "): no verdict on them")
+    basis = (f"{args.threshold:.0%} and noise (false-positive budget {args.budget:g} per case and night; "
+             "baseline: the nights since each case's last change point)")
     if bad.empty:
-        print(f"no regression beyond noise and {args.threshold:.0%} "
-              f"({history['run_id'].nunique()} baseline run(s))")
+        print(f"no regression beyond {basis}: {bad.attrs.get('judged', 0)} case(s) judged against "
+              f"{history['run_id'].nunique()} baseline run(s)")
         return 0
-    print(f"{len(bad)} case(s) slower than their history beyond noise and {args.threshold:.0%}:")
+    print(f"{len(bad)} case(s) slower than their baseline beyond {basis}:")
     shown = bad.copy()
     for c in ("time_median_s", "reference_s", "band_high_s"):
         shown[c] = shown[c].map(seconds)
     shown["slowdown"] = shown["slowdown"].map(lambda v: f"{v:.2f}x")
+    for c in ("z", "z_limit"):
+        shown[c] = shown[c].map(lambda v: f"{v:.1f}")
     print(shown.drop(columns=["row_id", "config"], errors="ignore").to_string(index=False))
     return 1
 
@@ -141,9 +201,15 @@ def add(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="two sets of runs case by case: time ratio, utilization, verdict beyond noise")
-    p.add_argument("a", nargs="+", help="A B, or the A runs when --to gives B (paths or quoted globs)")
+    p.add_argument("a", nargs="+", help="A B, or the A runs when --to gives B (paths, dataset URLs or quoted globs)")
     p.add_argument("--to", nargs="+", default=None, help="the B runs")
     p.add_argument("--threshold", type=float, default=0.10, help="relative change counted (default 0.10)")
+    p.add_argument("--format", default="table", choices=["table", "markdown", "json"],
+                   help="table (people), markdown (a PR comment) or json (CI)")
+    p.add_argument("--fail-on", default=None, metavar="STAT:LIMIT",
+                   help="exit 1 when a case (stable on both sides) is worse by more than LIMIT: median:10%%, "
+                        "min:5%%, mean:0.001 (seconds); comma-separated; STAT: min, max, mean, median, stddev, iqr")
+    p.add_argument("--only-changed", action="store_true", help="show only cases with a verdict other than same")
     p.add_argument("--across-machines", action="store_true",
                    help="compare runs of different machines (an explicit cross-device comparison on case_id)")
     p.set_defaults(func=cmd_compare)
@@ -152,6 +218,8 @@ def add(sub: Any) -> None:
     p.add_argument("new", help="the new run")
     p.add_argument("--baseline", nargs="+", required=True, help="earlier runs of the same machine (or globs)")
     p.add_argument("--threshold", type=float, default=0.15, help="relative slowdown flagged (default 0.15)")
+    p.add_argument("--budget", type=float, default=0.001,
+                   help="false-positive budget per case and night (default 0.001: z > 3.09 on the log scale)")
     p.add_argument("--accept-other-machines", action="store_true", help="use baseline runs of other machines")
     p.add_argument("--accept-other-settings", action="store_true",
                    help="use baseline runs with other threading settings")

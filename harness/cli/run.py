@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
+    from harness.dataset import is_url
+    if args.ray is not None or args.devices or is_url(args.out):
+        from harness.cli.fleet import cmd_run_fleet
+        return cmd_run_fleet(args)
     from harness.runner import parse_shard, run_suite
     from harness.suite import load_suite
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -21,13 +26,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
                         shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
                         progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
-                        ceilings=args.ceilings)
+                        ceilings=args.ceilings, processes=args.processes, omp_wait=args.omp_wait)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
     print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
           f"{summary.parquet}")
-    if args.report and summary.parquet.exists():
-        from harness.cli.summary import report_and_summary
-        report_and_summary(summary, args.report)
+    if summary.parquet.exists():
+        from harness.cli.summary import finish_run
+        report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
+        finish_run(summary.run_dir, report)
+        if args.benchmark_json:
+            from harness.pytest_bench import write_pytest_benchmark
+            print(f"pytest-benchmark JSON: {write_pytest_benchmark(summary.run_dir, args.benchmark_json)}")
     if summary.interrupted:
         print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
         return 130
@@ -47,7 +56,9 @@ def add(sub: Any) -> None:
     p.add_argument("suite", help="a built-in suite name (layerbench suites) or a .toml file")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the suite's first device)")
     p.add_argument("--dtype", default=None, help="comma-separated dtypes, overriding the suite's (fp32,bf16)")
-    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument("--out", default="results",
+                   help="results folder (default results/), or a dataset URL (s3://, gs://, file://): the run is "
+                        "staged locally and each committed shard published there")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this suite/device/shard")
     p.add_argument("--shard", default=None, metavar="K/N", help="take the K-th of N deterministic parts")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for timing")
@@ -57,10 +68,24 @@ def add(sub: Any) -> None:
     p.add_argument("--calibrate", default="missing", choices=["missing", "always", "never"],
                    help="measured ceilings stored with the rows: measure the dtypes not calibrated yet (default), "
                         "all again, or use only what is stored")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="measure each case in N fresh worker processes, one after another, each in a different "
+                        "case order; rows keep every process's median and a stability verdict (default: the "
+                        "suite's `processes`, else 1)")
+    p.add_argument("--omp-wait", default=None, choices=["active", "passive"],
+                   help="OMP_WAIT_POLICY in the worker processes (measures in a worker even with one process; "
+                        "default: the suite's `omp_wait`, else the environment as it is)")
     p.add_argument("--ceilings", default=None, help="ceilings store (default ~/.cache/layerbench/ceilings)")
     p.add_argument("--report", default=None, metavar="DIR",
-                   help="write the HTML report of this run to DIR and print its summary")
+                   help="where the HTML report of this run goes (default: <run dir>/report); a summary "
+                        "(utilization, roofline labels, findings) is printed at the end either way")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--benchmark-json", default=None, metavar="FILE",
+                   help="also write the run's ok rows as pytest-benchmark JSON (`pytest-benchmark compare` reads it; "
+                        "layerbench reads it back)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    from harness.cli.fleet import add_run_options
+    add_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("suites", help="list the built-in suites")

@@ -1,14 +1,171 @@
-"""The end of a run: write its report and print a compact summary of it."""
+"""The end of a run: a compact summary of the stored run (``summarize``, a pure function of its rows)
+and ``finish_run``, which writes the report and prints the summary without ever failing the run.
+
+The summary reads only stored columns and the derived ones (``harness.analysis.derive``):
+utilization per family (best and worst row, against the measured GEMM ceiling and the datasheet
+or formula peak), rows per roofline label (and memory level, where ``roof_level`` is present),
+rows per ``stability`` verdict, and the top equal-FLOPs findings, told from ``stable`` rows only
+(rows not assessed, as in older runs, count as stable).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 
-def report_and_summary(summary: Any, out: str | Path) -> None:
-    from harness.report import build_report
-    rep = build_report([summary.run_dir], out)
-    for i, text in enumerate(rep.findings[:3], 1):
-        print(f"{i}. {text}")
-    print(f"report: {rep.html}")
+from harness import record as R
+
+#: Findings the summary tells.
+TOP_FINDINGS = 3
+#: Width the findings are wrapped to (characters).
+WIDTH = 100
+#: The derived column a hierarchical roofline adds (the cache level or DRAM bounding the row).
+ROOF_LEVEL = "roof_level"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or pd.isna(x) else f"{100 * float(x):.0f} %"
+
+
+def _varying(family_rows: pd.DataFrame) -> list[str]:
+    """The sweep names (and layout, dtype) whose values differ between a family's rows."""
+    axes = [_axes(a) for a in family_rows.get(R.AXES, pd.Series(dtype=object))]
+    names = sorted({k for a in axes for k in a})
+    out: list[str] = []
+    for k in names:
+        if len({repr(a.get(k)) for a in axes}) > 1 and not any(all(a.get(k) == a.get(m) for a in axes) for m in out):
+            out.append(k)       # in=c, out=c: one name for the same values
+    return out + [c for c in (R.LAYER, R.MEMORY_FORMAT, R.DTYPE)
+                  if c in family_rows and family_rows[c].nunique(dropna=False) > 1]
+
+
+def _axes(text: Any) -> dict[str, Any]:
+    try:
+        got = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _name(row: pd.Series, varying: list[str]) -> str:
+    axes = _axes(row.get(R.AXES))
+    parts = [f"{k}={axes[k]}" if k in axes else str(row.get(k)) for k in varying if k in axes or k in row]
+    return " ".join(parts) or str(row.get(R.LAYER))
+
+
+def _peak_kind(rows: pd.DataFrame) -> str:
+    kinds = sorted({str(k) for k in rows.get(R.PEAK_SOURCE, pd.Series(dtype=object)).dropna()
+                    if k in ("datasheet", "formula")})
+    return "/".join(kinds) or "theoretical"
+
+
+def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) -> list[str]:
+    """Per family: the best and the worst row of ``ok``, each with its utilization of the measured
+    ceiling and of the theoretical (datasheet or formula) peak, named by the sweep names that vary
+    within the family in ``named_by`` (default: ``ok``)."""
+    named_by = ok if named_by is None else named_by
+    if ok.empty:
+        return ["utilization: no row to judge (none stable)"]
+    if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
+        return ["utilization: no peak or ceiling stored with these rows"]
+    key = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok["util_peak"])
+    lines = [f"utilization per family, best and worst row: measured ceiling / {_peak_kind(ok)} peak"]
+    width = max(len(str(f)) for f in ok[R.FAMILY].unique())
+    for family, rows in ok.assign(_key=key).groupby(R.FAMILY, sort=False):
+        rows = rows[rows["_key"].notna()]
+        if rows.empty:
+            continue
+        varying = _varying(named_by[named_by[R.FAMILY] == family])
+        best, worst = rows.loc[rows["_key"].idxmax()], rows.loc[rows["_key"].idxmin()]
+        cell = [f"{_name(r, varying)}: {_pct(r['util_ceiling'])} / {_pct(r['util_peak'])}" for r in (best, worst)]
+        lines.append(f"  {family:<{width}}  best {cell[0]}" + ("" if len(rows) == 1 else f";  worst {cell[1]}"))
+    return lines
+
+
+def _counts(values: pd.Series) -> str:
+    return ", ".join(f"{n} {k}" for k, n in values.value_counts().items())
+
+
+def label_line(ok: pd.DataFrame) -> str:
+    """Rows per roofline label; memory-bound rows per level where ``roof_level`` is stored."""
+    labels = ok["label"].dropna()
+    if labels.empty:
+        return "roofline: no label (no roof stored with these rows)"
+    parts = []
+    for label, n in labels.value_counts().items():
+        levels = ok.loc[ok["label"] == label, ROOF_LEVEL].dropna() if ROOF_LEVEL in ok else pd.Series(dtype=object)
+        levels = levels[levels.ne("compute")]           # only memory levels say more than the label
+        parts.append(f"{n} {label}" + (f" ({_counts(levels)})" if not levels.empty else ""))
+    return "roofline: " + ", ".join(parts)
+
+
+def stable_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows verdicts are drawn from (``findings.judged``: ``stable``, or not assessed) and the
+    stability line."""
+    from harness.analysis.findings import judged, set_aside
+    if R.STABILITY not in ok or ok[R.STABILITY].isna().all():
+        return judged(ok), "stability: not assessed in this run"
+    text = f"stability: {_counts(ok[R.STABILITY].dropna())}"
+    aside = set_aside(ok)
+    if aside:
+        text += (f"; {sum(aside.values())} set aside from the verdicts below ("
+                 + ", ".join(f"{n} {k}" for k, n in aside.items()) + ")")
+    return judged(ok), text
+
+
+def finding_lines(rows: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
+    """The ``top`` equal-FLOPs findings, one sentence each, wrapped to ``WIDTH``."""
+    from harness.analysis import findings
+    if rows.empty:
+        return ["findings: none (no stable row)"]
+    found = findings(rows, top=top)
+    if not found:
+        return ["findings: no equal-FLOPs layers differ by 10 % or more"]
+    lines = ["findings (equal FLOPs, slowest vs fastest):"]
+    for i, f in enumerate(found, 1):
+        lines += textwrap.wrap(f.text, WIDTH, initial_indent=f"  {i}. ", subsequent_indent="     ")
+    return lines
+
+
+def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
+    """The summary of stored rows (one run's, as ``harness.load_runs`` returns them); ``report``:
+    the HTML report's path (None: not written)."""
+    from harness.analysis import derive
+    if frame.empty:
+        return "no rows stored"
+    d = derive(frame)
+    ok = d[d[R.STATUS].eq("ok")]
+    first = d.iloc[0]
+    head = (f"{first.get(R.SUITE)} on {first.get(R.DEVICE)} ({first.get(R.MACHINE_NAME) or first.get(R.DEVICE_NAME)}): "
+            f"{len(d)} rows, {_counts(d[R.STATUS])}")
+    lines = [head]
+    if not ok.empty:
+        kept, stability = stable_rows(ok)
+        lines += [stability, *utilization_lines(kept, ok), label_line(ok), *finding_lines(kept)]
+    lines.append(f"report: {report}" if report is not None else "report: not written")
+    return "\n".join(lines)
+
+
+def finish_run(run_dir: Path, report_dir: Path | None) -> None:
+    """Write the HTML report of ``run_dir`` to ``report_dir`` (None: skip) and print the summary.
+    Never raises: a failure becomes one line on stderr."""
+    html = None
+    if report_dir is not None:
+        try:
+            from harness.report import build_report
+            html = build_report([run_dir], report_dir).html
+        except Exception as e:          # the report never fails the run
+            print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
+    try:
+        from harness.store import load_runs
+        loaded = load_runs([run_dir])
+        text = summarize(loaded.frame, html)
+    except Exception as e:              # nor does the summary
+        print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    print(text)

@@ -32,5 +32,5 @@ def build_report(paths: list[str | Path] | str | Path, out_dir: str | Path, form
     for fmt in formats:
         files += render(model, fmt, out)
     return Report(html=out / "report.html" if "html" in formats else None,
-                  markdown=out / "report.md" if "markdown" in formats else None, files=tuple(files),
+                  markdown=out / "report.md" if "markdown" in formats else None, files=tuple(dict.fromkeys(files)),
                   findings=tuple(f.text for f in model.findings), refused=tuple(loaded.refused))

@@ -1,35 +1,47 @@
-"""Cells for people: times in automatic units, rates with SI prefixes, fractions as percentages,
-parameters as short ``k=3 g=64`` text. Used by every renderer; the stored table is never changed."""
+"""Cells for people: times in automatic units (ns/us/ms/s), rates with SI prefixes, fractions as
+percentages, all at three significant digits (``harness.units``); cases as short ``conv2d k=3
+g=64 on 1x64x28x28`` text. Used by every renderer; the stored table is never changed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
 from harness import record as R
 from harness.analysis.findings import describe_row, device_label
 from harness.analysis.metrics import DERIVED
-from harness.units import percent, seconds, si
-
-#: The columns the report's row tables show (the full table is ``rows.csv`` beside the report).
-SHOWN = [("case", "the layer, its non-default parameters and input"), (R.DTYPE, "dtype"),
-         ("where", "device (GPU name) or machine (CPU)"), (R.TIME_MEDIAN, "median time per call"),
-         (R.REL_IQR, "IQR / median: the spread of samples"),
-         ("achieved_flops_s", "achieved FLOP/s"), ("util_ceiling", "of the measured GEMM ceiling"),
-         ("util_peak", "of the theoretical peak (datasheet or formula)"),
-         ("roofline_fraction", "roofline time / measured time"), ("label", "what bounds the row"),
-         (R.STATUS, "ok / skipped / oom / error")]
-
-_FORMAT: dict[str, Callable[[object], str]] = {}
+from harness.units import percent3, seconds, si
 
 
-def _fmt_rate(unit: str) -> Callable[[object], str]:
-    return lambda v: si(float(v), unit) if pd.notna(v) else ""
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A column of the report's row tables: its header, its meaning, and whether it holds numbers."""
+
+    header: str
+    doc: str
+    numeric: bool = True
+
+
+#: The columns the report's row tables show, in order (every column is in ``rows.csv`` beside the report).
+SHOWN = {
+    "case": Shown("case", "family: layer, its non-default parameters and input shape(s)", False),
+    "dtype": Shown("dtype", "element type", False),
+    "where": Shown("where", "device (GPU name) or machine (CPU); shown when the rows span several", False),
+    "time": Shown("time", "median time per call (time_median_s)"),
+    "rate": Shown("achieved", "achieved FLOP/s: flops / time (achieved_flops_s)"),
+    "vs_ceiling": Shown("vs ceiling", "achieved FLOP/s as a share of the measured GEMM ceiling (util_ceiling)"),
+    "vs_peak": Shown("vs peak", "achieved FLOP/s as a share of the theoretical peak (util_peak); the header names "
+                     "its source: datasheet or formula"),
+    "bound": Shown("bound", "the roofline label (label) and, where stored, the memory level bounding the row "
+                   "(roof_level); for rows not measured, their status", False),
+    "stability": Shown("stability", "`stable`, or why the row is set aside: noisy, bimodal, contended "
+                       "(stability)", False),
+}
 
 
 def cell(column: str, v: object) -> str:
-    """One value as a person reads it."""
+    """One stored or derived value as a person reads it ("" when null)."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return ""
     if column.endswith("_flops_s"):
@@ -39,39 +51,103 @@ def cell(column: str, v: object) -> str:
     if column.endswith("_s"):
         return seconds(float(v))
     if column.startswith(("util_", "bw_util_")) or column in ("roofline_fraction", R.REL_IQR, R.REL_CI):
-        return percent(float(v))
-    if column in (R.INTENSITY,):
+        return percent3(float(v))
+    if column == R.INTENSITY:
         return f"{float(v):.3g}"
     if column in (R.FLOPS, R.MACS, R.BYTES_READ, R.BYTES_WRITTEN, R.PARAMS):
         return si(float(v))
     return str(v)
 
 
-def rows_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The chosen columns of ``table`` formatted for reading (``SHOWN``)."""
-    out = pd.DataFrame(index=table.index)
-    for name, _ in SHOWN:
-        if name == "case":
-            out["case"] = [f"{r[R.FAMILY]}: {describe_row(r)}" for _, r in table.iterrows()]
-        elif name == "where":
-            out["where"] = [device_label(r) for _, r in table.iterrows()]
-        elif name in table:
-            out[name] = [cell(name, v) for v in table[name]]
-    return out.reset_index(drop=True)
+def peak_header(table: pd.DataFrame) -> str:
+    """``vs formula peak`` / ``vs datasheet peak`` when every row's peak has that source, else ``vs peak``."""
+    sources = set(table[R.PEAK_SOURCE].dropna().astype(str)) & {"datasheet", "formula"} if len(table) else set()
+    return f"vs {sources.pop()} peak" if len(sources) == 1 else "vs peak"
+
+
+def _bound(r: pd.Series) -> str:
+    if r.get(R.STATUS) != "ok":
+        return str(r.get(R.STATUS))
+    label = r.get("label")
+    level = r.get("roof_level")
+    text = str(label) if isinstance(label, str) else ""
+    return f"{text} ({level})" if isinstance(level, str) and level and text else text
+
+
+def _peak_cell(r: pd.Series, unique: bool) -> str:
+    text = cell("util_peak", r.get("util_peak"))
+    source = r.get(R.PEAK_SOURCE)
+    return text if unique or not text or source not in ("datasheet", "formula") else f"{text} ({source})"
+
+
+def rows_view(table: pd.DataFrame, where: bool | None = None) -> pd.DataFrame:
+    """The chosen columns of ``table`` (``SHOWN``) formatted for reading, under their headers.
+    ``where`` is shown when the rows span several devices (or when asked)."""
+    rows = list(table.iterrows())
+    show_where = where if where is not None else len({device_label(r) for _, r in rows}) > 1
+    head = peak_header(table)
+    data = {
+        "case": [f"{r[R.FAMILY]}: {describe_row(r)}" for _, r in rows],
+        "dtype": [str(r[R.DTYPE]) for _, r in rows],
+        "where": [device_label(r) for _, r in rows] if show_where else None,
+        "time": [cell(R.TIME_MEDIAN, r.get(R.TIME_MEDIAN)) for _, r in rows],
+        "achieved": [cell("achieved_flops_s", r.get("achieved_flops_s")) for _, r in rows],
+        "vs ceiling": [cell("util_ceiling", r.get("util_ceiling")) for _, r in rows],
+        head: [_peak_cell(r, head != "vs peak") for _, r in rows],
+        "bound": [_bound(r) for _, r in rows],
+        "stability": [cell(R.STABILITY, r.get(R.STABILITY)) for _, r in rows],
+    }
+    return pd.DataFrame({k: v for k, v in data.items() if v is not None})
+
+
+def header_doc(header: str) -> str:
+    """The meaning of a row-table header (``""`` for a header not in ``SHOWN``)."""
+    for s in SHOWN.values():
+        if s.header == header or (s.header == "vs peak" and header.startswith("vs ") and header.endswith(" peak")):
+            return s.doc
+    return ""
 
 
 def glossary() -> list[tuple[str, str, str]]:
-    """(column, unit, meaning) for every stored and derived column."""
-    return [(c.name, c.unit, c.doc) for c in R.COLUMNS] + [(d.name, d.unit, d.doc) for d in DERIVED]
+    """(column, unit, meaning): the shown columns, then every stored (``harness.record``) and derived
+    (``harness.analysis.metrics.DERIVED``) column of ``rows.csv``."""
+    shown = [(f"{s.header} (shown)", "", s.doc) for s in SHOWN.values()]
+    return shown + [(c.name, c.unit, c.doc) for c in R.COLUMNS] + [(d.name, d.unit, d.doc) for d in DERIVED]
 
 
-def peaks_view(peaks: pd.DataFrame) -> pd.DataFrame:
-    """The stored peaks table for reading: each value in its unit, the source named."""
+def memory_roofs(row: pd.Series) -> str:
+    """The measured memory roofs stored with a row, innermost first: ``L1 1.2 TB/s, L2 410 GB/s, DRAM 8.95 GB/s``."""
+    from harness.report.plots import LEVELS
+    gpu = str(row.get(R.DEVICE_TYPE)) == "cuda"
+    parts = [f"{gl if gpu else cl} {si(float(row[c]), 'B/s')}" for c, cl, gl in LEVELS
+             if c in row and pd.notna(row[c])]
+    return ", ".join(parts)
+
+
+def peaks_view(peaks: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The stored peaks table for reading: each value in its unit, the source named, and the measured
+    memory roofs per level when ``table`` (the rows) is given."""
     shown = [R.MACHINE_NAME, R.DEVICE, R.PEAK_DTYPE, R.THREADS, R.PEAK_FLOPS, R.PEAK_BYTES, R.PEAK_SOURCE,
-             R.CEILING_FLOPS, R.CEILING_BYTES, R.CEILING_SOURCE, "ceiling_measured_at"]
+             R.CEILING_FLOPS, R.CEILING_SOURCE, "ceiling_measured_at"]
     out = peaks[[c for c in shown if c in peaks]].copy()
     for c in out.columns:
         out[c] = [cell(c, v) for v in out[c]]
-    return out.rename(columns={R.PEAK_FLOPS: "peak FLOP/s", R.PEAK_BYTES: "peak B/s", R.PEAK_SOURCE: "peak source",
-                               R.CEILING_FLOPS: "measured FLOP/s", R.CEILING_BYTES: "measured B/s",
-                               R.CEILING_SOURCE: "ceiling", "ceiling_measured_at": "measured at"})
+    if table is not None and len(peaks):
+        keys = [R.MACHINE_ID, R.DEVICE]
+        roofs = table.drop_duplicates(keys).set_index(keys).apply(memory_roofs, axis=1)
+        out.insert(out.columns.get_loc(R.CEILING_SOURCE), "measured memory roofs",
+                   [roofs.get((m, d), "") for m, d in zip(peaks[R.MACHINE_ID], peaks[R.DEVICE])])
+    return out.rename(columns={R.MACHINE_NAME: "machine", R.PEAK_DTYPE: "dtype", R.PEAK_FLOPS: "peak FLOP/s",
+                               R.PEAK_BYTES: "peak B/s", R.PEAK_SOURCE: "peak source",
+                               R.CEILING_FLOPS: "measured FLOP/s", R.CEILING_SOURCE: "ceiling",
+                               "ceiling_measured_at": "measured at"})
+
+
+def unstable_view(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows set aside as not ``stable``: the case, its time and the verdict with its figures."""
+    rows = list(table.iterrows())
+    return pd.DataFrame({"case": [f"{r[R.FAMILY]}: {describe_row(r)}" for _, r in rows],
+                         "dtype": [str(r[R.DTYPE]) for _, r in rows],
+                         "time": [cell(R.TIME_MEDIAN, r.get(R.TIME_MEDIAN)) for _, r in rows],
+                         "verdict": [str(r[R.STABILITY]) for _, r in rows],
+                         "why": [cell(R.STABILITY_REASON, r.get(R.STABILITY_REASON)) for _, r in rows]})

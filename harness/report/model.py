@@ -13,7 +13,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import Finding, device_label
-from harness.report.plots import Plot, heatmap, roofline, safe, time_vs_flops
+from harness.report.plots import Plot, Style, heatmap, outliers, roofline, safe, time_vs_flops, unstable
 from harness.store import Loaded
 
 MAX_HEATMAPS = 6
@@ -34,6 +34,15 @@ class ReportModel:
     notes: tuple[str, ...] = ()
     statuses: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    #: (``slowest vs roofline`` / ``fastest vs roofline``, index into ``table``) per machine, device and dtype.
+    outliers: tuple[tuple[str, Any], ...] = ()
+    #: ``rows.csv`` files already written from this model (html and markdown share one).
+    csv_written: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    @property
+    def unstable(self) -> pd.DataFrame:
+        """Measured rows set aside by their stability verdict (drawn hollow, listed with the verdict)."""
+        return self.table[unstable(self.table)]
 
     @property
     def headline(self) -> str:
@@ -97,21 +106,25 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
     """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
     plots: list[Plot | None] = []
     ok = table[table[R.STATUS] == "ok"]
+    style = Style.of(table)
     for (mid, dev), rows in ok.groupby([R.MACHINE_ID, R.DEVICE], sort=True):
         suites = ", ".join(sorted(rows[R.SUITE].astype(str).unique()))
-        plots.append(safe(time_vs_flops, rows, name=f"time_vs_flops_{mid}_{dev}",
+        plots.append(safe(time_vs_flops, rows, name=f"time_vs_flops {dev} {mid}", style=style,
                           title=f"{suites}: time vs FLOPs on {_where(rows)}", notes=notes))
         for dt, g in rows.groupby(R.DTYPE, sort=True):
-            plots.append(safe(roofline, g, name=f"roofline_{mid}_{dev}_{dt}", title=f"roofline: {_where(g)}, {dt}",
-                              groups=groups, notes=notes))
+            plots.append(safe(roofline, g, name=f"roofline {dev} {dt} {mid}", title=f"roofline: {_where(g)}, {dt}",
+                              groups=groups, style=style, notes=notes))
+    drawn = 0
     for family, x, y in heatmap_axes(table):
-        sub = table[table[R.FAMILY] == family]
-        sub = pd.concat([sub, axes_frame(sub)[[x, y]].add_prefix("axis_")], axis=1)
-        value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
-        if not sub[value].notna().any():
-            continue                    # no stored peak: nothing to colour
-        plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap_{family}",
-                          title=f"{family}: {value} over {x} x {y}", value=value, notes=notes))
+        fam = table[table[R.FAMILY] == family]
+        for dtype, sub in fam.groupby(fam[R.DTYPE].astype(str), sort=True):   # one per dtype: never mixed
+            sub = pd.concat([sub, axes_frame(sub)[[x, y]].add_prefix("axis_")], axis=1)
+            value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
+            if not sub[value].notna().any() or drawn >= MAX_HEATMAPS:
+                continue                    # no stored peak: nothing to colour
+            drawn += 1
+            plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap {family} {dtype}",
+                              title=f"{family} ({dtype}): {value} over {x} x {y}", value=value, notes=notes))
     return [p for p in plots if p is not None]
 
 
@@ -137,4 +150,13 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                        cross_device=cross_device(table) if many or table[R.DEVICE].nunique() > 1 else None,
                        plots=tuple(plots), notes=tuple(notes),
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
-                       labels={str(k): int(v) for k, v in table["label"].value_counts().items()})
+                       labels={str(k): int(v) for k, v in table["label"].value_counts().items()},
+                       outliers=_outliers(table))
+
+
+def _outliers(table: pd.DataFrame) -> tuple[tuple[str, Any], ...]:
+    """The slowest and fastest row relative to its roofline, per machine, device and dtype."""
+    out: list[tuple[str, Any]] = []
+    for _, g in table.groupby([R.MACHINE_ID, R.DEVICE, R.DTYPE], sort=True):
+        out += outliers(g)
+    return tuple(out)

@@ -1,10 +1,15 @@
 """Plots of a derived result table (matplotlib, Agg backend) as data: each figure rendered to PNG
 and SVG bytes with a safe file name, deterministically (no dates, fixed SVG ids), so a report
 of the same rows is byte-identical wherever it is built. Plotting never fails a report: a plot
-that cannot be drawn is left out with a note (``safe``)."""
+that cannot be drawn is left out with a note (``safe``).
+
+Every scatter plot encodes the family by colour and the dtype by marker (``Style``, shared by all
+plots of a report), draws rows whose ``stability`` is not ``stable`` hollow, labels the slowest
+and the fastest row relative to its roofline, and keeps its legends outside the axes."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable
@@ -17,18 +22,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from harness import record as R  # noqa: E402
+from harness.analysis.findings import describe_row  # noqa: E402
+from harness.units import si  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element ids
-#: Above this many points, plots draw plain rasterized markers (no error bars, no group lines).
+#: Above this many points, plots draw plain rasterized markers (no error bars, no group lines, no labels).
 MANY_POINTS = 2000
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+#: The memory roofs, innermost first: (column, label on CPU, label on GPU).
+LEVELS = ((R.CEILING_L1_BYTES, "L1", "L1"), (R.CEILING_L2_BYTES, "L2", "L2"), (R.CEILING_L3_BYTES, "L3", "L3"),
+          (R.CEILING_BYTES, "DRAM", "HBM"))
+_FIGSIZE = (10.5, 5.6)
+#: Heatmaps print each cell's value up to this many cells (more would be unreadable, and slow to lay out).
+MAX_CELL_LABELS = 200
+_DPI = 110
 
 
 @dataclass(frozen=True, slots=True)
 class Plot:
-    """One rendered figure: ``name`` is a safe file stem (letters, digits, ``_``, ``-``, ``.``)."""
+    """One rendered figure: ``name`` is a safe file stem (letters, digits, ``_``, ``-``)."""
 
     name: str
     title: str
@@ -36,9 +51,36 @@ class Plot:
     svg: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Style:
+    """Colour per family and marker per dtype, fixed over a whole report so plots read alike."""
+
+    colours: dict[str, Any]
+    markers: dict[str, str]
+
+    @classmethod
+    def of(cls, table: pd.DataFrame) -> Style:
+        families = sorted(table[R.FAMILY].astype(str).unique())
+        dtypes = sorted(table[R.DTYPE].astype(str).unique())
+        cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+        return cls({f: cmap(i % cmap.N) for i, f in enumerate(families)},
+                   {d: _MARKERS[i % len(_MARKERS)] for i, d in enumerate(dtypes)})
+
+    def legend(self, ax: Any, families: list[str], dtypes: list[str], hollow: bool, extra: list[Any]) -> None:
+        """Families (colour), dtypes (marker), hollow = not stable, and ``extra`` handles, outside the axes."""
+        h = [Line2D([], [], ls="", marker="o", color=self.colours[f], label=plain(f)) for f in families]
+        h += [Line2D([], [], ls="", marker=self.markers[d], color="0.35", label=f"dtype {plain(d)}") for d in dtypes]
+        if hollow:
+            h.append(Line2D([], [], ls="", marker="o", mfc="none", color="0.35", label="not stable (hollow)"))
+        ax.legend(handles=extra + h, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  frameon=False)
+
+
 def safe_name(text: str) -> str:
-    """A file stem from any text: runs of other characters become ``_`` (``roofline_AMD_EPYC_fp32``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:100] or "plot"
+    """A file stem from any text: a slug of letters, digits and ``_`` (at most 48 characters) and 8 hex
+    digits of its hash, so distinct texts never share a file (``roofline_cpu_fp32_1a2b3c4d``)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:48] or "plot"
+    return f"{slug}_{hashlib.sha1(text.encode('utf-8', 'replace')).hexdigest()[:8]}"
 
 
 def plain(text: object) -> str:
@@ -47,9 +89,12 @@ def plain(text: object) -> str:
 
 
 def _render(fig: plt.Figure, name: str, title: str) -> Plot:
+    """PNG and SVG bytes cropped to what was drawn (legends outside the axes included); the crop box is
+    computed once for both."""
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", metadata={"Software": None})
-    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
+    fig.savefig(png, format="png", metadata={"Software": None}, bbox_inches=box)
+    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=box)
     plt.close(fig)
     return Plot(name=safe_name(name), title=title, png=png.getvalue(), svg=svg.getvalue())
 
@@ -60,7 +105,7 @@ def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any)
         return draw(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any plotting failure is a note, not a crash
         plt.close("all")
-        notes.append(f"plot {kwargs.get('name', draw.__name__)} left out ({type(e).__name__}: {str(e)[:120]})")
+        notes.append(f"plot {kwargs.get('title', draw.__name__)} left out ({type(e).__name__}: {str(e)[:120]})")
         return None
 
 
@@ -69,98 +114,170 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
                  & (pd.to_numeric(frame[R.TIME_MEDIAN], errors="coerce") > 0)]
 
 
-def time_vs_flops(frame: pd.DataFrame, name: str, title: str) -> Plot:
-    """Median time per call against FLOPs (log-log), colour per family, marker per dtype: layers on
-    one vertical line have equal FLOPs, and their height difference is the speed difference to
-    explain. Bars span the interquartile range; the slowest row of each equal-FLOPs pair is labelled."""
-    ok = _ok(frame)
-    fig, ax = plt.subplots(figsize=(9, 5.8), dpi=110)
+def unstable(frame: pd.DataFrame) -> pd.Series:
+    """Rows set aside by their stability verdict (anything but ``stable``; null means not judged)."""
+    s = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
+    return s.notna() & (s.astype(str) != "stable")
+
+
+def outliers(frame: pd.DataFrame) -> list[tuple[str, Any]]:
+    """The slowest and the fastest ok row relative to its roofline (lowest and highest
+    ``roofline_fraction``): (``slowest``/``fastest``, row index); empty without a roofline."""
+    f = pd.to_numeric(_ok(frame).get("roofline_fraction"), errors="coerce").dropna() \
+        if "roofline_fraction" in frame else pd.Series(dtype=float)
+    if len(f) < 2:
+        return []
+    return [("slowest vs roofline", f.idxmin()), ("fastest vs roofline", f.idxmax())]
+
+
+def short_case(row: pd.Series, width: int = 44) -> str:
+    text = describe_row(row)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _points(ax: Any, ok: pd.DataFrame, x: str, y: str, style: Style, *, scale: float = 1.0,
+            errors: bool = False) -> None:
     many = len(ok) > MANY_POINTS
-    dtypes = sorted(ok[R.DTYPE].astype(str).unique())
-    for (family, dtype), g in ok.groupby([R.FAMILY, R.DTYPE], sort=True):
-        marker = _MARKERS[dtypes.index(str(dtype)) % len(_MARKERS)]
-        label = plain(f"{family} ({dtype})" if len(dtypes) > 1 else family)
-        y = g[R.TIME_MEDIAN] * 1e6
-        if many:
-            ax.scatter(g[R.FLOPS], y, s=4, marker=marker, label=label, alpha=0.5, rasterized=True)
-        else:
-            err = [(g[R.TIME_MEDIAN] - g[R.TIME_Q1]).clip(lower=0) * 1e6,
-                   (g[R.TIME_Q3] - g[R.TIME_MEDIAN]).clip(lower=0) * 1e6]
-            ax.errorbar(g[R.FLOPS], y, yerr=err, fmt=marker, ms=5, capsize=2, label=label, alpha=0.85)
+    hollow = unstable(ok)
+    for (family, dtype, h), g in ok.groupby([ok[R.FAMILY].astype(str), ok[R.DTYPE].astype(str), hollow], sort=True):
+        colour, marker = style.colours[family], style.markers[dtype]
+        ys = g[y] * scale
+        if errors and not many:
+            err = [(g[R.TIME_MEDIAN] - g[R.TIME_Q1]).clip(lower=0) * scale,
+                   (g[R.TIME_Q3] - g[R.TIME_MEDIAN]).clip(lower=0) * scale]
+            ax.errorbar(g[x], ys, yerr=err, fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.6,
+                        zorder=2)
+        ax.scatter(g[x], ys, s=4 if many else 30, marker=marker, zorder=3, rasterized=many, linewidths=1.2,
+                   facecolors="none" if h else [colour], edgecolors=[colour])
+
+
+#: Where the outlier labels sit (axes fraction, alignment), in corners the data rarely reach: above the
+#: roof on a roofline; top-left and bottom-right of time vs FLOPs (time grows with FLOPs).
+_CORNERS = {"roofline": (((0.02, 0.97), "left", "top"), ((0.02, 0.89), "left", "top")),
+            "time": (((0.02, 0.97), "left", "top"), ((0.98, 0.03), "right", "bottom"))}
+
+
+def _label_outliers(ax: Any, ok: pd.DataFrame, x: str, y: str, corners: str, scale: float = 1.0) -> None:
+    if len(ok) > MANY_POINTS:
+        return
+    for ((pos, ha, va), (kind, idx)) in zip(_CORNERS[corners], outliers(ok)):
+        row = ok.loc[idx]
+        ax.annotate(plain(f"{kind}: {short_case(row)}"), (row[x], row[y] * scale), xytext=pos,
+                    textcoords="axes fraction", ha=ha, va=va, fontsize=7,
+                    arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 0.7, "shrinkB": 4},
+                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6", "alpha": 0.95}, zorder=5)
+
+
+def _finish(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("FLOPs per call (canonical convention)")
-    ax.set_ylabel("median time per call (us)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(plain(title), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
+
+
+def time_vs_flops(frame: pd.DataFrame, name: str, title: str, style: Style | None = None) -> Plot:
+    """Median time per call against FLOPs (log-log): layers on one vertical line have equal FLOPs,
+    and their height difference is the speed difference to explain. Bars span the interquartile range."""
+    ok = _ok(frame)
+    style = style or Style.of(frame)
+    fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
+    _points(ax, ok, R.FLOPS, R.TIME_MEDIAN, style, scale=1e6, errors=True)
+    _label_outliers(ax, ok, R.FLOPS, R.TIME_MEDIAN, "time", scale=1e6)
+    _finish(ax, "FLOPs per call (canonical convention)", "median time per call (us)", title)
+    style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
+                 bool(unstable(ok).any()), [])
     return _render(fig, name, title)
 
 
-def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | None = None) -> Plot:
+def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | None = None,
+             style: Style | None = None) -> Plot:
     """Roofline of one machine, device and dtype (a derived table filtered to it): achieved FLOP/s
-    against intensity (log-log), the measured roof (solid) and the theoretical roof (dashed, named
-    for its source: datasheet or formula), colour per family; members of an equal-FLOPs group
-    (``groups``) joined by a thin grey line."""
+    against intensity (log-log); the measured roofs solid, one diagonal per memory level stored
+    (L1, L2, L3, DRAM/HBM), each labelled; the theoretical roof dashed and named for its source
+    (``datasheet`` or ``formula``); members of an equal-FLOPs group (``groups``) joined by a grey line."""
     ok = _ok(frame)
     ok = ok[ok["achieved_flops_s"].notna() & (ok[R.INTENSITY] > 0)]
-    fig, ax = plt.subplots(figsize=(9, 5.8), dpi=110)
+    style = style or Style.of(frame)
+    fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
     xs = ok[R.INTENSITY]
     lo, hi = (xs.min() / 4, xs.max() * 4) if len(xs) else (0.01, 1000)
     grid = np.logspace(np.log10(lo), np.log10(hi), 200)
-    _roofs(ax, ok, grid)
-    many = len(ok) > MANY_POINTS
-    if groups is not None and len(groups) and not many:
+    roofs = _roofs(ax, ok, grid)
+    if groups is not None and len(groups) and len(ok) <= MANY_POINTS:
         for _, g in groups[groups[R.ROW_ID].isin(ok[R.ROW_ID])].groupby("group"):
             g = g.sort_values(R.INTENSITY)
-            ax.plot(g[R.INTENSITY], g["achieved_flops_s"], color="0.6", lw=0.8, zorder=1)
-    for family, g in ok.groupby(R.FAMILY, sort=True):
-        ax.scatter(g[R.INTENSITY], g["achieved_flops_s"], s=4 if many else 22, label=plain(family), zorder=2,
-                   alpha=0.5 if many else 1.0, rasterized=many)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP / byte, minimum traffic)")
-    ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(plain(title), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
+            ax.plot(g[R.INTENSITY], g["achieved_flops_s"], color="0.7", lw=0.8, zorder=1)
+    _points(ax, ok, R.INTENSITY, "achieved_flops_s", style)
+    _label_outliers(ax, ok, R.INTENSITY, "achieved_flops_s", "roofline")
+    _finish(ax, "arithmetic intensity (FLOP / byte, minimum traffic)", "achieved FLOP/s", title)
+    style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
+                 bool(unstable(ok).any()), roofs)
     return _render(fig, name, title)
 
 
-def _roofs(ax: Any, ok: pd.DataFrame, grid: np.ndarray) -> None:
-    theory = str(ok[R.PEAK_SOURCE].dropna().iloc[0]) if ok[R.PEAK_SOURCE].notna().any() else "theoretical"
-    for f_col, b_col, style, label in ((R.CEILING_FLOPS, R.CEILING_BYTES, "-", "measured"),
-                                       (R.PEAK_FLOPS, R.PEAK_BYTES, "--", theory)):
-        f, b = ok[f_col].dropna(), ok[b_col].dropna()
-        if len(f) and len(b):
-            pf, pb = float(f.iloc[0]), float(b.iloc[0])
-            ax.plot(grid, np.minimum(pf, grid * pb), style, color="black", lw=1.2,
-                    label=f"{label}: {pf / 1e9:.3g} GFLOP/s, {pb / 1e9:.3g} GB/s")
-        elif len(f):
-            ax.axhline(float(f.iloc[0]), ls=style, color="black", lw=1.2,
-                       label=f"{label}: {float(f.iloc[0]) / 1e9:.3g} GFLOP/s (no bandwidth)")
+def _first(ok: pd.DataFrame, col: str) -> float | None:
+    v = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series(dtype=float)
+    return float(v.iloc[0]) if len(v) and v.iloc[0] > 0 else None
+
+
+def _roofs(ax: Any, ok: pd.DataFrame, grid: np.ndarray) -> list[Any]:
+    """Draw the roofs stored with the rows; the legend handles. Measured: the GEMM ceiling and one
+    diagonal per memory level; theoretical: the peak, named for ``peak_source``."""
+    handles: list[Any] = []
+    gpu = bool(len(ok)) and str(ok[R.DEVICE_TYPE].iloc[0]) == "cuda"
+    top = _first(ok, R.CEILING_FLOPS)
+    levels = [(lab_gpu if gpu else lab_cpu, bw) for col, lab_cpu, lab_gpu in LEVELS
+              if (bw := _first(ok, col)) is not None]
+    shades = np.linspace(0.6, 0.0, len(levels)) if len(levels) > 1 else [0.0] * len(levels)   # DRAM darkest
+    for i, ((label, bw), shade) in enumerate(zip(levels, shades)):
+        line = np.minimum(top, grid * bw) if top else grid * bw
+        colour = str(round(float(shade), 2))
+        handles += ax.plot(grid, line, "-", color=colour, lw=1.2, zorder=1, label=f"measured {label}: {si(bw, 'B/s')}")
+        at = int(len(grid) * (0.02 + 0.07 * i))          # staggered along the diagonals: close roofs stay legible
+        ax.annotate(label, (grid[at], line[at]), xytext=(4, -10), textcoords="offset points", fontsize=7,
+                    color=colour, fontweight="bold", zorder=4,
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85})
+    if top is not None:
+        handles.append(ax.axhline(top, color="black", lw=1.2, zorder=1, label=f"measured GEMM: {si(top, 'FLOP/s')}")
+                       if not levels else Line2D([], [], color="black", lw=1.2,
+                                                 label=f"measured GEMM: {si(top, 'FLOP/s')}"))
+    source = ok[R.PEAK_SOURCE].dropna().astype(str) if R.PEAK_SOURCE in ok else pd.Series(dtype=str)
+    name = source.iloc[0] if len(source) and source.iloc[0] in ("datasheet", "formula") else None
+    peak_f, peak_b = _first(ok, R.PEAK_FLOPS), _first(ok, R.PEAK_BYTES)
+    if name and peak_f:
+        line = np.minimum(peak_f, grid * peak_b) if peak_b else np.full_like(grid, peak_f)
+        bw = f", {si(peak_b, 'B/s')}" if peak_b else " (no bandwidth)"
+        handles += ax.plot(grid, line, "--", color="black", lw=1.0, zorder=1,
+                           label=f"{name} peak: {si(peak_f, 'FLOP/s')}{bw}")
+    return handles
 
 
 def _tick(v: object) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
+def _thin(n: int, most: int = 24) -> list[int]:
+    """Tick positions: every one of ``n`` up to ``most``, else evenly spaced ``most``."""
+    return list(range(n)) if n <= most else sorted({round(k * (n - 1) / (most - 1)) for k in range(most)})
+
+
 def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: str = "util_ceiling") -> Plot:
     """``value`` (median over other axes) over two swept axes ``x`` and ``y`` (columns of ``frame``)."""
     ok = frame[frame[R.STATUS] == "ok"]
     grid = ok.pivot_table(index=y, columns=x, values=value, aggfunc="median").sort_index().sort_index(axis=1)
-    fig, ax = plt.subplots(figsize=(1.8 + 0.9 * grid.shape[1], 1.4 + 0.6 * grid.shape[0]), dpi=110)
+    fig, ax = plt.subplots(figsize=(min(2.4 + 0.9 * grid.shape[1], 12), min(1.6 + 0.6 * grid.shape[0], 9)), dpi=_DPI)
     im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [_tick(c) for c in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [_tick(i) for i in grid.index])
-    ax.set_xlabel(plain(x))
-    ax.set_ylabel(plain(y))
-    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if v == v:
-            ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
+    xs, ys = _thin(grid.shape[1]), _thin(grid.shape[0])
+    ax.set_xticks(xs, [plain(_tick(grid.columns[k])) for k in xs])
+    ax.set_yticks(ys, [plain(_tick(grid.index[k])) for k in ys])
+    ax.set_xlabel(plain(x.removeprefix("axis_")))
+    ax.set_ylabel(plain(y.removeprefix("axis_")))
+    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float) if grid.size <= MAX_CELL_LABELS else np.empty((0, 0))):
+        if v == v:                      # dark cells (low end of the colour scale) get white text
+            ax.text(j, i, f"{v:.2g}" if v < 0.01 else f"{v:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if im.norm(v) < 0.6 else "black")
     fig.colorbar(im, ax=ax, label=value)
     ax.set_title(plain(title), fontsize=9)
-    fig.tight_layout()
     return _render(fig, name, title)

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
-from harness.report.format import cell, glossary, peaks_view, rows_view
+from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
 from harness.report.model import ReportModel
 
 Renderer = Callable[[ReportModel, Path], list[Path]]
@@ -79,6 +79,15 @@ def to_parquet(model: ReportModel, path: Path) -> list[Path]:
     return [path]
 
 
+def _rows_csv(model: ReportModel, out: Path) -> list[Path]:
+    """``rows.csv`` (every row and column) in ``out``, written once per model however many renderers link it."""
+    path = out / "rows.csv"
+    if str(path) not in model.csv_written:
+        to_csv(model, path)
+        model.csv_written.add(str(path))
+    return [path]
+
+
 def _summary(model: ReportModel) -> dict[str, Any]:
     return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION, "runs": list(model.runs),
             "machines": _records(model.machines), "peaks": _records(model.peaks),
@@ -128,7 +137,30 @@ def _machines_view(model: ReportModel) -> pd.DataFrame:
 def _runs_view(model: ReportModel) -> pd.DataFrame:
     cols = ["run_id", "suite", "machine_name", "device", "rows", "threads", "torch", "git_commit", "started",
             "finished", "schema_version"]
-    return pd.DataFrame(list(model.runs))[cols] if model.runs else pd.DataFrame(columns=cols)
+    runs = pd.DataFrame(list(model.runs))[cols] if model.runs else pd.DataFrame(columns=cols)
+    runs["git_commit"] = [str(c)[:12] + ("-dirty" if str(c).endswith("-dirty") else "") if isinstance(c, str) else c
+                          for c in runs["git_commit"]]
+    return runs.rename(columns={"machine_name": "machine", "schema_version": "schema"})
+
+
+def _aside_note(model: ReportModel) -> str:
+    """How many rows are set aside and why they count for nothing in findings, compare and regress."""
+    n, total = len(model.unstable), len(model.table)
+    shown = f"; the first {MAX_LISTED_ROWS} are listed" if n > MAX_LISTED_ROWS else ""
+    return (f"{n} of {total} rows carry a stability verdict other than stable: findings, compare and regress "
+            f"give them no verdict{shown}.")
+
+
+def _outlier_lines(model: ReportModel) -> list[str]:
+    """One sentence per labelled outlier: the row, its time and its share of the roofline."""
+    from harness.analysis.findings import describe_row
+    out = []
+    for kind, idx in model.outliers:
+        r = model.table.loc[idx]
+        out.append(f"{kind.capitalize()} ({r[R.DTYPE]}): {r[R.FAMILY]}: {describe_row(r)}, "
+                   f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {cell('roofline_fraction', r['roofline_fraction'])} "
+                   f"of its roofline time ({r.get('label') or 'no label'}).")
+    return out
 
 
 def _cross_view(model: ReportModel) -> pd.DataFrame | None:
@@ -150,77 +182,106 @@ def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     md += ["## Findings: equal FLOPs, different speeds", ""]
     md += [f"{i}. {_md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
           ["No equal-FLOPs group differs by more than 10 %."]
+    md += ["", "## Outliers", ""] + ([f"- {_md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
     md += ["", "## Machines", "", _md_table(_machines_view(model)), "", "## Runs", "", _md_table(_runs_view(model)),
-           "", "## Peaks and measured ceilings (stored with the runs)", "", _md_table(peaks_view(model.peaks)), ""]
+           "", "## Peaks and measured ceilings (stored with the runs)", "",
+           _md_table(peaks_view(model.peaks, model.table)), ""]
     md += ["## Plots", ""] + [f"![{_md_escape(p.title)}]({p.name}.png)" for p in model.plots] + [""]
     for i, f in enumerate(model.findings, 1):
-        md += [f"### Finding {i}: spread {f.spread:.2f}x", "", _md_table(rows_view(f.rows.assign(
-            **{c: model.table.loc[f.rows.index, c] for c in model.table.columns if c not in f.rows}))), ""]
+        md += [f"### Finding {i}: spread {f.spread:.2f}x", "", _md_table(rows_view(model.table.loc[f.rows.index])), ""]
+    if len(model.unstable):
+        md += ["## Set aside: rows not stable (drawn hollow)", "", _aside_note(model), "",
+               _md_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS))), ""]
     cross = _cross_view(model)
     if cross is not None:
         md += ["## Across devices (utilization, an explicit cross-device view)", "", _md_table(cross), ""]
-    md += ["## Rows", "", _md_escape(note), "", _md_table(rows_view(rows)), "", "Every column: rows.csv; "
-           "meanings: README, \"The result table\".", ""]
+    md += ["## Rows", "", _md_escape(note), "", "Every row and column: [rows.csv](rows.csv).", "",
+           _md_table(rows_view(rows, where=_several_devices(model))), "", "## Column glossary", "",
+           _md_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
-    return [path, *_write_plots(model, out), *to_csv(model, out / "rows.csv")]
+    return [path, *_write_plots(model, out), *_rows_csv(model, out)]
 
 
 _STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222}"
-          "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}"
+          "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em;max-width:100%}"
           "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
           "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
-          "th{background:#f4f4f4;position:sticky;top:0}img{max-width:100%;margin:6px 0}"
-          ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(620px,1fr));gap:8px}"
-          "li{margin:6px 0}.note{color:#8a5300}details{margin:1em 0}code{font-size:12px}")
+          "td.t{max-width:560px;overflow-wrap:break-word}td.t:first-child{overflow-wrap:anywhere}th{background:#f4f4f4;position:sticky;top:0}"
+          "th[title]{cursor:help;text-decoration:underline dotted}img{max-width:100%;margin:6px 0}"
+          "figure{margin:0 0 12px}.plots{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}"
+          "li{margin:6px 0}.note{color:#8a5300}details{margin:1em 0}code{font-size:12px}"
+          "a.download{font-weight:600}")
 
 
-def _numeric(column: str, values: pd.Series) -> bool:
+def _numeric(values: pd.Series) -> bool:
+    """Whether a formatted column holds numbers (each non-empty cell starts with a digit or a sign and a digit)."""
     text = [str(v) for v in values if str(v)]
     return bool(text) and all(t[:1].isdigit() or t[:1] == "-" and t[1:2].isdigit() for t in text)
 
 
-def _html_table(frame: pd.DataFrame) -> str:
+def _html_table(frame: pd.DataFrame, docs: bool = False, ident: str = "") -> str:
+    """An HTML table: numbers right-aligned (class ``n``), text wrapping (class ``t``); with ``docs``,
+    each header carries its meaning as a tooltip."""
     if frame.empty:
         return "<p>(none)</p>"
-    num = {c: _numeric(c, frame[c]) for c in frame.columns}
-    head = "".join(f"<th class='{'n' if num[c] else ''}'>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td class='{'n' if num[c] else ''}'>{html.escape(str(v))}</td>"
+    kind = {c: "n" if _numeric(frame[c]) else "t" for c in frame.columns}
+
+    def th(c: object) -> str:
+        tip = header_doc(str(c)) if docs else ""
+        title = f" title='{html.escape(tip)}'" if tip else ""
+        return f"<th class='{kind[c]}'{title}>{html.escape(str(c))}</th>"
+    head = "".join(th(c) for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td class='{kind[c]}'>{html.escape(str(v))}</td>"
                                     for c, v in zip(frame.columns, row)) + "</tr>"
                    for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{f' id={ident!r}' if ident else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(p: Any) -> str:
     data = base64.b64encode(p.png).decode()
-    return f"<figure><img alt='{html.escape(p.title)}' src='data:image/png;base64,{data}'></figure>"
+    return (f"<figure><img alt='{html.escape(p.title)}' title='{html.escape(p.title)}' "
+            f"src='data:image/png;base64,{data}'></figure>")
+
+
+def _several_devices(model: ReportModel) -> bool:
+    return len(model.machines) > 1
 
 
 @renderer("html")
 def to_html(model: ReportModel, out: Path) -> list[Path]:
-    """``report.html``: self-contained (plots embedded), opens without a server or network."""
+    """``report.html``: self-contained (plots embedded), opens without a server or network; every
+    text escaped; row tables of the chosen columns (``format.SHOWN``), the full table as ``rows.csv``."""
     out.mkdir(parents=True, exist_ok=True)
     rows, note = listed(model)
+    where = _several_devices(model)
     found = "".join(f"<li>{html.escape(f.text)}</li>" for f in model.findings)
-    body = ["<h1>layerbench report</h1>", f"<p>{html.escape(model.headline)}</p>",
+    lines = "".join(f"<li>{html.escape(t)}</li>" for t in _outlier_lines(model))
+    body = ["<h1>layerbench report</h1>", f"<p>{html.escape(model.headline)} Every row and column: "
+            "<a class='download' href='rows.csv' download>rows.csv</a>.</p>",
             *(f"<p class='note'>{html.escape(n)}</p>" for n in model.notes),
             "<h2>Findings: equal FLOPs, different speeds</h2>",
             f"<ol>{found}</ol>" if found else "<p>No equal-FLOPs group differs by more than 10 %.</p>",
-            "<h2>Machines</h2>", _html_table(_machines_view(model)), "<h2>Runs</h2>", _html_table(_runs_view(model)),
-            "<h2>Peaks and measured ceilings (stored with the runs)</h2>", _html_table(peaks_view(model.peaks)),
+            "<h2>Outliers (labelled in the plots)</h2>", f"<ul>{lines}</ul>" if lines else "<p>(no roofline)</p>",
             "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
     for i, f in enumerate(model.findings, 1):
-        full = model.table.loc[f.rows.index]
-        body += [f"<h3>Finding {i}: spread {f.spread:.2f}x</h3>", _html_table(rows_view(full))]
+        body += [f"<h3>Finding {i}: spread {f.spread:.2f}x</h3>",
+                 _html_table(rows_view(model.table.loc[f.rows.index], where=where), docs=True)]
     cross = _cross_view(model)
     if cross is not None:
         body += ["<h2>Across devices (utilization, an explicit cross-device view)</h2>", _html_table(cross)]
-    body += ["<h2>Rows</h2>", f"<p>{html.escape(note)}</p>" if note else "", _html_table(rows_view(rows)),
-             "<p>Every row and column: <a href='rows.csv'>rows.csv</a> (beside this file).</p>",
+    body += ["<h2>Rows</h2>", f"<p>{html.escape(note)}</p>" if note else "",
+             _html_table(rows_view(rows, where=where), docs=True, ident="rows"),
+             "<p>Every row and column: <a class='download' href='rows.csv' download>rows.csv</a> (beside this "
+             "file). Hover a header for its meaning; the glossary below explains every column.</p>",
+             *(["<h2>Set aside: rows not stable (drawn hollow in the plots)</h2>", f"<p>{_aside_note(model)}</p>",
+                _html_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS)))] if len(model.unstable) else []),
+             "<h2>Machines</h2>", _html_table(_machines_view(model)), "<h2>Runs</h2>", _html_table(_runs_view(model)),
+             "<h2>Peaks and measured ceilings (stored with the runs)</h2>",
+             _html_table(peaks_view(model.peaks, model.table)),
              "<details><summary>Column glossary</summary>",
              _html_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), "</details>"]
     path = out / "report.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerbench report</title>"
                     f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
-    csv = out / "rows.csv"
-    return [path, *([] if csv.exists() else to_csv(model, csv))]
+    return [path, *_rows_csv(model, out)]

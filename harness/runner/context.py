@@ -16,8 +16,9 @@ import torch
 
 import harness
 from harness.backends import Backend, get_backend
-from harness.calibrate import Ceilings, calibrate, lookup
+from harness.calibrate import Ceilings, calibrate, lookup, plan
 from harness.devices.identity import MachineInfo, describe_machine_identity
+from harness.devices.peaks import Peak
 from harness.record import CaseFields, Key, Peaks, Provenance
 from harness.suite import Case, Suite
 
@@ -89,34 +90,55 @@ def _no_peaks(source: str = "none") -> Peaks:
 def resolve_peaks(backend: Backend, device: str, dtypes: Sequence[str], threads: int,
                   ceilings: Ceilings | None) -> dict[str, Peaks]:
     """Per peak dtype (the run's dtypes, and ``tf32`` beside fp32 on CUDA): the theoretical peak
-    and the measured ceiling, as every row of that dtype will store them."""
+    and the measured ceilings (GEMM, copy, each memory level), as every row of that dtype will
+    store them. The formula takes the effective clock of a stored one-thread GEMM where higher; a
+    dtype whose measured GEMM is not native (``harness.calibrate.NATIVE_MARGIN``) gets the fp32 peak."""
     wanted = list(dict.fromkeys(list(dtypes) + (["tf32"] if backend.type == "cuda" and "fp32" in dtypes else [])))
-    out = {}
-    for d in wanted:
-        try:
-            p = backend.peak(device, d, threads)
-        except Exception as e:          # a failing probe leaves the peak unknown, never the run dead
-            log.warning("peak for %s %s unknown: %s", device, d, e)
-            p = None
-        gemm = ceilings.entry("compute", d) if ceilings is not None else None
-        copy = ceilings.entry("memory") if ceilings is not None else None
-        out[d] = Peaks(
-            peak_dtype=d, peak_flops_s=p.flops if p else None, peak_bytes_s=p.bandwidth if p else None,
-            peak_source=p.kind if p and (p.flops or p.bandwidth) else "none", peak_native=p.native if p else None,
-            peak_detail=p.source if p else None, ceiling_flops_s=gemm.value if gemm else None,
-            ceiling_bytes_s=copy.value if copy else None,
-            ceiling_source="measured" if gemm or copy else "none",
-            ceiling_id=ceilings.ceiling_id if ceilings is not None and (gemm or copy) else None,
-            ceiling_gemm_n=gemm.size if gemm else None, ceiling_copy_bytes=copy.size if copy else None,
-            ceiling_measured_at=ceilings.measured_at if ceilings is not None and (gemm or copy) else None,
-            launch_overhead_s=backend.launch_overhead_s)
-    return out
+    one = ceilings.one_thread if ceilings is not None else None
+    theory = {d: _theoretical(backend, device, d, threads, one) for d in dict.fromkeys(wanted + ["fp32"])}
+    return {d: _peaks(backend, d, theory, ceilings) for d in wanted}
+
+
+def _theoretical(backend: Backend, device: str, dtype: str, threads: int, one_thread: float | None) -> Peak | None:
+    try:
+        return backend.peak(device, dtype, threads, one_thread)
+    except Exception as e:          # a failing probe leaves the peak unknown, never the run dead
+        log.warning("peak for %s %s unknown: %s", device, dtype, e)
+        return None
+
+
+def _peaks(backend: Backend, d: str, theory: Mapping[str, Peak | None], ceilings: Ceilings | None) -> Peaks:
+    p, fp32 = theory[d], theory.get("fp32")
+    gemm = ceilings.entry("compute", d) if ceilings is not None else None
+    copy = ceilings.entry("memory") if ceilings is not None else None
+    flops, native, detail = (p.flops, p.native, p.source) if p else (None, None, None)
+    if gemm is not None and gemm.native is not None:
+        native = gemm.native
+        if not gemm.native and p is not None and p.native and fp32 is not None and fp32.flops:
+            flops, detail = fp32.flops, f"{p.source}; measured GEMM under the native margin over fp32: bounded by " \
+                                        f"the fp32 peak {fp32.flops / 1e9:.4g} GFLOP/s"
+    measured = ceilings is not None and bool(gemm or copy)
+    def level(name: str) -> float | None:
+        lv = ceilings.level(name) if ceilings is not None else None
+        return lv.value if lv else None
+
+    return Peaks(
+        peak_dtype=d, peak_flops_s=flops, peak_bytes_s=p.bandwidth if p else None,
+        peak_source=p.kind if p and (p.flops or p.bandwidth) else "none", peak_native=native,
+        peak_detail=detail, ceiling_flops_s=gemm.value if gemm else None,
+        ceiling_bytes_s=copy.value if copy else None, ceiling_source="measured" if measured else "none",
+        ceiling_id=ceilings.ceiling_id if measured else None,
+        ceiling_gemm_n=gemm.size if gemm else None, ceiling_copy_bytes=copy.size if copy else None,
+        ceiling_measured_at=ceilings.measured_at if measured else None,
+        launch_overhead_s=backend.launch_overhead_s, ceiling_l1_bytes_s=level("L1"), ceiling_l2_bytes_s=level("L2"),
+        ceiling_l3_bytes_s=level("L3"), ceiling_levels=ceilings.levels_json() if ceilings is not None else None)
 
 
 def run_ceilings(backend: Backend, device: str, dtypes: Sequence[str], threads: int, how: str,
                  store: str | Path | None) -> Ceilings | None:
-    """The ceilings a run uses: stored ones, measuring the missing dtypes first (``missing``),
-    all of them again (``always``), or none measured (``never``)."""
+    """The ceilings a run uses: stored ones, measuring what is missing first (``missing``: dtypes,
+    the one-thread GEMM, memory levels; ``harness.calibrate.plan``), everything again (``always``),
+    or nothing measured (``never``)."""
     gemm = [d for d in dict.fromkeys(dtypes) if d in ("fp32", "fp16", "bf16")]
     if backend.type == "cuda" and "fp32" in gemm:
         gemm.append("tf32")
@@ -124,14 +146,10 @@ def run_ceilings(backend: Backend, device: str, dtypes: Sequence[str], threads: 
         stored = lookup(device, threads, store)
         if how == "never" or not gemm:
             return stored
-        missing = [d for d in gemm if stored is None or stored.compute(d) is None] or (
-            [] if stored is not None and stored.bandwidth else gemm[:1])
-        if how == "missing" and not missing:
+        if how == "missing" and plan(gemm, stored, False, backend.calibration.one_thread_gemm).empty:
             return stored
-        log.info("calibrating %s ceilings on %s (%s threads) ...", ",".join(gemm if how == "always" else missing),
-                 device, threads)
-        return calibrate(device, gemm if how == "always" else missing, threads=threads, budget_s=2.0, store=store,
-                         force=how == "always")
+        log.info("calibrating %s ceilings on %s (%s threads) ...", ",".join(gemm), device, threads)
+        return calibrate(device, gemm, threads=threads, store=store, force=how == "always")
     except Exception as e:              # calibration trouble must not stop the run: rows say "none"
         log.warning("ceilings unavailable (%s: %s); rows are measured against the theoretical peak only",
                     type(e).__name__, e)

@@ -7,6 +7,7 @@ rows not stored. Cases stream from the suite: nothing is materialised up front.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import sys
@@ -21,9 +22,12 @@ from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.record import Peaks
 from harness.runner.context import CALIBRATE, RunContext, make_context, row_id, run_metadata
+from harness.runner.hostload import host_busy, sample
 from harness.runner.progress import Progress
-from harness.runner.rows import build_row
-from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, shard_label
+from harness.runner.repeats import merge, single
+from harness.runner.rows import build_row, failed
+from harness.runner.workers import OMP_WAIT, WorkerJob, died, iter_complete, journal_path, omp_env, order_for, run_pass
+from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, run_path, shard_label
 from harness.suite import Case, Suite
 from harness.timing import Measurement, measure
 from harness.timing.measure import MODES
@@ -32,6 +36,22 @@ log = logging.getLogger(__name__)
 
 #: Status of a case that repeats an earlier case of the same run (same case_id): not stored twice.
 DUPLICATE = "duplicate"
+#: Worker processes per case when neither the caller nor the suite says (README, "Stability").
+DEFAULT_PROCESSES = 1
+MAX_PROCESSES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Repeats:
+    """How a run repeats its measurements: ``processes`` fresh workers per case (1 with no
+    ``omp_wait``: measured in this process) and the OpenMP wait policy set in the workers."""
+
+    processes: int = 1
+    omp_wait: str | None = None
+
+    @property
+    def in_workers(self) -> bool:
+        return self.processes > 1 or self.omp_wait is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +90,16 @@ def work_items(suite: Suite, dtypes: Sequence[str] | None, shard: tuple[int, int
 
 def _find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int]) -> Path | None:
     """The latest run directory of this suite and device type with this shard's metadata."""
+    import json
     for d in sorted(out.glob(f"{suite}-{device_type}-*"), key=lambda p: p.name, reverse=True):
-        if d.is_dir() and (d / f"run-{shard_label(shard)}.json").exists():
+        meta = d / f"run-{shard_label(shard)}.json"
+        if not (d.is_dir() and meta.exists()):
+            continue
+        try:
+            stored = json.loads(meta.read_text()).get("suite")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if stored == suite:                   # suite `a` never resumes a run of suite `a-cpu-x`
             return d
     return None
 
@@ -109,23 +137,25 @@ def _stored_peaks(run_dir: Path, shard: tuple[int, int]) -> dict[str, Peaks] | N
 def _open_run_dir(suite: Suite, device_type: str, out: Path, resume: bool, shard: tuple[int, int],
                   run_id: str | None, start: float) -> tuple[Path, bool]:
     """(run directory, whether it continues an earlier run)."""
+    given = run_path(out, run_id) if run_id is not None else None      # SpecError for an unsafe id
     if resume:
-        found = (out / run_id if run_id and (out / run_id).is_dir() else
-                 None if run_id else _find_run(out, suite.name, device_type, shard))
+        found = (given if given is not None and given.is_dir() else
+                 None if given is not None else _find_run(out, suite.name, device_type, shard))
         if found is not None:
             return found, True
         log.warning("no earlier run of %s on %s to resume: starting a new one", suite.name, device_type)
-    if run_id is not None and (out / run_id).is_dir() and shard != (1, 1):
-        return out / run_id, False            # shards of one run share its directory
+    if given is not None and given.is_dir() and shard != (1, 1):
+        return given, False                   # shards of one run share its directory
     default = f"{suite.name}-{device_type}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}"
-    return new_run_dir(out, run_id or default), False
+    return new_run_dir(out, run_id if run_id is not None else default), False
 
 
 def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = None, out: str | Path = "results",
               resume: bool = False, shard: tuple[int, int] = (1, 1), threads: int | None = None,
               measure_fn: Callable[..., Measurement] = measure, progress: bool | None = None,
               run_id: str | None = None, mode: str | None = None, calibrate: str = "never",
-              ceilings: str | Path | None = None, profile: bool = True) -> RunSummary:
+              ceilings: str | Path | None = None, profile: bool = True, processes: int | None = None,
+              omp_wait: str | None = None) -> RunSummary:
     """Run every case of ``suite`` in this shard on ``device``; store each row as it comes.
 
     Args:
@@ -145,6 +175,12 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
             dtypes not yet calibrated), ``always``.
         ceilings: the ceilings store (default ``harness.calibrate.default_store()``).
         profile: record what ran (one profiled call per case).
+        processes: measure each case in this many fresh worker processes, one after another, each
+            taking the cases in a different order (default: the suite's ``processes``, else
+            ``DEFAULT_PROCESSES``). ``measure_fn`` must then be importable (a module-level function).
+        omp_wait: ``active`` or ``passive``: OMP_WAIT_POLICY in the workers (default: the suite's
+            ``omp_wait``, else the environment as it is); setting it measures in a worker even for
+            one process.
 
     Returns:
         A ``RunSummary``. Ctrl-C stops after storing what is done (``interrupted=True``).
@@ -159,17 +195,48 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     if calibrate not in CALIBRATE:
         raise SpecError("--calibrate", calibrate, "one of " + ", ".join(CALIBRATE))
     backend.resolve(device)
+    repeats = resolve_repeats(suite, processes, omp_wait)
     start = time.time()
     out = Path(out)
     run_dir, resumed = _open_run_dir(suite, backend.type, out, resume, shard, run_id, start)
     dts = list(dtypes or dict.fromkeys(d for s in suite.sweeps for d in s.dtypes))
-    ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings)
+    with _policy(repeats.omp_wait):       # the run's metadata and settings_id say what the workers get
+        ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings)
     if resumed:
         _check_resumable(run_dir, ctx)
         stored = _stored_peaks(run_dir, shard)
         if stored:
             ctx = _with_peaks(ctx, stored)
-    return _run(ctx, run_dir, dtypes, measure_fn, progress, profile, start)
+    return _run(ctx, run_dir, dtypes, measure_fn, progress, profile, start, repeats, dts)
+
+
+@contextlib.contextmanager
+def _policy(omp_wait: str | None) -> Iterator[None]:
+    """OMP_WAIT_POLICY as the workers will have it, while the run's context is described."""
+    import os
+    if omp_wait is None:
+        yield
+        return
+    old = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = old
+
+
+def resolve_repeats(suite: Suite, processes: int | None, omp_wait: str | None) -> Repeats:
+    """The caller's processes / OpenMP policy, else the suite's, else the defaults; validated."""
+    n = processes if processes is not None else getattr(suite, "processes", None) or DEFAULT_PROCESSES
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PROCESSES:
+        raise SpecError("--processes", n, f"an integer from 1 to {MAX_PROCESSES}")
+    wait = omp_wait if omp_wait is not None else getattr(suite, "omp_wait", None)
+    if wait is not None and wait not in OMP_WAIT:
+        raise SpecError("--omp-wait", wait, "active or passive")
+    return Repeats(processes=n, omp_wait=wait)
 
 
 def _with_peaks(ctx: RunContext, peaks: dict[str, Peaks]) -> RunContext:
@@ -186,9 +253,13 @@ def _busy() -> tuple[Any, Any]:
 
 
 def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: Callable[..., Measurement],
-         progress: bool | None, profile: bool, start: float) -> RunSummary:
+         progress: bool | None, profile: bool, start: float, repeats: Repeats = Repeats(),
+         all_dtypes: Sequence[str] = ()) -> RunSummary:
     load, busy = _busy()
-    writer = RunWriter(run_dir, ctx.shard, run_metadata(ctx, dtypes, start, sys.argv, load, busy))
+    meta = run_metadata(ctx, dtypes, start, sys.argv, load, busy)
+    meta["repeats"] = {"processes": repeats.processes, "omp_wait": repeats.omp_wait,
+                       "in_workers": repeats.in_workers}
+    writer = RunWriter(run_dir, ctx.shard, meta)
     statuses: Counter[str] = Counter()
     try:
         done = writer.done_ids()
@@ -197,32 +268,86 @@ def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: C
         raise
     total = ctx.suite.count(dtypes)
     total = (total - ctx.shard[0]) // ctx.shard[1] + 1 if total >= ctx.shard[0] else 0
-    bar = Progress(max(0, total - len(done)), f"{ctx.suite.name} on {ctx.device}", progress)
-    llc = ctx.backend.last_level_cache(ctx.device)
-    seen: set[str] = set()
+    steps = max(0, total - len(done)) * (repeats.processes if repeats.in_workers else 1)
+    bar = Progress(steps, f"{ctx.suite.name} on {ctx.device}", progress, suite=ctx.suite)
     interrupted = False
     gc.collect()            # once per run; none in the timed loop
+    gc.freeze()             # later collections skip what exists now (torch's long-lived objects)
     try:
-        for case in work_items(ctx.suite, dtypes, ctx.shard, ctx.backend.type):
-            rid = row_id(ctx.machine.machine_id, ctx.device, case.case_id)
-            if rid in seen:
-                statuses[DUPLICATE] += 1
-                log.warning("case %s (%s %s) repeats an earlier case of this run: measured and stored once",
-                            case.case_id, case.family, case.layer)
-                continue
-            seen.add(rid)
-            if rid in done:
-                continue
-            row = build_row(case, ctx, measure_fn, llc, profile)
-            writer.append(row)
-            statuses[str(row.status)] += 1
-            bar.update(row)
+        cases = _new_cases(ctx, dtypes, done, statuses)
+        if repeats.in_workers:
+            job = WorkerJob(suite=ctx.suite, device=ctx.device, dtypes=tuple(all_dtypes),
+                            case_dtypes=tuple(dtypes) if dtypes else None, threads=ctx.threads, mode=ctx.mode,
+                            shard=ctx.shard, run_id=ctx.run_id, peaks=dict(ctx.peaks), measure_fn=measure_fn,
+                            profile=profile, order=(), journal="")
+            _in_workers(ctx, run_dir, {c.case_id: c for c in cases}, job, repeats, writer, statuses, bar)
+        else:
+            llc = ctx.backend.last_level_cache(ctx.device)
+            for case in cases:
+                before = sample()
+                row = build_row(case, ctx, measure_fn, llc, profile)
+                row = single(row, host_busy(before, sample()))
+                writer.append(row)
+                statuses[str(row.status)] += 1
+                bar.update(row)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        gc.unfreeze()
         bar.close()
         parquet = writer.finish(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted=interrupted,
                                 rows_this_session=sum(v for k, v in statuses.items() if k != DUPLICATE))
     return RunSummary(run_id=ctx.run_id, run_dir=run_dir, parquet=parquet, statuses=dict(statuses),
                       already_done=len(done), interrupted=interrupted, seconds=time.time() - start,
                       machine_id=ctx.machine.machine_id)
+
+
+def _new_cases(ctx: RunContext, dtypes: list[str] | None, done: set[str], statuses: Counter[str]) -> Iterator[Case]:
+    """The cases of this shard not stored yet; a repeated case is counted as ``duplicate`` once."""
+    seen: set[str] = set()
+    for case in work_items(ctx.suite, dtypes, ctx.shard, ctx.backend.type):
+        rid = row_id(ctx.machine.machine_id, ctx.device, case.case_id)
+        if rid in seen:
+            statuses[DUPLICATE] += 1
+            log.warning("case %s (%s %s) repeats an earlier case of this run: measured and stored once",
+                        case.case_id, case.family, case.layer)
+            continue
+        seen.add(rid)
+        if rid not in done:
+            yield case
+
+
+def _in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: WorkerJob, repeats: Repeats,
+                writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
+    """Measure ``pending`` in ``repeats.processes`` passes of fresh workers; store each case's merged
+    row once every pass has measured it (also when interrupted: complete cases are kept)."""
+    import dataclasses
+
+    from harness.record import Row, Status
+
+    ids = list(pending)
+    journals = [journal_path(run_dir, shard_label(ctx.shard), k) for k in range(repeats.processes)]
+    env = omp_env(repeats.omp_wait)
+
+    def failed_row(cid: str) -> Row:
+        case = pending[cid]
+        return Row(key=ctx.key(case), case=ctx.case_fields(case), health=failed(Status.ERROR, ""),
+                   peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())
+
+    def on_record(rec: dict) -> None:
+        bar.update(Row.from_record(rec))
+
+    stored = 0
+    try:
+        for k, path in enumerate(journals):
+            run_pass(dataclasses.replace(job, order=tuple(order_for(ids, k)), journal=str(path)), env,
+                     lambda cid, code: died(failed_row, cid, code), on_record)
+    finally:
+        for _, recs in iter_complete(journals, ids):
+            row = merge(recs)
+            writer.append(row)
+            statuses[str(row.status)] += 1
+            stored += 1
+    if stored == len(ids):
+        for path in journals:
+            path.unlink(missing_ok=True)

@@ -6,27 +6,51 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from harness.record import Row, Status
+from harness.suite import Suite
 from harness.units import seconds, si
 
 log = logging.getLogger("harness.runner")
 
 
-def describe(row: Row) -> str:
-    """``groups-equal-flops conv2d c=128 g=4 nchw fp32``: the family, layer and sweep coordinates."""
+def varying_names(suite: Suite) -> dict[str, frozenset[str]]:
+    """Per family, the sweep names that tell its cases apart: axes with more than one value, zipped
+    names, the solved axis, and constants that differ between the family's sweeps."""
+    out: dict[str, set[str]] = {}
+    consts: dict[str, list[dict[str, Any]]] = {}
+    for sw in suite.sweeps:
+        names = out.setdefault(sw.family, set())
+        names.update(k for k, v in sw.axes if len(v) > 1)
+        names.update(k for k, _ in sw.zipped)
+        if sw.solve is not None and names:
+            names.add(sw.solve.axis)
+        consts.setdefault(sw.family, []).append(dict(sw.params))
+    for family, params in consts.items():
+        keys = {k for p in params for k in p}
+        out[family].update(k for k in keys if len({repr(p.get(k)) for p in params}) > 1)
+    return {f: frozenset(n) for f, n in out.items()}
+
+
+def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
+    """``groups-equal-flops conv2d c=128 g=4 nchw fp32``: the family, the layer, the sweep
+    coordinates that vary within the family (all of them when ``varying`` is not given), layout
+    and dtype."""
     try:
         axes = json.loads(row.case.axes)
-    except ValueError:
+    except (TypeError, ValueError):
         axes = {}
-    coords = " ".join(f"{k}={v}" for k, v in axes.items())
-    return f"{row.key.family} {row.case.layer} {coords} {row.case.memory_format} {row.case.dtype}".replace("  ", " ")
+    keep = varying.get(row.key.family) if varying is not None else None
+    coords = " ".join(f"{k}={v}" for k, v in axes.items() if keep is None or k in keep)
+    parts = (row.key.family, row.case.layer, coords, row.case.memory_format, row.case.dtype)
+    return " ".join(str(x) for x in parts if x)
 
 
-def brief(row: Row) -> str:
+def brief(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
     """One line per row: what it is and what came out."""
-    what = describe(row)
+    what = describe(row, varying)
     if row.status != Status.OK or row.timing is None or row.counts is None:
         return f"{what}: {row.status} ({(row.health.error or '')[:100]})"
     t = row.timing.time_median_s
@@ -37,8 +61,9 @@ def brief(row: Row) -> str:
 class Progress:
     """``update(row)`` after each row; ``close()`` at the end."""
 
-    def __init__(self, total: int, label: str, bar: bool | None = None) -> None:
+    def __init__(self, total: int, label: str, bar: bool | None = None, suite: Suite | None = None) -> None:
         self.total, self.done = total, 0
+        self.varying = varying_names(suite) if suite is not None else None
         self.bar: Any = None
         if sys.stderr.isatty() if bar is None else bar:
             from tqdm import tqdm
@@ -48,10 +73,11 @@ class Progress:
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(brief(row)[:60], refresh=False)
-            self.bar.write(f"  {brief(row)}")
+            line = brief(row, self.varying)
+            self.bar.set_postfix_str(describe(row, self.varying)[:60], refresh=False)
+            self.bar.write(f"  {line}")
         else:
-            log.info("[%d/%d] %s", self.done, self.total, brief(row))
+            log.info("[%d/%d] %s", self.done, self.total, brief(row, self.varying))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness.counting import count, totals
+from harness.counting import count_totals
 from harness.dtypes import itemsize, parse_dtype
 from harness.errors import SpecError
 from harness.record import Counts, Health, Row, Status, Timing, WhatRan
@@ -32,7 +32,7 @@ def analytic_counts(case: Case) -> Counts:
     """The analytic columns: canonical counts on the meta device and torch's own count."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
-    t = totals(count(case.spec.build(dtype, "meta"), *case.inputs, dtype=dtype))
+    t = count_totals(case.spec.build(dtype, "meta"), *case.inputs, dtype=dtype)
     return Counts(flops=int(t["flops"]), macs=int(t["macs"]), params=int(t["params"]),
                   bytes_read=int(t["bytes_read"]), bytes_written=int(t["bytes_written"]),
                   intensity_flop_per_byte=float(t["intensity"]), flop_counter_flops=int(t["flop_counter_flops"]),

@@ -13,6 +13,10 @@ from harness.suite.load import (
     DEVICES,
     MAX_CASES,
     MEMORY_FORMATS,
+    OMP_WAIT,
+    SOLVE_KEYS,
+    SWEEP_KEYS,
+    TOP_KEYS,
     SuiteError,
     builtin_dir,
     builtin_suites,
@@ -23,4 +27,4 @@ from harness.suite.model import Case, Solve, Suite, Sweep, fill_template
 
 __all__ = ["Case", "Suite", "Sweep", "Solve", "SuiteError", "load_suite", "parse_suite", "builtin_suites",
            "builtin_dir", "compile_formula", "evaluate", "formula_names", "FormulaError", "fill_template",
-           "MEMORY_FORMATS", "DEVICES", "MAX_CASES"]
+           "MEMORY_FORMATS", "DEVICES", "MAX_CASES", "TOP_KEYS", "SWEEP_KEYS", "SOLVE_KEYS", "OMP_WAIT"]

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.dtypes import parse_dtype
-from harness.errors import LayerbenchError, SpecError
+from harness.errors import LayerbenchError, SpecError, shown
 from harness.spec import LAYERS
+from harness.store import SAFE_NAME, safe_name
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
-from harness.suite.model import Solve, Suite, Sweep
+from harness.suite.model import THREADS_AXIS, Solve, Suite, Sweep
 from harness.timing.measure import MODES
 
 if sys.version_info >= (3, 11):
@@ -33,20 +34,34 @@ MAX_SWEEPS = 1000
 MAX_AXIS_VALUES = 10_000
 MAX_TEXT = 2000
 #: A suite name becomes a directory name: letters, digits, ``.``, ``_``, ``-``; no leading dot.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_NAME = 64
 IDENT = re.compile(r"[A-Za-z_]\w{0,63}")
-#: Settings: key -> (type check, bound check, what is expected).
+#: Largest number a suite may hold (2^53: every integer below it is exact in a float).
+MAX_NUMBER = 2**53
+#: Most input templates of one sweep.
+MAX_INPUTS = 16
+#: The declared keys (README, "Suites"): key -> the TOML type it must have. Every key a suite may
+#: hold is here; tests enumerate these tables so that a new key cannot go untested.
 _NUM = (int, float)
-_TOP_KEYS = {"name": str, "description": str, "devices": list, "dtypes": list, "mode": str, "budget_s": _NUM,
-             "target_rel_ci": _NUM, "warmup_s": _NUM, "min_reps": int, "threads": int, "memory_format": list,
-             "sweep": list}
-_BOUNDS: dict[str, tuple[float, float, str]] = {
-    "budget_s": (1e-3, 3600, "seconds in [0.001, 3600]"), "target_rel_ci": (1e-6, 1, "a fraction in (0, 1]"),
+TOP_KEYS: dict[str, Any] = {
+    "name": str, "description": str, "devices": list, "dtypes": list, "mode": str, "budget_s": _NUM,
+    "target_rel_ci": _NUM, "warmup_s": _NUM, "min_reps": int, "threads": int, "processes": int, "omp_wait": str,
+    "memory_format": list, "sweep": list}
+#: Numeric settings: key -> (lowest, highest, what is expected).
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "budget_s": (1e-3, 3600, "seconds in [0.001, 3600]"),
+    "target_rel_ci": (1e-6, 1, "a fraction in [0.000001, 1]"),
     "warmup_s": (0, 60, "seconds in [0, 60]"), "min_reps": (1, 100_000, "an integer in [1, 100000]"),
-    "threads": (1, 4096, "an integer in [1, 4096]")}
-_SWEEP_KEYS = {"family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list,
-               "params": dict, "axes": dict, "zip": dict, "derive": dict, "solve": dict}
-_SOLVE_KEYS = {"axis": str, "keep": str, "equal_to": _NUM, "like": dict, "multiple_of": (str, int), "max": int}
+    "threads": (1, 4096, "an integer in [1, 4096]"), "processes": (1, 64, "an integer in [1, 64]")}
+#: ``omp_wait``: the OpenMP wait policy the measuring processes get (``OMP_WAIT_POLICY``).
+OMP_WAIT = ("active", "passive")
+SWEEP_KEYS: dict[str, Any] = {
+    "family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list, "params": dict,
+    "axes": dict, "zip": dict, "derive": dict, "solve": dict}
+SOLVE_KEYS: dict[str, Any] = {
+    "axis": str, "keep": str, "equal_to": _NUM, "like": dict, "multiple_of": (str, int), "max": int}
+#: An axis given as a range table: ``{start, stop, step}`` or ``{start, stop, mul}`` (stop included).
+RANGE_KEYS = ("start", "stop", "step", "mul")
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", int: "an integer", _NUM: "a number",
                (str, list): "a string or a list of strings", (str, int): "a name or an integer"}
 
@@ -56,9 +71,7 @@ class SuiteError(LayerbenchError, ValueError):
 
     def __init__(self, file: str, key: str, value: Any, expected: str) -> None:
         self.file, self.key, self.value, self.expected = file, key, value, expected
-        shown = repr(value)
-        shown = shown if len(shown) <= 120 else shown[:117] + "..."
-        super().__init__(f"{file}: {key}={shown} is invalid: expected {expected}")
+        super().__init__(f"{file}: {key}={shown(value)} is invalid: expected {expected}")
 
 
 def _type_ok(value: Any, expected: Any) -> bool:
@@ -79,7 +92,7 @@ def _setting(data: Mapping[str, Any], key: str, default: Any, file: str) -> Any:
     v = data.get(key, default)
     if v is None:
         return None
-    lo, hi, what = _BOUNDS[key]
+    lo, hi, what = BOUNDS[key]
     if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
         raise SuiteError(file, key, v, what)
     return v
@@ -98,11 +111,11 @@ def _list(v: Any, file: str, key: str) -> list[Any]:
 
 
 def _range(v: dict[str, Any], file: str, key: str) -> tuple[Any, ...]:
-    extra = set(v) - {"start", "stop", "step", "mul"}
+    extra = set(v) - set(RANGE_KEYS)
     if extra or "start" not in v or "stop" not in v or ("step" in v) == ("mul" in v):
         raise SuiteError(file, key, v, "a range {start, stop, step} or {start, stop, mul} (stop included)")
     start, stop, by = v["start"], v["stop"], v.get("step", v.get("mul"))
-    if not all(isinstance(x, int) and not isinstance(x, bool) and abs(x) <= 2**53 for x in (start, stop, by)):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and abs(x) <= MAX_NUMBER for x in (start, stop, by)):
         raise SuiteError(file, key, v, "integers of magnitude at most 2**53 in a range")
     if "step" in v:
         if by <= 0:
@@ -145,11 +158,11 @@ def _values(v: Any, file: str, key: str, distinct: bool = True) -> tuple[Any, ..
 
 
 def _scalar(x: Any, file: str, key: str) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        raise SuiteError(file, key, x, "a finite number")
+    if isinstance(x, float) and not (math.isfinite(x) and abs(x) <= MAX_NUMBER):
+        raise SuiteError(file, key, x, "a finite number of magnitude at most 2**53")
     if isinstance(x, str):
         _text(x, file, key)
-    elif not isinstance(x, (int, float, bool)) or (isinstance(x, int) and abs(x) > 2**53):
+    elif not isinstance(x, (int, float, bool)) or (isinstance(x, int) and abs(x) > MAX_NUMBER):
         raise SuiteError(file, key, x, "a number (magnitude at most 2**53), a string or a boolean")
     return x
 
@@ -201,7 +214,7 @@ def _names(table: Mapping[str, Any], file: str, key: str) -> None:
 
 def _solve(s: dict[str, Any], params: tuple[tuple[str, Any], ...], derive: tuple[tuple[str, Any], ...], file: str,
            p: str) -> Solve:
-    _check_keys(s, _SOLVE_KEYS, file, f"{p}solve.")
+    _check_keys(s, SOLVE_KEYS, file, f"{p}solve.")
     for need in ("axis", "keep"):
         if need not in s:
             raise SuiteError(file, f"{p}solve.{need}", None, "a value")
@@ -215,7 +228,9 @@ def _solve(s: dict[str, Any], params: tuple[tuple[str, Any], ...], derive: tuple
     if not 1 <= top <= 2**31:
         raise SuiteError(file, f"{p}solve.max", top, "an integer in [1, 2**31]")
     if "like" in s:
-        ref = dict(params) | dict(s["like"])
+        _names(s["like"], file, f"{p}solve.like")
+        like = {k: _scalar(v, file, f"{p}solve.like.{k}") for k, v in s["like"].items()}
+        ref = dict(params) | like
         try:
             for name, tree in derive:
                 if name not in ref:
@@ -253,7 +268,7 @@ def _check_names(sweep: Sweep, templates_read: set[str], p: str) -> None:
             raise SuiteError(sweep.file, f"{p}{where}", name,
                              "each name defined once (in params, axes, zip, derive or solve)")
         seen.add(name)
-        if name not in keys and name not in fields and name not in read:
+        if name not in keys and name not in fields and name not in read and name != THREADS_AXIS:
             raise SuiteError(sweep.file, f"{p}{where}", name, f"a parameter of {sweep.layer} ("
                              + ", ".join(sorted(keys)) + "), a name in the input template, or a name a formula reads")
     for name in sorted(read - seen):
@@ -265,11 +280,13 @@ def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str
     p = f"sweep[{i}]."
     if not isinstance(raw, dict):
         raise SuiteError(file, f"sweep[{i}]", raw, "a table ([[sweep]])")
-    _check_keys(raw, _SWEEP_KEYS, file, p)
+    _check_keys(raw, SWEEP_KEYS, file, p)
     layer = str(raw.get("layer", "")).lower()
     if layer not in LAYERS:
         raise SuiteError(file, f"{p}layer", raw.get("layer"), "one of " + ", ".join(sorted(LAYERS)))
     inputs = raw.get("input")
+    if isinstance(inputs, list) and len(inputs) > MAX_INPUTS:
+        raise SuiteError(file, f"{p}input", f"{len(inputs)} templates", f"at most {MAX_INPUTS} input templates")
     templates = None if inputs is None else tuple(
         _template(t, file, f"{p}input") for t in ([inputs] if isinstance(inputs, str) else _list(inputs, file,
                                                                                                     f"{p}input")))
@@ -299,15 +316,22 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
     """Validate a suite's TOML data (as ``tomllib.loads`` returns it) into a ``Suite``."""
     if not isinstance(data, Mapping):
         raise SuiteError(file, "suite", data, "a table of settings and [[sweep]] tables")
-    _check_keys(data, _TOP_KEYS, file, "")
+    _check_keys(data, TOP_KEYS, file, "")
     suite_name = data.get("name", name or Path(file).stem)
-    if not NAME.fullmatch(suite_name):
-        raise SuiteError(file, "name", suite_name, "1-64 letters, digits, '.', '_' or '-', starting with a letter "
-                         "or digit (it names the run's directory)")
+    try:
+        safe_name(suite_name, "name", MAX_NAME)
+    except SpecError as e:
+        raise SuiteError(file, "name", suite_name, e.expected) from None
     devices = tuple(_list(data.get("devices", ["cpu"]), file, "devices"))
     for d in devices:
         if d not in DEVICES:
             raise SuiteError(file, "devices", d, "cpu or cuda")
+    if len(set(devices)) != len(devices):
+        raise SuiteError(file, "devices", list(devices), "distinct devices")
+    omp_wait = data.get("omp_wait")
+    if omp_wait is not None and omp_wait not in OMP_WAIT:
+        raise SuiteError(file, "omp_wait", omp_wait, "active or passive (OMP_WAIT_POLICY of the measuring "
+                         "processes; leave it out to keep the environment's)")
     dtypes = _dtypes(data.get("dtypes", ["fp32"]), file, "dtypes")
     fmts = _memory_formats(data.get("memory_format", ["nchw"]), file, "memory_format")
     mode = data.get("mode", "auto")
@@ -322,7 +346,8 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
                   target_rel_ci=float(_setting(data, "target_rel_ci", 0.01, file)),
                   warmup_s=float(_setting(data, "warmup_s", 0.1, file)),
                   min_reps=int(_setting(data, "min_reps", 10, file)), threads=_setting(data, "threads", None, file),
-                  mode=mode, sweeps=tuple(_sweep(i, s, file, dtypes, fmts) for i, s in enumerate(raw_sweeps)))
+                  processes=_setting(data, "processes", None, file), omp_wait=omp_wait, mode=mode,
+                  sweeps=tuple(_sweep(i, s, file, dtypes, fmts) for i, s in enumerate(raw_sweeps)))
     if suite.count() > MAX_CASES:
         raise SuiteError(file, "sweep", f"{suite.count():,} cases", f"at most {MAX_CASES:,} cases per suite (split "
                          "it into several suites, or shard it)")
@@ -342,7 +367,7 @@ def builtin_suites() -> list[str]:
 def load_suite(name_or_path: str | Path) -> Suite:
     """Load a suite file, or a built-in suite by name (``quick``, ``conv``, ...)."""
     path = Path(name_or_path)
-    if not path.exists() and not path.suffix and NAME.fullmatch(str(name_or_path)):
+    if not path.exists() and not path.suffix and SAFE_NAME.fullmatch(str(name_or_path)):
         path = builtin_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         raise SuiteError(str(name_or_path), "suite", str(name_or_path),

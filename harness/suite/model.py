@@ -163,11 +163,25 @@ class _Layer:
 
     def case(self, suite: str, family: str, dtype: str, device: str | None, threads: int | None) -> Case:
         what = [self.layer, [[k, _plain(v)] for k, v in self.config], self.inputs, self.memory_format, dtype]
+        if self.skip is not None:      # invalid before validation: the point's names tell two such cases apart
+            what.append([[k, _plain(v)] for k, v in self.axes])
         config_id = _digest(what)
+        axis_threads = dict(self.axes).get(THREADS_AXIS)
+        skip = self.skip
+        if axis_threads is not None:          # a `threads` axis: one case per thread count, same config_id
+            what = what + [[THREADS_AXIS, axis_threads]]
+            if isinstance(axis_threads, bool) or not isinstance(axis_threads, int) or not 1 <= axis_threads <= 4096:
+                skip = skip or f"threads={axis_threads!r}: expected an integer in [1, 4096]"
+            else:
+                threads = axis_threads
         case_id = _digest([family] + what)
         return Case(case_id=case_id, config_id=config_id, suite=suite, family=family, layer=self.layer,
                     config=self.config, inputs=self.inputs, axes=self.axes, memory_format=self.memory_format,
-                    dtype=dtype, device=device, threads=threads, skip=self.skip, spec=self.spec)
+                    dtype=dtype, device=device, threads=threads, skip=skip, spec=self.spec if skip is None else None)
+
+
+#: An axis of this name sets the case's CPU threads (a thread sweep); it is part of the case id.
+THREADS_AXIS = "threads"
 
 
 def _digest(value: Any) -> str:
@@ -236,6 +250,11 @@ class Suite:
     threads: int | None
     sweeps: tuple[Sweep, ...]
     mode: str = "auto"
+    #: Fresh worker processes per case (1-64); ``None``: the caller's default.
+    processes: int | None = None
+    #: ``OMP_WAIT_POLICY`` of the measuring processes, ``active`` or ``passive``; ``None``: leave the
+    #: environment alone.
+    omp_wait: str | None = None
 
     def cases(self, dtypes: Sequence[str] | None = None, device: str | None = None) -> Iterator[Case]:
         """Every case, in file order (deterministic): each sweep point x memory format x dtype

@@ -1,0 +1,90 @@
+"""Do numbers hold in a second process? Two complete runs of the same suites, compared.
+
+    python benchmarks/stability.py [--processes 3] [--suites shufflenet-guidelines,quick] [--hog]
+
+For each suite, two complete runs (each case measured in ``--processes`` fresh workers, each run in
+its own worker processes), then per case: whether the two runs' times agree within 3 % (rows
+``stable`` in both), and whether every case that moved by more than 10 % is flagged (not
+``stable``) in at least one run. ``--hog`` adds a third run beside a CPU hog (one spinning process
+per CPU) and prints the share of its rows marked ``contended``. Prints the figures and wall times.
+Issue 11's goals: >= 90 % agree within 3 %; every > 10 % move flagged; >= 90 % contended under a hog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from harness.runner import run_suite
+from harness.store import load_results
+from harness.suite import load_suite
+
+
+def one_run(suite: str, out: Path, processes: int) -> tuple[pd.DataFrame, float]:
+    t0 = time.perf_counter()
+    r = run_suite(load_suite(suite), out=out, processes=processes, progress=False, calibrate="never")
+    return load_results(r.run_dir), time.perf_counter() - t0
+
+
+def agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
+    """Figures of two runs of one suite: stable-in-both agreement and flagged moves."""
+    cols = ["case_id", "status", "time_median_s", "stability"]
+    m = a[cols].merge(b[cols], on="case_id", suffixes=("_a", "_b"))
+    m = m[(m.status_a == "ok") & (m.status_b == "ok")]
+    ratio = m.time_median_s_b / m.time_median_s_a
+    move = (ratio - 1).abs().where(ratio >= 1, (1 / ratio - 1).abs())
+    both = (m.stability_a == "stable") & (m.stability_b == "stable")
+    flagged = (m.stability_a != "stable") | (m.stability_b != "stable")
+    moved = move > 0.10
+    return {"cases": len(m), "stable_in_both": int(both.sum()),
+            "agree_3pct": float((move[both] <= 0.03).mean()) if both.any() else float("nan"),
+            "agree_10pct": float((move[both] <= 0.10).mean()) if both.any() else float("nan"),
+            "moved_10pct": int(moved.sum()), "moved_and_flagged": int((moved & flagged).sum()),
+            "flagged_a": int((m.stability_a != "stable").sum()), "flagged_b": int((m.stability_b != "stable").sum())}
+
+
+def hog_run(suite: str, out: Path, processes: int) -> tuple[float, float]:
+    """(share of rows marked contended, wall s) of a run beside one spinning process per CPU."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        frame, wall = one_run(suite, out, processes)
+    finally:
+        for h in hogs:
+            h.kill()
+    ok = frame[frame.status == "ok"]
+    return float((ok.stability == "contended").mean()), wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--processes", type=int, default=3)
+    ap.add_argument("--suites", default="shufflenet-guidelines,quick")
+    ap.add_argument("--hog", action="store_true", help="also run beside a CPU hog")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for suite in args.suites.split(","):
+            a, wall_a = one_run(suite, Path(tmp) / "a", args.processes)
+            b, wall_b = one_run(suite, Path(tmp) / "b", args.processes)
+            fig = agreement(a, b)
+            verdicts = pd.concat([a, b]).stability.value_counts().to_dict()
+            print(f"{suite} (--processes {args.processes}): {fig['cases']} cases, wall {wall_a:.1f} s + {wall_b:.1f} s")
+            print(f"  stable in both runs: {fig['stable_in_both']}; of those within 3 %: "
+                  f"{100 * fig['agree_3pct']:.0f} %, within 10 %: {100 * fig['agree_10pct']:.0f} %")
+            print(f"  moved > 10 % between runs: {fig['moved_10pct']}, flagged in at least one run: "
+                  f"{fig['moved_and_flagged']}")
+            print(f"  rows flagged (not stable): run 1 {fig['flagged_a']}, run 2 {fig['flagged_b']}; "
+                  f"verdicts {verdicts}")
+            if args.hog:
+                share, wall = hog_run(suite, Path(tmp) / "hog", args.processes)
+                print(f"  beside a CPU hog: {100 * share:.0f} % of rows contended (wall {wall:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""``run_on_ray``: a suite's shards as Ray tasks, each staging its run on its node and publishing the
+committed shard to the dataset; the driver follows the rows measured across the cluster.
+
+A task that fails or whose worker dies (a preempted node, a killed process) is retried by Ray
+(``max_retries``, ``retry_exceptions``). A retry on the same node resumes the staged run (the
+journal holds every row measured before the kill; ``run_suite(resume=True)`` measures only the
+others); a retry on another node measures the shard again. Either way the shard's file in the
+dataset has a name fixed by run and shard, so it is replaced, never duplicated, and readers
+deduplicate on ``(run_id, row_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.fleet.plan import FleetError, Node, Placement, plan
+from harness.suite import Suite
+
+log = logging.getLogger(__name__)
+
+#: Ray retries of a task whose worker died or that raised (then it resumes from its journal).
+MAX_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    """Everything one task needs: the suite, where to publish, the shard and the run settings."""
+
+    suite: Suite
+    dataset: str
+    run_id: str
+    shard: tuple[int, int]
+    device: str = "cpu"
+    dtypes: tuple[str, ...] | None = None
+    threads: int | None = None
+    mode: str | None = None
+    calibrate: str = "missing"
+    stage: str | None = None       # staging folder on the node (default: harness.dataset.staging_dir)
+    profile: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """What a finished task reports: the published file, the statuses, the host and the rows that
+    were already staged (by an attempt that was killed)."""
+
+    run_id: str
+    shard: tuple[int, int]
+    published: str
+    statuses: dict[str, int]
+    already_done: int
+    host: str
+    machine_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The whole fan-out: one result per task, and the wall time."""
+
+    results: tuple[ShardResult, ...]
+    seconds: float
+    run_ids: tuple[str, ...] = field(default=())
+
+
+class _RowCounter(logging.Handler):
+    """Counts the runner's per-row log lines and reports them to the driver's tally actor."""
+
+    def __init__(self, tally: Any) -> None:
+        super().__init__(logging.INFO)
+        self.tally = tally
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("[%d/%d]"):
+            self.tally.add.remote(1)
+
+
+def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tally: Any = None) -> ShardResult:
+    """Run one shard (resuming what an earlier attempt staged) and publish it to the dataset."""
+    import socket
+
+    from harness.dataset import publish, staging_dir
+    from harness.runner import run_suite
+    from harness.timing import measure
+    k, n = task.shard
+    stage = Path(task.stage or staging_dir(task.dataset)) / f"{task.run_id}--{k}of{n}"
+    resume = (stage / task.run_id / f"run-{k}of{n}.json").exists()
+    runner_log = logging.getLogger("harness.runner")
+    handler = _RowCounter(tally) if tally is not None else None
+    if handler is not None:
+        runner_log.setLevel(logging.INFO)
+        runner_log.addHandler(handler)
+    try:
+        summary = run_suite(task.suite, device=task.device, dtypes=list(task.dtypes) if task.dtypes else None,
+                            out=stage, resume=resume, shard=task.shard, threads=task.threads,
+                            measure_fn=measure_fn or measure, progress=False, run_id=task.run_id, mode=task.mode,
+                            calibrate=task.calibrate, profile=task.profile)
+    finally:
+        if handler is not None:
+            runner_log.removeHandler(handler)
+    if summary.interrupted:
+        raise RuntimeError(f"shard {k}/{n} of {task.run_id} was interrupted; its rows are staged in {stage}")
+    if tally is not None and summary.already_done:
+        tally.add.remote(summary.already_done)
+    return ShardResult(run_id=task.run_id, shard=task.shard, published=publish(summary.parquet, task.dataset),
+                       statuses=summary.statuses, already_done=summary.already_done, host=socket.gethostname(),
+                       machine_id=summary.machine_id)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise FleetError("--ray needs Ray: pip install 'layerbench[fleet]'") from None
+    return ray
+
+
+def cluster_nodes(ray: Any) -> list[Node]:
+    """The alive nodes of the connected cluster."""
+    nodes = []
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = dict(n.get("Resources") or {})
+        nodes.append(Node(cpus=res.pop("CPU", 0.0), gpus=res.pop("GPU", 0.0), resources=res))
+    return nodes
+
+
+def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequence[str] = (),
+               address: str | None = None, shards: int | None = None, dtypes: Sequence[str] | None = None,
+               threads: int | None = None, mode: str | None = None, calibrate: str = "missing",
+               measure_fn: Callable[..., Any] | None = None, max_retries: int = MAX_RETRIES,
+               stage: str | None = None, progress: bool | None = None, profile: bool = True,
+               run_stamp: str | None = None) -> FleetSummary:
+    """Run ``suite`` as Ray tasks on the cluster at ``address`` (``None``: the one this process is
+    connected to, else a new local one) and publish every shard to ``dataset``.
+
+    Returns when every task has finished; a task that still fails after ``max_retries`` raises
+    ``FleetError`` naming it (the other shards stay published)."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    device_type = "cpu" if device.startswith("cpu") else device.split(":", 1)[0]
+    placements = plan(cluster_nodes(ray), device_type, devices, shards)
+    stamp = run_stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    tally = _tally_actor(ray).remote()
+    remote = ray.remote(run_shard)
+    refs = {}
+    for p in placements:
+        task = _task(suite, dataset, p, device, dtypes, threads, mode, calibrate, stage, profile, stamp)
+        ref = remote.options(max_retries=max_retries, retry_exceptions=True, **p.options).remote(task, measure_fn,
+                                                                                                  tally)
+        refs[ref] = task
+    total = suite.count(list(dtypes) if dtypes else None) * len({p.label for p in placements})
+    start = time.time()
+    results = _follow(ray, refs, tally, total, progress)
+    return FleetSummary(tuple(results), time.time() - start, tuple(dict.fromkeys(t.run_id for t in refs.values())))
+
+
+def _task(suite: Suite, dataset: str, p: Placement, device: str, dtypes: Sequence[str] | None, threads: int | None,
+          mode: str | None, calibrate: str, stage: str | None, profile: bool, stamp: str) -> ShardTask:
+    device_type = "cpu" if device.startswith("cpu") else device.split(":", 1)[0]
+    run_id = f"{suite.name}-{device_type}-{stamp}" + (f"-{p.label}" if p.label else "")
+    return ShardTask(suite=suite, dataset=dataset, run_id=run_id, shard=p.shard,
+                     device=device if device_type == "cpu" else "cuda", dtypes=tuple(dtypes) if dtypes else None,
+                     threads=threads, mode=mode, calibrate=calibrate, stage=stage, profile=profile)
+
+
+def _tally_actor(ray: Any) -> Any:
+    @ray.remote(num_cpus=0)
+    class Tally:
+        """Rows measured across the cluster (the driver's progress)."""
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def add(self, k: int) -> None:
+            self.n += k
+
+        def total(self) -> int:
+            return self.n
+    return Tally
+
+
+def _follow(ray: Any, refs: dict[Any, ShardTask], tally: Any, total: int, progress: bool | None) -> list[ShardResult]:
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc="rows across the cluster", unit="case",
+               disable=not (sys.stderr.isatty() if progress is None else progress))
+    pending, results, failed = list(refs), [], []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in ready:
+                task = refs[ref]
+                try:
+                    r = ray.get(ref)
+                    results.append(r)
+                    log.info("shard %d/%d of %s done on %s -> %s", *r.shard, r.run_id, r.host, r.published)
+                except Exception as e:  # noqa: BLE001 - a task's failure is reported, the others go on
+                    failed.append(f"shard {task.shard[0]}/{task.shard[1]} of {task.run_id}: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            bar.n = min(total, ray.get(tally.total.remote()))
+            bar.refresh()
+    finally:
+        bar.close()
+    if failed:
+        raise FleetError(f"{len(failed)} task(s) failed after retries (the other shards are published): "
+                         + "; ".join(failed))
+    return sorted(results, key=lambda r: (r.run_id, r.shard))

@@ -1,0 +1,120 @@
+"""The history site (asv publish is the model): ``index.html`` lists every series (case x machine x
+settings) with its latest night, baseline and last change point, regressed cases first; one page
+per case with an inline SVG of the nightly medians, their noise band and the change points. No
+script, no CDN: it opens offline from the folder."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness import record as R
+from harness.analysis.compare import REGRESSION_THRESHOLD
+from harness.history.changepoints import change_points
+from harness.history.series import SERIES_KEY, nightly
+from harness.units import seconds
+
+_STYLE = ("body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+          "padding:3px 8px;text-align:left}.slower{background:#fdd}.faster{background:#dfd}")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """One series on the summary page."""
+
+    page: str
+    title: str
+    machine: str
+    nights: int
+    latest_s: float
+    baseline_s: float
+    change: str            # "slower 1.18x at 2026-11-20 (abc1234)" or ""
+    regressed: bool
+
+
+def _label(row: pd.Series) -> str:
+    when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else row[R.RUN_ID]
+    commit = str(row.get(R.GIT_COMMIT) or "")[:9]
+    return f"{when} {commit}".strip()
+
+
+def _svg(g: pd.DataFrame, cps: list[int], title: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 3))
+    x = range(len(g))
+    ax.fill_between(x, g["low_s"] * 1e3, g["high_s"] * 1e3, alpha=0.25, label="noise band (IQR or CI)")
+    ax.plot(x, g[R.TIME_MEDIAN] * 1e3, "o-", ms=3, label="median")
+    for c in cps:
+        ax.axvline(c - 0.5, color="red", ls="--", lw=1)
+    ax.set_ylabel("ms per call")
+    ax.set_xticks(list(x)[:: max(1, len(g) // 10)])
+    ax.set_xticklabels([_label(r) for _, r in g.iloc[:: max(1, len(g) // 10)].iterrows()], rotation=30,
+                       fontsize=7, ha="right")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = re.sub(r"^.*?<svg", "<svg", buf.getvalue(), flags=re.S)
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)          # a date and RDF namespaces
+
+
+def _series_page(g: pd.DataFrame, cps: list[int], title: str) -> str:
+    rows = "".join(f"<tr><td>{html.escape(_label(r))}</td><td>{html.escape(str(r[R.RUN_ID]))}</td>"
+                   f"<td>{seconds(r[R.TIME_MEDIAN])}</td><td>{seconds(r['low_s'])} - {seconds(r['high_s'])}</td>"
+                   f"<td>{'change point' if i in cps else ''}</td></tr>" for i, (_, r) in enumerate(g.iterrows()))
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{_STYLE}</style>"
+            f"<p><a href=index.html>all cases</a></p><h1>{html.escape(title)}</h1>{_svg(g, cps, title)}"
+            f"<table><tr><th>night</th><th>run</th><th>median</th><th>band</th><th></th></tr>{rows}</table>")
+
+
+def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSION_THRESHOLD) -> list[SeriesSummary]:
+    """Write the site for ``frame`` (rows of many runs) into ``out``; returns the summary rows.
+
+    A series is regressed when its last change point is a slowdown beyond ``threshold``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    series = nightly(frame)
+    summaries = []
+    for i, (_, g) in enumerate(series.groupby(list(SERIES_KEY), sort=True)):
+        g = g.reset_index(drop=True)
+        first = g.iloc[0]
+        cps = change_points(g[R.TIME_MEDIAN].tolist())
+        title = (f"{first[R.FAMILY]} {first[R.LAYER]} {first[R.INPUT_SHAPES] or ''} {first[R.MEMORY_FORMAT]} "
+                 f"{first[R.DTYPE]} on {first[R.DEVICE]}").replace("  ", " ")
+        page = f"case-{i:05d}.html"
+        (out / page).write_text(_series_page(g, cps, title), encoding="utf-8")
+        seg_start = cps[-1] if cps else 0
+        base = float(g[R.TIME_MEDIAN].iloc[seg_start:].median())
+        change, regressed = "", False
+        if cps:
+            before = float(g[R.TIME_MEDIAN].iloc[(cps[-2] if len(cps) > 1 else 0):cps[-1]].median())
+            ratio = base / before
+            change = f"{'slower' if ratio > 1 else 'faster'} {ratio:.2f}x at {_label(g.iloc[cps[-1]])}"
+            regressed = ratio > 1 + threshold
+        summaries.append(SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]", len(g),
+                                       float(g[R.TIME_MEDIAN].iloc[-1]), base, change, regressed))
+    summaries.sort(key=lambda s: (not s.regressed, s.change == "", s.title))
+    (out / "index.html").write_text(_index(summaries), encoding="utf-8")
+    return summaries
+
+
+def _index(summaries: list[SeriesSummary]) -> str:
+    n_bad = sum(s.regressed for s in summaries)
+    rows = "".join(
+        f"<tr class={'slower' if s.regressed else ('faster' if s.change.startswith('faster') else '')}>"
+        f"<td><a href={s.page}>{html.escape(s.title)}</a></td><td>{html.escape(s.machine)}</td><td>{s.nights}</td>"
+        f"<td>{seconds(s.latest_s)}</td><td>{seconds(s.baseline_s)}</td><td>{html.escape(s.change)}</td></tr>"
+        for s in summaries)
+    return (f"<!doctype html><meta charset=utf-8><title>layerbench history</title><style>{_STYLE}</style>"
+            f"<h1>layerbench history</h1><p>{len(summaries)} series; {n_bad} regressed (last change point a "
+            "slowdown).</p><table><tr><th>case</th><th>machine</th><th>nights</th><th>latest</th>"
+            f"<th>baseline (since last change)</th><th>last change point</th></tr>{rows}</table>")

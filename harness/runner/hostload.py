@@ -1,0 +1,49 @@
+"""How much of the machine other processes took while a row was measured.
+
+``host_busy`` = (CPU time all CPUs spent busy - CPU time of this process and its children) /
+(wall time x CPUs), over the interval the row was measured, from ``/proc/stat`` through psutil
+(``user + nice + system + irq + softirq + steal``: time a hypervisor gave to other guests counts
+as taken). Resolution: the kernel's clock tick (10 ms per CPU); rows measured for less than
+``MIN_INTERVAL_S`` get ``None`` rather than a figure the ticks cannot carry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+#: Shortest interval whose host load is reported (seconds): 10 ticks of 10 ms on one CPU.
+MIN_INTERVAL_S = 0.1
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """One reading: wall clock (s), busy CPU time of the whole machine (s), this process's own CPU
+    time including its children (s), and the CPUs counted."""
+
+    wall_s: float
+    busy_s: float
+    own_s: float
+    cpus: int
+
+
+def sample(proc: psutil.Process | None = None) -> CpuSample:
+    """Read the machine's and this process's CPU times now."""
+    times = psutil.cpu_times()
+    own = (proc or psutil.Process()).cpu_times()
+    busy = sum(getattr(times, f, 0.0) for f in _BUSY_FIELDS)
+    mine = own.user + own.system + getattr(own, "children_user", 0.0) + getattr(own, "children_system", 0.0)
+    return CpuSample(wall_s=time.monotonic(), busy_s=busy, own_s=mine, cpus=psutil.cpu_count() or 1)
+
+
+def host_busy(before: CpuSample, after: CpuSample) -> float | None:
+    """Share (0..1) of the machine's CPU capacity that other processes used between two samples;
+    ``None`` for an interval shorter than ``MIN_INTERVAL_S``."""
+    wall = after.wall_s - before.wall_s
+    if wall < MIN_INTERVAL_S:
+        return None
+    others = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
+    return round(min(1.0, max(0.0, others / (wall * after.cpus))), 4)

@@ -1,0 +1,227 @@
+"""Cases measured in fresh worker processes (``--processes N``), as pyperf and asv do.
+
+A number that holds in one process may not hold in the next (OpenMP threads that sleep between
+parallel regions, allocator and cache state, the kernels a library picked): each case is measured
+in N fresh processes, one after another (never side by side: they would contend), each taking the
+cases in a different order (the first in the suite's order, the others in a seeded shuffle).
+
+Each worker is ``python -m harness.runner.worker_main JOB`` with the job pickled to a file; it writes
+one JSON line per case to its journal (``proc-<shard>-p<k>.jsonl`` in the run directory, fsync'd):
+``{"start": case_id}`` before measuring and ``{"record": ...}`` after. A worker that dies leaves the
+case it was measuring as an ``error`` row of that process ("worker process died ...") and the pass
+goes on with a new worker. The parent merges the N records of a case into one row (``merge``):
+the statistics of the process whose median is the (lower) median, every process's median, their
+spread, the highest host load, and the stability verdict (``harness.timing.stability``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.record import Peaks, Row, Status
+
+#: Seconds between reads of a running worker's journal (progress).
+POLL_S = 0.25
+#: Policies ``--omp-wait`` accepts, as OMP_WAIT_POLICY spells them.
+OMP_WAIT = {"active": "ACTIVE", "passive": "PASSIVE"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """Everything one worker needs: the suite and run settings, the peaks the parent resolved, and
+    the case ids to measure in order."""
+
+    suite: Any
+    device: str
+    dtypes: tuple[str, ...]
+    case_dtypes: tuple[str, ...] | None
+    threads: int | None
+    mode: str
+    shard: tuple[int, int]
+    run_id: str
+    peaks: Mapping[str, Peaks]
+    measure_fn: Callable[..., Any]
+    profile: bool
+    order: tuple[str, ...]
+    journal: str
+
+
+def order_for(case_ids: Sequence[str], process: int) -> list[str]:
+    """Process 0 takes the suite's order; process k a shuffle seeded by k (reproducible)."""
+    out = list(case_ids)
+    if process:
+        random.Random(process).shuffle(out)
+    return out
+
+
+def journal_path(run_dir: Path, shard_label: str, process: int) -> Path:
+    return run_dir / f"proc-{shard_label}-p{process}.jsonl"
+
+
+def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(records by case id, case ids started) from a worker journal; a torn last line is ignored."""
+    records: dict[str, dict[str, Any]] = {}
+    started: list[str] = []
+    if not path.exists():
+        return records, started
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if "start" in item:
+                started.append(item["start"])
+            elif "record" in item:
+                records[item["record"]["case_id"]] = item["record"]
+    return records, started
+
+
+def _append(fh: Any, item: Mapping[str, Any]) -> None:
+    fh.write(json.dumps(item, default=str, allow_nan=True) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def omp_env(omp_wait: str | None) -> dict[str, str]:
+    """The environment of a worker: this one, with OMP_WAIT_POLICY set when asked, and Python's
+    path so that the job's functions import."""
+    env = dict(os.environ)
+    if omp_wait is not None:
+        env["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict[str, Any]], None]) -> int:
+    """Start one worker for ``job`` and wait for it, passing each record it stores to ``on_record``
+    as it comes. Returns the worker's exit code."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".job", delete=False) as f:
+        pickle.dump(job, f)
+    path = Path(job.journal)
+    seen = len(read_journal(path)[0])
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.runner.worker_main", f.name], env=dict(env),
+                                stdin=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                time.sleep(POLL_S)
+                seen = _report(path, seen, on_record)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        _report(path, seen, on_record)
+        return proc.returncode
+    finally:
+        os.unlink(f.name)
+
+
+def _report(path: Path, seen: int, on_record: Callable[[dict[str, Any]], None]) -> int:
+    records = list(read_journal(path)[0].values())
+    for rec in records[seen:]:
+        on_record(rec)
+    return max(seen, len(records))
+
+
+def worker_main(job: WorkerJob) -> None:
+    """Inside the worker: measure ``job.order`` and journal each record (host load sampled around it)."""
+    import dataclasses
+    import gc
+
+    from harness.runner.context import make_context
+    from harness.runner.hostload import host_busy, sample
+    from harness.runner.loop import work_items
+    from harness.runner.rows import build_row
+
+    ctx = make_context(job.suite, job.device, list(job.dtypes), job.threads, job.mode, job.shard, job.run_id)
+    ctx = dataclasses.replace(ctx, peaks=dict(job.peaks))
+    wanted = set(job.order)
+    dtypes = list(job.case_dtypes) if job.case_dtypes else None
+    cases = {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, ctx.backend.type)
+             if c.case_id in wanted}
+    llc = ctx.backend.last_level_cache(ctx.device)
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    gc.collect()
+    gc.freeze()
+    _end_line(Path(job.journal))
+    with open(job.journal, "a", encoding="utf-8") as fh:
+        for cid in job.order:
+            _append(fh, {"start": cid})
+            before = sample()
+            row = build_row(cases[cid], ctx, job.measure_fn, llc, job.profile)
+            rec = row.to_record()
+            rec["host_busy"] = host_busy(before, sample())
+            rec["omp_wait_policy"] = policy.lower() if policy else None
+            _append(fh, {"record": rec})
+
+
+def _end_line(path: Path) -> None:
+    """End a torn last line (a worker killed mid-write) so the next line starts clean."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+
+
+def died(case_record: Callable[[str], Row], cid: str, code: int) -> dict[str, Any]:
+    """The record of a case whose worker died while measuring it."""
+    row = case_record(cid)
+    rec = row.to_record()
+    rec.update(status=str(Status.ERROR), error=f"worker process died (exit code {code}) while measuring this case")
+    return rec
+
+
+def run_pass(job: WorkerJob, env: Mapping[str, str], failed_record: Callable[[str, int], dict[str, Any]],
+             on_record: Callable[[dict[str, Any]], None]) -> None:
+    """Measure every case of ``job.order`` not yet in its journal, starting a new worker after one
+    that dies (its case becomes an ``error`` record). ``RuntimeError`` if a worker dies before
+    measuring anything twice in a row."""
+    path = Path(job.journal)
+    fruitless = 0
+    while True:
+        records, started = read_journal(path)
+        todo = tuple(c for c in job.order if c not in records)
+        if not todo:
+            return
+        code = run_worker(_with_order(job, todo), env, on_record)
+        records, started_after = read_journal(path)
+        if code == 0:
+            continue
+        crashed = [c for c in started_after[len(started):] if c not in records]
+        if not crashed:
+            fruitless += 1
+            if fruitless >= 2:
+                raise RuntimeError(f"worker process exits with code {code} before measuring anything")
+            continue
+        fruitless = 0
+        with open(path, "a", encoding="utf-8") as fh:
+            rec = failed_record(crashed[-1], code)
+            _append(fh, {"record": rec})
+        on_record(rec)
+
+
+def _with_order(job: WorkerJob, order: tuple[str, ...]) -> WorkerJob:
+    import dataclasses
+    return dataclasses.replace(job, order=order)
+
+
+def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(case id, its record from every journal) for the cases every journal holds, in ``case_ids`` order."""
+    by_proc = [read_journal(p)[0] for p in journals]
+    for cid in case_ids:
+        recs = [r.get(cid) for r in by_proc]
+        if all(r is not None for r in recs):
+            yield cid, recs  # type: ignore[misc]

@@ -1,0 +1,114 @@
+"""``layerbench compare`` for people and CI: globs on both sides, times in automatic units, the geometric
+mean per family, ``--fail-on`` (pytest-benchmark's syntax) and its exit code, table/markdown/json,
+``--only-changed``, verdicts only on stable rows (the others counted by stability value), machines never
+mixed silently; ``export`` carries the derived columns."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness import record as R
+from harness.analysis.compare import FailOn, compare, family_geomeans
+from harness.cli import main
+from harness.store import write_parquet
+
+
+def row(**kw):
+    base = dict(status="ok", device="cpu", device_type="cpu", device_name="X", machine_id="m" * 12,
+                machine_name="X (2 CPUs)", settings_id="s" * 12, host="h", dtype="fp32", threads=2, flops=2e6,
+                bytes_read=5e5, bytes_written=5e5, layer="conv2d", config="{}", axes="{}", memory_format="nchw",
+                suite="s", timestamp="2026-11-24T02:00:00+0000", harness_version="0", torch_version="2.13",
+                python_version="3.11", peak_source="none", ceiling_source="none", stability="stable")
+    base.update(kw)
+    base.setdefault("input_shapes", base["case_id"])
+    base.setdefault("config_id", base["case_id"])
+    base.setdefault("row_id", f"{base['machine_id']}:{base['device']}:{base['case_id']}")
+    t = base["time_median_s"]
+    for col, f in (("time_q1_s", 0.99), ("time_q3_s", 1.01), ("time_ci_low_s", 0.995), ("time_ci_high_s", 1.005),
+                   ("time_min_s", 0.98), ("time_mean_s", 1.0)):
+        base.setdefault(col, t * f)
+    return {c: base.get(c) for c in R.COLUMN_NAMES}
+
+
+# A: every case 100 us. B: conv family 1.21x and 1.0x (geomean 1.1), relu 0.5x, one noisy row, one bimodal.
+A = [row(case_id=c, family=f, run_id="a", time_median_s=1e-4) for c, f in
+     (("c1", "conv"), ("c2", "conv"), ("r1", "relu"), ("n1", "relu"), ("b1", "conv"))]
+B = [row(case_id="c1", family="conv", run_id="b", time_median_s=1.21e-4),
+     row(case_id="c2", family="conv", run_id="b", time_median_s=1.0e-4),
+     row(case_id="r1", family="relu", run_id="b", time_median_s=0.5e-4),
+     row(case_id="n1", family="relu", run_id="b", time_median_s=3e-4, stability="noisy"),
+     row(case_id="b1", family="conv", run_id="b", time_median_s=3e-4, stability="bimodal")]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for name, rows in (("nightly-a-1", A[:3]), ("nightly-a-2", A[3:]), ("nightly-b-1", B[:3]), ("nightly-b-2", B[3:])):
+        (tmp_path / name).mkdir()
+        write_parquet(pd.DataFrame(rows, columns=list(R.COLUMN_NAMES)), tmp_path / name / "part-1of1.parquet")
+    return tmp_path
+
+
+def test_library_verdicts_geomean_and_fail_on():
+    t = compare(pd.DataFrame(A, columns=list(R.COLUMN_NAMES)), pd.DataFrame(B, columns=list(R.COLUMN_NAMES)))
+    v = t.set_index("case_id")["verdict"].to_dict()
+    assert v == {"c1": "slower", "c2": "same", "r1": "faster", "n1": "set aside", "b1": "set aside"}
+    assert t.attrs["stability"]["b"] == {"stable": 3, "noisy": 1, "bimodal": 1}
+    geo = family_geomeans(t).set_index("family")
+    assert geo.loc["conv", "geomean_ratio"] == pytest.approx(1.1) and geo.loc["conv", "cases"] == 2   # sqrt(1.21 x 1)
+    assert geo.loc["relu", "geomean_ratio"] == pytest.approx(0.5) and geo.loc["relu", "cases"] == 1
+    (rule,) = FailOn.parse("median:10%")
+    assert rule == FailOn("median", 0.10, True)
+    assert list(t.loc[rule.crossed(t), "case_id"]) == ["c1"]          # n1 (3x, noisy) is set aside, not failed
+    (absolute,) = FailOn.parse("min:0.00001")                          # 10 us: c1's min rose 20.6 us
+    assert list(t.loc[absolute.crossed(t), "case_id"]) == ["c1"]
+    with pytest.raises(ValueError, match="--fail-on.*median:10%"):
+        FailOn.parse("p99:10%")
+
+
+def test_cli_globs_units_fail_on_and_formats(runs, capsys):
+    a, b = str(runs / "nightly-a-*"), str(runs / "nightly-b-*")
+    assert main(["compare", a, "--to", b]) == 0
+    out, err = capsys.readouterr()
+    assert "100 us" in out and "121 us" in out and "0.0001" not in out            # automatic units
+    assert "1 slower, 1 faster, 1 same, 2 set aside" in out
+    assert "conv" in out.split("geometric mean of B/A per family:")[1] and "1.100" in out
+    assert "set aside on B: 2 row(s) not stable (1 bimodal, 1 noisy)" in err
+    assert main(["compare", a, "--to", b, "--fail-on", "median:10%"]) == 1
+    out, err = capsys.readouterr()
+    assert "slower (fail-on)" in out and "--fail-on median:10%: 1 case(s) crossed it" in err
+    assert main(["compare", a, "--to", b, "--fail-on", "median:25%"]) == 0
+    capsys.readouterr()
+    assert main(["compare", a, "--to", b, "--format", "json", "--only-changed", "--fail-on", "median:10%"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["failed"] == 1 and doc["counts"] == {"slower": 1, "faster": 1, "same": 1, "set aside": 2}
+    assert sorted(c["case_id"] for c in doc["cases"]) == ["b1", "c1", "n1", "r1"]         # "same" left out
+    assert {f["family"]: round(f["geomean_ratio"], 6) for f in doc["families"]} == {"conv": 1.1, "relu": 0.5}
+    assert doc["stability"]["b"] == {"stable": 3, "noisy": 1, "bimodal": 1}
+    assert main(["compare", a, "--to", b, "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert md.lstrip().startswith("| family") and "| conv" in md and "Geometric mean of B/A per family" in md
+    assert main(["compare", a, "--to", b, "--fail-on", "median:ten"]) == 2
+    assert "--fail-on" in capsys.readouterr().err
+
+
+def test_cli_never_mixes_machines(runs, capsys):
+    other = [dict(r, machine_id="n" * 12, machine_name="Y (64 CPUs)", row_id="n" * 12 + ":cpu:" + r["case_id"])
+             for r in B]
+    (runs / "other").mkdir()
+    write_parquet(pd.DataFrame(other, columns=list(R.COLUMN_NAMES)), runs / "other" / "part-1of1.parquet")
+    assert main(["compare", str(runs / "nightly-a-*"), "--to", str(runs / "other")]) == 2
+    assert "--across-machines" in capsys.readouterr().err
+    assert main(["compare", str(runs / "nightly-a-*"), "--to", str(runs / "other"), "--across-machines"]) == 0
+    assert "cross-device comparison" in capsys.readouterr().out
+
+
+def test_export_carries_derived_columns(runs, tmp_path, capsys):
+    out = tmp_path / "rows.csv"
+    assert main(["export", str(runs / "nightly-a-1"), "--format", "csv", "-o", str(out)]) == 0
+    df = pd.read_csv(out)
+    # 2e6 FLOP in 100 us = 20 GFLOP/s; 1e6 bytes in 100 us = 10 GB/s
+    assert df["achieved_flops_s"].tolist() == [2e10] * 3 and df["achieved_bytes_s"].tolist() == [1e10] * 3
+    pq_out = tmp_path / "rows.parquet"
+    assert main(["export", str(runs / "nightly-a-1"), "--format", "parquet", "-o", str(pq_out)]) == 0
+    assert "achieved_flops_s" in pd.read_parquet(pq_out).columns

@@ -1,0 +1,71 @@
+"""Console output of a run: each line names what tells its case apart (kernel 1/3/5, nchw vs
+channels_last, the solved channels of an equal-FLOPs family), plain log lines when stderr is not a
+terminal, and no third-party output (profiler, oneDNN) in a real run's output."""
+
+import subprocess
+import sys
+import textwrap
+
+from harness.record import Row, Status
+from harness.runner import make_context
+from harness.runner.progress import brief, describe, varying_names
+from harness.runner.rows import failed
+from harness.suite import load_suite
+
+
+def rows_of(suite_name: str) -> list[Row]:
+    suite = load_suite(suite_name)
+    ctx = make_context(suite, "cpu", list(suite.dtypes), None, "auto", (1, 1), "console-test", "never", None)
+    return [Row(key=ctx.key(c), case=ctx.case_fields(c), health=failed(Status.SKIPPED, "not run"),
+                peaks=ctx.peaks_for(c, {}), provenance=ctx.provenance()) for c in suite.cases()]
+
+
+def test_quick_suite_lines_name_what_varies():
+    suite = load_suite("quick")
+    varying = varying_names(suite)
+    assert varying["conv-kernel"] == {"k"}
+    assert varying["groups-equal-flops"] == {"g", "c"}
+    assert varying["pointwise-vs-3x3"] == {"k", "p", "c"}
+    assert varying["memory-format"] == set()
+    lines = [describe(r, varying) for r in rows_of("quick")]
+    assert len(set(lines)) == len(lines)                   # every case prints differently
+    assert lines[:3] == ["conv-kernel conv2d k=1 nchw fp32", "conv-kernel conv2d k=3 nchw fp32",
+                         "conv-kernel conv2d k=5 nchw fp32"]
+    assert "groups-equal-flops conv2d c=512 g=64 nchw fp32" in lines
+    assert {"memory-format conv2d nchw fp32", "memory-format conv2d channels_last fp32"} <= set(lines)
+    assert "attention sdpa causal=True seq=512 nchw fp32" in lines
+
+
+def test_dtypes_distinguish_rows():
+    lines = [describe(r, varying_names(load_suite("dtypes"))) for r in rows_of("dtypes")]
+    assert len(set(lines)) == len(lines)
+
+
+def test_failed_row_line_says_why():
+    row = rows_of("quick")[0]
+    assert brief(row).endswith(": skipped (not run)")
+
+
+RUN = textwrap.dedent("""
+    import logging, sys
+    from harness.runner import run_suite
+    from harness.suite import parse_suite
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    suite = parse_suite({"name": "cons", "budget_s": 0.01, "warmup_s": 0.001, "min_reps": 3, "sweep": [
+        {"family": "conv", "layer": "conv2d", "input": "1x8x10x10", "params": {"in": 8, "out": 8},
+         "axes": {"k": [1, 3]}, "memory_format": ["nchw", "channels_last"]}]}, "cons.toml")
+    run_suite(suite, out=sys.argv[1], calibrate="never")
+""")
+
+
+def test_plain_lines_and_no_third_party_noise_when_not_a_tty(tmp_path):
+    r = subprocess.run([sys.executable, "-c", RUN, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("[")]
+    heads = [x.split(":")[0] for x in lines]
+    assert [h.split()[0] for h in heads] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    for h, (k, fmt) in zip(heads, [("k=1", "nchw"), ("k=1", "channels_last"), ("k=3", "nchw"),
+                                   ("k=3", "channels_last")]):
+        assert f" {k} " in h and h.endswith(f" {fmt} fp32")
+    noise = ("USDT", "profiler_start", "onednn_verbose", "dnnl_verbose", "\r", "\x1b[")
+    assert not any(n in r.stderr + r.stdout for n in noise)

@@ -1,0 +1,78 @@
+"""Hierarchical roofline: the memory level bounding a row by its working set, the roof level
+(compute, a cache, main memory, launch) of synthetic rows, and the stored levels a run copies into rows."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis.metrics import DERIVED, RoofLevel, derive, memory_levels, parse_levels
+
+KIB, MIB = 2**10, 2**20
+LEVELS = json.dumps([{"level": "L1", "bytes_s": 200e9, "capacity_bytes": 64 * KIB},
+                     {"level": "L2", "bytes_s": 100e9, "capacity_bytes": MIB},
+                     {"level": "L3", "bytes_s": 50e9, "capacity_bytes": 24 * MIB},
+                     {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
+
+
+def row(flops, moved, levels=LEVELS, time_s=1e-3, device_type="cpu", **kw):
+    base = dict(status="ok", time_median_s=time_s, flops=flops, bytes_read=moved, bytes_written=0,
+                ceiling_flops_s=100e9, ceiling_bytes_s=20e9, peak_flops_s=None, peak_bytes_s=None,
+                peak_source="formula", kernel_launches=1, launch_overhead_s=2e-6, ceiling_levels=levels,
+                device_type=device_type)
+    return {**base, **kw}
+
+
+def test_level_by_working_set():
+    lv = parse_levels(LEVELS)
+    moved = pd.Series([32 * KIB, 64 * KIB, 64 * KIB + 1, 20 * MIB, 100 * MIB, np.nan])
+    name, bw = memory_levels(moved, lv)
+    assert list(name[:5]) == ["L1", "L1", "L2", "L3", "DRAM"] and pd.isna(name[5])   # a set that fills L1 still fits
+    assert list(bw[:5]) == [200e9, 200e9, 100e9, 50e9, 20e9]
+    # a level without a bandwidth: its sets go out to the next measured level
+    gap = (RoofLevel("L1", 64 * KIB, 200e9), RoofLevel("L2", MIB, None), RoofLevel("DRAM", None, 20e9))
+    assert list(memory_levels(pd.Series([100 * KIB]), gap)[0]) == ["DRAM"]
+    assert parse_levels("not json") == () and parse_levels('{"level": 1}') == ()
+
+
+def test_roof_level_of_synthetic_rows():
+    rows = [row(1e6, 32 * KIB),          # 1e6/100e9 = 10 us compute > 32 KiB/200 GB/s = 0.16 us: compute
+            row(1e3, 512 * KIB),         # L2: 512 KiB / 100 GB/s = 5.24 us > 10 ns compute
+            row(1e3, 4 * MIB),           # L3: 4 MiB / 50 GB/s = 83.9 us
+            row(1e3, 100 * MIB),         # DRAM: 100 MiB / 20 GB/s = 5.24 ms
+            row(10, 100),                # launch: 2 us floor > 0.1 ns compute, 0.5 ns L1
+            row(1e3, 4 * MIB, levels=None)]   # no stored levels: main memory, ceiling_bytes_s
+    d = derive(pd.DataFrame(rows))
+    assert list(d["roof_level"]) == ["compute", "L2", "L3", "DRAM", "launch", "DRAM"]
+    assert list(d["roof_mem_level"]) == ["L1", "L2", "L3", "DRAM", "L1", "DRAM"]
+    assert list(d["roof_level_bytes_s"]) == [200e9, 100e9, 50e9, 20e9, 200e9, 20e9]
+    expected = [1e-5, 512 * KIB / 100e9, 4 * MIB / 50e9, 100 * MIB / 20e9, 2e-6, 4 * MIB / 20e9]
+    assert d["roof_level_time_s"].tolist() == pytest.approx(expected)
+    assert d["roof_level_fraction"].tolist() == pytest.approx([t / 1e-3 for t in expected])
+    # the single-roof columns keep their meaning: the L3 row is memory-bound against DRAM
+    assert d["roofline_time_s"][2] == pytest.approx(4 * MIB / 20e9)
+
+
+def test_a_row_above_the_dram_roof_is_explained_by_its_level():
+    # ReLU-like: 1.6 MB moved in 30 us = 53 GB/s, 2.7x the 20 GB/s DRAM copy roof; it fits L3 (50 GB/s)
+    d = derive(pd.DataFrame([row(0, 1_605_632, time_s=30e-6)]))
+    assert d["roofline_fraction"][0] > 2.5                    # beyond the single memory roof
+    assert d["roof_level"][0] == "L3" and d["roof_level_fraction"][0] == pytest.approx(1_605_632 / 50e9 / 30e-6)
+
+
+def test_gpu_rows_without_levels_name_hbm_and_rows_not_ok_are_empty():
+    d = derive(pd.DataFrame([row(1e3, 100 * MIB, levels=None, device_type="cuda"),
+                             row(1e3, 100 * MIB, status="error", time_median_s=None),
+                             row(1e3, 100 * MIB, levels=None, ceiling_bytes_s=None, ceiling_flops_s=None)]))
+    assert d["roof_level"][0] == "HBM" and d["roof_mem_level"][0] == "HBM"
+    assert pd.isna(d["roof_level"][1]) and np.isnan(d["roof_level_time_s"][1])
+    assert pd.isna(d["roof_level"][2])                        # no roof stored at all
+
+
+def test_derived_declares_the_new_columns():
+    names = {d.name for d in DERIVED}
+    assert {"roof_mem_level", "roof_level", "roof_level_bytes_s", "roof_level_time_s",
+            "roof_level_fraction"} <= names
+    frame = derive(pd.DataFrame([row(1e6, 32 * KIB)]))
+    assert names <= set(frame.columns)

@@ -1,0 +1,94 @@
+"""The stability verdict (harness.timing.stability) and host load (harness.runner.hostload) on
+hand-made samples; the cross-process merge (harness.runner.repeats) on hand-made records."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.record import Stability
+from harness.runner.hostload import CpuSample, host_busy
+from harness.runner.repeats import merge
+from harness.timing import stability as S
+
+
+def tight(center: float, n: int = 20, rel: float = 0.01) -> list[float]:
+    """n samples spread evenly over center * (1 +- rel)."""
+    return [center * (1 - rel + 2 * rel * i / (n - 1)) for i in range(n)]
+
+
+def test_stable_when_processes_agree_and_samples_are_tight():
+    v, why = S.verdict([tight(1e-3), tight(1.01e-3), tight(0.995e-3)], 0.01)
+    assert v is Stability.STABLE and "3 process(es) within 1.5 %" in why and "host_busy 0.01" in why
+
+
+def test_contended_wins_over_everything():
+    v, why = S.verdict([tight(1e-3)], 0.45)
+    assert v is Stability.CONTENDED and why == "host_busy 0.45 > 0.20"
+    assert S.verdict([tight(1e-3)], S.BUSY_LIMIT)[0] is Stability.STABLE      # the limit itself is not over it
+
+
+def test_separated_process_medians_are_bimodal():
+    # the ShuffleNet G2 case: 0.6 ms in one process, 2.8 ms in two others, each within 1-2 %
+    v, why = S.verdict([tight(0.6e-3), tight(2.8e-3), tight(2.9e-3)], 0.0)
+    assert v is Stability.BIMODAL and "600/2800/2900 us" in why
+
+
+def test_spread_processes_without_a_gap_are_noisy():
+    wide = [tight(1e-3, rel=0.2), tight(1.1e-3, rel=0.2)]   # 10 % apart, each +-20 %: no separation
+    v, why = S.verdict(wide, 0.0)
+    assert v is Stability.NOISY and "spread 10 %" in why
+
+
+def test_samples_split_in_one_process_are_bimodal():
+    xs = [1e-3] * 10 + [1.5e-3] * 10
+    v, why = S.verdict([xs], None)
+    assert v is Stability.BIMODAL and "samples split 10/10" in why and "host_busy unknown" in why
+    # too few samples to call clusters: a wide IQR makes it noisy instead
+    v, _ = S.verdict([[1e-3, 1e-3, 1.5e-3, 1.5e-3]], None)
+    assert v is Stability.NOISY
+
+
+def test_wide_iqr_is_noisy_and_few_samples_are_noisy():
+    assert S.verdict([tight(1e-3, rel=0.3)], 0.0)[0] is Stability.NOISY
+    assert S.verdict([[1e-3, 1e-3]], 0.0)[0] is Stability.NOISY
+
+
+def test_median_low_is_a_measured_value():
+    assert S.median_low([3.0, 1.0, 2.0, 4.0]) == 2.0 and S.median_low([5.0]) == 5.0
+
+
+def test_host_busy_subtracts_own_time_and_scales_by_cpus():
+    a = CpuSample(wall_s=0.0, busy_s=100.0, own_s=10.0, cpus=2)
+    b = CpuSample(wall_s=1.0, busy_s=101.5, own_s=10.9, cpus=2)      # 1.5 CPU-s busy, 0.9 of them ours
+    assert host_busy(a, b) == pytest.approx(0.3)
+    assert host_busy(a, CpuSample(0.05, 100.1, 10.0, 2)) is None        # shorter than the tick can carry
+    assert host_busy(a, CpuSample(1.0, 100.5, 11.0, 2)) == 0.0          # clamped (ticks land unevenly)
+
+
+def _rec(median: float, busy: float | None, samples: list[float], status: str = "ok") -> dict:
+    return {"run_id": "r", "row_id": "m:cpu:c", "case_id": "c", "config_id": "c", "suite": "s", "family": "f",
+            "machine_id": "m", "machine_name": "m", "settings_id": "s", "host": "h", "layer": "relu",
+            "config": "{}", "axes": "{}", "memory_format": "nchw", "dtype": "fp32", "device": "cpu",
+            "device_type": "cpu", "device_name": "cpu", "status": status, "peak_source": "none",
+            "ceiling_source": "none", "timestamp": "t", "harness_version": "0", "torch_version": "0",
+            "python_version": "3", "time_median_s": median if status == "ok" else None,
+            "samples_s": samples if status == "ok" else None, "host_busy": busy,
+            "error": None if status == "ok" else "boom"}
+
+
+def test_merge_keeps_the_lower_median_process_and_every_median():
+    recs = [_rec(2.8e-3, 0.01, tight(2.8e-3)), _rec(0.6e-3, 0.03, tight(0.6e-3)), _rec(2.9e-3, 0.02, tight(2.9e-3))]
+    row = merge(recs)
+    t, h = row.timing, row.health
+    assert t.time_median_s == 2.8e-3 and t.process_median_s == 2.8e-3 and t.processes == 3
+    assert t.process_medians_s == [2.8e-3, 0.6e-3, 2.9e-3]
+    assert t.process_spread == pytest.approx((2.9 - 0.6) / 2.8)
+    assert h.host_busy == 0.03 and h.stability == "bimodal"
+
+
+def test_merge_with_a_failed_process_is_noisy_and_says_why():
+    row = merge([_rec(1e-3, 0.0, tight(1e-3)), _rec(0, None, [], status="error")])
+    assert row.health.stability == "noisy" and "1 of 2 processes failed (boom)" in row.health.stability_reason
+    assert row.timing.processes == 1
+    only_failed = merge([_rec(0, None, [], status="error")])
+    assert only_failed.health.status == "error" and only_failed.timing is None

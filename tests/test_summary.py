@@ -1,0 +1,110 @@
+"""The end-of-run summary: utilization per family against hand-computed figures, roofline labels and
+levels, stability verdicts with the rows set aside, findings from stable rows, and a report or
+summary failure that never fails the run."""
+
+import time
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.cli.summary import finish_run, label_line, summarize
+from harness.runner import run_suite
+from harness.store import load_runs
+from harness.suite import parse_suite
+from harness.timing import Measurement
+
+# conv2d k=3 p=1 on 1xcx8x8: FLOPs = 2 * c * (c / g) * 9 * 64; c=8 g=1 and c=16 g=4 both 73,728
+SUITE = {
+    "name": "sumtest", "budget_s": 0.1,
+    "sweep": [
+        {"family": "groups", "layer": "conv2d", "input": "1x{c}x8x8", "params": {"k": 3, "p": 1},
+         "zip": {"c": [8, 16], "g": [1, 4]}, "derive": {"in": "c", "out": "c"}},
+        {"family": "relu", "layer": "relu", "input": "1x{c}", "axes": {"c": [8, 16]}},
+    ],
+}
+
+
+def by_channels(fn, *, inputs, **kw):
+    """1 ms per call at 8 channels, 4 ms at 16 (the layer really runs once)."""
+    fn(*inputs[0])
+    median = 1e-3 if inputs[0][0].shape[1] == 8 else 4e-3
+    return Measurement(device="cpu", timer="fake", mode="hot", samples_s=(median,) * 10, number=1, warmup_calls=0,
+                       warmup_s=0.0, estimate_s=median, sampling_s=0.01, threads=1, gc_paused=True, rotation=1,
+                       stop_reason="converged", target_rel_ci=0.01)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    r = run_suite(parse_suite(SUITE, "sumtest.toml"), out=out, measure_fn=by_channels, progress=False,
+                  calibrate="never", profile=False)
+    return r.run_dir
+
+
+def with_peaks(frame: pd.DataFrame) -> pd.DataFrame:
+    f = frame.copy()
+    f["peak_flops_s"], f["peak_source"], f["ceiling_flops_s"] = 1e9, "formula", 5e8
+    f["peak_bytes_s"], f["ceiling_bytes_s"], f["launch_overhead_s"] = 1e12, 1e12, 1e-9
+    f["stability"] = ["noisy" if (lay == "relu" and "16" in ax) else "stable" for lay, ax in zip(f["layer"], f["axes"])]
+    return f
+
+
+def test_summary_figures(stored):
+    text = summarize(with_peaks(load_runs([stored]).frame), "r/report.html")
+    lines = text.splitlines()
+    assert lines[0].startswith("sumtest on cpu") and lines[0].endswith("4 rows, 4 ok")
+    # 73,728 FLOP / 1 ms = 73.7 MFLOP/s: 14.7 % of the 500 MFLOP/s ceiling, 7.4 % of the 1 GFLOP/s formula peak;
+    # at 4 ms: 3.7 % and 1.8 %
+    groups = next(x for x in lines if x.strip().startswith("groups"))
+    assert "best c=8 g=1: 15 % / 7 %" in groups and "worst c=16 g=4: 4 % / 2 %" in groups
+    assert "measured ceiling / formula peak" in text
+    # relu c=16 is noisy: set aside, so its family shows one row (c=8, 8 FLOP / 1 ms)
+    relu = next(x for x in lines if x.strip().startswith("relu"))
+    assert "best c=8: 0 % / 0 %" in relu and "worst" not in relu
+    assert "stability: 3 stable, 1 noisy; 1 set aside from the verdicts below (1 noisy)" in lines
+    # at most 15 % of the compute roof, whose side of the ridge they fall on (intensity >= 5e8 / 1e12 FLOP/B)
+    assert any(x.startswith("roofline: 4 under-utilised") for x in lines)
+    assert any("takes 4.0x as long as" in x for x in lines)   # the equal-FLOPs pair, one sentence
+    assert lines[-1] == "report: r/report.html"
+
+
+def test_summary_without_peaks_or_verdicts(stored):
+    text = summarize(load_runs([stored]).frame.assign(peak_flops_s=None, ceiling_flops_s=None, stability=None))
+    assert "stability: not assessed in this run" in text
+    assert "utilization: no peak or ceiling stored with these rows" in text
+    assert text.splitlines()[-1] == "report: not written"
+
+
+def test_label_line_names_memory_levels():
+    f = pd.DataFrame({"label": ["memory-bound", "memory-bound", "memory-bound", "compute-bound", None],
+                      "roof_level": ["L2", "DRAM", "L2", None, None]})
+    assert label_line(f) == "roofline: 3 memory-bound (2 L2, 1 DRAM), 1 compute-bound"
+    assert label_line(f.drop(columns="roof_level")) == "roofline: 3 memory-bound, 1 compute-bound"
+
+
+def test_report_failure_is_one_line_and_summary_still_prints(stored, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    finish_run(stored, blocker / "report")
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("layerbench run: report not written: ")
+    assert out.splitlines()[-1] == "report: not written"
+    finish_run(stored / "missing-run", None)            # nothing stored there: no traceback
+    out, err = capsys.readouterr()
+    assert (out, err) == ("no rows stored\n", "")
+
+
+def test_cli_writes_report_by_default(tmp_path, capsys):
+    suite = tmp_path / "one.toml"
+    suite.write_text('name = "one"\nbudget_s = 0.01\nwarmup_s = 0.001\nmin_reps = 3\n'
+                     '[[sweep]]\nfamily = "relu"\nlayer = "relu"\ninput = "1x8"\n')
+    t = time.perf_counter()
+    assert main(["run", str(suite), "--out", str(tmp_path), "--calibrate", "never", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert f"report: {run_dir / 'report' / 'report.html'}" in out and (run_dir / "report" / "report.html").exists()
+    assert main(["run", str(suite), "--out", str(tmp_path / "b"), "--calibrate", "never", "--quiet",
+                 "--no-report"]) == 0
+    assert "report: not written" in capsys.readouterr().out
+    assert time.perf_counter() - t < 120
