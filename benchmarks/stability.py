@@ -2,8 +2,8 @@
 
     python benchmarks/stability.py [--processes 3] [--suites shufflenet-guidelines,quick] [--hog]
 
-For each suite, two complete runs (each case measured in ``--processes`` fresh workers, each run in
-its own worker processes), then per case: whether the two runs' times agree within 3 % (rows
+For each suite, two complete runs (each a ``layerbench run`` process of its own, each case measured
+in ``--processes`` fresh workers), then per case: whether the two runs' times agree within 3 % (rows
 ``stable`` in both), and whether every case that moved by more than 10 % is flagged (not
 ``stable``) in at least one run. ``--hog`` adds a third run beside a CPU hog (one spinning process
 per CPU) and prints the share of its rows marked ``contended``. Prints the figures and wall times.
@@ -22,15 +22,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.runner import run_suite
 from harness.store import load_results
-from harness.suite import load_suite
 
 
 def one_run(suite: str, out: Path, processes: int) -> tuple[pd.DataFrame, float]:
+    """One complete run in its own ``layerbench run`` process (so even ``--processes 1`` is a
+    second process for the second run): its rows and wall time."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.iterdir())
     t0 = time.perf_counter()
-    r = run_suite(load_suite(suite), out=out, processes=processes, progress=False, calibrate="never")
-    return load_results(r.run_dir), time.perf_counter() - t0
+    subprocess.run([sys.executable, "-m", "harness.cli", "run", suite, "--out", str(out), "--processes",
+                    str(processes), "--quiet", "--no-report", "--calibrate", "never"], check=True,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    (run_dir,) = set(out.iterdir()) - before
+    return load_results(run_dir), wall
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
@@ -50,6 +56,15 @@ def agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
             "flagged_a": int((m.stability_a != "stable").sum()), "flagged_b": int((m.stability_b != "stable").sum())}
 
 
+def moves(a: pd.DataFrame, b: pd.DataFrame, over: float = 0.03) -> pd.DataFrame:
+    """Cases whose time moved by more than ``over`` between the runs, with both verdicts."""
+    cols = ["case_id", "family", "axes", "time_median_s", "process_medians_s", "stability", "stability_reason"]
+    m = a[cols].merge(b[cols], on=["case_id", "family", "axes"], suffixes=("_a", "_b"))
+    r = m.time_median_s_b / m.time_median_s_a
+    m["move"] = r.where(r >= 1, 1 / r) - 1
+    return m[m.move > over].sort_values("move", ascending=False)
+
+
 def hog_run(suite: str, out: Path, processes: int) -> tuple[float, float]:
     """(share of rows marked contended, wall s) of a run beside one spinning process per CPU."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
@@ -67,6 +82,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=3)
     ap.add_argument("--suites", default="shufflenet-guidelines,quick")
     ap.add_argument("--hog", action="store_true", help="also run beside a CPU hog")
+    ap.add_argument("--detail", action="store_true", help="list the cases that moved by more than 3 %%")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for suite in args.suites.split(","):
@@ -81,6 +97,11 @@ def main() -> None:
                   f"{fig['moved_and_flagged']}")
             print(f"  rows flagged (not stable): run 1 {fig['flagged_a']}, run 2 {fig['flagged_b']}; "
                   f"verdicts {verdicts}")
+            if args.detail:
+                for _, r in moves(a, b).iterrows():
+                    meds = ["/".join(f"{x * 1e6:.0f}" for x in r[f"process_medians_s_{k}"]) for k in "ab"]
+                    print(f"    {r['family']} {r['axes']}: {100 * r['move']:.0f} % ({meds[0]} vs {meds[1]} us): "
+                          f"{r['stability_a']} / {r['stability_b']}")
             if args.hog:
                 share, wall = hog_run(suite, Path(tmp) / "hog", args.processes)
                 print(f"  beside a CPU hog: {100 * share:.0f} % of rows contended (wall {wall:.1f} s)")

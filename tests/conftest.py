@@ -13,6 +13,8 @@ def _private_ceilings(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
     old = os.environ.get("LAYERBENCH_CEILINGS")
     os.environ["LAYERBENCH_CEILINGS"] = str(tmp_path_factory.mktemp("ceilings"))
+    # `layerbench run` in tests measures in its own process unless a test asks for --processes
+    os.environ.setdefault("LAYERBENCH_PROCESSES", "1")
     yield
     if old is None:
         os.environ.pop("LAYERBENCH_CEILINGS", None)

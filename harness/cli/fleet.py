@@ -23,6 +23,7 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
     to the URL given as ``--out``."""
     import logging
 
+    from harness.cli.run import cli_processes
     from harness.dataset import is_url, publish, staging_dir
     from harness.fleet.plan import parse_devices
     from harness.runner import parse_shard, run_suite
@@ -36,7 +37,8 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
         from harness.fleet import run_on_ray
         summary = run_on_ray(suite, args.out, device=device, devices=devices, address=args.ray or None,
                              dtypes=dtypes, threads=args.threads, mode=args.mode, calibrate=args.calibrate,
-                             progress=None if not args.quiet else False)
+                             progress=None if not args.quiet else False, processes=cli_processes(args, suite),
+                             omp_wait=args.omp_wait)
         for r in summary.results:
             counts = ", ".join(f"{v} {k}" for k, v in sorted(r.statuses.items())) or "nothing new"
             print(f"{r.run_id} shard {r.shard[0]}/{r.shard[1]} on {r.host} [{r.machine_id}]: {counts} "
@@ -54,7 +56,7 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
     s = run_suite(suite, device=device, dtypes=dtypes, out=stage, resume=args.resume,
                   shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
                   progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
-                  ceilings=args.ceilings)
+                  ceilings=args.ceilings, processes=cli_processes(args, suite), omp_wait=args.omp_wait)
     url = publish(s.parquet, args.out)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(s.statuses.items())) or "nothing new"
     print(f"{s.run_id}: {counts} ({s.already_done} already stored) in {s.seconds:.1f} s -> {url}")

@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
                         shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
                         progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
-                        ceilings=args.ceilings, processes=args.processes, omp_wait=args.omp_wait)
+                        ceilings=args.ceilings, processes=cli_processes(args, suite), omp_wait=args.omp_wait)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
     print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
           f"{summary.parquet}")
@@ -41,6 +41,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
         return 130
     return 0
+
+
+#: Worker processes per case for ``layerbench run`` when neither --processes nor the suite says, and
+#: $LAYERBENCH_PROCESSES is unset (README, "Stability": the measured cost and gain behind it).
+CLI_PROCESSES = 3
+
+
+def cli_processes(args: argparse.Namespace, suite: Any) -> int:
+    """--processes, else the suite's ``processes``, else $LAYERBENCH_PROCESSES, else ``CLI_PROCESSES``."""
+    import os
+
+    from harness.errors import SpecError
+    if args.processes is not None:
+        return args.processes
+    if getattr(suite, "processes", None):
+        return suite.processes
+    env = os.environ.get("LAYERBENCH_PROCESSES")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise SpecError("LAYERBENCH_PROCESSES", env, "an integer from 1 to 64") from None
+    return CLI_PROCESSES
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
@@ -71,7 +94,7 @@ def add(sub: Any) -> None:
     p.add_argument("--processes", type=int, default=None, metavar="N",
                    help="measure each case in N fresh worker processes, one after another, each in a different "
                         "case order; rows keep every process's median and a stability verdict (default: the "
-                        "suite's `processes`, else 1)")
+                        "suite's `processes`, else $LAYERBENCH_PROCESSES, else 3)")
     p.add_argument("--omp-wait", default=None, choices=["active", "passive"],
                    help="OMP_WAIT_POLICY in the worker processes (measures in a worker even with one process; "
                         "default: the suite's `omp_wait`, else the environment as it is)")

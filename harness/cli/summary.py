@@ -67,10 +67,11 @@ def _peak_kind(rows: pd.DataFrame) -> str:
 def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) -> list[str]:
     """Per family: the best and the worst row of ``ok``, each with its utilization of the measured
     ceiling and of the theoretical (datasheet or formula) peak, named by the sweep names that vary
-    within the family in ``named_by`` (default: ``ok``)."""
+    within the family in ``named_by`` (default: ``ok``). Utilization is a figure, not a verdict:
+    every measured row counts, and a row that is not ``stable`` is marked ``*``."""
     named_by = ok if named_by is None else named_by
     if ok.empty:
-        return ["utilization: no row to judge (none stable)"]
+        return ["utilization: no measured row"]
     if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
         return ["utilization: no peak or ceiling stored with these rows"]
     key = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok["util_peak"])
@@ -82,9 +83,18 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
             continue
         varying = _varying(named_by[named_by[R.FAMILY] == family])
         best, worst = rows.loc[rows["_key"].idxmax()], rows.loc[rows["_key"].idxmin()]
-        cell = [f"{_name(r, varying)}: {_pct(r['util_ceiling'])} / {_pct(r['util_peak'])}" for r in (best, worst)]
+        cell = [f"{_name(r, varying)}{_mark(r)}: {_pct(r['util_ceiling'])} / {_pct(r['util_peak'])}"
+                for r in (best, worst)]
         lines.append(f"  {family:<{width}}  best {cell[0]}" + ("" if len(rows) == 1 else f";  worst {cell[1]}"))
+    if any(_mark(r) for _, r in ok.iterrows()):
+        lines.append("  (* a row not stable: its time may not hold in another process; see the stability line)")
     return lines
+
+
+def _mark(row: pd.Series) -> str:
+    """``*`` for a row whose stability verdict is not ``stable``."""
+    v = row.get(R.STABILITY)
+    return "*" if isinstance(v, str) and v != "stable" else ""
 
 
 def _counts(values: pd.Series) -> str:
@@ -146,7 +156,7 @@ def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
     lines = [head]
     if not ok.empty:
         kept, stability = stable_rows(ok)
-        lines += [stability, *utilization_lines(kept, ok), label_line(ok), *finding_lines(kept)]
+        lines += [stability, *utilization_lines(ok), label_line(ok), *finding_lines(kept)]
     lines.append(f"report: {report}" if report is not None else "report: not written")
     return "\n".join(lines)
 

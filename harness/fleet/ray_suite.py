@@ -11,6 +11,7 @@ deduplicate on ``(run_id, row_id)``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -43,6 +44,8 @@ class ShardTask:
     calibrate: str = "missing"
     stage: str | None = None       # staging folder on the node (default: harness.dataset.staging_dir)
     profile: bool = True
+    processes: int | None = None    # fresh worker processes per case (run_suite's ``processes``)
+    omp_wait: str | None = None     # OMP_WAIT_POLICY in those workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,8 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
         summary = run_suite(task.suite, device=task.device, dtypes=list(task.dtypes) if task.dtypes else None,
                             out=stage, resume=resume, shard=task.shard, threads=task.threads,
                             measure_fn=measure_fn or measure, progress=False, run_id=task.run_id, mode=task.mode,
-                            calibrate=task.calibrate, profile=task.profile)
+                            calibrate=task.calibrate, profile=task.profile, processes=task.processes,
+                            omp_wait=task.omp_wait)
     finally:
         if handler is not None:
             runner_log.removeHandler(handler)
@@ -136,7 +140,8 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
                threads: int | None = None, mode: str | None = None, calibrate: str = "missing",
                measure_fn: Callable[..., Any] | None = None, max_retries: int = MAX_RETRIES,
                stage: str | None = None, progress: bool | None = None, profile: bool = True,
-               run_stamp: str | None = None) -> FleetSummary:
+               run_stamp: str | None = None, processes: int | None = None,
+               omp_wait: str | None = None) -> FleetSummary:
     """Run ``suite`` as Ray tasks on the cluster at ``address`` (``None``: the one this process is
     connected to, else a new local one) and publish every shard to ``dataset``.
 
@@ -152,7 +157,8 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
     remote = ray.remote(run_shard)
     refs = {}
     for p in placements:
-        task = _task(suite, dataset, p, device, dtypes, threads, mode, calibrate, stage, profile, stamp)
+        task = dataclasses.replace(_task(suite, dataset, p, device, dtypes, threads, mode, calibrate, stage, profile,
+                                         stamp), processes=processes, omp_wait=omp_wait)
         ref = remote.options(max_retries=max_retries, retry_exceptions=True, **p.options).remote(task, measure_fn,
                                                                                                   tally)
         refs[ref] = task

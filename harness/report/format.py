@@ -71,7 +71,8 @@ def _bound(r: pd.Series) -> str:
     label = r.get("label")
     level = r.get("roof_level")
     text = str(label) if isinstance(label, str) else ""
-    return f"{text} ({level})" if isinstance(level, str) and level and text else text
+    said = isinstance(level, str) and level and level.lower() in text.lower()     # "compute-bound (compute)"
+    return f"{text} ({level})" if isinstance(level, str) and level and text and not said else text
 
 
 def _peak_cell(r: pd.Series, unique: bool) -> str:
