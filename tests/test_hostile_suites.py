@@ -1,7 +1,7 @@
 """Hostile suite files through the real CLI (README, "Hostile input: the rule").
 
 Every file of ``tests/hostile_suites/`` runs as ``python -m harness.cli run FILE --out TMP --quiet``
-in a subprocess with a wall-clock timeout and an address-space limit (the files to be refused run
+in a subprocess with a wall-clock timeout and a data-segment limit (the files to be refused run
 through the same ``harness.cli.main`` in one subprocess, one call each with its own alarm, so
 that torch is imported once for them). Its first line says what
 must happen: ``# expect: refuse KEY`` (exit 2, one stderr line naming the file, the key, the
@@ -34,7 +34,9 @@ from harness.suite import load_suite
 CORPUS = Path(__file__).parent / "hostile_suites"
 FILES = sorted(CORPUS.glob("*.toml"))
 ROOT = Path(__file__).resolve().parent.parent
-#: Bounds every corpus run is held to: wall time (s) and address space (bytes; torch alone maps ~1.3 GiB).
+#: Bounds every corpus run is held to: wall time (s) and private writable memory (bytes, RLIMIT_DATA:
+#: the heap and anonymous mappings, not the code of shared libraries, so a CUDA build of torch, whose
+#: libraries map several GiB of address space, imports under it).
 TIMEOUT_S = 120
 ADDRESS_SPACE = 3 << 30
 
@@ -55,7 +57,7 @@ def header(path: Path) -> tuple[str, str, list[str], int]:
 
 
 def limits() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    resource.setrlimit(resource.RLIMIT_DATA, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +210,7 @@ def test_refusals_name_the_same_key_in_process() -> None:
 
 def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[str, str]) -> None:
     """10^6 cases (the largest suite accepted) start measuring at once, in bounded memory: the first
-    rows are stored within seconds under a 3 GiB address-space limit, and Ctrl-C keeps them."""
+    rows are stored within seconds under a 3 GiB data-segment limit, and Ctrl-C keeps them."""
     suite = tmp_path / "million.toml"
     suite.write_text('name = "million"\nbudget_s = 0.001\nwarmup_s = 0\nmin_reps = 1\n[[sweep]]\nlayer = "relu"\n'
                      'input = "{b}x{c}"\naxes = { b = { start = 1, stop = 1000, step = 1 }, '
@@ -219,7 +221,7 @@ def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(out), "--quiet",
                              "--calibrate", "never"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+                            text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)))
     try:
         first = None
         while time.monotonic() - t0 < 90 and proc.poll() is None:

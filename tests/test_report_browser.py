@@ -21,8 +21,8 @@ def _chromium() -> str:
 
 
 def test_report_tables_fit_a_1400_px_window(tmp_path):
+    chromium = _chromium()                              # skips without playwright or Chromium
     from playwright.sync_api import sync_playwright
-    chromium = _chromium()
     long_family = "a-family-label-that-is-long-" * 6 + "<script>x</script>"
     sweeps = [dict(GROUPS, axes={"g": [1, 2, 4, 8]}), dict(GROUPS, family=long_family)]
     run = timed_run(tmp_path, sweeps, [1e-4, 3e-4, 5e-4, 9e-4, 2e-4, 6e-4])

@@ -170,10 +170,11 @@ class _Layer:
         skip = self.skip
         if axis_threads is not None:          # a `threads` axis: one case per thread count, same config_id
             what = what + [[THREADS_AXIS, axis_threads]]
-            if isinstance(axis_threads, bool) or not isinstance(axis_threads, int) or not 1 <= axis_threads <= 4096:
-                skip = skip or f"threads={axis_threads!r}: expected an integer in [1, 4096]"
+            n = usable_cpus() if axis_threads == "all" else axis_threads
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4096:
+                skip = skip or f"threads={axis_threads!r}: expected an integer in [1, 4096] or \"all\""
             else:
-                threads = axis_threads
+                threads = n
         case_id = _digest([family] + what)
         return Case(case_id=case_id, config_id=config_id, suite=suite, family=family, layer=self.layer,
                     config=self.config, inputs=self.inputs, axes=self.axes, memory_format=self.memory_format,
@@ -181,7 +182,17 @@ class _Layer:
 
 
 #: An axis of this name sets the case's CPU threads (a thread sweep); it is part of the case id.
+#: ``"all"`` is every CPU this process may run on (its affinity).
 THREADS_AXIS = "threads"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), else the CPU count."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _digest(value: Any) -> str:
