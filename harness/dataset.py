@@ -24,7 +24,6 @@ import os
 import re
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +97,7 @@ def _day(started: Any) -> str:
 def publish(parquet: str | Path, root: str) -> str:
     """Commit one run shard's Parquet file to the dataset at ``root``; returns its URL or path.
 
-    Local: written to ``.<name>.<uuid>.tmp`` in the target folder, then renamed (atomic). Object
+    Local: ``harness.store.atomic_write_bytes`` (a fsync'd temporary beside it, renamed: atomic). Object
     stores: a single PUT of the whole file."""
     shard = Shard.of(parquet)
     data = Path(parquet).read_bytes()
@@ -106,16 +105,9 @@ def publish(parquet: str | Path, root: str) -> str:
     target = f"{base.rstrip('/')}/{shard.path}"
     parent = target.rsplit("/", 1)[0]
     if isinstance(fs, LocalFileSystem):
+        from harness.store import atomic_write_bytes
         os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{target.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write_bytes(Path(target), data)
     else:
         fs.pipe_file(target, data)
     return target if isinstance(fs, LocalFileSystem) and not is_url(root) else _unstrip(root, base, target)

@@ -158,7 +158,7 @@ class RunWriter:
                                  "--resume); its rows are untouched")
 
     def _write_meta(self) -> None:
-        _atomic_write_bytes(self.meta_path, (json.dumps(self.metadata, indent=2, default=str) + "\n").encode())
+        atomic_write_bytes(self.meta_path, (json.dumps(self.metadata, indent=2, default=str) + "\n").encode())
 
     def stored_records(self) -> list[dict[str, Any]]:
         """Rows already stored for this shard: the Parquet part (validated) and the journal."""
@@ -275,7 +275,9 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing: a fsync'd temporary beside it, renamed over it,
+    then the directory fsync'd."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
