@@ -269,16 +269,68 @@ def _make_input(x: Any, dtype: torch.dtype, device: torch.device, index: int) ->
     return x  # non-tensor arguments (flags, None) pass through
 
 
+#: Parameter-free layers (prefixes of ``harness.spec``'s ``_Fn`` names) that must not be counted on meta
+#: tensors: on meta, sdpa picks the math backend and counts causal attention in full.
+NOT_ON_META = ("sdpa",)
+
+
 def _all_meta(model: nn.Module | Callable[..., Any], inputs: Sequence[Any]) -> bool:
     """True when nothing real is involved: a module whose parameters and buffers are all on the meta
-    device and inputs given as shapes or meta tensors. (A module without any runs on CPU fake tensors
-    as before: on meta, sdpa would pick another backend and count causal attention in full.)"""
+    device (or that has none and holds no layer of ``NOT_ON_META``) and inputs given as shapes or
+    meta tensors."""
     if not isinstance(model, nn.Module):
         return False
     tensors = list(model.parameters()) + list(model.buffers())
-    if not tensors or not all(t.is_meta for t in tensors):
+    if not tensors and any(str(getattr(m, "name", "")).startswith(NOT_ON_META) for m in model.modules()):
+        return False
+    if not all(t.is_meta for t in tensors):
         return False
     return all(x.is_meta if isinstance(x, torch.Tensor) else True for x in inputs)
+
+
+class _DynamoStandIn:
+    """Stands in for ``torch._dynamo`` while eager meta kernels run (no compiler is active then).
+
+    Some of torch's Python meta kernels (``addmm``'s decomposition for ``linear``, ...) call helpers
+    wrapped by ``torch._compile._disable_dynamo``, whose first call imports ``torch._dynamo``
+    (about 1.2 s) only to wrap the helper in ``torch._dynamo.disable``. Outside compilation that
+    wrapper changes nothing, so while counting, ``disable(fn)`` returns ``fn``; on exit the cached
+    wrappers are removed again, so a later ``torch.compile`` in the same process gets the real one.
+    Used only when ``torch._dynamo`` is not imported yet; anything else reached through it raises
+    ``AttributeError`` and the caller retries with the real module."""
+
+    def __init__(self) -> None:
+        import types
+        self.module = types.ModuleType("torch._dynamo")
+        self.module.disable = self._disable  # type: ignore[attr-defined]
+        self.seen: list[Any] = []
+
+    def _disable(self, fn: Any, recursive: bool = True, wrapping: bool = True) -> Any:
+        self.seen.append(fn)
+        return fn
+
+    def __enter__(self) -> _DynamoStandIn:
+        import sys
+        sys.modules["torch._dynamo"] = self.module
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import sys
+        if sys.modules.get("torch._dynamo") is self.module:
+            del sys.modules["torch._dynamo"]
+        if vars(torch).get("_dynamo") is self.module:        # getattr would import the real one
+            delattr(torch, "_dynamo")
+        for fn in self.seen:
+            if getattr(fn, "__dynamo_disable", None) is fn:
+                with contextlib.suppress(AttributeError, TypeError):
+                    delattr(fn, "__dynamo_disable")
+
+
+def _meta_mode() -> Any:
+    """The context for a trace on meta tensors: the ``torch._dynamo`` stand-in unless the real
+    module is already imported."""
+    import sys
+    return contextlib.nullcontext() if "torch._dynamo" in sys.modules else _DynamoStandIn()
 
 
 def _fake_mode() -> Any:
@@ -322,9 +374,10 @@ def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str
     try:
         if _all_meta(model, inputs):
             try:
-                return _trace(model, inputs, torch_dtype, torch.device("meta"), contextlib.nullcontext(), kwargs)
-            except (NotImplementedError, RuntimeError):
-                pass                  # an op without a meta kernel: the fake mode has fallbacks
+                with _meta_mode():
+                    return _trace(model, inputs, torch_dtype, torch.device("meta"), contextlib.nullcontext(), kwargs)
+            except (NotImplementedError, RuntimeError, AttributeError, ImportError):
+                pass                  # an op without a meta kernel (or needing dynamo): the fake mode has fallbacks
         return _trace(model, inputs, torch_dtype, _device_of(model), _fake_mode(), kwargs)
     except SpecError:
         raise
