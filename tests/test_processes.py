@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,7 +59,10 @@ def _run(tmp_path, monkeypatch, **kw):
 
 
 def test_three_processes_keep_every_median_and_find_the_split(tmp_path, monkeypatch):
+    import tempfile
+    jobs = set(Path(tempfile.gettempdir()).glob("*.job"))
     r = _run(tmp_path, monkeypatch, processes=3)
+    assert set(Path(tempfile.gettempdir()).glob("*.job")) <= jobs          # job files removed
     assert r.statuses == {"ok": 4}
     f = load_results(r.run_dir)
     f["batch"] = [json.loads(a)["b"] for a in f["axes"]]
@@ -150,3 +154,57 @@ def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):
     assert measured == ["1", "2", "3", "4"]                            # each case once, in order
     assert seen == ids and set(W.read_journal(journal)[0]) == set(ids)
     assert [cid for cid, _ in W.iter_complete([journal], ids)] == ids
+
+
+def slow_fake(fn, *, inputs, **kw):
+    """0.5 s of wall per case (a worker a test can catch mid-run); appends the batch to LB_FAKE_DIR/measured."""
+    import time
+    time.sleep(0.5)
+    return recording_fake(fn, inputs=inputs, **kw)
+
+
+PARENT = r"""
+import os, sys
+sys.path[:0] = sys.argv[2].split(os.pathsep)
+from harness.runner import run_suite
+from harness.suite import parse_suite
+from test_processes import SUITE, slow_fake
+s = parse_suite(dict(SUITE, sweep=[dict(SUITE["sweep"][0], axes={"b": list(range(1, 21))})]))
+run_suite(s, out=sys.argv[1], measure_fn=slow_fake, processes=2, progress=False, profile=False, calibrate="never")
+"""
+
+
+def test_a_worker_stops_when_its_parent_is_killed(tmp_path, monkeypatch):
+    """SIGKILL of the run's process: its worker stops too (never measures beside a resumed run)."""
+    import subprocess
+    import sys
+    import time
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    env = dict(os.environ, LB_FAKE_DIR=str(fake_dir))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "out"), os.pathsep.join(sys.path)],
+                              env=env)
+    measured = fake_dir / "measured"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not measured.exists() or len(measured.read_text().split()) < 2):
+        time.sleep(0.1)
+    assert measured.exists(), "the worker never measured"
+    parent.kill()
+    parent.wait()
+    time.sleep(1.5)                                    # the worker dies with its parent (PR_SET_PDEATHSIG)
+    settled = len(measured.read_text().split())
+    time.sleep(2.0)                                    # 4 more cases would have been measured by now
+    assert len(measured.read_text().split()) == settled < 20
+
+
+def test_resume_passes_over_another_machines_run(tmp_path):
+    from harness.runner.loop import _find_run
+    for name, machine in [("procs-cpu-20260101T000000Z", "mine"), ("procs-cpu-20260102T000000Z", "other")]:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run-1of1.json").write_text(json.dumps({"suite": "procs", "machine_id": machine}))
+    (tmp_path / "procs-cpu-x-cpu-20260103T000000Z").mkdir()            # another suite's run: never
+    (tmp_path / "procs-cpu-x-cpu-20260103T000000Z" / "run-1of1.json").write_text(json.dumps({"suite": "procs-cpu-x"}))
+    assert _find_run(tmp_path, "procs", "cpu", (1, 1), "mine").name == "procs-cpu-20260101T000000Z"
+    assert _find_run(tmp_path, "procs", "cpu", (1, 1), "other").name == "procs-cpu-20260102T000000Z"
+    assert _find_run(tmp_path, "procs", "cpu", (1, 1), "third") is None

@@ -92,3 +92,9 @@ def test_merge_with_a_failed_process_is_noisy_and_says_why():
     assert row.timing.processes == 1
     only_failed = merge([_rec(0, None, [], status="error")])
     assert only_failed.health.status == "error" and only_failed.timing is None
+
+
+def test_a_sample_split_is_found_before_a_gapless_process_spread():
+    split = [1e-3] * 10 + [1.1e-3] * 10          # one process: two clusters 10 % apart
+    v, why = S.verdict([split, [1e-3] * 20], None)
+    assert v is Stability.BIMODAL and "samples split 10/10" in why

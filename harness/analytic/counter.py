@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
@@ -326,11 +327,27 @@ class _DynamoStandIn:
                     delattr(fn, "__dynamo_disable")
 
 
+class _NoAttentionOnMeta(TorchFunctionMode):
+    """Refuses ``scaled_dot_product_attention`` on meta tensors (``NotImplementedError``, so the
+    caller counts on fake tensors instead): on meta, torch takes the math backend and causal
+    attention would be counted in full, whatever module calls it."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if getattr(func, "__name__", "") == "scaled_dot_product_attention":
+            raise NotImplementedError("scaled_dot_product_attention is counted on fake tensors, not meta")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
 def _meta_mode() -> Any:
-    """The context for a trace on meta tensors: the ``torch._dynamo`` stand-in unless the real
-    module is already imported."""
+    """The context for a trace on meta tensors: no SDPA, and the ``torch._dynamo`` stand-in unless
+    the real module is already imported."""
     import sys
-    return contextlib.nullcontext() if "torch._dynamo" in sys.modules else _DynamoStandIn()
+    with contextlib.ExitStack() as stack:
+        if "torch._dynamo" not in sys.modules:
+            stack.enter_context(_DynamoStandIn())
+        stack.enter_context(_NoAttentionOnMeta())
+        yield
 
 
 def _fake_mode() -> Any:

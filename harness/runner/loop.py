@@ -88,20 +88,30 @@ def work_items(suite: Suite, dtypes: Sequence[str] | None, shard: tuple[int, int
             yield case
 
 
-def _find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int]) -> Path | None:
-    """The latest run directory of this suite and device type with this shard's metadata."""
+def _find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int],
+              machine_id: str | None = None) -> Path | None:
+    """The latest run directory of this suite and device type with this shard's metadata, started
+    by this machine (``machine_id``; another machine's run is passed over, never resumed)."""
     import json
     for d in sorted(out.glob(f"{suite}-{device_type}-*"), key=lambda p: p.name, reverse=True):
         meta = d / f"run-{shard_label(shard)}.json"
         if not (d.is_dir() and meta.exists()):
             continue
         try:
-            stored = json.loads(meta.read_text()).get("suite")
-        except (OSError, ValueError, AttributeError):
+            stored = json.loads(meta.read_text())
+        except (OSError, ValueError):
             continue
-        if stored == suite:                   # suite `a` never resumes a run of suite `a-cpu-x`
-            return d
+        if not isinstance(stored, dict) or stored.get("suite") != suite:   # `a` never resumes `a-cpu-x`
+            continue
+        if machine_id is not None and stored.get("machine_id") not in (None, machine_id):
+            continue
+        return d
     return None
+
+
+def _machine_id() -> str:
+    from harness.devices.identity import describe_machine_identity
+    return describe_machine_identity().machine_id
 
 
 def _check_resumable(run_dir: Path, ctx: RunContext) -> None:
@@ -140,7 +150,7 @@ def _open_run_dir(suite: Suite, device_type: str, out: Path, resume: bool, shard
     given = run_path(out, run_id) if run_id is not None else None      # SpecError for an unsafe id
     if resume:
         found = (given if given is not None and given.is_dir() else
-                 None if given is not None else _find_run(out, suite.name, device_type, shard))
+                 None if given is not None else _find_run(out, suite.name, device_type, shard, _machine_id()))
         if found is not None:
             return found, True
         log.warning("no earlier run of %s on %s to resume: starting a new one", suite.name, device_type)

@@ -55,6 +55,7 @@ class WorkerJob:
     profile: bool
     order: tuple[str, ...]
     journal: str
+    parent_pid: int = 0           # the worker stops when its parent is gone (0: no check)
 
 
 def order_for(case_ids: Sequence[str], process: int) -> list[str]:
@@ -107,12 +108,16 @@ def omp_env(omp_wait: str | None) -> dict[str, str]:
 def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict[str, Any]], None]) -> int:
     """Start one worker for ``job`` and wait for it, passing each record it stores to ``on_record``
     as it comes. Returns the worker's exit code."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".job", delete=False) as f:
-        pickle.dump(job, f)
+    import dataclasses
+    job = dataclasses.replace(job, parent_pid=os.getpid())
     path = Path(job.journal)
     seen = len(read_journal(path)[0])
+    with tempfile.NamedTemporaryFile("wb", suffix=".job", delete=False) as f:
+        name = f.name
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.runner.worker_main", f.name], env=dict(env),
+        with open(name, "wb") as fh:
+            pickle.dump(job, fh)
+        proc = subprocess.Popen([sys.executable, "-m", "harness.runner.worker_main", name], env=dict(env),
                                 stdin=subprocess.DEVNULL)
         try:
             while proc.poll() is None:
@@ -125,7 +130,7 @@ def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict
         _report(path, seen, on_record)
         return proc.returncode
     finally:
-        os.unlink(f.name)
+        Path(name).unlink(missing_ok=True)        # the worker removes it once loaded
 
 
 def _report(path: Path, seen: int, on_record: Callable[[dict[str, Any]], None]) -> int:
@@ -145,6 +150,7 @@ def worker_main(job: WorkerJob) -> None:
     from harness.runner.loop import work_items
     from harness.runner.rows import build_row
 
+    _die_with_parent(job.parent_pid)
     ctx = make_context(job.suite, job.device, list(job.dtypes), job.threads, job.mode, job.shard, job.run_id)
     ctx = dataclasses.replace(ctx, peaks=dict(job.peaks))
     wanted = set(job.order)
@@ -158,6 +164,8 @@ def worker_main(job: WorkerJob) -> None:
     _end_line(Path(job.journal))
     with open(job.journal, "a", encoding="utf-8") as fh:
         for cid in job.order:
+            if job.parent_pid and os.getppid() != job.parent_pid:
+                return                        # the parent is gone: never measure beside its successor
             _append(fh, {"start": cid})
             before = sample()
             row = build_row(cases[cid], ctx, job.measure_fn, llc, job.profile)
@@ -165,6 +173,22 @@ def worker_main(job: WorkerJob) -> None:
             rec["host_busy"] = host_busy(before, sample())
             rec["omp_wait_policy"] = policy.lower() if policy else None
             _append(fh, {"record": rec})
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill this worker when its parent dies (``PR_SET_PDEATHSIG``), so that a parent
+    killed with SIGKILL never leaves a worker measuring beside a resumed run; elsewhere the check
+    before each case does it."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)      # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:                                                # died before prctl
+        os._exit(0)
 
 
 def _end_line(path: Path) -> None:
@@ -192,21 +216,22 @@ def run_pass(job: WorkerJob, env: Mapping[str, str], failed_record: Callable[[st
     path = Path(job.journal)
     fruitless = 0
     while True:
-        records, started = read_journal(path)
-        todo = tuple(c for c in job.order if c not in records)
+        before, started = read_journal(path)
+        todo = tuple(c for c in job.order if c not in before)
         if not todo:
             return
         code = run_worker(_with_order(job, todo), env, on_record)
         records, started_after = read_journal(path)
-        if code == 0:
-            continue
         crashed = [c for c in started_after[len(started):] if c not in records]
-        if not crashed:
+        if len(records) > len(before) or crashed:
+            fruitless = 0                     # progress: a new worker takes the rest
+        else:
             fruitless += 1
             if fruitless >= 2:
                 raise RuntimeError(f"worker process exits with code {code} before measuring anything")
+        if code == 0 or not crashed:
             continue
-        fruitless = 0
+        _end_line(path)                       # the dead worker may have left half a line
         with open(path, "a", encoding="utf-8") as fh:
             rec = failed_record(crashed[-1], code)
             _append(fh, {"record": rec})

@@ -82,11 +82,15 @@ def verdict(samples: Sequence[Sequence[float]], host_busy: float | None) -> tupl
         shown = "/".join(f"{m * 1e6:.4g}" for m in medians)
         if gap > GAP_FACTOR * widest:
             return Stability.BIMODAL, f"process medians {shown} us split by {100 * gap / mid:.0f} %; {figures}"
-        return Stability.NOISY, f"process medians {shown} us spread {100 * spread:.0f} %; {figures}"
-    for xs in procs:
+        spread_text: str | None = f"process medians {shown} us spread {100 * spread:.0f} %; {figures}"
+    else:
+        spread_text = None
+    for xs in procs:                                   # rule 2 before rule 3, as the docstring orders them
         split = _split_samples(xs)
         if split:
             return Stability.BIMODAL, f"{split}; {figures}"
+    if spread_text is not None:
+        return Stability.NOISY, spread_text
     if rel_iqr > NOISY_REL_IQR or min(len(xs) for xs in procs) < 3:
         return Stability.NOISY, figures
     return Stability.STABLE, figures
