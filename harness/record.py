@@ -32,7 +32,14 @@ VERSION_KEY = b"layerbench.schema_version"
 META_KEY = b"layerbench"
 
 
-class Stability(str, Enum):
+class _Word(str, Enum):
+    """A stored word: compares equal to its value and prints as it."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Stability(_Word):
     """Whether a measured row's time can carry a verdict (findings, compare, regress use ``stable`` only)."""
 
     STABLE = "stable"
@@ -40,11 +47,8 @@ class Stability(str, Enum):
     BIMODAL = "bimodal"
     CONTENDED = "contended"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Status(str, Enum):
+class Status(_Word):
     """What happened to a row: ``ok`` (measured), ``skipped`` (an invalid configuration or a dtype
     the device cannot run, never measured), ``oom`` (out of memory), ``error`` (any other failure)."""
 
@@ -52,9 +56,6 @@ class Status(str, Enum):
     SKIPPED = "skipped"
     OOM = "oom"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def col(unit: str, doc: str, *, required: bool = False, added: int = 0) -> Any:
