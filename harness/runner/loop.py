@@ -336,7 +336,9 @@ def _in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: W
     from harness.record import Row, Status
 
     ids = list(pending)
-    journals = [journal_path(run_dir, shard_label(ctx.shard), k) for k in range(repeats.processes)]
+    # journals are named by the OpenMP policy too: a resume under another policy never merges old records
+    tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
+    journals = [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
     env = omp_env(repeats.omp_wait)
 
     def failed_row(cid: str) -> Row:

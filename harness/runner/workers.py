@@ -6,7 +6,8 @@ in N fresh processes, one after another (never side by side: they would contend)
 cases in a different order (the first in the suite's order, the others in a seeded shuffle).
 
 Each worker is ``python -m harness.runner.worker_main JOB`` with the job pickled to a file; it writes
-one JSON line per case to its journal (``proc-<shard>-p<k>.jsonl`` in the run directory, fsync'd):
+one JSON line per case to its journal (``proc-<shard>-<omp policy or env>-p<k>.jsonl`` in the run
+directory, fsync'd):
 ``{"start": case_id}`` before measuring and ``{"record": ...}`` after. A worker that dies leaves the
 case it was measuring as an ``error`` row of that process ("worker process died ...") and the pass
 goes on with a new worker. The parent merges the N records of a case into one row (``merge``):
