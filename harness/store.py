@@ -145,12 +145,7 @@ class RunWriter:
     def _check_same_run(self) -> None:
         """Refuse to append to a shard whose stored metadata names another suite, machine or device:
         rows of two runs never mix, and no run's metadata is overwritten by another's."""
-        try:
-            stored = json.loads(self.meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        if not isinstance(stored, dict):
-            return
+        stored = read_run_meta(self.meta_path)
         for key in ("suite", "machine_id", "device"):
             old, new = stored.get(key), self.metadata.get(key)
             if old is not None and new is not None and old != new:
@@ -469,13 +464,17 @@ def _check_names(names: list[str], version: int, where: str) -> None:
             raise RefusedFile(f"{where}: column {name}: missing (schema version {version})")
 
 
-def _journal_meta(path: Path) -> dict[str, Any]:
-    label = path.stem.removeprefix("rows-")
+def read_run_meta(path: Path) -> dict[str, Any]:
+    """A shard's ``run-<K>of<N>.json`` as a dict; ``{}`` when it is missing, unreadable or not an object."""
     try:
-        meta = json.loads((path.parent / f"run-{label}.json").read_text())
-        return meta if isinstance(meta, dict) else {}
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _journal_meta(path: Path) -> dict[str, Any]:
+    return read_run_meta(path.parent / f"run-{path.stem.removeprefix('rows-')}.json")
 
 
 def _read_journal_table(path: Path) -> pa.Table | None:

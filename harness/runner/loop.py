@@ -27,7 +27,7 @@ from harness.runner.progress import Progress
 from harness.runner.repeats import merge, single
 from harness.runner.rows import build_row, failed
 from harness.runner.workers import OMP_WAIT, WorkerJob, died, iter_complete, journal_path, omp_env, order_for, run_pass
-from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, run_path, shard_label
+from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, read_run_meta, run_path, shard_label
 from harness.suite import Case, Suite
 from harness.timing import Measurement, measure
 from harness.timing.measure import MODES
@@ -92,16 +92,9 @@ def _find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int],
               machine_id: str | None = None) -> Path | None:
     """The latest run directory of this suite and device type with this shard's metadata, started
     by this machine (``machine_id``; another machine's run is passed over, never resumed)."""
-    import json
     for d in sorted(out.glob(f"{suite}-{device_type}-*"), key=lambda p: p.name, reverse=True):
-        meta = d / f"run-{shard_label(shard)}.json"
-        if not (d.is_dir() and meta.exists()):
-            continue
-        try:
-            stored = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(stored, dict) or stored.get("suite") != suite:   # `a` never resumes `a-cpu-x`
+        stored = read_run_meta(d / f"run-{shard_label(shard)}.json") if d.is_dir() else {}
+        if stored.get("suite") != suite:      # no metadata, or `a` would resume `a-cpu-x`
             continue
         if machine_id is not None and stored.get("machine_id") not in (None, machine_id):
             continue
@@ -117,13 +110,7 @@ def _machine_id() -> str:
 def _check_resumable(run_dir: Path, ctx: RunContext) -> None:
     """A run is resumed only by the machine and device that started it: rows never mix machines."""
     parts = list(run_dir.glob("part-*.parquet"))
-    metas = [read_metadata(p) for p in parts]
-    import json
-    for p in run_dir.glob("run-*.json"):
-        try:
-            metas.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue
+    metas = [read_metadata(p) for p in parts] + [read_run_meta(p) for p in run_dir.glob("run-*.json")]
     for meta in metas:
         mid, dev = meta.get("machine_id"), meta.get("device")
         if mid is not None and mid != ctx.machine.machine_id:
@@ -136,11 +123,10 @@ def _check_resumable(run_dir: Path, ctx: RunContext) -> None:
 
 
 def _stored_peaks(run_dir: Path, shard: tuple[int, int]) -> dict[str, Peaks] | None:
-    import json
+    meta = read_run_meta(run_dir / f"run-{shard_label(shard)}.json")
     try:
-        meta = json.loads((run_dir / f"run-{shard_label(shard)}.json").read_text())
         return {d: Peaks(**p) for d, p in (meta.get("peaks") or {}).items()} or None
-    except (OSError, ValueError, TypeError):
+    except (TypeError, AttributeError):
         return None
 
 
