@@ -11,11 +11,9 @@ report import column names from here (the constants at the end) instead of repea
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
@@ -387,15 +385,6 @@ def check_required(table: pa.Table, where: str) -> None:
     for c in COLUMNS:
         if c.required and table.column(c.name).null_count:
             raise ValueError(f"{where}: column {c.name}: null values, expected {c.python.__name__} in every row")
-
-
-def nan_to_none(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def iter_parts(row: Row) -> Iterator[tuple[str, Any]]:
-    for f in dataclasses.fields(Row):
-        yield f.name, getattr(row, f.name)
 
 
 # --- column names used downstream (analysis, report, CLI) ----------------------------------------------

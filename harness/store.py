@@ -164,8 +164,10 @@ class RunWriter:
         return rows
 
     def done_ids(self) -> set[str]:
-        """row_ids already stored (Parquet and journal)."""
-        return {r[ROW_ID] for r in self.stored_records() if ROW_ID in r}
+        """row_ids already stored (Parquet and journal); of the Parquet part only its row_id column
+        is turned into Python objects."""
+        ids = set(_read_parquet(self.parquet).column(ROW_ID).to_pylist()) if self.parquet.exists() else set()
+        return ids | {r[ROW_ID] for r in read_journal(self.journal) if ROW_ID in r}
 
     def append(self, row: Row) -> None:
         """Write one row to the journal and make it durable before returning."""

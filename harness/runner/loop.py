@@ -29,6 +29,7 @@ from harness.runner.rows import build_row, failed
 from harness.runner.workers import OMP_WAIT, WorkerJob, died, iter_complete, journal_path, omp_env, order_for, run_pass
 from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, read_run_meta, run_path, shard_label
 from harness.suite import Case, Suite
+from harness.suite.load import BOUNDS
 from harness.timing import Measurement, measure
 from harness.timing.measure import MODES
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
 #: Worker processes per case when neither the caller nor the suite says (README, "Stability").
 DEFAULT_PROCESSES = 1
-MAX_PROCESSES = 64
+MAX_PROCESSES = BOUNDS["processes"][1]       # the suite key's bound
 
 
 @dataclass(frozen=True, slots=True)

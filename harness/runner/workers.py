@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.record import Peaks, Row, Status
+from harness.suite.load import OMP_WAIT as SUITE_OMP_WAIT
 
 #: Seconds between reads of a running worker's journal (progress).
 POLL_S = 0.25
-#: Policies ``--omp-wait`` accepts, as OMP_WAIT_POLICY spells them.
-OMP_WAIT = {"active": "ACTIVE", "passive": "PASSIVE"}
+#: Policies ``--omp-wait`` accepts (the suite key's, ``harness.suite.load.OMP_WAIT``), as OMP_WAIT_POLICY spells them.
+OMP_WAIT = {p: p.upper() for p in SUITE_OMP_WAIT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ def worker_main(job: WorkerJob) -> None:
     from harness.runner.context import make_context
     from harness.runner.hostload import host_busy, sample
     from harness.runner.loop import work_items
+    from harness.runner.repeats import single
     from harness.runner.rows import build_row
 
     _die_with_parent(job.parent_pid)
@@ -159,7 +161,6 @@ def worker_main(job: WorkerJob) -> None:
     cases = {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, ctx.backend.type)
              if c.case_id in wanted}
     llc = ctx.backend.last_level_cache(ctx.device)
-    policy = os.environ.get("OMP_WAIT_POLICY")
     gc.collect()
     gc.freeze()
     _end_line(Path(job.journal))
@@ -170,10 +171,7 @@ def worker_main(job: WorkerJob) -> None:
             _append(fh, {"start": cid})
             before = sample()
             row = build_row(cases[cid], ctx, job.measure_fn, llc, job.profile)
-            rec = row.to_record()
-            rec["host_busy"] = host_busy(before, sample())
-            rec["omp_wait_policy"] = policy.lower() if policy else None
-            _append(fh, {"record": rec})
+            _append(fh, {"record": single(row, host_busy(before, sample())).to_record()})
 
 
 def _die_with_parent(parent_pid: int) -> None:
