@@ -10,7 +10,6 @@ reads as a change (in the spirit of NVBench's SAME/FAST/SLOW).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -75,7 +74,6 @@ def band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return lo, hi
 
 
-_band = band
 
 
 def stability_of(frame: pd.DataFrame) -> pd.Series:
@@ -90,7 +88,7 @@ def _ok(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
     ok = _ok(frame, key)
-    lo, hi = _band(ok)
+    lo, hi = band(ok)
     cols = {R.TIME_MEDIAN: f"time_{tag}_s", R.DEVICE_NAME: f"device_{tag}", R.RUN_ID: f"run_{tag}",
             R.MACHINE_ID: f"machine_{tag}"}
     out = ok[list(cols)].rename(columns=cols)
@@ -275,11 +273,6 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
     out.attrs.update(set_aside=set_aside, judged=len(j), budget=budget, z_limit=z_limit)  # z_limit: the normal's
     return out
-
-
-def z_for(budget: float) -> float:
-    """The one-sided normal quantile of a false-positive budget (0.001 -> 3.09)."""
-    return NormalDist().inv_cdf(1 - budget) if 0 < budget < 1 else math.inf
 
 
 def cross_device(frame: pd.DataFrame, value: str = "util_ceiling") -> pd.DataFrame:

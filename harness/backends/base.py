@@ -12,7 +12,7 @@ the device type. Adding a backend is a new module that registers an instance
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,7 +159,3 @@ class Backend(Protocol):
     def settings(self, device: str) -> dict[str, Any]: ...
 
 
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    """A context that does nothing (backends without a scope)."""
-    yield

@@ -23,12 +23,12 @@ import statistics
 from collections.abc import Sequence
 
 from harness.record import Stability
+from harness.timing.stats import NOISY_REL_IQR  # the within-process threshold `noisy` already uses
 
 BUSY_LIMIT = 0.20
 SPLIT = 0.03
 SAMPLE_GAP = 0.05
 GAP_FACTOR = 2.0
-NOISY_REL_IQR = 0.10
 MIN_CLUSTER_N = 8
 MIN_CLUSTER_SHARE = 0.2
 
