@@ -51,8 +51,8 @@ def main() -> None:
         r = run(which)
         print(f"{label:<28}{r['params']:>16,}{r['weights_gb_fp32']:>12.1f}GB{r['import_s']:>8.2f}s"
               f"{r['first_s']:>10.2f}s{r['warm_s']:>11.3f}s{r['peak_rss_mb']:>9.0f}MB")
-    print("1st count includes one-time set-up in the process (FakeTensorMode imports torch._dynamo);"
-          " warm = median of 4 more counts.")
+    print("1st count includes one-time set-up in the process (a model with real weights is counted under "
+          "FakeTensorMode, which imports torch._dynamo; one on meta is not); warm = median of 4 more counts.")
 
 
 if __name__ == "__main__":

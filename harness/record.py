@@ -154,7 +154,7 @@ class Timing:
     warmup_s: float = col("s", "host time spent warming up")
     gc_paused: bool = col("-", "Python's garbage collector off while timing")
     rotation: int = col("count", "input sets cycled through, one per call")
-    seed: int = col("-", "seed of the random inputs (taken from case_id)")
+    seed: int = col("-", "seed of the random inputs (taken from case_id; places the case's window of the input pool)")
     input_distribution: str = col("-", "`normal(0,1)`")
     cudnn_benchmark: bool | None = col("-", "CUDA rows: cuDNN autotuning during warm-up and timing")
     allow_tf32_matmul: bool | None = col("-", "CUDA rows: TF32 allowed in cuBLAS")

@@ -209,3 +209,48 @@ def test_meta_model_too_large_for_memory_counts() -> None:
     tot = harness.totals(harness.count(model, (8, 32768)))
     assert tot["params"] == 4 * (32768 * 32768 + 32768)
     assert tot["macs"] == 4 * 8 * 32768 * 32768
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_on_meta_counts_the_fused_kernel_as_on_cpu(causal: bool) -> None:
+    # a meta-device module calling sdpa: counted on meta tensors (no fake mode), as the CPU dispatches
+    # it: the fused kernel, causal pairs halved (on meta torch itself would take the math path)
+    class Attend(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(16, 16, bias=False, device="meta")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(self.proj(x), x, x, is_causal=causal)
+
+    b, h, s, d = 2, 4, 32, 16
+    table = harness.count(Attend(), (b, h, s, d))
+    att = table[table["category"] == "attention"]
+    assert list(att["op"]) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    pairs = s * (s + 1) // 2 if causal else s * s
+    assert int(att["macs"].iloc[0]) == b * h * pairs * (d + d)
+    # the same table as on real CPU parameters (fake tensors): same ops, counts and bytes
+    cpu = Attend().to_empty(device="cpu")
+    on_cpu = harness.count(cpu, (b, h, s, d))
+    cols = ["op", "flops", "macs", "bytes_read", "bytes_written"]
+    assert table[cols].equals(on_cpu[cols])
+
+
+def test_attention_inside_multihead_attention_on_meta_is_the_fused_kernel() -> None:
+    # nn.MultiheadAttention without weights calls sdpa from inside F.multi_head_attention_forward
+    e, h, s, b = 32, 4, 10, 2
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = nn.MultiheadAttention(e, h, batch_first=True, device="meta")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    table = harness.count(SelfAttention().eval(), (b, s, e))
+    ops = list(table["op"])
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in ops and "aten.bmm" not in ops
+    att = table[table["category"] == "attention"]
+    assert int(att["macs"].sum()) == b * h * s * s * (e // h) * 2
+    assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention   # restored

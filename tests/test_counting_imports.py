@@ -1,8 +1,11 @@
-"""Counting on the meta device never imports torch._dynamo (about 1.2 s a process), and leaves
-torch as it found it: a later torch.compile still gets the real dynamo."""
+"""Counting on the meta device imports neither torch._dynamo (about 1.2 s a process) nor sympy
+through torch.fx.experimental.symbolic_shapes (about 0.5 s), and leaves torch as it found it: a
+later torch.compile gets the real dynamo, and the real symbolic_shapes module loads when asked."""
 
 import subprocess
 import sys
+
+HEAVY = ("torch._dynamo", "torch.fx.experimental.symbolic_shapes", "sympy")
 
 CODE = r"""
 import sys
@@ -20,11 +23,55 @@ f = torch.compile(torch.nn.Linear(4, 3), backend="eager")
 print(tuple(f(torch.ones(2, 4)).shape), "torch._dynamo" in sys.modules)
 """
 
+EVERY_SUITE = r"""
+import glob, sys
+from harness.runner.loop import work_items
+from harness.runner.rows import analytic_counts
+from harness.suite import load_suite
+n = 0
+for path in sorted(glob.glob("suites/*.toml")):
+    for device in ("cpu", "cuda"):
+        for case in work_items(load_suite(path), None, (1, 1), device):
+            if case.spec is not None and case.skip is None:
+                analytic_counts(case)
+                n += 1
+print(n, *(m in sys.modules for m in HEAVY))
+""".replace("HEAVY", repr(HEAVY))
+
+STAND_IN = r"""
+import sys, torch
+from harness.analytic.meta import meta_mode
+with meta_mode():
+    ss = sys.modules["torch.fx.experimental.symbolic_shapes"]
+    print(type(ss).__name__, ss.expect_true(True), ss.sym_eq([2, 3], (2, 3)))
+    hint = ss.free_unbacked_symbols       # not answered by the stand-in: loads the real module
+print(type(sys.modules["torch.fx.experimental.symbolic_shapes"]).__name__, hint.__module__)
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+print(ShapeEnv.__name__, "torch._dynamo" in sys.modules)
+"""
+
+
+def _run(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()
+
 
 def test_meta_counting_does_not_import_dynamo_and_compile_still_works():
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    first, second = out.stdout.strip().splitlines()[-2:]
+    first, second = _run(CODE)[-2:]
     # linear 64x512 -> 256: 64*512*256 MACs; conv 3x3 8->16 on 10x10 -> 8x8 outputs: 16*8*8*8*9
     assert first == f"{64 * 512 * 256} {16 * 8 * 8 * 8 * 9} False"
     assert second == "(2, 3) True"
+
+
+def test_counting_every_case_of_every_suite_imports_no_heavy_module():
+    n, *imported = _run(EVERY_SUITE)[-1].split()
+    assert int(n) > 500
+    assert imported == ["False"] * len(HEAVY), dict(zip(HEAVY, imported))
+
+
+def test_a_question_the_stand_in_cannot_answer_loads_the_real_module():
+    inside, after, real = _run(STAND_IN)[-3:]
+    assert inside == "_SymbolicShapes True True"
+    assert after == "module torch.fx.experimental.symbolic_shapes"
+    assert real == "ShapeEnv False"

@@ -12,6 +12,7 @@ from harness.backends.cpu import CpuBackend, CpuTimer
 from harness.backends.cuda import CudaBackend, CudaEventTimer
 from harness.errors import SpecError
 from harness.timing import ClockSummary, FixedCount, measure, random_inputs, rotation_sets
+from harness.timing.inputs import ALIGN_BYTES, POOL_BLOCK, InputPool, _tiled
 from harness.timing.measure import ESTIMATE_CALLS, MIN_WARMUP_CALLS
 
 CPU_BLOCK_S, CUDA_BLOCK_S = CpuBackend.block_s, CudaBackend.block_s
@@ -138,6 +139,66 @@ def test_random_inputs_seeded_never_zero():
     assert cl.dtype == torch.bfloat16 and cl.is_contiguous(memory_format=torch.channels_last)
     ints = random_inputs([(100,)], torch.int64, seed=0)[0][0]
     assert 0 <= ints.min() and ints.max() < 100
+
+
+def _spans(tensors):  # noqa: ANN001, ANN202
+    """(first byte, one past the last byte) of each tensor's storage window."""
+    out = []
+    for t in tensors:
+        first = t.data_ptr()
+        last = first + max((n - 1) * st for n, st in zip(t.shape, t.stride())) * t.element_size() + t.element_size()
+        out.append((first, last))
+    return out
+
+
+def test_input_pool_windows_are_disjoint_page_aligned_and_seeded():
+    pool = InputPool()
+    shapes = [(2, 3, 4, 5), (7,)]
+    sets = pool.inputs(shapes, torch.float32, "cpu", seed=12345, sets=3, cache_bytes=2**20,
+                       memory_format=torch.channels_last)
+    flat = [t for s in sets for t in s]
+    assert [tuple(t.shape) for t in flat] == [(2, 3, 4, 5), (7,)] * 3
+    assert all(t.data_ptr() % ALIGN_BYTES == 0 for t in flat)
+    spans = sorted(_spans(flat))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))            # no two windows overlap
+    assert sets[0][0].is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(sets[0][0], sets[1][0]) and (sets[0][0] != 0).all()
+    again = InputPool().inputs(shapes, torch.float32, "cpu", seed=12345, sets=3, cache_bytes=2**20,
+                               memory_format=torch.channels_last)
+    assert all(torch.equal(x, y) for s, t in zip(sets, again) for x, y in zip(s, t))   # a new process: same values
+    other = pool.inputs(shapes, torch.float32, "cpu", seed=54321, sets=1, cache_bytes=2**20)
+    assert not torch.equal(other[0][1], sets[0][1])
+    ints = pool.inputs([(100,)], torch.int64, "cpu", seed=1, sets=1, cache_bytes=2**20)[0][0]
+    assert ints.dtype == torch.int64 and 0 <= ints.min() and ints.max() < 100
+
+
+def test_input_pool_is_drawn_once_per_dtype_and_bounded():
+    pool = InputPool(max_bytes=2 * (3 * 2**20 + ALIGN_BYTES))  # room for two pools of 3 x 1 MiB (any dtype)
+    a = pool.inputs([(64,)], torch.float32, "cpu", seed=1, sets=2, cache_bytes=2**20)[0][0]
+    b = pool.inputs([(64,)], torch.float32, "cpu", seed=2, sets=2, cache_bytes=2**20)[0][0]
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()   # one pool, two windows
+    pool.inputs([(64,)], torch.bfloat16, "cpu", seed=1, sets=1, cache_bytes=2**20)
+    pool.inputs([(64,)], torch.float16, "cpu", seed=1, sets=1, cache_bytes=2**20)
+    held = sum(p.nbytes for p in pool._pools.values())
+    assert held <= pool.max_bytes and len(pool._pools) == 2     # the least recently used (fp32) dropped
+    pool.clear()
+    assert not pool._pools
+
+
+def test_input_pool_gives_a_case_too_large_for_it_fresh_inputs():
+    pool = InputPool()
+    big = pool.inputs([(1024, 1024)], torch.float32, "cpu", seed=1, sets=1, cache_bytes=2**18)[0][0]
+    assert big._base is None and not pool._pools                # 4 MiB > 3 x 256 KiB: drawn for itself
+    assert torch.equal(big, random_inputs([(1024, 1024)], torch.float32, seed=1)[0][0])
+
+
+def test_pool_tiles_are_rotated_copies_of_one_draw():
+    n = 3 * POOL_BLOCK + 10
+    values = _tiled(torch.empty(n))
+    b = POOL_BLOCK
+    assert not torch.equal(values[:b], values[b:2 * b]) and not torch.equal(values[b:2 * b], values[2 * b:3 * b])
+    assert torch.equal(values[b:b + 100], values[4099:4199])    # tile 1: the block shifted by 4099
+    assert abs(float(values.mean())) < 0.01 and abs(float(values.std()) - 1) < 0.01
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -35,6 +35,7 @@ def test_columns_declared_once_with_unit_and_meaning():
 
 def test_readme_documents_every_column():
     readme = (ROOT / "README.md").read_text()
+    assert R.columns_markdown() in readme, "README's column table differs from harness.record.columns_markdown()"
     for name in [*R.COLUMN_NAMES, *(d.name for d in DERIVED)]:
         assert re.search(rf"\| `{name}` \|", readme), f"README does not document column {name}"
 

@@ -1,9 +1,11 @@
-"""Count a model's forward pass at the dispatcher, on fake tensors: one row per aten op.
+"""Count a model's forward pass at the dispatcher, on meta or fake tensors: one row per aten op.
 
-Nothing real is computed: inputs become ``FakeTensor``s (shape, dtype, device and strides
-only), parameters are faked on first use, and a ``TorchDispatchMode`` above the fake mode
-records each op with its shapes, the innermost ``nn.Module`` it ran under (forward hooks,
-removed in ``finally``) and the parameters it read. Each record is priced by a convention's
+Nothing real is computed: a module whose weights are all on the meta device runs on meta
+tensors (``harness.analytic.meta``: no heavy imports, attention dispatched as on the CPU); any
+other model runs with inputs as ``FakeTensor``s (shape, dtype, device and strides only) and
+parameters faked on first use. A ``TorchDispatchMode`` above either records each op with its
+shapes, the innermost ``nn.Module`` it ran under (forward hooks, removed in ``finally``) and
+the parameters it read. Each record is priced by a convention's
 formula registry, and by ``torch.utils.flop_counter``'s own registry as an independent check.
 
 Bytes are the minimum traffic of the op as dispatched (seed 002's memory access cost): each
@@ -21,11 +23,11 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
+from harness.analytic.meta import meta_mode
 from harness.analytic.registry import Cost, OpCall, TensorMeta
 from harness.dtypes import dtype_name, parse_dtype
 from harness.errors import CountError, SpecError
@@ -270,84 +272,15 @@ def _make_input(x: Any, dtype: torch.dtype, device: torch.device, index: int) ->
     return x  # non-tensor arguments (flags, None) pass through
 
 
-#: Parameter-free layers (prefixes of ``harness.spec``'s ``_Fn`` names) that must not be counted on meta
-#: tensors: on meta, sdpa picks the math backend and counts causal attention in full.
-NOT_ON_META = ("sdpa",)
-
-
 def _all_meta(model: nn.Module | Callable[..., Any], inputs: Sequence[Any]) -> bool:
     """True when nothing real is involved: a module whose parameters and buffers are all on the meta
-    device (or that has none and holds no layer of ``NOT_ON_META``) and inputs given as shapes or
-    meta tensors."""
+    device and inputs given as shapes or meta tensors."""
     if not isinstance(model, nn.Module):
         return False
     tensors = list(model.parameters()) + list(model.buffers())
-    if not tensors and any(str(getattr(m, "name", "")).startswith(NOT_ON_META) for m in model.modules()):
-        return False
     if not all(t.is_meta for t in tensors):
         return False
     return all(x.is_meta if isinstance(x, torch.Tensor) else True for x in inputs)
-
-
-class _DynamoStandIn:
-    """Stands in for ``torch._dynamo`` while eager meta kernels run (no compiler is active then).
-
-    Some of torch's Python meta kernels (``addmm``'s decomposition for ``linear``, ...) call helpers
-    wrapped by ``torch._compile._disable_dynamo``, whose first call imports ``torch._dynamo``
-    (about 1.2 s) only to wrap the helper in ``torch._dynamo.disable``. Outside compilation that
-    wrapper changes nothing, so while counting, ``disable(fn)`` returns ``fn``; on exit the cached
-    wrappers are removed again, so a later ``torch.compile`` in the same process gets the real one.
-    Used only when ``torch._dynamo`` is not imported yet; anything else reached through it raises
-    ``AttributeError`` and the caller retries with the real module."""
-
-    def __init__(self) -> None:
-        import types
-        self.module = types.ModuleType("torch._dynamo")
-        self.module.disable = self._disable  # type: ignore[attr-defined]
-        self.seen: list[Any] = []
-
-    def _disable(self, fn: Any, recursive: bool = True, wrapping: bool = True) -> Any:
-        self.seen.append(fn)
-        return fn
-
-    def __enter__(self) -> _DynamoStandIn:
-        import sys
-        sys.modules["torch._dynamo"] = self.module
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import sys
-        if sys.modules.get("torch._dynamo") is self.module:
-            del sys.modules["torch._dynamo"]
-        if vars(torch).get("_dynamo") is self.module:        # getattr would import the real one
-            delattr(torch, "_dynamo")
-        for fn in self.seen:
-            if getattr(fn, "__dynamo_disable", None) is fn:
-                with contextlib.suppress(AttributeError, TypeError):
-                    delattr(fn, "__dynamo_disable")
-
-
-class _NoAttentionOnMeta(TorchFunctionMode):
-    """Refuses ``scaled_dot_product_attention`` on meta tensors (``NotImplementedError``, so the
-    caller counts on fake tensors instead): on meta, torch takes the math backend and causal
-    attention would be counted in full, whatever module calls it."""
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if getattr(func, "__name__", "") == "scaled_dot_product_attention":
-            raise NotImplementedError("scaled_dot_product_attention is counted on fake tensors, not meta")
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def _meta_mode() -> Any:
-    """The context for a trace on meta tensors: no SDPA, and the ``torch._dynamo`` stand-in unless
-    the real module is already imported."""
-    import sys
-    with contextlib.ExitStack() as stack:
-        if "torch._dynamo" not in sys.modules:
-            stack.enter_context(_DynamoStandIn())
-        stack.enter_context(_NoAttentionOnMeta())
-        yield
 
 
 def _fake_mode() -> Any:
@@ -391,7 +324,7 @@ def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str
     try:
         if _all_meta(model, inputs):
             try:
-                with _meta_mode():
+                with meta_mode():
                     return _trace(model, inputs, torch_dtype, torch.device("meta"), contextlib.nullcontext(), kwargs)
             except (NotImplementedError, RuntimeError, AttributeError, ImportError):
                 pass                  # an op without a meta kernel (or needing dynamo): the fake mode has fallbacks

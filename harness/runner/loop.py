@@ -8,7 +8,6 @@ rows not stored. Cases stream from the suite: nothing is materialised up front.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import sys
 import time
@@ -22,7 +21,7 @@ from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.record import Peaks
 from harness.runner.context import CALIBRATE, RunContext, make_context, row_id, run_metadata
-from harness.runner.hostload import host_busy, sample
+from harness.runner.hostload import CpuSample, host_busy, sample
 from harness.runner.progress import Progress
 from harness.runner.repeats import merge, single
 from harness.runner.rows import build_row, failed
@@ -31,7 +30,8 @@ from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, rea
 from harness.suite import Case, Suite
 from harness.suite.load import BOUNDS
 from harness.timing import Measurement, measure
-from harness.timing.measure import MODES
+from harness.timing.inputs import POOL
+from harness.timing.measure import MODES, gc_settled
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
     if calibrate not in CALIBRATE:
         raise SpecError("--calibrate", calibrate, "one of " + ", ".join(CALIBRATE))
     backend.resolve(device)
+    set_up = sample()
     repeats = resolve_repeats(suite, processes, omp_wait)
     start = time.time()
     out = Path(out)
@@ -204,7 +205,7 @@ def run_suite(suite: Suite, *, device: str = "cpu", dtypes: list[str] | None = N
         stored = _stored_peaks(run_dir, shard)
         if stored:
             ctx = _with_peaks(ctx, stored)
-    return _run(ctx, run_dir, dtypes, measure_fn, progress, profile, start, repeats, dts)
+    return _run(ctx, run_dir, dtypes, measure_fn, progress, profile, start, repeats, dts, set_up)
 
 
 @contextlib.contextmanager
@@ -241,19 +242,22 @@ def _with_peaks(ctx: RunContext, peaks: dict[str, Peaks]) -> RunContext:
     return dataclasses.replace(ctx, peaks=peaks)
 
 
-def _busy() -> tuple[Any, Any]:
+def _load_avg() -> Any:
     import os
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
 
-    import psutil
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return load, psutil.cpu_percent(interval=0.2)
+
+def _busy_percent(since: CpuSample) -> float | None:
+    """How busy (percent of the machine's CPU capacity) other processes kept it since ``since``."""
+    busy = host_busy(since, sample())
+    return None if busy is None else round(100 * busy, 1)
 
 
 def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: Callable[..., Measurement],
          progress: bool | None, profile: bool, start: float, repeats: Repeats = Repeats(),
-         all_dtypes: Sequence[str] = ()) -> RunSummary:
-    load, busy = _busy()
-    meta = run_metadata(ctx, dtypes, start, sys.argv, load, busy)
+         all_dtypes: Sequence[str] = (), set_up: CpuSample | None = None) -> RunSummary:
+    set_up = set_up or sample()
+    meta = run_metadata(ctx, dtypes, start, sys.argv, _load_avg(), None)   # busy_percent: at the end
     meta["repeats"] = {"processes": repeats.processes, "omp_wait": repeats.omp_wait,
                        "in_workers": repeats.in_workers}
     writer = RunWriter(run_dir, ctx.shard, meta)
@@ -268,35 +272,41 @@ def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: C
     steps = max(0, total - len(done)) * (repeats.processes if repeats.in_workers else 1)
     bar = Progress(steps, f"{ctx.suite.name} on {ctx.device}", progress, suite=ctx.suite)
     interrupted = False
-    gc.collect()            # once per run; none in the timed loop
-    gc.freeze()             # later collections skip what exists now (torch's long-lived objects)
     try:
         cases = _new_cases(ctx, dtypes, done, statuses)
-        if repeats.in_workers:
-            job = WorkerJob(suite=ctx.suite, device=ctx.device, dtypes=tuple(all_dtypes),
-                            case_dtypes=tuple(dtypes) if dtypes else None, threads=ctx.threads, mode=ctx.mode,
-                            shard=ctx.shard, run_id=ctx.run_id, peaks=dict(ctx.peaks), measure_fn=measure_fn,
-                            profile=profile, order=(), journal="")
-            _in_workers(ctx, run_dir, {c.case_id: c for c in cases}, job, repeats, writer, statuses, bar)
-        else:
-            llc = ctx.backend.last_level_cache(ctx.device)
-            for case in cases:
-                before = sample()
-                row = build_row(case, ctx, measure_fn, llc, profile)
-                row = single(row, host_busy(before, sample()))
-                writer.append(row)
-                statuses[str(row.status)] += 1
-                bar.update(row)
+        with gc_settled():
+            if repeats.in_workers:
+                job = WorkerJob(suite=ctx.suite, device=ctx.device, dtypes=tuple(all_dtypes),
+                                case_dtypes=tuple(dtypes) if dtypes else None, threads=ctx.threads, mode=ctx.mode,
+                                shard=ctx.shard, run_id=ctx.run_id, peaks=dict(ctx.peaks), measure_fn=measure_fn,
+                                profile=profile, order=(), journal="")
+                _in_workers(ctx, run_dir, {c.case_id: c for c in cases}, job, repeats, writer, statuses, bar)
+            else:
+                _serially(ctx, cases, measure_fn, profile, writer, statuses, bar)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        gc.unfreeze()
+        POOL.clear()
         bar.close()
         parquet = writer.finish(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), interrupted=interrupted,
+                                busy_percent=_busy_percent(set_up),
                                 rows_this_session=sum(v for k, v in statuses.items() if k != DUPLICATE))
     return RunSummary(run_id=ctx.run_id, run_dir=run_dir, parquet=parquet, statuses=dict(statuses),
                       already_done=len(done), interrupted=interrupted, seconds=time.time() - start,
                       machine_id=ctx.machine.machine_id)
+
+
+def _serially(ctx: RunContext, cases: Iterator[Case], measure_fn: Callable[..., Measurement], profile: bool,
+              writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
+    """Measure ``cases`` in this process, storing each row (with its host load) as it comes."""
+    llc = ctx.backend.last_level_cache(ctx.device)
+    for case in cases:
+        before = sample()
+        row = build_row(case, ctx, measure_fn, llc, profile)
+        row = single(row, host_busy(before, sample()))
+        writer.append(row)
+        statuses[str(row.status)] += 1
+        bar.update(row)
 
 
 def _new_cases(ctx: RunContext, dtypes: list[str] | None, done: set[str], statuses: Counter[str]) -> Iterator[Case]:

@@ -18,7 +18,8 @@ from harness.errors import SpecError
 from harness.record import Counts, Health, Row, Status, Timing, WhatRan
 from harness.runner.context import RunContext
 from harness.suite import Case
-from harness.timing import Measurement, random_inputs, rotation_sets
+from harness.timing import Measurement, rotation_sets
+from harness.timing.inputs import POOL
 from harness.timing.profile import what_ran
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def case_seed(case: Case) -> int:
 
 def prepare_case(case: Case, device: str, llc_bytes: int) -> tuple[torch.nn.Module, list[tuple], int]:
     """The layer on ``device`` in eval mode and its random input sets (enough to span twice the
-    last-level cache, at most ``MAX_ROTATION``), drawn with a seed taken from the case id."""
+    last-level cache, at most ``MAX_ROTATION``): windows of the process's input pool at an offset
+    taken from the case id (``harness.timing.inputs.InputPool``)."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
     fmt = None
@@ -58,7 +60,7 @@ def prepare_case(case: Case, device: str, llc_bytes: int) -> tuple[torch.nn.Modu
     seed = case_seed(case)
     per_set = sum(torch.Size(s).numel() for s in case.inputs) * itemsize(dtype)
     sets = rotation_sets(per_set, llc_bytes)
-    return module, random_inputs(case.inputs, dtype, device, seed=seed, sets=sets, memory_format=fmt), seed
+    return module, POOL.inputs(case.inputs, dtype, device, seed, sets, llc_bytes, memory_format=fmt), seed
 
 
 def timing_of(m: Measurement, seed: int) -> Timing:

@@ -145,13 +145,13 @@ def _report(path: Path, seen: int, on_record: Callable[[dict[str, Any]], None]) 
 def worker_main(job: WorkerJob) -> None:
     """Inside the worker: measure ``job.order`` and journal each record (host load sampled around it)."""
     import dataclasses
-    import gc
 
     from harness.runner.context import make_context
     from harness.runner.hostload import host_busy, sample
     from harness.runner.loop import work_items
     from harness.runner.repeats import single
     from harness.runner.rows import build_row
+    from harness.timing.measure import gc_settled
 
     _die_with_parent(job.parent_pid)
     ctx = make_context(job.suite, job.device, list(job.dtypes), job.threads, job.mode, job.shard, job.run_id)
@@ -161,10 +161,8 @@ def worker_main(job: WorkerJob) -> None:
     cases = {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, ctx.backend.type)
              if c.case_id in wanted}
     llc = ctx.backend.last_level_cache(ctx.device)
-    gc.collect()
-    gc.freeze()
     _end_line(Path(job.journal))
-    with open(job.journal, "a", encoding="utf-8") as fh:
+    with gc_settled(), open(job.journal, "a", encoding="utf-8") as fh:
         for cid in job.order:
             if job.parent_pid and os.getppid() != job.parent_pid:
                 return                        # the parent is gone: never measure beside its successor

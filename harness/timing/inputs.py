@@ -51,3 +51,112 @@ def rotation_sets(bytes_per_set: int, cache_bytes: int, cap: int = MAX_ROTATION)
     if bytes_per_set <= 0 or cache_bytes <= 0:
         return 1
     return max(1, min(cap, math.ceil(2 * cache_bytes / bytes_per_set)))
+
+
+#: Pool windows start on this byte boundary (a page: every case and every process places its
+#: inputs alike relative to pages).
+ALIGN_BYTES = 4096
+#: A pool holds this many times the cache size: room for ``rotation_sets`` sets (about twice the
+#: cache) of any case whose set fits in the cache.
+POOL_CACHES = 3
+#: Most bytes all pools together keep (the least recently used pools are dropped beyond it).
+MAX_POOL_BYTES = 2**30
+
+
+class InputPool:
+    """Timing inputs as views of one random pool per dtype and device, drawn once per process.
+
+    Drawing ``rotation_sets`` fresh sets costs about 2x the last-level cache of random numbers per
+    case (64 MiB and 30 ms on a 32 MiB L3): more than many cases' measurement. A pool of
+    ``POOL_CACHES`` x the cache of standard-normal values (integers in [0, 100) for integer
+    dtypes; ``torch.Generator`` seed 0) is made the first time a dtype is asked for, and every
+    case takes its sets as consecutive page-aligned windows of it, starting at an offset derived
+    from the case's seed: values depend only on the seed, the shapes, the dtype, the device type
+    and the pool's size. (The pool is one drawn block of ``POOL_BLOCK`` values tiled with rotated
+    copies: ``_tiled``.) Cases too large for the pool get fresh ``random_inputs``."""
+
+    def __init__(self, max_bytes: int = MAX_POOL_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._pools: dict[tuple[torch.dtype, str, int], torch.Tensor] = {}
+
+    def inputs(self, shapes: Sequence[Sequence[int]], dtype: torch.dtype, device: str | torch.device,
+               seed: int, sets: int, cache_bytes: int,
+               memory_format: torch.memory_format | None = None) -> list[tuple[torch.Tensor, ...]]:
+        """``sets`` argument tuples of ``shapes``, as views of the pool (see the class)."""
+        if sets < 1:
+            raise SpecError("sets", sets, "an integer >= 1")
+        item = torch.empty((), dtype=dtype).element_size()
+        align = max(1, ALIGN_BYTES // item)
+        sizes = [math.prod(s) for s in shapes]
+        per_set = sum(_round_up(n, align) for n in sizes)
+        capacity = _round_up(POOL_CACHES * max(cache_bytes, ALIGN_BYTES) // item, align)
+        if sets * per_set > capacity:
+            return random_inputs(shapes, dtype, device, seed=seed, sets=sets, memory_format=memory_format)
+        pool = self._pool(dtype, torch.device(device), capacity)
+        offset = (int(seed) % ((capacity - sets * per_set) // align + 1)) * align
+        out = []
+        for _ in range(sets):
+            tensors = []
+            for shape, n in zip(shapes, sizes):
+                tensors.append(_shaped(pool[offset:offset + n], tuple(shape), memory_format))
+                offset += _round_up(n, align)
+            out.append(tuple(tensors))
+        return out
+
+    def _pool(self, dtype: torch.dtype, device: torch.device, capacity: int) -> torch.Tensor:
+        """The pool of ``capacity`` values, its first on a page boundary (made on first use)."""
+        key = (dtype, str(device), capacity)
+        pool = self._pools.pop(key, None)
+        if pool is None:
+            item = torch.empty((), dtype=dtype).element_size()
+            raw = torch.empty(capacity + ALIGN_BYTES // item, dtype=dtype, device=device)
+            lead = (-raw.data_ptr() % ALIGN_BYTES) // item
+            pool = _tiled(raw[lead:lead + capacity])
+            while self._pools and sum(p.nbytes for p in self._pools.values()) + pool.nbytes > self.max_bytes:
+                self._pools.pop(next(iter(self._pools)))          # the least recently used
+        self._pools[key] = pool                                   # most recently used last
+        return pool
+
+    def clear(self) -> None:
+        """Free every pool (the runner calls it at the end of a run)."""
+        self._pools.clear()
+
+
+#: Values drawn for a pool: one block of this many, the rest of the pool rotated copies of it.
+POOL_BLOCK = 2**20
+
+
+def _tiled(pool: torch.Tensor) -> torch.Tensor:
+    """``pool`` (1-D) filled: one drawn block of ``POOL_BLOCK`` values (seed 0), then copies of it
+    each rotated by a different shift, so no two windows repeat. Drawing all of them costs 3x more
+    (a 96 MiB fp32 pool: 0.15 s drawn, 0.045 s tiled, most of it first-touch page faults)."""
+    n = pool.numel()
+    block = random_inputs([(min(n, POOL_BLOCK),)], pool.dtype, pool.device, seed=0)[0][0]
+    b = block.numel()
+    for k, start in enumerate(range(0, n, b)):
+        tile = pool[start:start + b]
+        shift = (k * 4099) % b                         # a prime number of elements per tile
+        head = min(b - shift, tile.numel())
+        tile[:head].copy_(block[shift:shift + head])
+        if tile.numel() > head:
+            tile[head:].copy_(block[:tile.numel() - head])
+    return pool
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _shaped(flat: torch.Tensor, shape: tuple[int, ...], memory_format: torch.memory_format | None) -> torch.Tensor:
+    """``flat`` viewed as ``shape``, in ``memory_format`` for 4-D (``channels_last``) and 5-D
+    (``channels_last_3d``) shapes: the channel dimension stored last, as ``.contiguous(memory_format=...)``
+    would lay it out."""
+    dims = len(shape)
+    if memory_format is not None and dims == (5 if memory_format == torch.channels_last_3d else 4):
+        stored = (shape[0], *shape[2:], shape[1])
+        return flat.view(stored).permute(0, dims - 1, *range(1, dims - 1))
+    return flat.view(shape)
+
+
+#: The process's pool (``prepare_case`` draws timing inputs from it).
+POOL = InputPool()

@@ -198,9 +198,23 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def gc_settled() -> Iterator[None]:
+    """Around a whole run (once, never per case): collect the young garbage (generations 0 and 1:
+    what loading the suite and describing the machine left; a full collection walks every object
+    torch created, about 0.1 s) and freeze what exists, so that any later collection skips torch's
+    long-lived objects; unfrozen after."""
+    gc.collect(1)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def _gc_paused() -> Iterator[bool]:
-    """GC off for the measurement. No ``gc.collect()`` here: the caller collects once per run
-    (a full collection costs about 0.1 s with torch imported)."""
+    """GC off for the measurement. No ``gc.collect()`` here: the runner settles the collector once
+    per run (``gc_settled``)."""
     was = gc.isenabled()
     gc.disable()
     try:
