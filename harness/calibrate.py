@@ -38,7 +38,6 @@ from typing import Any
 import torch
 
 from harness.backends import MemoryLevel, get_backend
-from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.timing import Measurement, measure, random_inputs
 
@@ -244,17 +243,11 @@ def _gemm(device: str, dtype: str, size_budget_s: float, dtype_budget_s: float, 
           measure_fn: MeasureFn, clock: Clock = time.perf_counter) -> Ceiling:
     """The GEMM sweep of one dtype; the best size wins (module docstring for when it stops)."""
     backend = get_backend(device)
-    tf32 = dtype == "tf32"
-    if tf32 and backend.type != "cuda":
-        raise SpecError("dtype", dtype, "tf32 only on cuda (it is fp32 on tensor cores)")
-    tdtype = torch.float32 if tf32 else parse_dtype(dtype)
-    sizes = backend.calibration.gemm_sizes
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32 if backend.type == "cuda" else before
     sweep: list[tuple[int, float]] = []
     best: tuple[int, float, Measurement] | None = None
     reason, stale, t0 = "largest size", 0, clock()
-    try:
+    sizes = backend.calibration.gemm_sizes
+    with backend.gemm_dtype(dtype) as tdtype:
         for i, n in enumerate(sizes):
             a, b = random_inputs([(n, n), (n, n)], tdtype, device, seed=0)[0]
             m = measure_fn(torch.mm, device=device, inputs=[(a, b)], threads=threads, budget_s=size_budget_s,
@@ -274,11 +267,9 @@ def _gemm(device: str, dtype: str, size_budget_s: float, dtype_budget_s: float, 
             if clock() - t0 >= dtype_budget_s:
                 reason = f"{dtype_budget_s:g} s spent"
                 break
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
     assert best is not None
     n, rate, m = best
-    note = f"best of {len(sweep)} sizes (stopped: {reason})" + ("; tf32 allowed" if tf32 else "")
+    note = f"best of {len(sweep)} sizes (stopped: {reason})" + ("; tf32 allowed" if dtype == "tf32" else "")
     return Ceiling("compute", dtype, rate, n, m.median, m.stats.rel_iqr, m.stats.n, note, sweep=tuple(sweep))
 
 

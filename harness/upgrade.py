@@ -11,20 +11,16 @@ a ``machine_id`` of ``v1`` + a hash of host and device name (the hardware was no
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from harness import ids
 from harness.record import BY_NAME, COLUMN_NAMES
 
 #: Reason stored in peak_source / ceiling_source of upgraded rows.
 NOT_STORED = "not stored"
 _RENAMED_V1 = {"parameters": "params", "intensity": "intensity_flop_per_byte"}
-
-
-def _digest(value: Any, n: int = 16) -> str:
-    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:n]
 
 
 def canonical_config(layer: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,20 +54,20 @@ def v1_record(row: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]
     out["config"] = json.dumps(config, sort_keys=True, default=str)
     out["axes"] = json.dumps({k[3:]: v for k, v in row.items() if k.startswith("ax_") and v is not None},
                              sort_keys=True, default=str)
-    what = [layer, [[k, v] for k, v in sorted(config.items())], _shapes(row.get("input_shapes")),
-            row.get("memory_format"), row.get("dtype")]
-    out["config_id"] = _digest(what)
-    out["case_id"] = _digest([row.get("family")] + what)
+    what = ids.config_key(layer, config.items(), _shapes(row.get("input_shapes")), row.get("memory_format"),
+                      row.get("dtype"))
+    out["config_id"] = ids.digest(what)
+    out["case_id"] = ids.case_id(row.get("family"), what)
     device = str(row.get("device") or meta.get("device") or "cpu")
     out["device"] = "cuda:0" if device == "cuda" else device
     out["device_type"] = out["device"].split(":")[0]
     host = str(meta.get("host") or "unknown")
     name = str(row.get("device_name") or meta.get("device_name") or "unknown")
     out["host"] = host
-    out["machine_id"] = "v1" + _digest([host, name, meta.get("cpu")], 10)
+    out["machine_id"] = "v1" + ids.digest([host, name, meta.get("cpu")], 10)
     out["machine_name"] = f"{name} on {host} (schema v1: hardware not recorded)"
-    out["settings_id"] = "v1" + _digest([row.get("threads"), meta.get("cpu_threads")], 10)
-    out["row_id"] = f"{out['machine_id']}:{out['device']}:{out['case_id']}"
+    out["settings_id"] = "v1" + ids.digest([row.get("threads"), meta.get("cpu_threads")], 10)
+    out["row_id"] = ids.row_id(out["machine_id"], out["device"], out["case_id"])
     out["device_name"] = name
     out["peak_source"] = out["ceiling_source"] = NOT_STORED
     out["suite"] = row.get("suite") or meta.get("suite") or "unknown"

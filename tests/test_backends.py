@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from harness.backends import backend_types, get_backend
-from harness.backends.base import Backend, CalibrationSizes
+from harness.backends.base import Backend, CalibrationSizes, with_variants
+from harness.backends.cpu import CpuBackend
+from harness.backends.cuda import CudaBackend
 from harness.calibrate import Ceiling, Ceilings, LevelCeiling
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
@@ -61,6 +63,7 @@ def test_peak_dtype_tf32():
 class FakeGpuBackend:
     type = "cuda"
     launch_overhead_s = 5e-6
+    variants = CudaBackend.variants
 
     def peak(self, device, dtype, threads, one_thread_flops_s=None):
         if dtype == "fp16":
@@ -88,6 +91,7 @@ class FakeCpuBackend:
 
     type = "cpu"
     launch_overhead_s = 2e-6
+    variants = CpuBackend.variants
 
     def peak(self, device, dtype, threads, one_thread_flops_s=None):
         clock = max(2.6, (one_thread_flops_s or 0) / 64 / 1e9)
@@ -131,3 +135,19 @@ def test_memory_levels_of_the_backends(monkeypatch):
     l2, hbm = gpu_memory_levels(50 * 2**20)                         # H100: 50 MiB L2, shared by every SM
     assert (l2.name, l2.cache_bytes, l2.capacity(8)) == ("L2", 50 * 2**20, 50 * 2**20) and hbm.name == "HBM"
     assert [lv.name for lv in gpu_memory_levels(0)] == ["HBM"]
+
+
+def test_variants_and_gemm_dtype_per_backend():
+    import torch
+    assert with_variants(CudaBackend(), ["fp16", "fp32", "bf16"]) == ["fp16", "fp32", "tf32", "bf16"]
+    assert with_variants(CpuBackend(), ["fp32", "bf16", "fp32"]) == ["fp32", "bf16"]
+    with CpuBackend().gemm_dtype("bf16") as dt:
+        assert dt == torch.bfloat16
+    with pytest.raises(SpecError, match="tf32 only on cuda"), CpuBackend().gemm_dtype("tf32"):
+        pass
+    before = torch.backends.cuda.matmul.allow_tf32                # the flag exists without a GPU
+    with CudaBackend().gemm_dtype("tf32") as dt:
+        assert dt == torch.float32 and torch.backends.cuda.matmul.allow_tf32 is True
+    with CudaBackend().gemm_dtype("fp32") as dt:
+        assert dt == torch.float32 and torch.backends.cuda.matmul.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 == before

@@ -132,6 +132,8 @@ class Backend(Protocol):
         calibration: sizes ``layerbench calibrate`` uses.
         main_memory: name of the level past the caches (``DRAM``, ``HBM``).
         throttle_clock_fraction: a clock below this fraction of its maximum counts as throttled.
+        variants: peak dtypes a run of a dtype also needs (CUDA: ``tf32`` beside ``fp32``, fp32
+            operands on tensor cores); ``with_variants`` applies them.
     """
 
     type: str
@@ -139,6 +141,7 @@ class Backend(Protocol):
     launch_overhead_s: float
     calibration: CalibrationSizes
     main_memory: str
+    variants: dict[str, tuple[str, ...]]
 
     def available(self) -> bool: ...
     def resolve(self, device: str) -> str: ...
@@ -157,5 +160,14 @@ class Backend(Protocol):
     def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]: ...
     def dtype_problem(self, device: str, dtype: str) -> str | None: ...
     def settings(self, device: str) -> dict[str, Any]: ...
+    def gemm_dtype(self, dtype: str) -> contextlib.AbstractContextManager[Any]: ...
+
+
+def with_variants(backend: Backend, dtypes: Iterable[str]) -> list[str]:
+    """``dtypes`` and, after each, the variants the backend measures beside it, once each."""
+    out: list[str] = []
+    for d in dtypes:
+        out += [d, *backend.variants.get(d, ())]
+    return list(dict.fromkeys(out))
 
 

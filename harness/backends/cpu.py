@@ -61,6 +61,7 @@ class CpuBackend:
     calibration = CalibrationSizes(gemm_sizes=(256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096),
                                    copy_fallback_bytes=256 * 2**20, buffer_cap_bytes=2**30, one_thread_gemm=True)
     main_memory = "DRAM"
+    variants: dict[str, tuple[str, ...]] = {}
 
     def available(self) -> bool:
         return True
@@ -126,6 +127,14 @@ class CpuBackend:
 
     def dtype_problem(self, device: str, dtype: str) -> str | None:
         return None
+
+    @contextlib.contextmanager
+    def gemm_dtype(self, dtype: str) -> Iterator[Any]:
+        """The torch dtype of a calibration GEMM of ``dtype`` (no precision switches on CPU)."""
+        from harness.dtypes import parse_dtype
+        if dtype == "tf32":
+            raise SpecError("dtype", dtype, "tf32 only on cuda (it is fp32 on tensor cores)")
+        yield parse_dtype(dtype)
 
     def settings(self, device: str) -> dict[str, Any]:
         return {}

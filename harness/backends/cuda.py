@@ -247,6 +247,7 @@ class CudaBackend:
     calibration = CalibrationSizes(gemm_sizes=(1024, 2048, 3072, 4096, 6144, 8192), copy_fallback_bytes=2**30,
                                    buffer_cap_bytes=2**30, one_thread_gemm=False)
     main_memory = "HBM"
+    variants: dict[str, tuple[str, ...]] = {"fp32": ("tf32",)}
 
     def available(self) -> bool:
         return torch.cuda.is_available()
@@ -328,3 +329,15 @@ class CudaBackend:
 
     def settings(self, device: str) -> dict[str, Any]:
         return cuda_settings()
+
+    @contextlib.contextmanager
+    def gemm_dtype(self, dtype: str) -> Iterator[Any]:
+        """The torch dtype of a calibration GEMM of ``dtype``, with cuBLAS TF32 allowed for
+        ``tf32`` alone (fp32 operands, tensor-core math) and restored after."""
+        from harness.dtypes import parse_dtype
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        try:
+            yield torch.float32 if dtype == "tf32" else parse_dtype(dtype)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before

@@ -16,9 +16,11 @@ import torch
 
 import harness
 from harness.backends import Backend, get_backend
+from harness.backends.base import with_variants
 from harness.calibrate import Ceilings, calibrate, lookup, plan
 from harness.devices.identity import MachineInfo, describe_machine_identity
 from harness.devices.peaks import Peak
+from harness.ids import row_id
 from harness.record import CaseFields, Key, Peaks, Provenance
 from harness.suite import Case, Suite
 
@@ -67,11 +69,6 @@ class RunContext:
                           cudnn_version=s.cudnn, python_version=s.python)
 
 
-def row_id(machine_id: str, device: str, case_id: str) -> str:
-    """``<machine_id>:<device>:<case_id>``: one case on one device of one machine."""
-    return f"{machine_id}:{device}:{case_id}"
-
-
 def peak_dtype(layer: str, dtype: str, device_type: str, settings: Mapping[str, Any]) -> str:
     """``tf32`` for fp32 GPU rows with TF32 allowed for that op (cuDNN for convolutions, cuBLAS
     otherwise); the row's dtype otherwise."""
@@ -93,7 +90,7 @@ def resolve_peaks(backend: Backend, device: str, dtypes: Sequence[str], threads:
     and the measured ceilings (GEMM, copy, each memory level), as every row of that dtype will
     store them. The formula takes the effective clock of a stored one-thread GEMM where higher; a
     dtype whose measured GEMM is not native (``harness.calibrate.NATIVE_MARGIN``) gets the fp32 peak."""
-    wanted = list(dict.fromkeys(list(dtypes) + (["tf32"] if backend.type == "cuda" and "fp32" in dtypes else [])))
+    wanted = with_variants(backend, dtypes)
     one = ceilings.one_thread if ceilings is not None else None
     theory = {d: _theoretical(backend, device, d, threads, one) for d in dict.fromkeys(wanted + ["fp32"])}
     return {d: _peaks(backend, d, theory, ceilings) for d in wanted}
@@ -139,9 +136,7 @@ def run_ceilings(backend: Backend, device: str, dtypes: Sequence[str], threads: 
     """The ceilings a run uses: stored ones, measuring what is missing first (``missing``: dtypes,
     the one-thread GEMM, memory levels; ``harness.calibrate.plan``), everything again (``always``),
     or nothing measured (``never``)."""
-    gemm = [d for d in dict.fromkeys(dtypes) if d in ("fp32", "fp16", "bf16")]
-    if backend.type == "cuda" and "fp32" in gemm:
-        gemm.append("tf32")
+    gemm = with_variants(backend, [d for d in dtypes if d in ("fp32", "fp16", "bf16")])
     try:
         stored = lookup(device, threads, store)
         if how == "never" or not gemm:

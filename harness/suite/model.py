@@ -5,7 +5,6 @@ a large sweep starts measuring at once and never sits in memory as a list."""
 from __future__ import annotations
 
 import ast
-import hashlib
 import itertools
 import json
 import re
@@ -13,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness import ids
 from harness.errors import SpecError
 from harness.spec import LAYERS, LayerSpec, parse_layer, parse_shape
 from harness.suite.formula import evaluate
@@ -162,10 +162,10 @@ class _Layer:
         return cls(sweep.layer, tuple(sorted(spec.canonical().items())), inputs, axes, fmt, None, spec)
 
     def case(self, suite: str, family: str, dtype: str, device: str | None, threads: int | None) -> Case:
-        what = [self.layer, [[k, _plain(v)] for k, v in self.config], self.inputs, self.memory_format, dtype]
+        what = ids.config_key(self.layer, self.config, self.inputs, self.memory_format, dtype)
         if self.skip is not None:      # invalid before validation: the point's names tell two such cases apart
-            what.append([[k, _plain(v)] for k, v in self.axes])
-        config_id = _digest(what)
+            what.append(ids.pairs(self.axes))
+        config_id = ids.digest(what)
         axis_threads = dict(self.axes).get(THREADS_AXIS)
         skip = self.skip
         if axis_threads is not None:          # a `threads` axis: one case per thread count, same config_id
@@ -175,10 +175,10 @@ class _Layer:
                 skip = skip or f"threads={axis_threads!r}: expected an integer in [1, 4096] or \"all\""
             else:
                 threads = n
-        case_id = _digest([family] + what)
-        return Case(case_id=case_id, config_id=config_id, suite=suite, family=family, layer=self.layer,
-                    config=self.config, inputs=self.inputs, axes=self.axes, memory_format=self.memory_format,
-                    dtype=dtype, device=device, threads=threads, skip=skip, spec=self.spec if skip is None else None)
+        return Case(case_id=ids.case_id(family, what), config_id=config_id, suite=suite, family=family,
+                    layer=self.layer, config=self.config, inputs=self.inputs, axes=self.axes,
+                    memory_format=self.memory_format, dtype=dtype, device=device, threads=threads, skip=skip,
+                    spec=self.spec if skip is None else None)
 
 
 #: An axis of this name sets the case's CPU threads (a thread sweep); it is part of the case id.
@@ -193,14 +193,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()[:16]
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
 
 
 def fill_template(template: str, env: Mapping[str, Any]) -> str:
