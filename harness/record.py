@@ -38,7 +38,8 @@ class _Word(str, Enum):
 
 
 class Stability(_Word):
-    """Whether a measured row's time can carry a verdict (findings, compare, regress use ``stable`` only)."""
+    """Whether a measured row's time can carry a verdict (findings, compare, regress use ``stable`` rows and
+    rows with no verdict: ``harness.analysis.verdicts``)."""
 
     STABLE = "stable"
     NOISY = "noisy"

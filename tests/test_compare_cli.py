@@ -1,6 +1,6 @@
 """``layerbench compare`` for people and CI: globs on both sides, times in automatic units, the geometric
 mean per family, ``--fail-on`` (pytest-benchmark's syntax) and its exit code, table/markdown/json,
-``--only-changed``, verdicts only on stable rows (the others counted by stability value), machines never
+``--only-changed``, verdicts only on judged rows (set-aside ones counted by stability value), machines never
 mixed silently; ``export`` carries the derived columns."""
 
 import json
@@ -73,7 +73,8 @@ def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     assert "100 us" in out and "121 us" in out and "0.0001" not in out            # automatic units
     assert "1 slower, 1 faster, 1 same, 2 set aside" in out
     assert "conv" in out.split("geometric mean of B/A per family:")[1] and "1.100" in out
-    assert "set aside on B: 2 row(s) not stable (1 bimodal, 1 noisy)" in err
+    assert err.strip() == ("2 measured rows of B set aside, not stable (1 bimodal, 1 noisy): findings, compare and "
+                           "regress leave them out")
     assert main(["compare", a, "--to", b, "--fail-on", "median:10%"]) == 1
     out, err = capsys.readouterr()
     assert "slower (fail-on)" in out and "--fail-on median:10%: 1 case(s) crossed it" in err
@@ -85,6 +86,7 @@ def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     assert sorted(c["case_id"] for c in doc["cases"]) == ["b1", "c1", "n1", "r1"]         # "same" left out
     assert {f["family"]: round(f["geomean_ratio"], 6) for f in doc["families"]} == {"conv": 1.1, "relu": 0.5}
     assert doc["stability"]["b"] == {"stable": 3, "noisy": 1, "bimodal": 1}
+    assert doc["set_aside"] == {"a": {}, "b": {"bimodal": 1, "noisy": 1}}
     assert main(["compare", a, "--to", b, "--format", "markdown"]) == 0
     md = capsys.readouterr().out
     assert md.lstrip().startswith("| family") and "| conv" in md and "Geometric mean of B/A per family" in md

@@ -1,18 +1,117 @@
-"""Findings use only stable rows and say how many they set aside; thread findings."""
+"""One rule for which rows are judged (``harness.analysis.verdicts``), the same in findings, the report,
+the summary, ``compare``, ``regress`` and the history site; thread findings within one run and mode."""
 
 from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from test_analysis import frame, row
 
-from harness.analysis.findings import findings, set_aside, set_aside_text, thread_findings
+from harness.analysis import compare, derive, equal_flops_groups, findings, regressions
+from harness.analysis.findings import thread_findings
+from harness.analysis.verdicts import counts, counts_text, is_set_aside, judged, set_aside, set_aside_text
+
+NOISY_ASIDE = "1 measured row set aside, not stable (1 noisy): findings, compare and regress leave them out"
 
 
 def conv(groups: int, t: float, **kw):
     cfg = json.dumps({"in_channels": 512, "out_channels": 512, "kernel_size": [3, 3], "groups": groups})
     return row(config=cfg, time_median_s=t, family="g", case_id=f"g{groups}", **kw)
+
+
+def four(run_id: str = "new", s: float = 1.5e-3, u: float = 2e-3) -> pd.DataFrame:
+    """One stable, one noisy, one null-stability ok row (no verdict recorded) and one error row, equal FLOPs."""
+    at = dict(run_id=run_id, timestamp="2026-11-10T02:00:00+0000")
+    return frame(row(case_id="s", time_median_s=s, stability="stable", **at),
+                 row(case_id="n", time_median_s=5e-3, stability="noisy", **at),
+                 row(case_id="u", time_median_s=u, stability=None, **at),
+                 failed(case_id="e", **at))
+
+
+def failed(**kw) -> dict:
+    """An error row: no time, no verdict."""
+    times = ("time_median_s", "time_q1_s", "time_q3_s", "time_ci_low_s", "time_ci_high_s")
+    return row(status="error", stability=None, **kw) | dict.fromkeys(times)
+
+
+def history(nights: int = 3) -> pd.DataFrame:
+    """``nights`` earlier runs where every case of ``four`` took 1 ms and was stable."""
+    return pd.concat([frame(*(row(case_id=c, time_median_s=1e-3, run_id=f"h{i}",
+                                  timestamp=f"2026-11-0{i + 1}T02:00:00+0000") for c in "snu"))
+                      for i in range(nights)], ignore_index=True)
+
+
+def test_the_rule_judged_counts_and_the_one_sentence():
+    f = four()
+    assert list(judged(f)["case_id"]) == ["s", "u"]                  # stable, and no verdict recorded
+    assert is_set_aside(f).tolist() == [False, True, False, False]   # the error row is neither
+    assert counts(f) == {"stable": 1, "no verdict": 1, "noisy": 1}   # null is "no verdict", never "stable"
+    assert set_aside(f) == {"noisy": 1}
+    assert set_aside_text(set_aside(f)) == NOISY_ASIDE
+    assert set_aside_text({"noisy": 2, "bimodal": 1}, " of B") == (
+        "3 measured rows of B set aside, not stable (2 noisy, 1 bimodal): findings, compare and regress leave "
+        "them out")
+    assert set_aside_text({}) is None
+    assert counts_text(f) == ("stability: 1 stable, 1 no verdict, 1 noisy (no verdict: none recorded; used, "
+                              f"not called stable); {NOISY_ASIDE}")
+    assert counts_text(four().assign(stability="stable")) == "stability: 3 stable"
+
+
+def test_findings_compare_regress_summary_report_and_site_agree(tmp_path):
+    from harness.cli.summary import summarize
+    from harness.history import build_site
+    from harness.report.format import rows_view
+    from harness.report.model import build_model
+    from harness.report.render import _aside_note
+    from harness.store import Loaded
+    new = four()
+    # findings: s (1.5 ms) and u (2 ms) share the FLOPs; n (5 ms, noisy) is set aside
+    assert sorted(equal_flops_groups(new)["case_id"]) == ["s", "u"]
+    (found,) = findings(new)
+    assert found.spread == pytest.approx(2e-3 / 1.5e-3)
+    # compare: u gets a verdict like s; n is set aside; the counts use the same labels
+    t = compare(history(1).assign(run_id="a"), new).set_index("case_id")
+    assert t["verdict"].to_dict() == {"s": "slower", "n": "set aside", "u": "slower"}
+    assert t.attrs["stability"]["b"] == {"stable": 1, "no verdict": 1, "noisy": 1}
+    assert t.attrs["set_aside"] == {"a": {}, "b": {"noisy": 1}}
+    # regress: both judged rows regressed (no band overlap, > 15 %), the noisy one counted, not judged
+    bad = regressions(history(), new)
+    assert list(bad["case_id"]) == ["u", "s"] and bad.attrs["judged"] == 2 and bad.attrs["set_aside"] == {"noisy": 1}
+    assert regressions(history().assign(stability=None), new).attrs["judged"] == 2    # null history is used too
+    # summary: the same counts and sentence; only the noisy row is marked *
+    lines = summarize(new).splitlines()
+    assert lines[0].endswith("4 rows, 3 ok, 1 error") and counts_text(derive(new)) in lines
+    util = next(x for x in lines if x.strip().startswith("f "))
+    assert "best conv2d:" in util and "worst conv2d*:" in util
+    assert any("takes 1.3x as long as" in x for x in lines)
+    # report: the same counts, the same set-aside rows and sentence, "no verdict" in the row table
+    model = build_model(Loaded(new), with_plots=False)
+    assert model.stability == {"stable": 1, "no verdict": 1, "noisy": 1}
+    assert model.headline.endswith("Stability: 1 stable, 1 no verdict, 1 noisy.")
+    assert list(model.unstable["case_id"]) == ["n"] and _aside_note(model) == NOISY_ASIDE + "."
+    assert rows_view(model.table)["stability"].tolist() == ["stable", "noisy", "no verdict", ""]
+    assert [f.spread for f in model.findings] == [found.spread]
+    # the history site: the noisy night is not drawn, and the index says so
+    build_site(pd.concat([history(), new], ignore_index=True), tmp_path / "site")
+    assert f"<p>{NOISY_ASIDE}.</p>" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_cli_compare_and_regress_print_the_one_sentence(tmp_path, capsys):
+    from harness.cli import main
+    from harness.store import write_parquet
+    for name, rows in (("h", history()), ("a", history(1).assign(run_id="a")), ("new", four())):
+        (tmp_path / name).mkdir()
+        write_parquet(rows, tmp_path / name / "part-1of1.parquet")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "new")]) == 0
+    out, err = capsys.readouterr()
+    assert "2 slower, 0 faster, 0 same, 1 set aside" in out
+    assert err.strip() == NOISY_ASIDE.replace("1 measured row", "1 measured row of B")
+    assert main(["regress", str(tmp_path / "new"), "--baseline", str(tmp_path / "h")]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == NOISY_ASIDE.replace("1 measured row", "1 measured row of the new run")
+    assert "2 case(s) slower than their baseline" in out
 
 
 def test_unstable_rows_give_no_verdict_and_are_counted():
@@ -22,22 +121,40 @@ def test_unstable_rows_give_no_verdict_and_are_counted():
     found = findings(f, min_spread=1.1)
     assert len(found) == 1 and found[0].spread == pytest.approx(2.0)      # g8 vs g1 only: the 12x is set aside
     assert set_aside(f) == {"bimodal": 1, "contended": 1}
-    assert set_aside_text(f) == "2 measured rows set aside, not stable (1 bimodal, 1 contended)"
-    assert set_aside_text(frame(conv(1, 1e-3, stability="stable"))) is None
+    assert set_aside_text(set_aside(f)) == ("2 measured rows set aside, not stable (1 bimodal, 1 contended): "
+                                            "findings, compare and regress leave them out")
+    assert set_aside_text(set_aside(frame(conv(1, 1e-3, stability="stable")))) is None
+
+
+SAME = dict(config_id="relu-big", layer="relu", config="{}", input_shapes="1x64x56x56", stability="stable")
 
 
 def test_more_threads_slower_than_fewer_is_a_finding():
-    same = dict(config_id="relu-big", layer="relu", config="{}", input_shapes="1x64x56x56", stability="stable")
-    f = frame(row(threads=1, time_median_s=100e-6, case_id="t1", **same),
-              row(threads=2, time_median_s=140e-6, case_id="t2", **same),
+    f = frame(row(threads=1, time_median_s=100e-6, case_id="t1", **SAME),
+              row(threads=2, time_median_s=140e-6, case_id="t2", **SAME),
               row(threads=1, time_median_s=1e-3, case_id="u1", config_id="other", stability="stable"),
               row(threads=2, time_median_s=0.55e-3, case_id="u2", config_id="other", stability="stable"))
     found = thread_findings(f)
     assert len(found) == 1 and found[0].spread == pytest.approx(1.4)
     assert "1.40x as long with 2 threads as with 1 (140 us vs 100 us)" in found[0].text.replace("µs", "us")
     # below the 10 % threshold, or unstable: nothing
-    assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", **same),
-                                 row(threads=2, time_median_s=105e-6, case_id="b", **same))) == []
-    noisy = dict(same, stability="noisy")
+    assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", **SAME),
+                                 row(threads=2, time_median_s=105e-6, case_id="b", **SAME))) == []
+    noisy = dict(SAME, stability="noisy")
     assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", **noisy),
                                  row(threads=2, time_median_s=200e-6, case_id="b", **noisy))) == []
+
+
+def test_thread_findings_stay_within_one_run_and_one_timing_mode():
+    # run r1 measured 1 thread only, run r2 2 threads only, twice as slow: two runs are not a threads axis
+    assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", run_id="r1", **SAME),
+                                 row(threads=2, time_median_s=200e-6, case_id="b", run_id="r2", **SAME))) == []
+    # one run, but 1 thread timed hot and 2 threads timed as CUDA-graph replays: not comparable either
+    assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", mode="hot", **SAME),
+                                 row(threads=2, time_median_s=200e-6, case_id="b", mode="graph", **SAME))) == []
+    # each of two runs with its own axis: one finding per run, each from its own rows only
+    f = frame(*(row(threads=n, time_median_s=t, case_id=f"{r}{n}", run_id=r, mode="hot", **SAME)
+                for r, times in (("r1", (100e-6, 150e-6)), ("r2", (100e-6, 300e-6))) for n, t in zip((1, 2), times)))
+    found = thread_findings(f)
+    assert [x.spread for x in found] == [pytest.approx(3.0), pytest.approx(1.5)]
+    assert [sorted(f.loc[x.rows.index, "run_id"].unique()) for x in found] == [["r2"], ["r1"]]

@@ -203,11 +203,11 @@ def test_style_colour_per_family_marker_per_dtype_and_hollow_unstable(tmp_path):
     import pandas as pd
 
     from harness.report.plots import Style, unstable
-    t = pd.DataFrame({"family": ["a", "b", "a"], "dtype": ["fp32", "fp32", "bf16"],
-                      "stability": ["stable", "contended", None]})
+    t = pd.DataFrame({"family": ["a", "b", "a", "b"], "dtype": ["fp32", "fp32", "bf16", "bf16"],
+                      "status": ["ok", "ok", "ok", "error"], "stability": ["stable", "contended", None, None]})
     s = Style.of(t)
     assert s.colours["a"] != s.colours["b"] and s.markers["fp32"] != s.markers["bf16"]
-    assert unstable(t).tolist() == [False, True, False]
+    assert unstable(t).tolist() == [False, True, False, False]      # no verdict recorded: drawn solid, used
 
 
 def test_plot_names_are_slug_and_hash(tmp_path):

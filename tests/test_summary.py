@@ -1,5 +1,5 @@
 """The end-of-run summary: utilization per family against hand-computed figures, roofline labels and
-levels, stability verdicts with the rows set aside, findings from stable rows, and a report or
+levels, stability verdicts with the rows set aside, findings from judged rows, and a report or
 summary failure that never fails the run."""
 
 import time
@@ -62,8 +62,9 @@ def test_summary_figures(stored):
     # relu c=16 is noisy: shown, marked * (utilization is a figure, not a verdict), with the footnote
     relu = next(x for x in lines if x.strip().startswith("relu"))
     assert "best c=8: 0 % / 0 %" in relu and "worst c=16*: 0 % / 0 %" in relu
-    assert any(x.strip().startswith("(* a row not stable") for x in lines)
-    assert "stability: 3 stable, 1 noisy; 1 set aside from the verdicts below (1 noisy)" in lines
+    assert any(x.strip().startswith("(* a row set aside, not stable") for x in lines)
+    assert ("stability: 3 stable, 1 noisy; 1 measured row set aside, not stable (1 noisy): findings, compare and "
+            "regress leave them out") in lines
     # at most 15 % of the compute roof, whose side of the ridge they fall on (intensity >= 5e8 / 1e12 FLOP/B)
     assert any(x.startswith("roofline: 4 under-utilised") for x in lines)
     assert any("takes 4.0x as long as" in x for x in lines)   # the equal-FLOPs pair, one sentence
@@ -72,7 +73,9 @@ def test_summary_figures(stored):
 
 def test_summary_without_peaks_or_verdicts(stored):
     text = summarize(load_runs([stored]).frame.assign(peak_flops_s=None, ceiling_flops_s=None, stability=None))
-    assert "stability: not assessed in this run" in text
+    # no verdict recorded: the rows are used (the findings below), counted as "no verdict", never as stable
+    assert "stability: 4 no verdict (no verdict: none recorded; used, not called stable)" in text.splitlines()
+    assert "takes 4.0x as long as" in text
     assert "utilization: no peak or ceiling stored with these rows" in text
     assert text.splitlines()[-1] == "report: not written"
 

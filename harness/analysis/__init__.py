@@ -1,6 +1,7 @@
 """Analysis of the result table (pure functions of DataFrames): derived metrics and the roofline
 (``metrics``), the peaks rows are measured against (``peaks``), equal-FLOPs findings
-(``findings``), comparisons, regressions and the cross-device view (``compare``)."""
+(``findings``), comparisons, regressions and the cross-device view (``compare``), and the one
+rule for which rows those verdicts use (``verdicts``)."""
 
 from harness.analysis.compare import compare, cross_device, regressions
 from harness.analysis.findings import Finding, equal_flops_groups, findings

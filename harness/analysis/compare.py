@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.verdicts import count, is_judged, labels, set_aside, set_aside_of, usable
 from harness.errors import LayerbenchError
 
 #: Default relative change below which two medians are the ``same``. Two runs of one build on this
@@ -31,8 +32,6 @@ FP_BUDGET = 0.001
 #: Nights of history from which ``regressions`` judges by the history's own noise (z); with fewer,
 #: by the noise bands of the runs (too few nights to estimate night-to-night noise).
 MIN_NIGHTS_FOR_Z = 8
-#: The stability value verdicts are given on (schema v3 ``stability`` column).
-STABLE = "stable"
 #: Statistics ``--fail-on`` may name (pytest-benchmark's ``--benchmark-compare-fail`` names), and their columns.
 FAIL_STATS = {"min": "time_min_s", "max": "time_max_s", "mean": "time_mean_s", "median": R.TIME_MEDIAN,
               "stddev": "time_std_s", "iqr": "time_iqr_s"}
@@ -74,14 +73,6 @@ def band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return lo, hi
 
 
-
-
-def stability_of(frame: pd.DataFrame) -> pd.Series:
-    """Each row's ``stability`` with null read as ``unknown``."""
-    col = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
-    return col.astype(object).where(col.notna(), "unknown").astype(str)
-
-
 def _ok(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     return frame[frame[R.STATUS] == "ok"].drop_duplicates(key, keep="last").set_index(key)
 
@@ -92,7 +83,7 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
     cols = {R.TIME_MEDIAN: f"time_{tag}_s", R.DEVICE_NAME: f"device_{tag}", R.RUN_ID: f"run_{tag}",
             R.MACHINE_ID: f"machine_{tag}"}
     out = ok[list(cols)].rename(columns=cols)
-    out[f"stability_{tag}"] = stability_of(ok)
+    out[f"stability_{tag}"] = labels(ok)
     for stat, col in FAIL_STATS.items():
         if stat != "median" and col in ok:
             out[f"{stat}_{tag}_s"] = ok[col]
@@ -106,7 +97,9 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
             across_machines: bool = False) -> pd.DataFrame:
     """Per case present in both (ok rows), ``ratio`` = time b / time a, the utilization of each when
     derived, and ``verdict``: ``slower``, ``faster`` or ``same``; ``set aside`` when either side's
-    ``stability`` is not ``stable`` (``attrs["stability"]`` counts each side's values).
+    row is set aside (``harness.analysis.verdicts``: a stability other than ``stable`` or null).
+    ``attrs["stability"]`` counts each side's labels (null as ``no verdict``), ``attrs["set_aside"]``
+    each side's set-aside rows per value.
 
     Runs of one machine join on ``row_id`` (the case on that machine and device). Runs of different
     machines raise ``MixedMachines`` unless ``across_machines``: they then join on ``case_id``
@@ -123,21 +116,21 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
     j["ratio"] = j["time_b_s"] / j["time_a_s"]
     slower = (j["low_b_s"] > j["high_a_s"]) & (j["ratio"] > 1 + threshold)
     faster = (j["high_b_s"] < j["low_a_s"]) & (j["ratio"] < 1 - threshold)
-    stable = (j["stability_a"] == STABLE) & (j["stability_b"] == STABLE)
-    j["verdict"] = np.where(~stable, SET_ASIDE, np.where(slower, "slower", np.where(faster, "faster", "same")))
+    used = usable(j["stability_a"]) & usable(j["stability_b"])
+    j["verdict"] = np.where(~used, SET_ASIDE, np.where(slower, "slower", np.where(faster, "faster", "same")))
     out = j.reset_index()
     out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(), notes=_setting_notes(sa, sb),
-                     stability={"a": out["stability_a"].value_counts().to_dict(),
-                                "b": out["stability_b"].value_counts().to_dict()})
+                     stability={t: count(out[f"stability_{t}"]) for t in "ab"},
+                     set_aside={t: set_aside_of(out[f"stability_{t}"]) for t in "ab"})
     return out
 
 
-#: Verdict of a case whose rows are not both ``stable``: no verdict is given on it.
+#: Verdict of a case whose row is set aside on either side (``harness.analysis.verdicts``).
 SET_ASIDE = "set aside"
 
 
 def family_geomeans(table: pd.DataFrame) -> pd.DataFrame:
-    """Per family, the geometric mean of ``ratio`` over its cases with a verdict (both sides stable),
+    """Per family, the geometric mean of ``ratio`` over its cases with a verdict (judged on both sides),
     and how many cases that is."""
     t = table[table["verdict"] != SET_ASIDE]
     if t.empty:
@@ -237,19 +230,19 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     segment, its log-slowdown over the
     history's robust noise (``z``) exceeds the ``budget`` quantile of Student's t with (nights - 1) / 2
     degrees of freedom (the noise is itself estimated from those nights); with fewer, when its own band lies above the
-    highest band of the segment. Only rows whose ``stability`` is ``stable`` get a verdict, on both
-    sides; ``attrs["set_aside"]`` counts the new run's other rows by stability value.
+    highest band of the segment. Only judged rows (``harness.analysis.verdicts``: ``stable``, or
+    no verdict recorded) count, on both sides; ``attrs["set_aside"]`` counts the new run's
+    set-aside rows per stability value.
     Returns those rows with ``reference_s``, ``band_high_s``, ``slowdown``, ``z``, ``segment_runs``
     and ``history_runs``.
     """
     from harness.history.changepoints import baseline
     from harness.history.series import nightly
     h = history[(history[R.STATUS] == "ok") & ~history[R.RUN_ID].isin(new[R.RUN_ID].unique())]
-    h = nightly(h[stability_of(h) == STABLE])
+    h = nightly(h[is_judged(h)])
     n = _ok(new, R.ROW_ID)
-    stab = stability_of(n)
-    set_aside = stab[stab != STABLE].value_counts().to_dict()
-    n = n[stab == STABLE].copy()
+    aside = set_aside(n)
+    n = n[is_judged(n)].copy()
     n["low"], _ = band(n)
     z_limit = NormalDist().inv_cdf(1 - budget)
     refs = []
@@ -271,7 +264,7 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "z",
                         "z_limit", "segment_runs", "history_runs"] if c in j]
     out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
-    out.attrs.update(set_aside=set_aside, judged=len(j), budget=budget, z_limit=z_limit)  # z_limit: the normal's
+    out.attrs.update(set_aside=aside, judged=len(j), budget=budget, z_limit=z_limit)  # z_limit: the normal's
     return out
 
 

@@ -1,6 +1,7 @@
 """Equal-FLOPs findings: layers doing the same arithmetic at different speeds, and why.
 
-Rows (status ok) are grouped per run, machine, device, dtype and thread count by FLOPs equal within
+Judged rows (``harness.analysis.verdicts``: ok, and stable or with no recorded verdict) are grouped
+per run, machine, device, dtype, thread count and timing mode by FLOPs equal within
 a relative tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
 the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
 channel groups, output size (parallelism), the implementation that ran, and the row labels.
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.verdicts import judged
 from harness.units import seconds, si
 
 #: FLOPs within this relative distance of a group's smallest count belong to the group.
@@ -23,40 +25,18 @@ EQUAL_FLOPS_TOL = 0.02
 EXPLAIN_COLUMNS = [R.FAMILY, R.LAYER, R.CONFIG, R.INPUT_SHAPES, R.MEMORY_FORMAT, R.FLOPS, R.TIME_MEDIAN,
                    "achieved_flops_s", R.INTENSITY, R.BYTES_READ, R.BYTES_WRITTEN, R.KERNELS, R.KERNEL_LAUNCHES,
                    "label", "util_ceiling", "util_peak", R.REL_IQR]
+#: The timing-mode column (``hot``, ``cold``, ``graph``): times of different modes never compare.
+MODE = "mode"
 #: Never grouped across these: a finding compares layers measured side by side.
-PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS)
-
-
-def judged(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows a verdict may use: ``ok`` and ``stable`` (rows of a table without the stability
-    column count as stable)."""
-    ok = frame[frame[R.STATUS] == "ok"]
-    if R.STABILITY in ok:
-        ok = ok[ok[R.STABILITY].isna() | (ok[R.STABILITY] == "stable")]
-    return ok
-
-
-def set_aside(frame: pd.DataFrame) -> dict[str, int]:
-    """Measured rows left out of verdicts, counted by stability (``{"noisy": 2, "contended": 5}``)."""
-    if R.STABILITY not in frame:
-        return {}
-    ok = frame[(frame[R.STATUS] == "ok") & frame[R.STABILITY].notna() & (frame[R.STABILITY] != "stable")]
-    return {str(k): int(v) for k, v in ok[R.STABILITY].value_counts().sort_index().items()}
-
-
-def set_aside_text(frame: pd.DataFrame) -> str | None:
-    """``"3 measured rows set aside (2 noisy, 1 bimodal)"``, or ``None`` when none was."""
-    counts = set_aside(frame)
-    if not counts:
-        return None
-    n = sum(counts.values())
-    return (f"{n} measured row{'s' if n != 1 else ''} set aside, not stable ("
-            + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")")
+PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS, MODE)
+#: A thread finding compares thread counts of one layer within these (one run, one timing mode).
+THREAD_KEYS = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE, MODE)
 
 
 def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
-    """The table's ok rows with a ``group`` column (groups of at least ``min_size``), and per row
-    ``group_spread`` (the group's slowest / fastest median time) and ``speed_rank`` (1 = fastest)."""
+    """The table's judged rows (``verdicts.judged``) with a ``group`` column (groups of at least
+    ``min_size``), and per row ``group_spread`` (the group's slowest / fastest median time) and
+    ``speed_rank`` (1 = fastest)."""
     ok = judged(frame)
     ok = ok[(ok["flops"] > 0) & (ok["time_median_s"] > 0)].copy()
     if ok.empty:
@@ -216,28 +196,31 @@ THREAD_SLOWDOWN = 1.10
 
 
 def thread_findings(frame: pd.DataFrame, slowdown: float = THREAD_SLOWDOWN) -> list[Finding]:
-    """Layers that run slower with more threads than with fewer (a ``threads`` axis, or runs at
-    several thread counts on one machine): per layer (config_id), machine, device and dtype, the
-    thread count with the fastest median against the largest thread count, when the largest is
-    at least ``slowdown`` x slower. Stable rows only."""
+    """Layers that run slower with more threads than with fewer (a ``threads`` axis): per run,
+    machine, device, layer (config_id), dtype and timing mode (``THREAD_KEYS``: never across runs
+    or modes), the thread count with the fastest median against the largest thread count, when
+    the largest is at least ``slowdown`` x slower. Judged rows only."""
     ok = judged(frame)
-    if ok.empty or R.THREADS not in ok or ok[R.THREADS].nunique() < 2:
+    keys = [k for k in THREAD_KEYS if k in ok]
+    if ok.empty or R.THREADS not in ok:
         return []
-    out = []
-    keys = [R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE]
-    for _, rows in ok.groupby(keys, sort=True):
-        per = rows.groupby(R.THREADS)[R.TIME_MEDIAN].median()
-        if len(per) < 2:
-            continue
-        most, best = per.index.max(), per.idxmin()
-        ratio = per[most] / per[best]
-        if most == best or ratio < slowdown:
-            continue
-        row = rows.iloc[0]
-        text = (f"{device_label(row)} {row[R.DTYPE]}: {describe_row(row)} takes {ratio:.2f}x as long with "
-                f"{int(most)} threads as with {int(best)} ({seconds(per[most])} vs {seconds(per[best])}): "
-                "the work is too small to split, or the threads wait on each other (synchronisation, "
-                "memory bandwidth, OpenMP wake-up).")
-        out.append(Finding(group=-1, spread=float(ratio), text=text, rows=rows[[c for c in EXPLAIN_COLUMNS + [R.THREADS]
-                                                                                if c in rows]]))
+    out = [f for _, rows in ok.groupby(keys, sort=True, dropna=False) if (f := _thread_finding(rows, slowdown))]
     return sorted(out, key=lambda f: -f.spread)
+
+
+def _thread_finding(rows: pd.DataFrame, slowdown: float) -> Finding | None:
+    """The thread finding of one layer's rows of one run and mode, or ``None``."""
+    per = rows.groupby(R.THREADS)[R.TIME_MEDIAN].median()
+    if len(per) < 2:
+        return None
+    most, best = per.index.max(), per.idxmin()
+    ratio = per[most] / per[best]
+    if most == best or ratio < slowdown:
+        return None
+    row = rows.iloc[0]
+    text = (f"{device_label(row)} {row[R.DTYPE]}: {describe_row(row)} takes {ratio:.2f}x as long with "
+            f"{int(most)} threads as with {int(best)} ({seconds(per[most])} vs {seconds(per[best])}): "
+            "the work is too small to split, or the threads wait on each other (synchronisation, "
+            "memory bandwidth, OpenMP wake-up).")
+    cols = [c for c in [*EXPLAIN_COLUMNS, R.THREADS] if c in rows]
+    return Finding(group=-1, spread=float(ratio), text=text, rows=rows[cols])

@@ -93,7 +93,8 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
         doc = {"a": table.attrs.get("a"), "b": table.attrs.get("b"), "cross_device": bool(table.attrs.get(
             "cross_device")), "notes": table.attrs.get("notes", []), "threshold": threshold,
             "fail_on": [str(r) for r in rules], "failed": len(failed), "counts": counts,
-            "stability": table.attrs.get("stability", {}), "families": geo.to_dict("records"),
+            "stability": table.attrs.get("stability", {}), "set_aside": table.attrs.get("set_aside", {}),
+            "families": geo.to_dict("records"),
             "cases": json.loads(shown.drop(columns=["config"], errors="ignore").to_json(orient="records"))}
         return json.dumps(doc, indent=2) + "\n", len(failed)
     if table.empty:
@@ -117,14 +118,6 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
     return "\n".join([*head, *body, "", tail]) + "\n", len(failed)
 
 
-def _stability_line(counts: dict[str, int], side: str) -> str:
-    other = {k: v for k, v in counts.items() if k != "stable"}
-    if not other:
-        return ""
-    return (f"set aside on {side}: {sum(other.values())} row(s) not stable ("
-            + ", ".join(f"{v} {k}" for k, v in sorted(other.items())) + "): no verdict on them")
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.analysis import compare, derive
     from harness.analysis.compare import FailOn
@@ -141,8 +134,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text, failed = render_compare(table, args.format, args.threshold, rules, args.only_changed)
     sys.stdout.write(text)
     if args.format == "table":
+        from harness.analysis.verdicts import set_aside_text
         for side in ("a", "b"):
-            line = _stability_line(table.attrs.get("stability", {}).get(side, {}), side.upper())
+            line = set_aside_text(table.attrs.get("set_aside", {}).get(side, {}), f" of {side.upper()}")
             if line:
                 print(line, file=sys.stderr)
     if failed:
@@ -154,6 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_regress(args: argparse.Namespace) -> int:
     from harness.analysis import derive, regressions
     from harness.analysis.compare import check_history, same_machine_only
+    from harness.analysis.verdicts import set_aside_text
     from harness.units import seconds
     new = derive(_load([args.new], "NEW").frame)
     history = derive(_load(args.baseline, "--baseline").frame)
@@ -163,10 +158,9 @@ def cmd_regress(args: argparse.Namespace) -> int:
             print(f"left out {dropped} baseline run(s) of other machines or settings")
     history = check_history(history, new, args.accept_other_machines, args.accept_other_settings)
     bad = regressions(history, new, threshold=args.threshold, budget=args.budget)
-    aside = bad.attrs.get("set_aside", {})
+    aside = set_aside_text(bad.attrs.get("set_aside", {}), " of the new run")
     if aside:
-        print(f"set aside: {sum(aside.values())} row(s) of the new run not stable ("
-              + ", ".join(f"{v} {k}" for k, v in sorted(aside.items())) + "): no verdict on them")
+        print(aside)
     basis = (f"{args.threshold:.0%} and noise (false-positive budget {args.budget:g} per case and night; "
              "baseline: the nights since each case's last change point)")
     if bad.empty:
@@ -207,7 +201,7 @@ def add(sub: Any) -> None:
     p.add_argument("--format", default="table", choices=["table", "markdown", "json"],
                    help="table (people), markdown (a PR comment) or json (CI)")
     p.add_argument("--fail-on", default=None, metavar="STAT:LIMIT",
-                   help="exit 1 when a case (stable on both sides) is worse by more than LIMIT: median:10%%, "
+                   help="exit 1 when a case (set aside on neither side) is worse by more than LIMIT: median:10%%, "
                         "min:5%%, mean:0.001 (seconds); comma-separated; STAT: min, max, mean, median, stddev, iqr")
     p.add_argument("--only-changed", action="store_true", help="show only cases with a verdict other than same")
     p.add_argument("--across-machines", action="store_true",

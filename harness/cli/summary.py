@@ -4,8 +4,8 @@ and ``finish_run``, which writes the report and prints the summary without ever 
 The summary reads only stored columns and the derived ones (``harness.analysis.derive``):
 utilization per family (best and worst row, against the measured GEMM ceiling and the datasheet
 or formula peak), rows per roofline label (and memory level, where ``roof_level`` is present),
-rows per ``stability`` verdict, and the top equal-FLOPs findings, told from ``stable`` rows only
-(rows not assessed, as in older runs, count as stable).
+rows per ``stability`` verdict, and the top equal-FLOPs findings, told from judged rows only
+(``harness.analysis.verdicts``: ``stable``, or no verdict recorded; the others are set aside).
 """
 
 from __future__ import annotations
@@ -68,13 +68,15 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
     """Per family: the best and the worst row of ``ok``, each with its utilization of the measured
     ceiling and of the theoretical (datasheet or formula) peak, named by the sweep names that vary
     within the family in ``named_by`` (default: ``ok``). Utilization is a figure, not a verdict:
-    every measured row counts, and a row that is not ``stable`` is marked ``*``."""
+    every measured row counts, and a set-aside row (``verdicts.is_set_aside``) is marked ``*``."""
+    from harness.analysis.verdicts import is_set_aside
     named_by = ok if named_by is None else named_by
     if ok.empty:
         return ["utilization: no measured row"]
     if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
         return ["utilization: no peak or ceiling stored with these rows"]
     key = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok["util_peak"])
+    ok = ok.assign(_aside=is_set_aside(ok))
     lines = [f"utilization per family, best and worst row: measured ceiling / {_peak_kind(ok)} peak"]
     width = max(len(str(f)) for f in ok[R.FAMILY].unique())
     for family, rows in ok.assign(_key=key).groupby(R.FAMILY, sort=False):
@@ -86,15 +88,15 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
         cell = [f"{_name(r, varying)}{_mark(r)}: {_pct(r['util_ceiling'])} / {_pct(r['util_peak'])}"
                 for r in (best, worst)]
         lines.append(f"  {family:<{width}}  best {cell[0]}" + ("" if len(rows) == 1 else f";  worst {cell[1]}"))
-    if any(_mark(r) for _, r in ok.iterrows()):
-        lines.append("  (* a row not stable: its time may not hold in another process; see the stability line)")
+    if ok["_aside"].any():
+        lines.append("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
+                     "line)")
     return lines
 
 
 def _mark(row: pd.Series) -> str:
-    """``*`` for a row whose stability verdict is not ``stable``."""
-    v = row.get(R.STABILITY)
-    return "*" if isinstance(v, str) and v != "stable" else ""
+    """``*`` for a set-aside row (``_aside``, from ``verdicts.is_set_aside``)."""
+    return "*" if row["_aside"] else ""
 
 
 def _counts(values: pd.Series) -> str:
@@ -114,25 +116,18 @@ def label_line(ok: pd.DataFrame) -> str:
     return "roofline: " + ", ".join(parts)
 
 
-def stable_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows verdicts are drawn from (``findings.judged``: ``stable``, or not assessed) and the
-    stability line."""
-    from harness.analysis.findings import judged, set_aside
-    if R.STABILITY not in ok or ok[R.STABILITY].isna().all():
-        return judged(ok), "stability: not assessed in this run"
-    text = f"stability: {_counts(ok[R.STABILITY].dropna())}"
-    aside = set_aside(ok)
-    if aside:
-        text += (f"; {sum(aside.values())} set aside from the verdicts below ("
-                 + ", ".join(f"{n} {k}" for k, n in aside.items()) + ")")
-    return judged(ok), text
+def judged_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows findings are drawn from (``verdicts.judged``) and the stability line
+    (``verdicts.counts_text``)."""
+    from harness.analysis.verdicts import counts_text, judged
+    return judged(ok), counts_text(ok)
 
 
 def finding_lines(rows: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
     """The ``top`` equal-FLOPs findings, one sentence each, wrapped to ``WIDTH``."""
     from harness.analysis import findings
     if rows.empty:
-        return ["findings: none (no stable row)"]
+        return ["findings: none (every measured row set aside)"]
     found = findings(rows, top=top)
     if not found:
         return ["findings: no equal-FLOPs layers differ by 10 % or more"]
@@ -155,7 +150,7 @@ def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
     lines = [head]
     if not ok.empty:
-        kept, stability = stable_rows(ok)
+        kept, stability = judged_rows(ok)
         lines += [stability, *utilization_lines(ok), label_line(ok), *finding_lines(kept)]
     lines.append(f"report: {report}" if report is not None else "report: not written")
     return "\n".join(lines)

@@ -12,9 +12,10 @@ SERIES_KEY = (R.MACHINE_ID, R.SETTINGS_ID, R.ROW_ID)
 
 
 def nightly(frame: pd.DataFrame) -> pd.DataFrame:
-    """Measured ok rows with ``stability`` stable (or unknown), one per run and series, ordered by each
-    run's first timestamp; columns: the series key, ``run_id``, ``when``, ``git_commit``,
-    ``time_median_s``, ``low_s``, ``high_s`` and the case's description columns."""
+    """Measured ok rows, one per run and series, ordered by each run's first timestamp; columns: the
+    series key, ``run_id``, ``when``, ``git_commit``, ``time_median_s``, ``low_s``, ``high_s`` and the
+    case's description columns. No stability filter: callers pass the judged rows
+    (``harness.analysis.verdicts.judged``)."""
     from harness.analysis.compare import band
     ok = frame[(frame[R.STATUS] == "ok") & frame[R.TIME_MEDIAN].notna()].copy()
     ok["low_s"], ok["high_s"] = band(ok)

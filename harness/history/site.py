@@ -1,7 +1,8 @@
 """The history site (asv publish is the model): ``index.html`` lists every series (case x machine x
 settings) with its latest night, baseline and last change point, regressed cases first; one page
-per case with an inline SVG of the nightly medians, their noise band and the change points. No
-script, no CDN: it opens offline from the folder."""
+per case with an inline SVG of the nightly medians, their noise band and the change points. Only
+judged rows are drawn and judged (``harness.analysis.verdicts``, as ``regress``); the index says how
+many were set aside. No script, no CDN: it opens offline from the folder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 
 from harness import record as R
 from harness.analysis.compare import REGRESSION_THRESHOLD
+from harness.analysis.verdicts import judged, set_aside, set_aside_text
 from harness.history.changepoints import change_points
 from harness.history.series import SERIES_KEY, nightly
 from harness.units import seconds
@@ -79,10 +81,11 @@ def _series_page(g: pd.DataFrame, cps: list[int], title: str) -> str:
 def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSION_THRESHOLD) -> list[SeriesSummary]:
     """Write the site for ``frame`` (rows of many runs) into ``out``; returns the summary rows.
 
-    A series is regressed when its last change point is a slowdown beyond ``threshold``."""
+    A series is regressed when its last change point is a slowdown beyond ``threshold``; set-aside
+    rows (``verdicts.set_aside``) are left out and counted on the index page."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    series = nightly(frame)
+    series = nightly(judged(frame))
     summaries = []
     for i, (_, g) in enumerate(series.groupby(list(SERIES_KEY), sort=True)):
         g = g.reset_index(drop=True)
@@ -103,18 +106,20 @@ def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSI
         summaries.append(SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]", len(g),
                                        float(g[R.TIME_MEDIAN].iloc[-1]), base, change, regressed))
     summaries.sort(key=lambda s: (not s.regressed, s.change == "", s.title))
-    (out / "index.html").write_text(_index(summaries), encoding="utf-8")
+    (out / "index.html").write_text(_index(summaries, set_aside_text(set_aside(frame))), encoding="utf-8")
     return summaries
 
 
-def _index(summaries: list[SeriesSummary]) -> str:
+def _index(summaries: list[SeriesSummary], aside: str | None = None) -> str:
+    """The index page; ``aside``: the set-aside sentence, shown under the count."""
     n_bad = sum(s.regressed for s in summaries)
     rows = "".join(
         f"<tr class={'slower' if s.regressed else ('faster' if s.change.startswith('faster') else '')}>"
         f"<td><a href={s.page}>{html.escape(s.title)}</a></td><td>{html.escape(s.machine)}</td><td>{s.nights}</td>"
         f"<td>{seconds(s.latest_s)}</td><td>{seconds(s.baseline_s)}</td><td>{html.escape(s.change)}</td></tr>"
         for s in summaries)
+    note = f"<p>{html.escape(aside)}.</p>" if aside else ""
     return (f"<!doctype html><meta charset=utf-8><title>layerbench history</title><style>{_STYLE}</style>"
             f"<h1>layerbench history</h1><p>{len(summaries)} series; {n_bad} regressed (last change point a "
-            "slowdown).</p><table><tr><th>case</th><th>machine</th><th>nights</th><th>latest</th>"
+            f"slowdown).</p>{note}<table><tr><th>case</th><th>machine</th><th>nights</th><th>latest</th>"
             f"<th>baseline (since last change)</th><th>last change point</th></tr>{rows}</table>")

@@ -11,6 +11,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.findings import describe_row, device_label
 from harness.analysis.metrics import DERIVED
+from harness.analysis.verdicts import labels, measured
 from harness.units import percent3, seconds, si
 
 
@@ -35,8 +36,8 @@ SHOWN = {
                      "its source: datasheet or formula"),
     "bound": Shown("bound", "the roofline label (label) and, where stored, the memory level bounding the row "
                    "(roof_level); for rows not measured, their status", False),
-    "stability": Shown("stability", "`stable`, or why the row is set aside: noisy, bimodal, contended "
-                       "(stability)", False),
+    "stability": Shown("stability", "`stable`; `no verdict` (none recorded: the row is still used); or why "
+                       "the row is set aside: noisy, bimodal, contended (stability)", False),
 }
 
 
@@ -96,9 +97,14 @@ def rows_view(table: pd.DataFrame, where: bool | None = None) -> pd.DataFrame:
         "vs ceiling": [cell("util_ceiling", r.get("util_ceiling")) for _, r in rows],
         head: [_peak_cell(r, head != "vs peak") for _, r in rows],
         "bound": [_bound(r) for _, r in rows],
-        "stability": [cell(R.STABILITY, r.get(R.STABILITY)) for _, r in rows],
+        "stability": _stability_cells(table),
     }
     return pd.DataFrame({k: v for k, v in data.items() if v is not None})
+
+
+def _stability_cells(rows: pd.DataFrame) -> list[str]:
+    """The stability label of each measured row (``verdicts.labels``); ``""`` for rows not measured."""
+    return labels(rows).where(measured(rows), "").tolist() if len(rows) else []
 
 
 def header_doc(header: str) -> str:

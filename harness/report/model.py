@@ -13,6 +13,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import Finding, device_label
+from harness.analysis.verdicts import counts
 from harness.report.plots import Plot, Style, heatmap, outliers, roofline, safe, time_vs_flops, unstable
 from harness.store import Loaded
 
@@ -34,6 +35,8 @@ class ReportModel:
     notes: tuple[str, ...] = ()
     statuses: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    #: Measured rows per stability label (``harness.analysis.verdicts.counts``: null as ``no verdict``).
+    stability: dict[str, int] = field(default_factory=dict)
     #: (``slowest vs roofline`` / ``fastest vs roofline``, index into ``table``) per machine, device and dtype.
     outliers: tuple[tuple[str, Any], ...] = ()
     #: ``rows.csv`` files already written from this model (html and markdown share one).
@@ -41,7 +44,7 @@ class ReportModel:
 
     @property
     def unstable(self) -> pd.DataFrame:
-        """Measured rows set aside by their stability verdict (drawn hollow, listed with the verdict)."""
+        """Measured rows set aside (``harness.analysis.verdicts``: drawn hollow, listed with the verdict)."""
         return self.table[unstable(self.table)]
 
     @property
@@ -49,7 +52,8 @@ class ReportModel:
         t = self.table
         return (f"{len(t)} rows from {t[R.RUN_ID].nunique()} run(s) on {t[R.MACHINE_ID].nunique()} machine(s); "
                 + ", ".join(f"{v} {k}" for k, v in sorted(self.statuses.items())) + ". Labels: "
-                + (", ".join(f"{v} {k}" for k, v in sorted(self.labels.items())) or "none") + ".")
+                + (", ".join(f"{v} {k}" for k, v in sorted(self.labels.items())) or "none") + ". Stability: "
+                + (", ".join(f"{v} {k}" for k, v in self.stability.items()) or "no measured row") + ".")
 
 
 def machines(table: pd.DataFrame) -> pd.DataFrame:
@@ -151,6 +155,7 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                        plots=tuple(plots), notes=tuple(notes),
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
                        labels={str(k): int(v) for k, v in table["label"].value_counts().items()},
+                       stability=counts(table),
                        outliers=_outliers(table))
 
 

@@ -4,7 +4,7 @@ of the same rows is byte-identical wherever it is built. Plotting never fails a 
 that cannot be drawn is left out with a note (``safe``).
 
 Every scatter plot encodes the family by colour and the dtype by marker (``Style``, shared by all
-plots of a report), draws rows whose ``stability`` is not ``stable`` hollow, labels the slowest
+plots of a report), draws set-aside rows (``harness.analysis.verdicts``) hollow, labels the slowest
 and the fastest row relative to its roofline, and keeps its legends outside the axes."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from harness import record as R  # noqa: E402
 from harness.analysis.findings import describe_row  # noqa: E402
+from harness.analysis.verdicts import is_set_aside  # noqa: E402
 from harness.units import si  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element ids
@@ -115,9 +116,8 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def unstable(frame: pd.DataFrame) -> pd.Series:
-    """Rows set aside by their stability verdict (anything but ``stable``; null means not judged)."""
-    s = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
-    return s.notna() & (s.astype(str) != "stable")
+    """Rows drawn hollow: those set aside (``harness.analysis.verdicts.is_set_aside``)."""
+    return is_set_aside(frame)
 
 
 def outliers(frame: pd.DataFrame) -> list[tuple[str, Any]]:

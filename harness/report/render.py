@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.verdicts import set_aside, set_aside_text
 from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
 from harness.report.model import ReportModel
 
@@ -92,7 +93,8 @@ def _summary(model: ReportModel) -> dict[str, Any]:
     return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION, "runs": list(model.runs),
             "machines": _records(model.machines), "peaks": _records(model.peaks),
             "findings": [{"text": f.text, "spread": f.spread, "rows": _records(f.rows)} for f in model.findings],
-            "statuses": model.statuses, "labels": model.labels, "notes": list(model.notes),
+            "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
+            "notes": list(model.notes),
             "plots": [f"{p.name}.png" for p in model.plots]}
 
 
@@ -144,11 +146,10 @@ def _runs_view(model: ReportModel) -> pd.DataFrame:
 
 
 def _aside_note(model: ReportModel) -> str:
-    """How many rows are set aside and why they count for nothing in findings, compare and regress."""
-    n, total = len(model.unstable), len(model.table)
+    """The set-aside sentence (``verdicts.set_aside_text``), and how many are listed."""
+    n = len(model.unstable)
     shown = f"; the first {MAX_LISTED_ROWS} are listed" if n > MAX_LISTED_ROWS else ""
-    return (f"{n} of {total} rows carry a stability verdict other than stable: findings, compare and regress "
-            f"give them no verdict{shown}.")
+    return f"{set_aside_text(set_aside(model.table))}{shown}."
 
 
 def _outlier_lines(model: ReportModel) -> list[str]:

@@ -1,0 +1,104 @@
+"""Which measured rows verdicts may use: the one rule that findings, the report, the end-of-run
+summary, ``compare``, ``regress`` and the history site share.
+
+The rule, on the ``stability`` column:
+
+- a row is **measured** when its ``status`` is ``ok``; rows not measured (error, skipped, ...)
+  are neither judged nor set aside;
+- a measured row is **judged** (its time may carry a finding, a compare verdict or a regression)
+  when its ``stability`` is ``stable`` or null. Null on a measured row means no verdict was
+  recorded (a hand-built frame, or a file whose rows carry none): nothing says it is unstable, so
+  it is used, but it is counted as ``no verdict``, never as ``stable``;
+- a measured row whose ``stability`` is anything else (``noisy``, ``bimodal``, ``contended``) is
+  **set aside**: counted by its value and left out of every verdict.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness import record as R
+
+#: The stored verdict of a row whose time holds across processes.
+STABLE = R.Stability.STABLE.value
+#: The label of a measured row with a null ``stability`` (used, but not called stable).
+NO_VERDICT = "no verdict"
+#: Labels whose rows verdicts may use.
+JUDGED = (STABLE, NO_VERDICT)
+
+
+def labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's stability label: the stored value, or ``NO_VERDICT`` where it is null (or the
+    column is absent)."""
+    col = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
+    return col.astype(object).where(col.notna(), NO_VERDICT).astype(str)
+
+
+def usable(label: pd.Series) -> pd.Series:
+    """Whether each label lets its row be judged (``stable`` or ``no verdict``)."""
+    return label.isin(JUDGED)
+
+
+def measured(frame: pd.DataFrame) -> pd.Series:
+    """Rows with status ``ok``."""
+    return frame[R.STATUS].eq("ok")
+
+
+def is_judged(frame: pd.DataFrame) -> pd.Series:
+    """Measured rows verdicts may use (the rule above)."""
+    return measured(frame) & usable(labels(frame))
+
+
+def is_set_aside(frame: pd.DataFrame) -> pd.Series:
+    """Measured rows left out of every verdict: a stored stability other than ``stable``."""
+    return measured(frame) & ~usable(labels(frame))
+
+
+def judged(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` verdicts may use."""
+    return frame[is_judged(frame)]
+
+
+def count(label: pd.Series) -> dict[str, int]:
+    """Rows per label: ``stable`` first, then ``no verdict``, then the others by name."""
+    n = label.value_counts()
+    order = [k for k in JUDGED if k in n] + sorted(k for k in n.index if k not in JUDGED)
+    return {str(k): int(n[k]) for k in order}
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Measured rows per stability label (``{"stable": 3, "no verdict": 1, "noisy": 2}``)."""
+    return count(labels(frame[measured(frame)]))
+
+
+def set_aside(frame: pd.DataFrame) -> dict[str, int]:
+    """Set-aside rows per stability value, by name (``{"bimodal": 1, "noisy": 2}``)."""
+    return count(labels(frame[is_set_aside(frame)]))
+
+
+def set_aside_of(label: pd.Series) -> dict[str, int]:
+    """``set_aside`` over labels already drawn (the set-aside ones among them, per value)."""
+    return count(label[~usable(label)])
+
+
+def set_aside_text(aside: dict[str, int], of: str = "") -> str | None:
+    """The one sentence for set-aside rows, ``None`` when there are none:
+    ``"3 measured rows of B set aside, not stable (1 bimodal, 2 noisy): findings, compare and
+    regress leave them out"`` (``of``: ``" of B"``, ``" of the new run"`` or nothing)."""
+    n = sum(aside.values())
+    if not n:
+        return None
+    parts = ", ".join(f"{v} {k}" for k, v in aside.items())
+    return (f"{n} measured row{'s' if n != 1 else ''}{of} set aside, not stable ({parts}): "
+            "findings, compare and regress leave them out")
+
+
+def counts_text(frame: pd.DataFrame) -> str:
+    """``"stability: 3 stable, 1 no verdict, 2 noisy"`` over the measured rows, then the
+    set-aside sentence when any row is set aside."""
+    per = counts(frame)
+    text = "stability: " + (", ".join(f"{v} {k}" for k, v in per.items()) or "no measured row")
+    if per.get(NO_VERDICT):
+        text += f" ({NO_VERDICT}: none recorded; used, not called stable)"
+    aside = set_aside_text(set_aside(frame))
+    return text + (f"; {aside}" if aside else "")
