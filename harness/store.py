@@ -36,6 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import LayerbenchError, SpecError
+from harness.journal import append as journal_append
+from harness.journal import cut_torn_line, read_values
 from harness.record import (
     COLUMN_NAMES,
     META_KEY,
@@ -135,7 +137,7 @@ class RunWriter:
             self._check_same_run()
             for stale in self.dir.glob(f".*-{label}.*.tmp"):     # a commit killed midway; we hold the lock
                 stale.unlink(missing_ok=True)
-            _repair_journal(self.journal)
+            cut_torn_line(self.journal)
             self._write_meta()
             self._fh = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
         except BaseException:
@@ -171,11 +173,8 @@ class RunWriter:
 
     def append(self, row: Row) -> None:
         """Write one row to the journal and make it durable before returning."""
-        line = json.dumps(row.to_record(), default=str) + "\n"
         try:
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            journal_append(self._fh, row.to_record())
         except OSError as e:
             raise StoreError(f"{self.journal}: could not store a row ({e.strerror or e}); every earlier row is "
                              "stored; free space and run again with --resume") from e
@@ -252,17 +251,6 @@ def _unlock(fh: Any) -> None:
         fh.close()
 
 
-def _repair_journal(path: Path) -> None:
-    """Cut a torn last line (a process killed mid-write) so that appended rows start on a fresh line."""
-    try:
-        with open(path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-    except FileNotFoundError:
-        pass
-
-
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -303,23 +291,10 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a journal: JSON objects with a string ``run_id`` and ``row_id``; a torn last line,
-    a line that is not JSON and a JSON value that is not such an object are skipped."""
-    rows = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    break                       # torn last line
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and isinstance(row.get(RUN_ID), str) and isinstance(row.get(ROW_ID), str):
-                    rows.append(row)
-    except FileNotFoundError:
-        pass
-    return rows
+    """Rows of a journal (``harness.journal``): JSON objects with a string ``run_id`` and ``row_id``;
+    a torn last line, a line that is not JSON and a JSON value that is not such an object are skipped."""
+    return [row for row in read_values(path)
+            if isinstance(row, dict) and isinstance(row.get(RUN_ID), str) and isinstance(row.get(ROW_ID), str)]
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -114,3 +114,14 @@ def test_export_carries_derived_columns(runs, tmp_path, capsys):
     pq_out = tmp_path / "rows.parquet"
     assert main(["export", str(runs / "nightly-a-1"), "--format", "parquet", "-o", str(pq_out)]) == 0
     assert "achieved_flops_s" in pd.read_parquet(pq_out).columns
+
+
+def test_export_never_imports_matplotlib(runs, tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from harness.cli import main; "
+            f"main(['export', {str(runs / 'nightly-a-1')!r}, '--format', 'csv', '-o', {str(tmp_path / 'r.csv')!r}]); "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -324,3 +324,36 @@ def test_write_parquet_roundtrip_after_hostile_reads(tmp_path: Path) -> None:
     frame = load_runs(tmp_path / "good").frame
     write_parquet(frame, tmp_path / "copy.parquet")
     assert load_runs(tmp_path / "copy.parquet").frame["row_id"].tolist() == good.column("row_id").to_pylist()
+
+
+def test_store_journal_torn_line_cut_and_rows_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's journal goes through the shared helpers (harness.journal): a torn last line is
+    never read and is cut off by the next writer, undecodable bytes read as U+FFFD (never fatal),
+    and each appended row is fsync'ed before ``append`` returns."""
+    from harness import journal as J
+    from harness.record import Row
+    from harness.store import RunWriter
+    records = _good(tmp_path).to_pylist()
+    run_dir = tmp_path / "j" / "tiny-cpu-good"
+    run_dir.mkdir(parents=True)
+    path = run_dir / "rows-1of1.jsonl"
+    lines = [json.dumps(r, default=str).encode() + b"\n" for r in records[:4]]
+    odd = lines[2].replace(b'"family": "', b'"family": "\xff', 1)          # one undecodable byte in a value
+    torn = lines[3][: len(lines[3]) // 2]
+    path.write_bytes(lines[0] + lines[1] + odd + torn)
+    rows = read_journal(path)
+    assert [r["row_id"] for r in rows] == [r["row_id"] for r in records[:3]]
+    assert rows[2]["family"] == "\ufffd" + records[2]["family"]
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    writer = RunWriter(run_dir, (1, 1), {"run_id": "tiny-cpu-good", "suite": "tiny"})
+    try:
+        assert path.read_bytes() == lines[0] + lines[1] + odd                  # the torn line is cut
+        synced.clear()                                                         # (os.fsync is patched for all)
+        writer.append(Row.from_record(records[3]))
+        assert synced == [writer._fh.fileno()]
+    finally:
+        writer.close()
+    assert [r["row_id"] for r in read_journal(path)] == [r["row_id"] for r in records[:4]]
+    assert path.read_bytes().endswith(b"\n") and path.read_bytes().count(b"\n") == 4

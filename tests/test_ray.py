@@ -129,6 +129,7 @@ def test_ray_run_matches_serial_and_survives_a_killed_worker(ray_cluster, tmp_pa
     assert len(set(pids)) == 2 and pids[0] == str(killed[0])      # two attempts: killed one, then the retry
     # the retry measured only what the killed attempt had not stored (at most one row measured twice)
     assert len(pids) <= len(serial) + 1
+    assert summary.counted == len(serial)                       # the retry never counts the shard twice
     files = list(Path(tmp_path / "ds").rglob("*.parquet"))
     assert len(files) == 1 and "bench=tiny/machine=" in files[0].as_posix() and files[0].name.endswith("--1of1.parquet")
 
@@ -142,6 +143,57 @@ def test_ray_two_shards_on_two_cpu_slots(ray_cluster, tmp_path):
     assert [r.shard for r in summary.results] == [(1, 2), (2, 2)]
     frame = load_dataset(str(tmp_path / "ds")).frame
     assert sorted(frame["case_id"]) == serial and frame["run_id"].nunique() == 1
+    assert summary.counted == len(serial) == 8
+
+
+REAL = {"name": "tiny", "budget_s": 0.01, "min_reps": 1, "warmup_s": 0,
+        "sweep": [{"family": "relu", "layer": "relu", "input": "{b}x8", "axes": {"b": [1, 2, 3]}}]}
+
+
+def test_ray_tally_counts_cases_not_process_records(ray_cluster, tmp_path):
+    """With two worker processes per case the runner logs two records of each case; the cluster's
+    progress counts each case once: the tally ends at the number of cases (rows stored)."""
+    from harness.fleet import run_on_ray
+    suite = parse_suite(REAL, "tiny.toml")
+    summary = run_on_ray(suite, str(tmp_path / "ds"), stage=str(tmp_path / "stage"), calibrate="never",
+                         profile=False, progress=False, processes=2)
+    frame = load_dataset(str(tmp_path / "ds")).frame
+    assert len(frame) == 3 and (frame["processes"] == 2).all()
+    assert summary.counted == 3 and summary.results[0].statuses == {"ok": 3}
+
+
+def quick_measure(fn, *, inputs, **kw):
+    """A fake timer a worker process imports by name (module-level): 1 ms, at once."""
+    fn(*inputs[0])
+    return _measurement(inputs)
+
+
+class _FakeTally:
+    """The tally actor's interface without Ray: ``report.remote(key, n)`` appends to ``reports``."""
+
+    def __init__(self):
+        self.reports = []
+        self.report = self
+
+    def remote(self, key, n):
+        self.reports.append((key, n))
+
+
+def test_run_shard_reports_cases_once_each_with_processes(tmp_path):
+    """run_shard's reports to the tally, without Ray: with processes=2 (two records per case) one
+    report per case, counting 1, 2, ..., then the rows the shard holds; never a count above them."""
+    from harness.fleet import ShardTask, run_shard
+    suite = parse_suite(SUITE, "tiny.toml")
+    cases = suite.count()
+    for processes in (2, 1):
+        tally = _FakeTally()
+        task = ShardTask(suite=suite, dataset=str(tmp_path / f"ds{processes}"), run_id=f"tiny-cpu-p{processes}",
+                         shard=(1, 1), calibrate="never", stage=str(tmp_path / f"stage{processes}"), profile=False,
+                         processes=processes)
+        r = run_shard(task, quick_measure, tally)
+        assert r.statuses == {"ok": cases} and cases == 8
+        key = f"tiny-cpu-p{processes}--1of1"
+        assert tally.reports == [(key, k) for k in range(1, cases + 1)] + [(key, cases)]
 
 
 def test_cli_run_ray_real_timer(ray_cluster, tmp_path, capsys):

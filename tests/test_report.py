@@ -175,10 +175,10 @@ def _roof_labels(table):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from harness.report.plots import _ok, _roofs
+    from harness.report.plots import _roofs, drawable
     fig, ax = plt.subplots()
     try:
-        return [h.get_label() for h in _roofs(ax, _ok(table), np.logspace(-2, 3, 50))]
+        return [h.get_label() for h in _roofs(ax, drawable(table), np.logspace(-2, 3, 50))]
     finally:
         plt.close(fig)
 
@@ -230,11 +230,11 @@ def test_report_without_ok_rows_and_with_script_text_renders_escaped(tmp_path):
 
 
 def test_a_failing_plot_is_a_note_not_a_crash(tmp_path, monkeypatch):
-    import harness.report.model as model
+    import harness.report.plots as plots
 
     def broken(*args, **kwargs):
         raise ValueError("cannot draw")
-    monkeypatch.setattr(model, "roofline", broken)
+    monkeypatch.setattr(plots, "roofline", broken)
     run = timed_run(tmp_path, [GROUPS], [1e-4, 5e-4])
     rep = build_report([run.run_dir], tmp_path / "r", formats=("html",))
     assert "left out (ValueError: cannot draw)" in rep.html.read_text()

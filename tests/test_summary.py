@@ -112,3 +112,27 @@ def test_cli_writes_report_by_default(tmp_path, capsys):
                  "--no-report"]) == 0
     assert "report: not written" in capsys.readouterr().out
     assert time.perf_counter() - t < 120
+
+
+def test_the_end_of_a_run_reads_and_derives_the_run_once(stored, tmp_path, monkeypatch, capsys):
+    import harness.analysis as analysis
+    import harness.analysis.metrics as metrics
+    import harness.store as store
+    calls = {"load": 0, "derive": 0}
+    real_load, real_derive = store.load_runs, metrics.derive
+
+    def load(paths):  # noqa: ANN001, ANN202
+        calls["load"] += 1
+        return real_load(paths)
+
+    def derive(frame):  # noqa: ANN001, ANN202
+        calls["derive"] += 1
+        return real_derive(frame)
+
+    monkeypatch.setattr(store, "load_runs", load)
+    monkeypatch.setattr(analysis, "derive", derive)
+    monkeypatch.setattr("harness.report.model.derive", derive)
+    rows = finish_run(stored, tmp_path / "report")
+    assert calls == {"load": 1, "derive": 1}
+    assert (tmp_path / "report" / "report.html").exists() and len(rows) == len(real_load([stored]).frame)
+    assert capsys.readouterr().out.splitlines()[-1] == f"report: {tmp_path / 'report' / 'report.html'}"

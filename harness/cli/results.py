@@ -53,8 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for f in formats:
         if f not in ("html", "markdown", "json"):
             raise SpecError("--format", f, "html, markdown or json (comma-separated)")
-    _load(args.runs, "runs")
-    rep = build_report(args.runs, args.out, formats=formats, top=args.top)
+    rep = build_report(_load(args.runs, "runs"), args.out, formats=formats, top=args.top)
     for i, text in enumerate(rep.findings, 1):
         print(f"{i}. {text}")
     for f in rep.files:

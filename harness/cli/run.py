@@ -33,10 +33,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.parquet.exists():
         from harness.cli.summary import finish_run
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
-        finish_run(summary.run_dir, report)
+        rows = finish_run(summary.run_dir, report)
         if args.benchmark_json:
             from harness.pytest_bench import write_pytest_benchmark
-            print(f"pytest-benchmark JSON: {write_pytest_benchmark(summary.run_dir, args.benchmark_json)}")
+            written = write_pytest_benchmark(rows if rows is not None else summary.run_dir, args.benchmark_json)
+            print(f"pytest-benchmark JSON: {written}")
     if summary.interrupted:
         print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
         return 130

@@ -141,9 +141,13 @@ def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
     """The summary of stored rows (one run's, as ``harness.load_runs`` returns them); ``report``:
     the HTML report's path (None: not written)."""
     from harness.analysis import derive
-    if frame.empty:
+    return summarize_table(derive(frame) if not frame.empty else frame, report)
+
+
+def summarize_table(d: pd.DataFrame, report: str | Path | None = None) -> str:
+    """``summarize`` of rows already derived (``harness.analysis.derive``)."""
+    if d.empty:
         return "no rows stored"
-    d = derive(frame)
     ok = d[d[R.STATUS].eq("ok")]
     first = d.iloc[0]
     head = (f"{first.get(R.SUITE)} on {first.get(R.DEVICE)} ({first.get(R.MACHINE_NAME) or first.get(R.DEVICE_NAME)}): "
@@ -156,21 +160,30 @@ def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def finish_run(run_dir: Path, report_dir: Path | None) -> None:
-    """Write the HTML report of ``run_dir`` to ``report_dir`` (None: skip) and print the summary.
-    Never raises: a failure becomes one line on stderr."""
-    html = None
+def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
+    """Load ``run_dir`` once, write its HTML report to ``report_dir`` (None: skip) and print the
+    summary; returns the stored rows (None when they could not be read). Never raises: a failure
+    becomes one line on stderr."""
+    from harness.analysis import derive
+    from harness.store import load_runs
+    try:
+        loaded = load_runs([run_dir])
+    except Exception as e:
+        print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    html, table = None, None
     if report_dir is not None:
         try:
             from harness.report import build_report
-            html = build_report([run_dir], report_dir).html
+            rep = build_report(loaded, report_dir)
+            html, table = rep.html, rep.table
         except Exception as e:          # the report never fails the run
             print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
     try:
-        from harness.store import load_runs
-        loaded = load_runs([run_dir])
-        text = summarize(loaded.frame, html)
+        text = summarize_table(table if table is not None else derive(loaded.frame) if not loaded.frame.empty
+                               else loaded.frame, html)
     except Exception as e:              # nor does the summary
         print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
-        return
+        return loaded.frame
     print(text)
+    return loaded.frame

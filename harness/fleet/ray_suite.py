@@ -1,5 +1,5 @@
 """``run_on_ray``: a suite's shards as Ray tasks, each staging its run on its node and publishing the
-committed shard to the dataset; the driver follows the rows measured across the cluster.
+committed shard to the dataset; the driver follows the cases measured across the cluster.
 
 A task that fails or whose worker dies (a preempted node, a killed process) is retried by Ray
 (``max_retries``, ``retry_exceptions``). A retry on the same node resumes the staged run (the
@@ -64,23 +64,53 @@ class ShardResult:
 
 @dataclass(frozen=True, slots=True)
 class FleetSummary:
-    """The whole fan-out: one result per task, and the wall time."""
+    """The whole fan-out: one result per task, the wall time, and the cases the driver's progress
+    counted across the cluster (once every task has finished: the rows the shards hold)."""
 
     results: tuple[ShardResult, ...]
     seconds: float
     run_ids: tuple[str, ...] = field(default=())
+    counted: int = 0
 
 
-class _RowCounter(logging.Handler):
-    """Counts the runner's per-row log lines and reports them to the driver's tally actor."""
+class _CaseCounter(logging.Handler):
+    """Reports how many cases this task has measured to the driver's tally, from the runner's
+    per-record log lines (``[done/total] ...``). With ``--processes N`` the runner logs one line per
+    process record, N per case, so N lines make one case: the tally counts cases, as the rows the
+    shard will store, never N times each. Each report is the task's count so far (the tally keeps
+    the highest per shard), so a retried task never counts its shard twice."""
 
-    def __init__(self, tally: Any) -> None:
+    def __init__(self, tally: Any, key: str, per_case: int) -> None:
         super().__init__(logging.INFO)
-        self.tally = tally
+        self.tally, self.key, self.per_case = tally, key, max(1, per_case)
+        self.records = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.msg, str) and record.msg.startswith("[%d/%d]"):
-            self.tally.add.remote(1)
+            self.records += 1
+            if self.records % self.per_case == 0:
+                self.tally.report.remote(self.key, self.records // self.per_case)
+
+
+def _records_per_case(task: ShardTask) -> int:
+    """How many records (progress lines) the runner makes of one case: its worker processes, else 1."""
+    from harness.runner.loop import resolve_repeats
+    return resolve_repeats(task.suite, task.processes, task.omp_wait).processes
+
+
+def shard_key(run_id: str, shard: tuple[int, int]) -> str:
+    """The tally's name for one shard of one run."""
+    return f"{run_id}--{shard[0]}of{shard[1]}"
+
+
+def _settle(ref: Any) -> None:
+    """Wait for a report to the tally actor (so the driver reads it once the task's result is in)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if isinstance(ref, ray.ObjectRef):
+        ray.get(ref)
 
 
 def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tally: Any = None) -> ShardResult:
@@ -89,12 +119,14 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
 
     from harness.dataset import publish, staging_dir
     from harness.runner import run_suite
+    from harness.runner.loop import DUPLICATE
     from harness.timing import measure
     k, n = task.shard
     stage = Path(task.stage or staging_dir(task.dataset)) / f"{task.run_id}--{k}of{n}"
     resume = (stage / task.run_id / f"run-{k}of{n}.json").exists()
     runner_log = logging.getLogger("harness.runner")
-    handler = _RowCounter(tally) if tally is not None else None
+    key = shard_key(task.run_id, task.shard)
+    handler = _CaseCounter(tally, key, _records_per_case(task)) if tally is not None else None
     if handler is not None:
         runner_log.setLevel(logging.INFO)
         runner_log.addHandler(handler)
@@ -109,8 +141,9 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
             runner_log.removeHandler(handler)
     if summary.interrupted:
         raise RuntimeError(f"shard {k}/{n} of {task.run_id} was interrupted; its rows are staged in {stage}")
-    if tally is not None and summary.already_done:
-        tally.add.remote(summary.already_done)
+    if tally is not None:                     # the rows the shard holds: stored before (a killed attempt) and now
+        stored = sum(count for status, count in summary.statuses.items() if status != DUPLICATE)
+        _settle(tally.report.remote(key, summary.already_done + stored))
     return ShardResult(run_id=task.run_id, shard=task.shard, published=publish(summary.parquet, task.dataset),
                        statuses=summary.statuses, already_done=summary.already_done, host=socket.gethostname(),
                        machine_id=summary.machine_id)
@@ -165,7 +198,8 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
     total = suite.count(list(dtypes) if dtypes else None) * len({p.label for p in placements})
     start = time.time()
     results = _follow(ray, refs, tally, total, progress)
-    return FleetSummary(tuple(results), time.time() - start, tuple(dict.fromkeys(t.run_id for t in refs.values())))
+    return FleetSummary(tuple(results), time.time() - start, tuple(dict.fromkeys(t.run_id for t in refs.values())),
+                        counted=ray.get(tally.total.remote()))
 
 
 def _task(suite: Suite, dataset: str, p: Placement, device: str, dtypes: Sequence[str] | None, threads: int | None,
@@ -180,22 +214,23 @@ def _task(suite: Suite, dataset: str, p: Placement, device: str, dtypes: Sequenc
 def _tally_actor(ray: Any) -> Any:
     @ray.remote(num_cpus=0)
     class Tally:
-        """Rows measured across the cluster (the driver's progress)."""
+        """Cases measured across the cluster (the driver's progress): the highest count each shard
+        reported, summed."""
 
         def __init__(self) -> None:
-            self.n = 0
+            self.by_shard: dict[str, int] = {}
 
-        def add(self, k: int) -> None:
-            self.n += k
+        def report(self, key: str, n: int) -> None:
+            self.by_shard[key] = max(n, self.by_shard.get(key, 0))
 
         def total(self) -> int:
-            return self.n
+            return sum(self.by_shard.values())
     return Tally
 
 
 def _follow(ray: Any, refs: dict[Any, ShardTask], tally: Any, total: int, progress: bool | None) -> list[ShardResult]:
     from tqdm import tqdm
-    bar = tqdm(total=total, desc="rows across the cluster", unit="case",
+    bar = tqdm(total=total, desc="cases across the cluster", unit="case",
                disable=not (sys.stderr.isatty() if progress is None else progress))
     pending, results, failed = list(refs), [], []
     try:

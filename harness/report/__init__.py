@@ -3,10 +3,12 @@ cell formatting (``format``) and renderers (``render``: Markdown, HTML, JSON, CS
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness.store import load_runs
+from harness.store import Loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +20,20 @@ class Report:
     files: tuple[Path, ...]
     findings: tuple[str, ...]
     refused: tuple[str, ...]
+    table: Any = None            # the derived rows the report shows (``harness.analysis.derive``)
 
 
-def build_report(paths: list[str | Path] | str | Path, out_dir: str | Path, formats: tuple[str, ...] = (
+def build_report(runs: Loaded | Iterable[str | Path] | str | Path, out_dir: str | Path, formats: tuple[str, ...] = (
         "html", "markdown"), top: int = 10) -> Report:
-    """Load stored runs and write the report in each of ``formats`` under ``out_dir``."""
+    """Write the report of stored runs (rows already loaded, or paths, globs and dataset URLs as
+    ``harness.dataset.load_any`` takes them) in each of ``formats`` under ``out_dir``."""
     from harness.report.model import build_model
     from harness.report.render import render
-    loaded = load_runs(paths)
+    if isinstance(runs, Loaded):
+        loaded = runs
+    else:
+        from harness.dataset import load_any
+        loaded = load_any(runs)
     model = build_model(loaded, top=top)
     out = Path(out_dir)
     files: list[Path] = []
@@ -33,4 +41,4 @@ def build_report(paths: list[str | Path] | str | Path, out_dir: str | Path, form
         files += render(model, fmt, out)
     return Report(html=out / "report.html" if "html" in formats else None,
                   markdown=out / "report.md" if "markdown" in formats else None, files=tuple(dict.fromkeys(files)),
-                  findings=tuple(f.text for f in model.findings), refused=tuple(loaded.refused))
+                  findings=tuple(f.text for f in model.findings), refused=tuple(loaded.refused), table=model.table)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -14,8 +14,11 @@ from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import Finding, device_label
 from harness.analysis.verdicts import counts
-from harness.report.plots import Plot, Style, heatmap, outliers, roofline, safe, time_vs_flops, unstable
+from harness.report.points import outliers, unstable
 from harness.store import Loaded
+
+if TYPE_CHECKING:
+    from harness.report.plots import Plot
 
 MAX_HEATMAPS = 6
 
@@ -108,6 +111,7 @@ def _where(rows: pd.DataFrame) -> str:
 
 def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> list[Plot]:
     """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
+    from harness.report.plots import Style, heatmap, roofline, safe, time_vs_flops
     plots: list[Plot | None] = []
     ok = table[table[R.STATUS] == "ok"]
     style = Style.of(table)

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from harness import record as R  # noqa: E402
 from harness.analysis.findings import describe_row  # noqa: E402
-from harness.analysis.verdicts import is_set_aside  # noqa: E402
+from harness.report.points import drawable, outliers, unstable  # noqa: E402,F401
 from harness.units import si  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element ids
@@ -110,26 +110,6 @@ def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any)
         return None
 
 
-def _ok(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame[R.STATUS] == "ok") & (pd.to_numeric(frame[R.FLOPS], errors="coerce") > 0)
-                 & (pd.to_numeric(frame[R.TIME_MEDIAN], errors="coerce") > 0)]
-
-
-def unstable(frame: pd.DataFrame) -> pd.Series:
-    """Rows drawn hollow: those set aside (``harness.analysis.verdicts.is_set_aside``)."""
-    return is_set_aside(frame)
-
-
-def outliers(frame: pd.DataFrame) -> list[tuple[str, Any]]:
-    """The slowest and the fastest ok row relative to its roofline (lowest and highest
-    ``roofline_fraction``): (``slowest``/``fastest``, row index); empty without a roofline."""
-    f = pd.to_numeric(_ok(frame).get("roofline_fraction"), errors="coerce").dropna() \
-        if "roofline_fraction" in frame else pd.Series(dtype=float)
-    if len(f) < 2:
-        return []
-    return [("slowest vs roofline", f.idxmin()), ("fastest vs roofline", f.idxmax())]
-
-
 def short_case(row: pd.Series, width: int = 44) -> str:
     text = describe_row(row)
     return text if len(text) <= width else text[:width - 1] + "…"
@@ -180,7 +160,7 @@ def _finish(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
 def time_vs_flops(frame: pd.DataFrame, name: str, title: str, style: Style | None = None) -> Plot:
     """Median time per call against FLOPs (log-log): layers on one vertical line have equal FLOPs,
     and their height difference is the speed difference to explain. Bars span the interquartile range."""
-    ok = _ok(frame)
+    ok = drawable(frame)
     style = style or Style.of(frame)
     fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
     _points(ax, ok, R.FLOPS, R.TIME_MEDIAN, style, scale=1e6, errors=True)
@@ -197,7 +177,7 @@ def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | 
     against intensity (log-log); the measured roofs solid, one diagonal per memory level stored
     (L1, L2, L3, DRAM/HBM), each labelled; the theoretical roof dashed and named for its source
     (``datasheet`` or ``formula``); members of an equal-FLOPs group (``groups``) joined by a grey line."""
-    ok = _ok(frame)
+    ok = drawable(frame)
     ok = ok[ok["achieved_flops_s"].notna() & (ok[R.INTENSITY] > 0)]
     style = style or Style.of(frame)
     fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)

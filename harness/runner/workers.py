@@ -7,8 +7,10 @@ cases in a different order (the first in the suite's order, the others in a seed
 
 Each worker is ``python -m harness.runner.worker_main JOB`` with the job pickled to a file; it writes
 one JSON line per case to its journal (``proc-<shard>-<omp policy or env>-p<k>.jsonl`` in the run
-directory, fsync'd):
-``{"start": case_id}`` before measuring and ``{"record": ...}`` after. A worker that dies leaves the
+directory, fsync'd; ``harness.journal``):
+``{"start": case_id}`` before measuring and ``{"record": ...}`` after. The parent follows the journal
+as it grows (``WorkerJournal``: each poll reads only what was appended since the last one, a torn
+last line not before its newline arrives). A worker that dies leaves the
 case it was measuring as an ``error`` row of that process ("worker process died ...") and the pass
 goes on with a new worker. The parent merges the N records of a case into one row (``merge``):
 the statistics of the process whose median is the (lower) median, every process's median, their
@@ -17,7 +19,6 @@ spread, the highest host load, and the stability verdict (``harness.timing.stabi
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.journal import JournalTail, append, cut_torn_line
 from harness.record import Peaks, Row, Status
 from harness.suite.load import OMP_WAIT as SUITE_OMP_WAIT
 
@@ -72,29 +74,38 @@ def journal_path(run_dir: Path, shard_label: str, process: int) -> Path:
     return run_dir / f"proc-{shard_label}-p{process}.jsonl"
 
 
-def read_journal(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(records by case id, case ids started) from a worker journal; a torn last line is ignored."""
-    records: dict[str, dict[str, Any]] = {}
-    started: list[str] = []
-    if not path.exists():
-        return records, started
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                item = json.loads(line)
-            except ValueError:
+class WorkerJournal:
+    """A worker journal read as it grows (``harness.journal.JournalTail``): each ``update()`` reads
+    only what was appended since the last one, leaving a torn last line until its newline arrives.
+    ``records``: the record of each case by case id (the last one wins); ``started``: the case ids
+    started, in order."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.tail = JournalTail(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        self.started: list[str] = []
+
+    def update(self) -> list[dict[str, Any]]:
+        """Read what was appended since the last update; returns the records of cases that had none."""
+        new = []
+        for item in self.tail.read():
+            if not isinstance(item, dict):
                 continue
             if "start" in item:
-                started.append(item["start"])
-            elif "record" in item:
-                records[item["record"]["case_id"]] = item["record"]
-    return records, started
+                self.started.append(item["start"])
+            elif isinstance(item.get("record"), dict) and "case_id" in item["record"]:
+                rec = item["record"]
+                if rec["case_id"] not in self.records:
+                    new.append(rec)
+                self.records[rec["case_id"]] = rec
+        return new
 
 
-def _append(fh: Any, item: Mapping[str, Any]) -> None:
-    fh.write(json.dumps(item, default=str, allow_nan=True) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
+def read_journal(path: str | Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(records by case id, case ids started) from a worker journal; a torn last line is ignored."""
+    journal = WorkerJournal(path)
+    journal.update()
+    return journal.records, journal.started
 
 
 def omp_env(omp_wait: str | None) -> dict[str, str]:
@@ -107,13 +118,17 @@ def omp_env(omp_wait: str | None) -> dict[str, str]:
     return env
 
 
-def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict[str, Any]], None]) -> int:
+def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict[str, Any]], None],
+               journal: WorkerJournal | None = None) -> int:
     """Start one worker for ``job`` and wait for it, passing each record it stores to ``on_record``
-    as it comes. Returns the worker's exit code."""
+    as it comes (a poll every ``POLL_S`` reads only what the worker appended since the last one).
+    ``journal``: the reader of ``job.journal`` to go on with (default: a new one; either way the
+    records already there are not passed on). Returns the worker's exit code."""
     import dataclasses
     job = dataclasses.replace(job, parent_pid=os.getpid())
-    path = Path(job.journal)
-    seen = len(read_journal(path)[0])
+    if journal is None:
+        journal = WorkerJournal(job.journal)
+    journal.update()
     with tempfile.NamedTemporaryFile("wb", suffix=".job", delete=False) as f:
         name = f.name
     try:
@@ -124,22 +139,20 @@ def run_worker(job: WorkerJob, env: Mapping[str, str], on_record: Callable[[dict
         try:
             while proc.poll() is None:
                 time.sleep(POLL_S)
-                seen = _report(path, seen, on_record)
+                _report(journal, on_record)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        _report(path, seen, on_record)
+        _report(journal, on_record)
         return proc.returncode
     finally:
         Path(name).unlink(missing_ok=True)        # the worker removes it once loaded
 
 
-def _report(path: Path, seen: int, on_record: Callable[[dict[str, Any]], None]) -> int:
-    records = list(read_journal(path)[0].values())
-    for rec in records[seen:]:
+def _report(journal: WorkerJournal, on_record: Callable[[dict[str, Any]], None]) -> None:
+    for rec in journal.update():
         on_record(rec)
-    return max(seen, len(records))
 
 
 def worker_main(job: WorkerJob) -> None:
@@ -161,15 +174,15 @@ def worker_main(job: WorkerJob) -> None:
     cases = {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, ctx.backend.type)
              if c.case_id in wanted}
     llc = ctx.backend.last_level_cache(ctx.device)
-    _end_line(Path(job.journal))
+    cut_torn_line(job.journal)                # a worker killed mid-write left half a line
     with gc_settled(), open(job.journal, "a", encoding="utf-8") as fh:
         for cid in job.order:
             if job.parent_pid and os.getppid() != job.parent_pid:
                 return                        # the parent is gone: never measure beside its successor
-            _append(fh, {"start": cid})
+            append(fh, {"start": cid})
             before = sample()
             row = build_row(cases[cid], ctx, job.measure_fn, llc, job.profile)
-            _append(fh, {"record": single(row, host_busy(before, sample())).to_record()})
+            append(fh, {"record": single(row, host_busy(before, sample())).to_record()})
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -188,15 +201,6 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _end_line(path: Path) -> None:
-    """End a torn last line (a worker killed mid-write) so the next line starts clean."""
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-
-
 def died(case_record: Callable[[str], Row], cid: str, code: int) -> dict[str, Any]:
     """The record of a case whose worker died while measuring it."""
     row = case_record(cid)
@@ -210,17 +214,17 @@ def run_pass(job: WorkerJob, env: Mapping[str, str], failed_record: Callable[[st
     """Measure every case of ``job.order`` not yet in its journal, starting a new worker after one
     that dies (its case becomes an ``error`` record). ``RuntimeError`` if a worker dies before
     measuring anything twice in a row."""
-    path = Path(job.journal)
+    journal = WorkerJournal(job.journal)
     fruitless = 0
     while True:
-        before, started = read_journal(path)
-        todo = tuple(c for c in job.order if c not in before)
+        journal.update()
+        before, started = len(journal.records), len(journal.started)
+        todo = tuple(c for c in job.order if c not in journal.records)
         if not todo:
             return
-        code = run_worker(_with_order(job, todo), env, on_record)
-        records, started_after = read_journal(path)
-        crashed = [c for c in started_after[len(started):] if c not in records]
-        if len(records) > len(before) or crashed:
+        code = run_worker(_with_order(job, todo), env, on_record, journal)
+        crashed = [c for c in journal.started[started:] if c not in journal.records]
+        if len(journal.records) > before or crashed:
             fruitless = 0                     # progress: a new worker takes the rest
         else:
             fruitless += 1
@@ -228,10 +232,10 @@ def run_pass(job: WorkerJob, env: Mapping[str, str], failed_record: Callable[[st
                 raise RuntimeError(f"worker process exits with code {code} before measuring anything")
         if code == 0 or not crashed:
             continue
-        _end_line(path)                       # the dead worker may have left half a line
-        with open(path, "a", encoding="utf-8") as fh:
+        cut_torn_line(job.journal)            # the dead worker may have left half a line
+        with open(job.journal, "a", encoding="utf-8") as fh:
             rec = failed_record(crashed[-1], code)
-            _append(fh, {"record": rec})
+            append(fh, {"record": rec})
         on_record(rec)
 
 

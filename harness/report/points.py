@@ -1,0 +1,32 @@
+"""Which rows the report draws and names: plain pandas, so that the report model (and
+``layerbench export``) never import matplotlib; ``harness.report.plots`` draws them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from harness import record as R
+from harness.analysis.verdicts import is_set_aside
+
+
+def drawable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows a plot can place: ok, with FLOPs and a time above zero."""
+    return frame[(frame[R.STATUS] == "ok") & (pd.to_numeric(frame[R.FLOPS], errors="coerce") > 0)
+                 & (pd.to_numeric(frame[R.TIME_MEDIAN], errors="coerce") > 0)]
+
+
+def unstable(frame: pd.DataFrame) -> pd.Series:
+    """Rows drawn hollow: those set aside (``harness.analysis.verdicts.is_set_aside``)."""
+    return is_set_aside(frame)
+
+
+def outliers(frame: pd.DataFrame) -> list[tuple[str, Any]]:
+    """The slowest and the fastest ok row relative to its roofline (lowest and highest
+    ``roofline_fraction``): (``slowest``/``fastest``, row index); empty without a roofline."""
+    f = pd.to_numeric(drawable(frame).get("roofline_fraction"), errors="coerce").dropna() \
+        if "roofline_fraction" in frame else pd.Series(dtype=float)
+    if len(f) < 2:
+        return []
+    return [("slowest vs roofline", f.idxmin()), ("fastest vs roofline", f.idxmax())]
