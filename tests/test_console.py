@@ -26,14 +26,14 @@ def test_quick_suite_lines_name_what_varies():
     assert varying["conv-kernel"] == {"k"}
     assert varying["groups-equal-flops"] == {"g", "c"}
     assert varying["pointwise-vs-3x3"] == {"k", "p", "c"}
-    assert varying["memory-format"] == set()
+    assert varying["memory-format"] == {"memory_format"}   # the family's two layouts
     lines = [describe(r, varying) for r in rows_of("quick")]
     assert len(set(lines)) == len(lines)                   # every case prints differently
-    assert lines[:3] == ["conv-kernel conv2d k=1 nchw fp32", "conv-kernel conv2d k=3 nchw fp32",
-                         "conv-kernel conv2d k=5 nchw fp32"]
-    assert "groups-equal-flops conv2d c=512 g=64 nchw fp32" in lines
+    assert lines[:3] == ["conv-kernel conv2d k=1 fp32", "conv-kernel conv2d k=3 fp32", "conv-kernel conv2d k=5 fp32"]
+    assert "groups-equal-flops conv2d c=512 g=64 fp32" in lines
     assert {"memory-format conv2d nchw fp32", "memory-format conv2d channels_last fp32"} <= set(lines)
-    assert "attention sdpa causal=True seq=512 nchw fp32" in lines
+    assert "attention sdpa causal=True seq=512 fp32" in lines   # no layout where none varies
+    assert "linear linear in=2048 fp32" in lines
 
 
 def test_dtypes_distinguish_rows():

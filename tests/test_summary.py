@@ -136,3 +136,14 @@ def test_the_end_of_a_run_reads_and_derives_the_run_once(stored, tmp_path, monke
     assert calls == {"load": 1, "derive": 1}
     assert (tmp_path / "report" / "report.html").exists() and len(rows) == len(real_load([stored]).frame)
     assert capsys.readouterr().out.splitlines()[-1] == f"report: {tmp_path / 'report' / 'report.html'}"
+
+
+def test_readme_first_screen_is_the_reference_runs_summary():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index("```text\n") + len("```text\n")
+    block = readme[start:readme.index("```", start)].strip()
+    run = root / "results" / "reference" / "2026-11-24-amd-epyc-zen3-2cpu-v3" / "quick-cpu-20261124T071037Z"
+    report = block.splitlines()[-1].removeprefix("report: ")
+    assert summarize(load_runs([run]).frame, report) == block

@@ -18,10 +18,13 @@ log = logging.getLogger("harness.runner")
 
 def varying_names(suite: Suite) -> dict[str, frozenset[str]]:
     """Per family, the sweep names that tell its cases apart: axes with more than one value, zipped
-    names, the solved axis, and constants that differ between the family's sweeps."""
+    names, the solved axis, constants that differ between the family's sweeps, and ``LAYOUT`` when
+    the family has more than one memory format."""
     out: dict[str, set[str]] = {}
     consts: dict[str, list[dict[str, Any]]] = {}
+    formats: dict[str, set[str]] = {}
     for sw in suite.sweeps:
+        formats.setdefault(sw.family, set()).update(sw.memory_formats)
         names = out.setdefault(sw.family, set())
         names.update(k for k, v in sw.axes if len(v) > 1)
         names.update(k for k, _ in sw.zipped)
@@ -31,20 +34,31 @@ def varying_names(suite: Suite) -> dict[str, frozenset[str]]:
     for family, params in consts.items():
         keys = {k for p in params for k in p}
         out[family].update(k for k in keys if len({repr(p.get(k)) for p in params}) > 1)
+    for family, fmts in formats.items():
+        if len(fmts) > 1:
+            out[family].add(LAYOUT)
     return {f: frozenset(n) for f, n in out.items()}
 
 
+#: The name ``varying_names`` gives a family's memory format when it varies.
+LAYOUT = "memory_format"
+#: The layout a line leaves unsaid unless the family varies it.
+DEFAULT_LAYOUT = "nchw"
+
+
 def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
-    """``groups-equal-flops conv2d c=128 g=4 nchw fp32``: the family, the layer, the sweep
-    coordinates that vary within the family (all of them when ``varying`` is not given), layout
-    and dtype."""
+    """``groups-equal-flops conv2d c=128 g=4 fp32``: the family, the layer, the sweep coordinates
+    that vary within the family (all of them when ``varying`` is not given), the layout when the
+    family varies it or it is not ``nchw`` (always when ``varying`` is not given), and the dtype."""
     try:
         axes = json.loads(row.case.axes)
     except (TypeError, ValueError):
         axes = {}
     keep = varying.get(row.key.family) if varying is not None else None
     coords = " ".join(f"{k}={v}" for k, v in axes.items() if keep is None or k in keep)
-    parts = (row.key.family, row.case.layer, coords, row.case.memory_format, row.case.dtype)
+    fmt = row.case.memory_format
+    show = keep is None or LAYOUT in keep or fmt != DEFAULT_LAYOUT
+    parts = (row.key.family, row.case.layer, coords, fmt if show else None, row.case.dtype)
     return " ".join(str(x) for x in parts if x)
 
 
