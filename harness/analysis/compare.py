@@ -20,6 +20,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.verdicts import count, is_judged, labels, set_aside, set_aside_of, usable
 from harness.errors import LayerbenchError
+from harness.pytest_bench import STATS
 
 #: Default relative change below which two medians are the ``same``. Two runs of one build on this
 #: project's 2-core VM differ by up to about 10 % on memory-bound rows (README, "Comparing runs").
@@ -33,8 +34,7 @@ FP_BUDGET = 0.001
 #: by the noise bands of the runs (too few nights to estimate night-to-night noise).
 MIN_NIGHTS_FOR_Z = 8
 #: Statistics ``--fail-on`` may name (pytest-benchmark's ``--benchmark-compare-fail`` names), and their columns.
-FAIL_STATS = {"min": "time_min_s", "max": "time_max_s", "mean": "time_mean_s", "median": R.TIME_MEDIAN,
-              "stddev": "time_std_s", "iqr": "time_iqr_s"}
+FAIL_STATS = {k: STATS[k] for k in ("min", "max", "mean", "median", "stddev", "iqr")}
 
 
 class MixedMachines(LayerbenchError, ValueError):

@@ -21,27 +21,19 @@ class QueryError(LayerbenchError, ValueError):
 def cmd_run_fleet(args: argparse.Namespace) -> int:
     """``run`` whose rows go to a dataset: on a Ray cluster (``--ray``), or staged here and published
     to the URL given as ``--out``."""
-    import logging
-
-    from harness.cli.run import cli_processes
+    from harness.cli.run import counts_text, prepare_run
     from harness.dataset import is_url, publish, staging_dir
     from harness.fleet.plan import parse_devices
-    from harness.runner import parse_shard, run_suite
-    from harness.suite import load_suite
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    suite = load_suite(args.suite)
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
-    device = args.device or suite.devices[0]
+    from harness.runner import run_suite
+    suite, dtypes, device, kwargs = prepare_run(args)
     devices = parse_devices(args.devices)
     if args.ray is not None:
         from harness.fleet import run_on_ray
-        summary = run_on_ray(suite, args.out, device=device, devices=devices, address=args.ray or None,
-                             dtypes=dtypes, threads=args.threads, mode=args.mode, calibrate=args.calibrate,
-                             progress=None if not args.quiet else False, processes=cli_processes(args, suite),
-                             omp_wait=args.omp_wait)
+        ray_keys = ("device", "dtypes", "threads", "mode", "calibrate", "progress", "processes", "omp_wait")
+        summary = run_on_ray(suite, args.out, devices=devices, address=args.ray or None,
+                             **{k: kwargs[k] for k in ray_keys})
         for r in summary.results:
-            counts = ", ".join(f"{v} {k}" for k, v in sorted(r.statuses.items())) or "nothing new"
-            print(f"{r.run_id} shard {r.shard[0]}/{r.shard[1]} on {r.host} [{r.machine_id}]: {counts} "
+            print(f"{r.run_id} shard {r.shard[0]}/{r.shard[1]} on {r.host} [{r.machine_id}]: {counts_text(r.statuses)} "
                   f"({r.already_done} already stored) -> {r.published}")
         print(f"{len(summary.results)} task(s) in {summary.seconds:.1f} s; runs {', '.join(summary.run_ids)}")
         return 0
@@ -53,12 +45,9 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
     stage = staging_dir(args.out)
     print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}, staged in {stage}, published to {args.out}",
           file=sys.stderr)
-    s = run_suite(suite, device=device, dtypes=dtypes, out=stage, resume=args.resume,
-                  shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
-                  progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
-                  ceilings=args.ceilings, processes=cli_processes(args, suite), omp_wait=args.omp_wait)
+    s = run_suite(suite, out=stage, **kwargs)
     url = publish(s.parquet, args.out)
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(s.statuses.items())) or "nothing new"
+    counts = counts_text(s.statuses)
     print(f"{s.run_id}: {counts} ({s.already_done} already stored) in {s.seconds:.1f} s -> {url}")
     if s.interrupted:
         print("interrupted: rows measured so far are stored and published; --resume continues", file=sys.stderr)

@@ -8,28 +8,41 @@ from pathlib import Path
 from typing import Any
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, dict[str, Any]]:
+    """What ``run`` and its fleet form share: logging, the suite, its dtypes and device, and the
+    ``run_suite`` keyword arguments the flags set (everything but ``out``)."""
     import logging
 
-    from harness.dataset import is_url
-    if args.ray is not None or args.devices or is_url(args.out):
-        from harness.cli.fleet import cmd_run_fleet
-        return cmd_run_fleet(args)
-    from harness.runner import parse_shard, run_suite
+    from harness.runner import parse_shard
     from harness.suite import load_suite
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     suite = load_suite(args.suite)
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
     device = args.device or suite.devices[0]
+    kwargs = dict(device=device, dtypes=dtypes, resume=args.resume, threads=args.threads,
+                  shard=parse_shard(args.shard) if args.shard else (1, 1), progress=None if not args.quiet else False,
+                  mode=args.mode, calibrate=args.calibrate, ceilings=args.ceilings,
+                  processes=cli_processes(args, suite), omp_wait=args.omp_wait)
+    return suite, dtypes, device, kwargs
+
+
+def counts_text(statuses: dict[str, int]) -> str:
+    """``20 ok, 1 skipped`` (or ``nothing new``)."""
+    return ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())) or "nothing new"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.dataset import is_url
+    if args.ray is not None or args.devices or is_url(args.out):
+        from harness.cli.fleet import cmd_run_fleet
+        return cmd_run_fleet(args)
+    from harness.runner import run_suite
+    suite, dtypes, device, kwargs = prepare_run(args)
     print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}" + (f", shard {args.shard}" if args.shard else ""),
           file=sys.stderr)
-    summary = run_suite(suite, device=device, dtypes=dtypes, out=args.out, resume=args.resume,
-                        shard=parse_shard(args.shard) if args.shard else (1, 1), threads=args.threads,
-                        progress=None if not args.quiet else False, mode=args.mode, calibrate=args.calibrate,
-                        ceilings=args.ceilings, processes=cli_processes(args, suite), omp_wait=args.omp_wait)
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing new"
-    print(f"{summary.run_id}: {counts} ({summary.already_done} already stored) in {summary.seconds:.1f} s -> "
-          f"{summary.parquet}")
+    summary = run_suite(suite, out=args.out, **kwargs)
+    print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
+          f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
         from harness.cli.summary import finish_run
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
