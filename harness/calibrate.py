@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from harness.backends import MemoryLevel, get_backend
+from harness.backends.base import gemm_dtype
 from harness.errors import SpecError
 from harness.timing import Measurement, measure, random_inputs
 
@@ -247,7 +248,7 @@ def _gemm(device: str, dtype: str, size_budget_s: float, dtype_budget_s: float, 
     best: tuple[int, float, Measurement] | None = None
     reason, stale, t0 = "largest size", 0, clock()
     sizes = backend.calibration.gemm_sizes
-    with backend.gemm_dtype(dtype) as tdtype:
+    with gemm_dtype(backend, dtype) as tdtype:
         for i, n in enumerate(sizes):
             a, b = random_inputs([(n, n), (n, n)], tdtype, device, seed=0)[0]
             m = measure_fn(torch.mm, device=device, inputs=[(a, b)], threads=threads, budget_s=size_budget_s,

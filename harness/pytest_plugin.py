@@ -72,6 +72,13 @@ def case_id(case: Any, varying: dict[str, frozenset[str]]) -> str:
     return " ".join(str(x) for x in (case.family, case.layer, coords, case.memory_format, case.dtype) if x)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Free the timing inputs' pool (``harness.timing.inputs.POOL``) the suite's cases used."""
+    if session.config.getoption(_OPTION, None):
+        from harness.timing.inputs import POOL
+        POOL.clear()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # called twice for test_layer: as a plugin hook and as its module's own hook
     if metafunc.function is not test_layer or metafunc.definition.stash.get(_DONE, False):

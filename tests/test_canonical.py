@@ -254,3 +254,50 @@ def test_attention_inside_multihead_attention_on_meta_is_the_fused_kernel() -> N
     att = table[table["category"] == "attention"]
     assert int(att["macs"].sum()) == b * h * s * s * (e // h) * 2
     assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention   # restored
+
+
+def _with_weight(fn, device):  # noqa: ANN001, ANN202
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(1, device=device))      # meta: counted on meta; cpu: fake
+
+        def forward(self, *xs):  # noqa: ANN002, ANN202
+            return fn(*xs)
+    return M()
+
+
+def _strided(x):  # noqa: ANN001, ANN202
+    return F.scaled_dot_product_attention(x[..., ::2], x[..., ::2], x[..., ::2], is_causal=True)
+
+
+def _causal_mask(q):  # noqa: ANN001, ANN202
+    s = q.shape[-2]
+    return F.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(s, s, dtype=torch.bool, device=q.device).tril())
+
+
+@pytest.mark.parametrize("name, fn, shapes", [
+    ("last dim strided", lambda x: _strided(x), [(2, 4, 32, 32)]),
+    ("batch broadcast", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), [(2, 4, 32, 16), (1, 4, 32, 16),
+                                                                                 (1, 4, 32, 16)]),
+    ("bool mask", _causal_mask, [(2, 4, 32, 16)]),
+    ("3-D", lambda q: F.scaled_dot_product_attention(q, q, q, is_causal=True), [(4, 32, 16)]),
+    ("grouped query", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+     [(1, 8, 32, 16), (1, 2, 32, 16), (1, 2, 32, 16)]),
+])
+def test_attention_on_meta_takes_the_cpus_backend(name, fn, shapes) -> None:  # noqa: ANN001
+    # the CPU falls back to math for a strided last dim and for a batch broadcast; a bool mask is made
+    # additive (where) before the fused kernel: the meta count must equal the fake-CPU count
+    cols = ["op", "flops", "macs", "bytes_read", "bytes_written"]
+    meta = harness.count(_with_weight(fn, "meta"), *shapes)
+    cpu = harness.count(_with_weight(fn, "cpu"), *shapes)
+    assert meta[cols].equals(cpu[cols]), (name, list(meta["op"]), list(cpu["op"]))
+
+
+def test_attention_on_meta_under_a_meta_default_device() -> None:
+    with torch.device("meta"):
+        table = harness.count(_with_weight(lambda q: F.scaled_dot_product_attention(q, q, q, is_causal=True), "meta"),
+                              (1, 4, 32, 16))
+    att = table[table["category"] == "attention"]
+    assert list(att["op"]) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert int(att["macs"].iloc[0]) == 4 * (32 * 33 // 2) * 32        # causal pairs, not 32 * 32

@@ -75,3 +75,48 @@ def test_a_question_the_stand_in_cannot_answer_loads_the_real_module():
     assert inside == "_SymbolicShapes True True"
     assert after == "module torch.fx.experimental.symbolic_shapes"
     assert real == "ShapeEnv False"
+
+
+EDGES = r"""
+import importlib.util, resource, sys, threading, torch
+import torch.nn.functional as F
+from harness.analytic.meta import meta_mode
+from harness.counting import count_totals
+from harness.spec import parse_layer
+from torch import nn
+
+class Disabled(nn.Module):                   # torch.compiler.disable used as a decorator factory
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(4, device="meta"))
+    def forward(self, x):
+        return torch.compiler.disable(recursive=False)(lambda y: y * self.w)(x)
+
+print("disable", int(count_totals(Disabled(), (2, 4))["flops"]), "torch._dynamo" in sys.modules)
+with meta_mode():
+    print("spec", importlib.util.find_spec("sympy") is not None)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+spec = parse_layer("sdpa", {"heads": 64, "seq": 131072, "head_dim": 128, "causal": True})
+count_totals(spec.build(torch.float32, "meta"), *spec.default_inputs())
+print("rss_mib", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+small = parse_layer("sdpa", {"heads": 2, "seq": 16, "head_dim": 8, "causal": True})
+errors = []
+def work():
+    try:
+        for _ in range(20):
+            count_totals(small.build(torch.float32, "meta"), *small.default_inputs())
+    except Exception as e:
+        errors.append(e)
+threads = [threading.Thread(target=work) for _ in range(3)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print("threads", len(errors), F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention,
+      "sympy" in sys.modules)
+"""
+
+
+def test_stand_in_edges_decorator_factory_spec_memory_and_threads():
+    disable, spec, rss, threads = _run(EDGES)[-4:]
+    assert disable == "disable 8 False"                       # y * w on 2x4: 8 FLOPs, no real dynamo
+    assert spec == "spec True"                                # find_spec answers inside the block
+    assert int(rss.split()[1]) < 100                          # a 64 x 131072 x 128 attention: no real memory
+    assert threads == "threads 0 True False"                  # three threads counting: F restored, no sympy

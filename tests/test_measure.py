@@ -173,16 +173,30 @@ def test_input_pool_windows_are_disjoint_page_aligned_and_seeded():
 
 
 def test_input_pool_is_drawn_once_per_dtype_and_bounded():
-    pool = InputPool(max_bytes=2 * (3 * 2**20 + ALIGN_BYTES))  # room for two pools of 3 x 1 MiB (any dtype)
+    pool = InputPool(max_bytes=2 * 3 * 2**20)                 # room for two pools of 3 x 1 MiB (any dtype)
     a = pool.inputs([(64,)], torch.float32, "cpu", seed=1, sets=2, cache_bytes=2**20)[0][0]
     b = pool.inputs([(64,)], torch.float32, "cpu", seed=2, sets=2, cache_bytes=2**20)[0][0]
     assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()   # one pool, two windows
     pool.inputs([(64,)], torch.bfloat16, "cpu", seed=1, sets=1, cache_bytes=2**20)
-    pool.inputs([(64,)], torch.float16, "cpu", seed=1, sets=1, cache_bytes=2**20)
-    held = sum(p.nbytes for p in pool._pools.values())
-    assert held <= pool.max_bytes and len(pool._pools) == 2     # the least recently used (fp32) dropped
+    fresh = pool.inputs([(64,)], torch.float16, "cpu", seed=1, sets=1, cache_bytes=2**20)[0][0]
+    assert fresh._base is None                                  # a third pool would pass the bound: fresh inputs
+    assert len(pool._pools) == 2 and sum(p.nbytes for p in pool._pools.values()) <= pool.max_bytes
+    again = pool.inputs([(64,)], torch.float32, "cpu", seed=1, sets=2, cache_bytes=2**20)[0][0]
+    assert again.untyped_storage().data_ptr() == a.untyped_storage().data_ptr()   # never evicted, never redrawn
     pool.clear()
     assert not pool._pools
+
+
+CL, CL3 = torch.channels_last, torch.channels_last_3d
+
+
+@pytest.mark.parametrize("shape, fmt", [((2, 3, 4, 5), CL), ((8, 1, 6, 6), CL), ((4, 7, 1, 1), CL), ((1, 1, 5, 5), CL),
+                                        ((2, 3, 2, 4, 5), CL3), ((2, 1, 2, 4, 5), CL3)])
+def test_pool_views_have_the_strides_of_fresh_inputs(shape, fmt):
+    # kernels choose by strides: with a size-1 dimension torch keeps plain strides for channels_last
+    view = InputPool().inputs([shape], torch.float32, "cpu", seed=3, sets=2, cache_bytes=2**20, memory_format=fmt)
+    fresh = random_inputs([shape], torch.float32, seed=3, memory_format=fmt)[0][0]
+    assert all(s[0].stride() == fresh.stride() and s[0].is_contiguous(memory_format=fmt) for s in view)
 
 
 def test_input_pool_gives_a_case_too_large_for_it_fresh_inputs():

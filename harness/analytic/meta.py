@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -26,11 +28,24 @@ import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+#: The stand-ins in ``sys.modules`` now (``_standing_in``).
+_ACTIVE: list[_StandIn] = []
+
 
 class _StandIn(types.ModuleType):
-    """A module placed in ``sys.modules`` under a heavy module's name while counting. Attributes it
-    defines answer directly; any other attribute imports the real module (which then replaces it)
-    and is taken from there."""
+    """A module placed in ``sys.modules`` under a heavy module's name while counting, with the real
+    module's import spec and, for a package, its ``__path__`` (``importlib.util.find_spec`` and
+    submodule imports work as for the real one). Attributes it defines answer directly; any other
+    attribute imports the real module and is taken from there."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        try:
+            self.__spec__ = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            self.__spec__ = None
+        if self.__spec__ is not None and self.__spec__.submodule_search_locations is not None:
+            self.__path__ = list(self.__spec__.submodule_search_locations)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
@@ -38,7 +53,10 @@ class _StandIn(types.ModuleType):
         return getattr(self.real(), attr)
 
     def real(self) -> types.ModuleType:
-        _remove(self)
+        """The real module, imported now; every stand-in leaves first, so that the real modules
+        import one another and never a stand-in."""
+        for module in list(_ACTIVE):
+            _remove(module)
         return importlib.import_module(self.__name__)
 
 
@@ -63,6 +81,8 @@ class _Dynamo(_StandIn):
         self.seen: list[Any] = []
 
     def disable(self, fn: Any = None, recursive: bool = True, wrapping: bool = True, reason: Any = None) -> Any:
+        if fn is None:                                   # ``@disable(recursive=...)``: a decorator
+            return lambda f: self.disable(f, recursive, wrapping, reason)
         self.seen.append(fn)
         return fn
 
@@ -164,9 +184,11 @@ def _standing_in(module: _StandIn) -> Iterator[_StandIn]:
         yield module
         return
     sys.modules[module.__name__] = module
+    _ACTIVE.append(module)
     try:
         yield module
     finally:
+        _ACTIVE.remove(module)
         _remove(module)
         if isinstance(module, _Dynamo):
             module.forget()
@@ -177,19 +199,38 @@ _SDP_FLASH = 1
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
-def _tiny_cpu(t: Any, keep: int) -> Any:
-    """A CPU tensor like meta tensor ``t`` (dtype, rank, the last ``keep`` dims) with every other
-    dim 1: what ``torch._fused_sdp_choice`` looks at, without the memory."""
+def _like_on_cpu(t: Any, mask: bool = False) -> Any:
+    """A CPU tensor standing in for meta tensor ``t`` in ``torch._fused_sdp_choice``: its dtype,
+    rank, batch and head sizes (the broadcast and grouped-query checks) and whether its last
+    stride is 1 (the fused kernel needs it), with the sequence length (a mask: both lengths) set
+    to 1, and never filled. Other values pass through."""
     if not isinstance(t, torch.Tensor):
         return t
-    shape = [1] * (t.dim() - keep) + list(t.shape[t.dim() - keep:])
-    return torch.zeros(shape, dtype=t.dtype)
+    shape = list(t.shape)
+    for i in ((-2, -1) if mask else (-2,)):
+        if len(shape) >= -i:
+            shape[i] = 1
+    step = 1 if t.dim() == 0 or t.stride(-1) == 1 else 2
+    wide = shape[:-1] + [shape[-1] * step] if shape else shape
+    out = torch.empty(wide, dtype=t.dtype, device="cpu")
+    return out[..., ::step] if step > 1 else out
+
+
+def _as_additive(mask: Any, dtype: torch.dtype) -> Any:
+    """A boolean mask made additive as the CPU's composite does before the fused kernel
+    (``where(mask, 0, -inf)`` of the query's dtype); other masks unchanged."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        return mask
+    neg = torch.scalar_tensor(-float("inf"), dtype=dtype, device=mask.device)
+    zero = torch.scalar_tensor(0.0, dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, neg)
 
 
 def sdpa_as_on_cpu(sdpa: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     """``sdpa(*args, **kwargs)``, except that on meta tensors the backend is the one the CPU would
-    choose: the choice is asked of tiny CPU stand-ins of the same dtypes, ranks and head dims (heads
-    kept for grouped-query checks, sequences 1); when it is the fused CPU kernel,
+    choose: the choice is asked of CPU stand-ins (``_like_on_cpu``: same dtypes, ranks, batch and
+    head sizes, last-dim strides; sequence lengths 1, never filled); when it is the fused CPU
+    kernel, a boolean mask is made additive and
     ``aten._scaled_dot_product_flash_attention_for_cpu`` runs on the meta tensors (it has a meta
     kernel), as a fake CPU tensor would dispatch it; otherwise the math path runs, as on the CPU."""
     a = {**dict(zip(_SDPA_ARGS, args)), **kwargs}
@@ -199,14 +240,14 @@ def sdpa_as_on_cpu(sdpa: Callable[..., Any], args: Sequence[Any], kwargs: dict[s
     from torch.utils._python_dispatch import _disable_current_modes
     with _disable_current_modes():                          # the choice is not part of the recorded pass
         choice = torch._fused_sdp_choice(
-            _tiny_cpu(q, 3), _tiny_cpu(k, 3), _tiny_cpu(v, 3), attn_mask=_tiny_cpu(a.get("attn_mask"), 0),
+            _like_on_cpu(q), _like_on_cpu(k), _like_on_cpu(v), attn_mask=_like_on_cpu(a.get("attn_mask"), mask=True),
             dropout_p=a.get("dropout_p", 0.0), is_causal=a.get("is_causal", False), scale=a.get("scale"),
             enable_gqa=a.get("enable_gqa", False))
     if choice != _SDP_FLASH:
         return sdpa(*args, **kwargs)
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q, k, v, a.get("dropout_p", 0.0), a.get("is_causal", False), attn_mask=a.get("attn_mask"),
-        scale=a.get("scale"))[0]
+        q, k, v, a.get("dropout_p", 0.0), a.get("is_causal", False),
+        attn_mask=_as_additive(a.get("attn_mask"), q.dtype), scale=a.get("scale"))[0]
 
 
 class AttentionAsOnCpu(TorchFunctionMode):
@@ -232,10 +273,15 @@ class AttentionAsOnCpu(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+#: Held for a whole trace on meta tensors: the stand-ins and the patched attention are process-wide,
+#: so two threads counting at once take turns (a trace takes milliseconds).
+_TRACE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def meta_mode() -> Iterator[None]:
     """The context for a trace on meta tensors: the stand-ins (where the real modules are not
-    imported yet) and attention dispatched as on the CPU."""
-    with _standing_in(_Dynamo()), _standing_in(_SymbolicShapes()), _standing_in(_Sympy()), \
+    imported yet) and attention dispatched as on the CPU; one such trace at a time."""
+    with _TRACE_LOCK, _standing_in(_Dynamo()), _standing_in(_SymbolicShapes()), _standing_in(_Sympy()), \
             AttentionAsOnCpu():
         yield

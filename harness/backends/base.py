@@ -164,10 +164,20 @@ class Backend(Protocol):
 
 
 def with_variants(backend: Backend, dtypes: Iterable[str]) -> list[str]:
-    """``dtypes`` and, after each, the variants the backend measures beside it, once each."""
+    """``dtypes`` and, after each, the variants the backend measures beside it, once each (none for
+    a backend written before ``variants`` was a member)."""
+    variants = getattr(backend, "variants", {})
     out: list[str] = []
     for d in dtypes:
-        out += [d, *backend.variants.get(d, ())]
+        out += [d, *variants.get(d, ())]
     return list(dict.fromkeys(out))
+
+
+def gemm_dtype(backend: Backend, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """``backend.gemm_dtype(dtype)``; for a backend written before that member, the plain dtype."""
+    if hasattr(backend, "gemm_dtype"):
+        return backend.gemm_dtype(dtype)
+    from harness.dtypes import parse_dtype
+    return contextlib.nullcontext(parse_dtype(dtype))
 
 

@@ -59,8 +59,9 @@ ALIGN_BYTES = 4096
 #: A pool holds this many times the cache size: room for ``rotation_sets`` sets (about twice the
 #: cache) of any case whose set fits in the cache.
 POOL_CACHES = 3
-#: Most bytes all pools together keep (the least recently used pools are dropped beyond it).
-MAX_POOL_BYTES = 2**30
+#: Most bytes all pools together keep: a pool that would not fit is not made (its cases get fresh
+#: inputs), so a CPU with a very large cache never alternates between dtypes' pools.
+MAX_POOL_BYTES = 2 * 2**30
 
 
 class InputPool:
@@ -73,7 +74,9 @@ class InputPool:
     case takes its sets as consecutive page-aligned windows of it, starting at an offset derived
     from the case's seed: values depend only on the seed, the shapes, the dtype, the device type
     and the pool's size. (The pool is one drawn block of ``POOL_BLOCK`` values tiled with rotated
-    copies: ``_tiled``.) Cases too large for the pool get fresh ``random_inputs``."""
+    copies: ``_tiled``.) Cases too large for the pool, and cases of a dtype whose pool would take the
+    pools past ``max_bytes``, get fresh ``random_inputs``. Inputs are shared: a layer must not write
+    into its inputs (no built-in layer does)."""
 
     def __init__(self, max_bytes: int = MAX_POOL_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -90,9 +93,9 @@ class InputPool:
         sizes = [math.prod(s) for s in shapes]
         per_set = sum(_round_up(n, align) for n in sizes)
         capacity = _round_up(POOL_CACHES * max(cache_bytes, ALIGN_BYTES) // item, align)
-        if sets * per_set > capacity:
+        pool = self._pool(dtype, torch.device(device), capacity) if sets * per_set <= capacity else None
+        if pool is None:
             return random_inputs(shapes, dtype, device, seed=seed, sets=sets, memory_format=memory_format)
-        pool = self._pool(dtype, torch.device(device), capacity)
         offset = (int(seed) % ((capacity - sets * per_set) // align + 1)) * align
         out = []
         for _ in range(sets):
@@ -103,19 +106,19 @@ class InputPool:
             out.append(tuple(tensors))
         return out
 
-    def _pool(self, dtype: torch.dtype, device: torch.device, capacity: int) -> torch.Tensor:
-        """The pool of ``capacity`` values, its first on a page boundary (made on first use)."""
+    def _pool(self, dtype: torch.dtype, device: torch.device, capacity: int) -> torch.Tensor | None:
+        """The pool of ``capacity`` values, its first on a page boundary (made on first use); None
+        when making it would take the pools past ``max_bytes``."""
         key = (dtype, str(device), capacity)
-        pool = self._pools.pop(key, None)
-        if pool is None:
-            item = torch.empty((), dtype=dtype).element_size()
-            raw = torch.empty(capacity + ALIGN_BYTES // item, dtype=dtype, device=device)
-            lead = (-raw.data_ptr() % ALIGN_BYTES) // item
-            pool = _tiled(raw[lead:lead + capacity])
-            while self._pools and sum(p.nbytes for p in self._pools.values()) + pool.nbytes > self.max_bytes:
-                self._pools.pop(next(iter(self._pools)))          # the least recently used
-        self._pools[key] = pool                                   # most recently used last
-        return pool
+        if key in self._pools:
+            return self._pools[key]
+        item = torch.empty((), dtype=dtype).element_size()
+        if sum(p.nbytes for p in self._pools.values()) + capacity * item > self.max_bytes:
+            return None
+        raw = torch.empty(capacity + ALIGN_BYTES // item, dtype=dtype, device=device)
+        lead = (-raw.data_ptr() % ALIGN_BYTES) // item
+        self._pools[key] = _tiled(raw[lead:lead + capacity])
+        return self._pools[key]
 
     def clear(self) -> None:
         """Free every pool (the runner calls it at the end of a run)."""
@@ -148,13 +151,14 @@ def _round_up(n: int, step: int) -> int:
 
 
 def _shaped(flat: torch.Tensor, shape: tuple[int, ...], memory_format: torch.memory_format | None) -> torch.Tensor:
-    """``flat`` viewed as ``shape``, in ``memory_format`` for 4-D (``channels_last``) and 5-D
-    (``channels_last_3d``) shapes: the channel dimension stored last, as ``.contiguous(memory_format=...)``
-    would lay it out."""
+    """``flat`` viewed as ``shape`` with exactly the strides ``.contiguous(memory_format=...)`` gives
+    a fresh tensor (``channels_last`` for 4-D, ``channels_last_3d`` for 5-D shapes; torch keeps the
+    plain strides where a size-1 dimension makes them count as that format already, and kernels
+    choose by strides)."""
     dims = len(shape)
     if memory_format is not None and dims == (5 if memory_format == torch.channels_last_3d else 4):
-        stored = (shape[0], *shape[2:], shape[1])
-        return flat.view(stored).permute(0, dims - 1, *range(1, dims - 1))
+        ref = torch.empty(shape, device="meta").contiguous(memory_format=memory_format)
+        return flat.as_strided(shape, ref.stride())
     return flat.view(shape)
 
 
