@@ -287,11 +287,15 @@ def _causal_mask(q):  # noqa: ANN001, ANN202
 ])
 def test_attention_on_meta_takes_the_cpus_backend(name, fn, shapes) -> None:  # noqa: ANN001
     # the CPU falls back to math for a strided last dim and for a batch broadcast; a bool mask is made
-    # additive (where) before the fused kernel: the meta count must equal the fake-CPU count
+    # additive (where) before the fused kernel: the meta count must equal the fake-CPU count, op for op
+    # (views aside: torch 2.14 unsqueezes a 3-D input to 4-D around the fused kernel; 2.13 runs math)
     cols = ["op", "flops", "macs", "bytes_read", "bytes_written"]
+
+    def work(table):  # noqa: ANN001, ANN202
+        return table[~table["category"].isin(["view", "none"])][cols].reset_index(drop=True)
     meta = harness.count(_with_weight(fn, "meta"), *shapes)
     cpu = harness.count(_with_weight(fn, "cpu"), *shapes)
-    assert meta[cols].equals(cpu[cols]), (name, list(meta["op"]), list(cpu["op"]))
+    assert work(meta).equals(work(cpu)), (name, list(meta["op"]), list(cpu["op"]))
 
 
 def test_attention_on_meta_under_a_meta_default_device() -> None:

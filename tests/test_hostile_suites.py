@@ -220,7 +220,8 @@ def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[
     limit = ADDRESS_SPACE
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(out), "--quiet",
-                             "--calibrate", "never"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--calibrate", "never"], env={**env, "PYTHONFAULTHANDLER": "1"},  # a crash shows its stack
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)))
     try:
         first = None

@@ -232,7 +232,9 @@ def sdpa_as_on_cpu(sdpa: Callable[..., Any], args: Sequence[Any], kwargs: dict[s
     head sizes, last-dim strides; sequence lengths 1, never filled); when it is the fused CPU
     kernel, a boolean mask is made additive and
     ``aten._scaled_dot_product_flash_attention_for_cpu`` runs on the meta tensors (it has a meta
-    kernel), as a fake CPU tensor would dispatch it; otherwise the math path runs, as on the CPU."""
+    kernel), as a fake CPU tensor would dispatch it; otherwise the math path runs, as on the CPU.
+    3-D inputs the choice fuses (torch 2.14 does; 2.13 takes the math path for them) run as one
+    batch of 4-D ones, as the CPU composite runs them."""
     a = {**dict(zip(_SDPA_ARGS, args)), **kwargs}
     q, k, v = a.get("query"), a.get("key"), a.get("value")
     if not all(isinstance(t, torch.Tensor) and t.is_meta for t in (q, k, v)):
@@ -245,9 +247,14 @@ def sdpa_as_on_cpu(sdpa: Callable[..., Any], args: Sequence[Any], kwargs: dict[s
             enable_gqa=a.get("enable_gqa", False))
     if choice != _SDP_FLASH:
         return sdpa(*args, **kwargs)
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q, k, v, a.get("dropout_p", 0.0), a.get("is_causal", False),
-        attn_mask=_as_additive(a.get("attn_mask"), q.dtype), scale=a.get("scale"))[0]
+    mask = _as_additive(a.get("attn_mask"), q.dtype)
+    three = q.dim() == 3                      # a torch that fuses 3-D inputs runs them as one batch
+    if three:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+        mask = mask.unsqueeze(0) if isinstance(mask, torch.Tensor) and mask.dim() == 3 else mask
+    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, a.get("dropout_p", 0.0), a.get("is_causal", False), attn_mask=mask, scale=a.get("scale"))[0]
+    return out.squeeze(0) if three else out
 
 
 class AttentionAsOnCpu(TorchFunctionMode):
