@@ -18,8 +18,9 @@ TORCH = os.environ.get("LAYERBENCH_TORCH", "torch==2.13.0")
 
 
 def _install(session: nox.Session, *extras: str) -> None:
-    session.install(TORCH)
-    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+    # one resolution with the pin: installed apart, a dependency's resolution replaced the pinned
+    # torch with the newest one (2.14.1 in CI on 2026-11-24)
+    session.install(TORCH, "-e", f".[{','.join(extras)}]" if extras else ".")
 
 
 @nox.session
