@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from harness.dtypes import parse_dtype
 from harness.errors import SpecError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Shape = tuple[int, ...]
 
@@ -125,8 +123,10 @@ class LayerSpec:
                 out[k] = f.name
         return out
 
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        raise NotImplementedError
+    def build(self, dtype: torch.dtype, device: str | torch.device = "meta") -> nn.Module:
+        """The ``torch.nn`` module of this spec (``harness.modules`` holds one builder per spec class)."""
+        from harness.modules import build_module
+        return build_module(self, dtype, device)
 
     def canonical(self) -> dict[str, Any]:
         """Every parameter under its field name, defaults included: the layer's identity, whatever
@@ -268,17 +268,6 @@ class ConvSpec(LayerSpec):
                                 f"a dilated kernel ({eff}) no larger than the padded input "
                                 f"({size} + 2x{pad} = {size + 2 * pad})", self.kind)
 
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        n = self.ndim
-        common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                      bias=self.bias, device=device, dtype=dtype)
-        if self.transposed:
-            cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[n - 1]
-            return cls(self.in_channels, self.out_channels, self.kernel_size,
-                       output_padding=self.output_padding, **common)
-        cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[n - 1]
-        return cls(self.in_channels, self.out_channels, self.kernel_size, **common)
-
 
 # --- linear and matmul ------------------------------------------------------------------------------
 
@@ -300,31 +289,6 @@ class LinearSpec(LayerSpec):
         self._need(shapes, 1)
         if shapes[0][-1] != self.in_features:
             raise self._bad_input(shapes[0], f"last dim = in_features ({self.in_features})")
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        return nn.Linear(self.in_features, self.out_features, self.bias, device=device, dtype=dtype)
-
-
-class _Fn(nn.Module):
-    """A parameter-free layer wrapping a function of its inputs."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor], name: str) -> None:
-        super().__init__()
-        self.fn, self.name = fn, name
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.fn(*xs)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-_MATMULS: dict[str, Callable[..., torch.Tensor]] = {
-    "matmul": torch.matmul,
-    "mm": torch.mm,
-    "bmm": torch.bmm,
-    "einsum": lambda a, b: torch.einsum("...mk,...kn->...mn", a, b),
-}
 
 
 @layer("matmul", "mm", "bmm", "einsum")
@@ -352,9 +316,6 @@ class MatmulSpec(LayerSpec):
         a, b = shapes
         if a[-1] != b[-2 if len(b) > 1 else 0]:
             raise self._bad_input(shapes, "inner dimensions that match (a[-1] == b[-2])")
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        return _Fn(_MATMULS[self.kind], self.kind)
 
 
 # --- normalisation ----------------------------------------------------------------------------------
@@ -393,37 +354,21 @@ class NormSpec(LayerSpec):
         if self.kind.startswith("batchnorm") and self.train and x[0] * (x[2] if len(x) > 2 else 1) < 2:
             raise self._bad_input(x, "more than one value per channel in training")
 
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        kw = dict(device=device, dtype=dtype)
-        if self.kind == "layernorm":
-            m = nn.LayerNorm(self.channels, elementwise_affine=self.affine, **kw)
-        elif self.kind == "groupnorm":
-            m = nn.GroupNorm(self.groups, self.channels, affine=self.affine, **kw)
-        else:
-            cls = getattr(nn, {"b": "BatchNorm", "i": "InstanceNorm"}[self.kind[0]] + self.kind[-2:])
-            m = cls(self.channels, affine=self.affine, **kw)
-        return m.train(self.train)
-
 
 # --- activations, softmax, elementwise, zero-cost layers -------------------------------------------------
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU("tanh"),
-    "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
-    "leaky_relu": nn.LeakyReLU, "flatten": nn.Flatten, "dropout": nn.Dropout, "identity": nn.Identity,
-}
+#: Parameter-free layers by kind (``harness.modules`` builds each as its ``torch.nn`` class).
+ACTIVATIONS = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu",
+               "flatten", "dropout", "identity")
 
 
-@layer(*_ACTIVATIONS)
+@layer(*ACTIVATIONS)
 @dataclass(frozen=True)
 class ActivationSpec(LayerSpec):
     """Parameter-free elementwise layers (and Flatten, Dropout in eval, Identity: zero cost)."""
 
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 1)
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        return _ACTIVATIONS[self.kind]().eval()
 
 
 @layer("softmax")
@@ -435,9 +380,6 @@ class SoftmaxSpec(LayerSpec):
         self._need(shapes, 1)
         if not -len(shapes[0]) <= self.dim < len(shapes[0]):
             raise SpecError("dim", self.dim, f"a dim of the {len(shapes[0])}-d input", self.kind)
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        return nn.Softmax(self.dim)
 
 
 @layer("add", "mul")
@@ -453,12 +395,10 @@ class ElementwiseSpec(LayerSpec):
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 2)
         try:
+            import numpy
             numpy.broadcast_shapes(*shapes)      # torch's imports sympy (0.5 s) for the same rule
         except ValueError:
             raise self._bad_input(shapes, "broadcastable shapes") from None
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        return _Fn(torch.add if self.kind == "add" else torch.mul, self.kind)
 
 
 # --- pooling ----------------------------------------------------------------------------------------
@@ -492,10 +432,6 @@ class PoolSpec(LayerSpec):
                 raise SpecError("kernel_size", self.kernel_size,
                                 f"a kernel no larger than the padded input ({size} + 2x{p})", self.kind)
 
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        cls = getattr(nn, ("MaxPool" if self.kind.startswith("max") else "AvgPool") + self.kind[-2:])
-        return cls(self.kernel_size, self.stride, self.padding)
-
 
 @layer("adaptiveavgpool1d", "adaptiveavgpool2d", "adaptiveavgpool3d", "adaptivemaxpool1d",
        "adaptivemaxpool2d", "adaptivemaxpool3d")
@@ -511,10 +447,6 @@ class AdaptivePoolSpec(LayerSpec):
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 1)
         self._rank(shapes[0], _spatial_dims(self.kind) + 2, "(N, C, *spatial)")
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        kind = "AdaptiveMaxPool" if "max" in self.kind else "AdaptiveAvgPool"
-        return getattr(nn, kind + self.kind[-2:])(self.output_size)
 
 
 # --- attention --------------------------------------------------------------------------------------
@@ -550,27 +482,6 @@ class SDPASpec(LayerSpec):
         if q[-1] != k[-1] or k[-2] != v[-2] or q[0] != k[0]:
             raise self._bad_input(shapes, "q, k sharing head_dim and k, v sharing seq")
 
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        causal = self.causal
-        return _Fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-                   f"sdpa(is_causal={causal})")
-
-
-class _SelfAttention(nn.Module):
-    """nn.MultiheadAttention used as self-attention, returning the attention weights too."""
-
-    def __init__(self, mha: nn.MultiheadAttention, causal: bool) -> None:
-        super().__init__()
-        self.attn, self.causal = mha, causal
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = None
-        if self.causal:
-            s = x.shape[1]
-            mask = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
-        out, _ = self.attn(x, x, x, attn_mask=mask, need_weights=True)
-        return out
-
 
 @layer("mha")
 @dataclass(frozen=True)
@@ -598,11 +509,6 @@ class MHASpec(LayerSpec):
         self._rank(shapes[0], 3, "[batch, seq, embed]")
         if shapes[0][-1] != self.embed_dim:
             raise self._bad_input(shapes[0], f"last dim = embed ({self.embed_dim})")
-
-    def build(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "meta") -> nn.Module:
-        mha = nn.MultiheadAttention(self.embed_dim, self.heads, bias=self.bias, batch_first=True,
-                                    device=device, dtype=dtype)
-        return _SelfAttention(mha, self.causal).eval()
 
 
 # --- parsing ------------------------------------------------------------------------------------------
@@ -642,6 +548,7 @@ def parse_layer(kind: str, params: Sequence[str] | dict[str, Any] = ()) -> Layer
 def build_case(spec: LayerSpec, inputs: Sequence[Shape | str] | None = None, dtype: str | torch.dtype = "fp32",
                device: str = "meta") -> tuple[nn.Module, list[Shape], torch.dtype]:
     """Validated (module, input shapes, dtype) for counting or timing a spec."""
+    from harness.dtypes import parse_dtype
     torch_dtype = parse_dtype(dtype)
     shapes = spec.inputs([parse_shape(s) for s in inputs] if inputs else None)
     return spec.build(torch_dtype, device), shapes, torch_dtype

@@ -105,7 +105,8 @@ def test_version_and_help_import_nothing_heavy(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"layerbench {__version__}"
-    for argv, needle in ((["--help"], "usage: layerbench"), (["--version"], f"layerbench {__version__}")):
+    for argv, needle in ((["--help"], "usage: layerbench"), (["--version"], f"layerbench {__version__}"),
+                         (["count", "--help"], "sdpa: b, batch, causal, d, h, head_dim, heads, s, seq, seq_k")):
         r = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness.cli", *argv], capture_output=True,
                            text=True, check=True)
         top = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
