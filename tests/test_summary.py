@@ -147,3 +147,30 @@ def test_readme_first_screen_is_the_reference_runs_summary():
     run = root / "results" / "reference" / "2026-11-24-amd-epyc-zen3-2cpu-v3" / "quick-cpu-20261124T071037Z"
     report = block.splitlines()[-1].removeprefix("report: ")
     assert summarize(load_runs([run]).frame, report) == block
+
+
+def test_memory_bound_rows_are_judged_by_bandwidth_and_their_cache_level():
+    """A memory-side row's utilization is of bandwidth (a FLOP/s figure near 0 % says nothing);
+    a working set that fits a cache adds that level's roof fraction."""
+    import json
+
+    from harness.analysis import derive
+    from harness.cli.summary import utilization_lines
+    levels = json.dumps([{"level": "L2", "bytes_s": 100e9, "capacity_bytes": 2**20},
+                         {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
+    base = dict(status="ok", family="mem", layer="relu", bytes_written=0, ceiling_flops_s=100e9,
+                ceiling_bytes_s=20e9, peak_flops_s=200e9, peak_bytes_s=40e9, peak_source="datasheet",
+                kernel_launches=1, launch_overhead_s=1e-9, ceiling_levels=levels, stability="stable")
+    rows = [dict(base, axes='{"c": 8}', flops=1e3, bytes_read=512 * 2**10, time_median_s=10e-6),   # L2
+            dict(base, axes='{"c": 16}', flops=1e3, bytes_read=100 * 2**20, time_median_s=10e-3),  # DRAM
+            dict(base, family="gemm", layer="linear", axes='{"c": 8}', flops=1e9, bytes_read=1e6,
+                 time_median_s=20e-3)]                                                           # compute side
+    lines = utilization_lines(derive(pd.DataFrame(rows)))
+    assert lines[0].endswith("measured ceiling / datasheet peak (FLOP/s; B/s on memory-bound rows)")
+    # 512 KiB in 10 us = 52.4 GB/s: 262 % of the 20 GB/s copy, 131 % of the 40 GB/s datasheet; it fits L2,
+    # whose roof (512 KiB / 100 GB/s = 5.24 us) is 52 % of the time.
+    # 100 MiB in 10 ms = 10.5 GB/s: 52 % / 26 %, no cache level (main memory)
+    mem = next(x for x in lines if x.strip().startswith("mem"))
+    assert mem.strip() == "mem   best c=8: B/s 262 % / 131 %, L2 roof 52 %;  worst c=16: B/s 52 % / 26 %"
+    # 1e9 FLOP in 20 ms = 50 GFLOP/s: 50 % of the ceiling, 25 % of the datasheet peak
+    assert next(x for x in lines if x.strip().startswith("gemm")).strip() == "gemm  best linear: 50 % / 25 %"

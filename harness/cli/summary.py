@@ -3,7 +3,8 @@ and ``finish_run``, which writes the report and prints the summary without ever 
 
 The summary reads only stored columns and the derived ones (``harness.analysis.derive``):
 utilization per family (best and worst row, against the measured GEMM ceiling and the datasheet
-or formula peak), rows per roofline label (and memory level, where ``roof_level`` is present),
+or formula peak; a memory-bound row against the measured and theoretical bandwidth, with its cache
+level's roof), rows per roofline label (and memory level, where ``roof_level`` is present),
 rows per ``stability`` verdict, and the top equal-FLOPs findings, told from judged rows only
 (``harness.analysis.verdicts``: ``stable``, or no verdict recorded; the others are set aside).
 """
@@ -64,34 +65,73 @@ def _peak_kind(rows: pd.DataFrame) -> str:
     return "/".join(kinds) or "theoretical"
 
 
+#: Main-memory level names (``roof_mem_level``): a memory-bound row's level fraction is shown only
+#: for a cache level, where it says more than the bandwidth utilization.
+MAIN_MEMORY = ("DRAM", "HBM")
+
+
+def _side(row: pd.Series) -> str:
+    """``memory`` when the row's intensity falls on the memory side of the ridge
+    (``roofline_bound``) and a bandwidth figure is stored, else ``compute``."""
+    bw = (row.get("bw_util_ceiling"), row.get("bw_util_peak"))
+    return "memory" if row.get("roofline_bound") == "memory" and any(pd.notna(x) for x in bw) else "compute"
+
+
+def _figures(row: pd.Series) -> tuple[Any, Any, str]:
+    """(of the measured ceiling, of the theoretical peak, cache roof text): FLOP/s utilization for a
+    compute-side row; B/s utilization for a memory-side one, with the fraction of its cache
+    level's roof (``roof_level_fraction``) when its working set fits a cache."""
+    if _side(row) == "compute":
+        return row.get("util_ceiling"), row.get("util_peak"), ""
+    level, frac = row.get("roof_mem_level"), row.get("roof_level_fraction")
+    cache = f", {level} roof {_pct(frac)}" if isinstance(level, str) and level not in MAIN_MEMORY and \
+        pd.notna(frac) else ""
+    return row.get("bw_util_ceiling"), row.get("bw_util_peak"), cache
+
+
+def _rank_key(row: pd.Series) -> float:
+    ceiling, peak, _ = _figures(row)
+    return float(ceiling) if pd.notna(ceiling) else float(peak) if pd.notna(peak) else float("nan")
+
+
 def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) -> list[str]:
-    """Per family: the best and the worst row of ``ok``, each with its utilization of the measured
-    ceiling and of the theoretical (datasheet or formula) peak, named by the sweep names that vary
-    within the family in ``named_by`` (default: ``ok``). Utilization is a figure, not a verdict:
-    every measured row counts, and a set-aside row (``verdicts.is_set_aside``) is marked ``*``."""
+    """Per family: the best and the worst row of ``ok`` by the utilization of the roof that binds
+    each (``_figures``: FLOP/s of the measured ceiling and of the theoretical peak; B/s for a
+    memory-side row), named by the sweep names that vary within the family in ``named_by``
+    (default: ``ok``). Utilization is a figure, not a verdict: every measured row counts, and a
+    set-aside row (``verdicts.is_set_aside``) is marked ``*``."""
     from harness.analysis.verdicts import is_set_aside
     named_by = ok if named_by is None else named_by
     if ok.empty:
         return ["utilization: no measured row"]
     if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
         return ["utilization: no peak or ceiling stored with these rows"]
-    key = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok["util_peak"])
-    ok = ok.assign(_aside=is_set_aside(ok))
-    lines = [f"utilization per family, best and worst row: measured ceiling / {_peak_kind(ok)} peak"]
+    ok = ok.assign(_aside=is_set_aside(ok), _key=[_rank_key(r) for _, r in ok.iterrows()])
+    lines = [f"utilization per family, best and worst row: measured ceiling / {_peak_kind(ok)} peak "
+             "(FLOP/s; B/s on memory-bound rows)"]
     width = max(len(str(f)) for f in ok[R.FAMILY].unique())
-    for family, rows in ok.assign(_key=key).groupby(R.FAMILY, sort=False):
+    for family, rows in ok.groupby(R.FAMILY, sort=False):
         rows = rows[rows["_key"].notna()]
         if rows.empty:
             continue
         varying = _varying(named_by[named_by[R.FAMILY] == family])
         best, worst = rows.loc[rows["_key"].idxmax()], rows.loc[rows["_key"].idxmin()]
-        cell = [f"{_name(r, varying)}{_mark(r)}: {_pct(r['util_ceiling'])} / {_pct(r['util_peak'])}"
-                for r in (best, worst)]
-        lines.append(f"  {family:<{width}}  best {cell[0]}" + ("" if len(rows) == 1 else f";  worst {cell[1]}"))
+        line = f"  {family:<{width}}  best {_cell(best, varying)}"
+        if len(rows) > 1:
+            worst_text = f"worst {_cell(worst, varying)}"
+            wrap = len(line) + len(worst_text) + 3 > WIDTH + 20       # past a terminal's width: two lines
+            line += f";\n  {'':<{width}}  {worst_text}" if wrap else f";  {worst_text}"
+        lines += line.split("\n")
     if ok["_aside"].any():
         lines.append("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
                      "line)")
     return lines
+
+
+def _cell(row: pd.Series, varying: list[str]) -> str:
+    ceiling, peak, cache = _figures(row)
+    unit = "B/s " if _side(row) == "memory" else ""
+    return f"{_name(row, varying)}{_mark(row)}: {unit}{_pct(ceiling)} / {_pct(peak)}{cache}"
 
 
 def _mark(row: pd.Series) -> str:
