@@ -127,16 +127,19 @@ def test_rows_table_shows_chosen_columns_with_units_and_peak_source(tmp_path):
     from harness.report.model import build_model
     from harness.units import percent3
     loaded = loaded_run(tmp_path, [GROUPS], [1e-4, 5e-4], peak_flops_s=1e9, peak_source="formula",
-                        ceiling_flops_s=2e9, stability=["stable", "noisy"])
+                        ceiling_flops_s=2e9, ceiling_bytes_s=1e15, launch_overhead_s=1e-9,
+                        stability=["stable", "noisy"])
     model = build_model(loaded, with_plots=False)
     view = rows_view(model.table)
-    assert list(view.columns) == ["case", "dtype", "time", "achieved", "vs ceiling", "vs formula peak", "bound",
-                                  "stability"]
+    assert list(view.columns) == ["case", "dtype", "time", "achieved", "vs ceiling", "vs formula peak", "vs roof",
+                                  "bound", "stability"]
     flops = model.table["flops"].tolist()
     assert view["time"].tolist() == ["100 us", "500 us"]
     # flops / 1e-4 s against a 1 GFLOP/s formula peak and a 2 GFLOP/s measured ceiling
     assert view["vs formula peak"].tolist() == [percent3(f / t / 1e9) for f, t in zip(flops, (1e-4, 5e-4))]
     assert view["vs ceiling"].tolist() == [percent3(f / t / 2e9) for f, t in zip(flops, (1e-4, 5e-4))]
+    # compute-bound (the 1 PB/s memory roof and 1 ns launch are far below): the roof is the ceiling
+    assert view["vs roof"].tolist() == view["vs ceiling"].tolist()
     assert view["case"][0].startswith("groups: conv2d") and view["stability"].tolist() == ["stable", "noisy"]
     assert "datasheet" not in " ".join(view.columns)
 
@@ -169,6 +172,28 @@ def test_outliers_are_the_extremes_of_the_roofline_fraction(tmp_path):
     assert outliers(model.table) == [("slowest vs roofline", frac.idxmin()), ("fastest vs roofline", frac.idxmax())]
     assert model.table.loc[frac.idxmin(), "time_median_s"] == 5e-4     # equal FLOPs: the slowest is furthest
     assert [k for k, _ in model.outliers] == ["slowest vs roofline", "fastest vs roofline"]
+
+
+def test_an_outlier_in_a_cache_names_its_level_roof(tmp_path):
+    import json
+
+    from harness.report.model import build_model
+    from harness.report.render import _outlier_lines
+    from harness.units import percent3
+    # conv2d on 1x8x8x8 (and 1x16x8x8 g=4) moves a few kB: inside a 1 MiB L2 of 1e9 B/s, whose roof
+    # is far above the 1 PFLOP/s compute roof's time; main memory 1e8 B/s
+    levels = json.dumps([{"level": "L2", "bytes_s": 1e9, "capacity_bytes": 2**20},
+                         {"level": "DRAM", "bytes_s": 1e8, "capacity_bytes": None}])
+    loaded = loaded_run(tmp_path, [GROUPS], [1e-4, 5e-4], peak_flops_s=1e15, ceiling_bytes_s=1e8,
+                        peak_source="formula", ceiling_levels=levels, launch_overhead_s=1e-12)
+    model = build_model(loaded, with_plots=False)
+    t = model.table
+    assert t["roof_level"].tolist() == ["L2", "L2"]
+    moved = t["bytes_read"] + t["bytes_written"]
+    lines = _outlier_lines(model)
+    for line, i in zip(lines, (t["roofline_fraction"].idxmin(), t["roofline_fraction"].idxmax())):
+        assert line.endswith(f"; its working set fits L2: {percent3(moved[i] / 1e9 / t['time_median_s'][i])} of the "
+                             "L2 roof.")
 
 
 def _roof_labels(table):

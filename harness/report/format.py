@@ -34,6 +34,9 @@ SHOWN = {
     "vs_ceiling": Shown("vs ceiling", "achieved FLOP/s as a share of the measured GEMM ceiling (util_ceiling)"),
     "vs_peak": Shown("vs peak", "achieved FLOP/s as a share of the theoretical peak (util_peak); the header names "
                      "its source: datasheet or formula"),
+    "vs_roof": Shown("vs roof", "the hierarchical roofline time (the largest of compute, the memory level its "
+                     "working set fits in, and launch) as a share of the measured time (roof_level_fraction): how "
+                     "close the row runs to the roof that binds it, memory-bound rows included"),
     "bound": Shown("bound", "the roofline label (label) and, where stored, the memory level bounding the row "
                    "(roof_level); for rows not measured, their status", False),
     "stability": Shown("stability", "`stable`; `no verdict` (none recorded: the row is still used); or why "
@@ -51,7 +54,8 @@ def cell(column: str, v: object) -> str:
         return si(float(v), "B/s")
     if column.endswith("_s"):
         return seconds(float(v))
-    if column.startswith(("util_", "bw_util_")) or column in ("roofline_fraction", R.REL_IQR, R.REL_CI):
+    fractions = ("roofline_fraction", "roof_level_fraction", R.REL_IQR, R.REL_CI)
+    if column.startswith(("util_", "bw_util_")) or column in fractions:
         return percent3(float(v))
     if column == R.INTENSITY:
         return f"{float(v):.3g}"
@@ -96,6 +100,7 @@ def rows_view(table: pd.DataFrame, where: bool | None = None) -> pd.DataFrame:
         "achieved": [cell("achieved_flops_s", r.get("achieved_flops_s")) for _, r in rows],
         "vs ceiling": [cell("util_ceiling", r.get("util_ceiling")) for _, r in rows],
         head: [_peak_cell(r, head != "vs peak") for _, r in rows],
+        "vs roof": [cell("roof_level_fraction", r.get("roof_level_fraction")) for _, r in rows],
         "bound": [_bound(r) for _, r in rows],
         "stability": _stability_cells(table),
     }

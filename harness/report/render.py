@@ -158,9 +158,12 @@ def _outlier_lines(model: ReportModel) -> list[str]:
     out = []
     for kind, idx in model.outliers:
         r = model.table.loc[idx]
+        level = r.get("roof_level")
+        cache = (f"; its working set fits {level}: {cell('roof_level_fraction', r.get('roof_level_fraction'))} "
+                 f"of the {level} roof") if isinstance(level, str) and level.startswith("L") else ""
         out.append(f"{kind.capitalize()} ({r[R.DTYPE]}): {r[R.FAMILY]}: {describe_row(r)}, "
                    f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {cell('roofline_fraction', r['roofline_fraction'])} "
-                   f"of its roofline time ({r.get('label') or 'no label'}).")
+                   f"of its roofline time ({r.get('label') or 'no label'}){cache}.")
     return out
 
 
