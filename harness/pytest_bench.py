@@ -39,17 +39,46 @@ MAX_INT = 2**63 - 1
 TIMER = "pytest-benchmark"
 #: ``extra_info`` key marking a full layerbench row (its value: the schema version of the row).
 MARK = "layerbench_schema"
+#: ``extra_info`` key marking a row of layerbench's pytest plugin (identity and counts, pytest-benchmark's timing).
+PLUGIN_MARK = "layerbench_plugin"
+#: Without a mark, these ``extra_info`` keys all present also say the row is the plugin's (files written
+#: before the mark). Any other file's ``extra_info`` is the user's own: only ``USER_COUNTS`` are read
+#: from it (a number; a whole float counts as an integer), never the row's identity, machine or status.
+IDENTITY = ("run_id", "row_id", "case_id", "machine_id")
+#: Counts a plain user may give in ``extra_info`` for layerbench to derive rates and intensity.
+USER_COUNTS = ("flops", "macs", "params", "bytes_read", "bytes_written")
 
 
 def _digest(value: Any, n: int = 12) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
+#: Stats that may be 0 (a spread, or the fastest call under a coarse clock); every other time is > 0.
+MAY_BE_ZERO = ("min", "q1", "iqr", "stddev")
+
+
 def _seconds(st: Mapping[str, Any], key: str, where: str) -> float:
     v = st.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v < 1e9:
-        raise ValueError(f"{where}: stats.{key}={_short(v)}: expected a finite number of seconds in [0, 1e9)")
+    zero_ok = key in MAY_BE_ZERO
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v < 1e9 or \
+            (v == 0 and not zero_ok):
+        span = "[0, 1e9)" if zero_ok else "(0, 1e9)"
+        raise ValueError(f"{where}: stats.{key}={_short(v)}: expected a finite number of seconds in {span}")
     return float(v)
+
+
+#: Stats that must be ordered as written: min <= q1 <= median <= q3 <= max, and min <= mean <= max.
+ORDER = (("min", "q1"), ("q1", "median"), ("median", "q3"), ("q3", "max"), ("min", "median"), ("median", "max"),
+         ("min", "mean"), ("mean", "max"))
+
+
+def _check_order(st: Mapping[str, Any], times: Mapping[str, float], where: str) -> None:
+    """``ValueError`` when two stats contradict each other (a median above the max)."""
+    got = {k: times[col] for k, col in STATS.items() if col in times}
+    for lo, hi in ORDER:
+        if lo in got and hi in got and got[lo] > got[hi] * (1 + 1e-9):
+            raise ValueError(f"{where}: stats.{lo}={_short(st[lo])} > stats.{hi}={_short(st[hi])}: expected "
+                             "min <= q1 <= median <= q3 <= max and min <= mean <= max")
 
 
 def _count(st: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -108,13 +137,21 @@ def _check_value(name: str, v: Any, at: str) -> Any:
     return v
 
 
-def _plain_row(b: Mapping[str, Any], name: str, doc: Mapping[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+def run_id_of(doc: Mapping[str, Any], file_digest: str) -> str:
+    """A plain file's run id: its ``datetime`` (digits and letters) and a digest of the file's bytes,
+    so two files never merge into one run unless they are the same file."""
+    stamp = re.sub(r"[^0-9A-Za-z]+", "", str(doc.get("datetime") or ""))[:20] or "undated"
+    return f"pytest-benchmark-{stamp}-{file_digest[:8]}"
+
+
+def _plain_row(b: Mapping[str, Any], name: str, doc: Mapping[str, Any], machine: dict[str, Any],
+               run_id: str) -> dict[str, Any]:
     """The row of a benchmark without layerbench's record: identity from its name, machine from the file."""
     params = b.get("params") if isinstance(b.get("params"), dict) else {}
     stamp = str(doc.get("datetime") or "")[:40]
     commit = doc.get("commit_info") or {}
     case_id = _digest([name], 16)
-    return {"run_id": "pytest-benchmark-" + (re.sub(r"[^0-9A-Za-z]+", "", stamp)[:20] or "undated"),
+    return {"run_id": run_id,
             "case_id": case_id, "config_id": case_id, "suite": "pytest-benchmark",
             "family": str(b.get("group") or "pytest-benchmark")[:200], "layer": str(b.get("name") or name)[:200],
             "config": json.dumps(params, sort_keys=True, default=str), "axes": json.dumps(params, sort_keys=True,
@@ -124,7 +161,28 @@ def _plain_row(b: Mapping[str, Any], name: str, doc: Mapping[str, Any], machine:
             "torch_version": "-", "git_commit": str(commit["id"])[:80] if commit.get("id") else None, **machine}
 
 
-def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], where: str) -> dict[str, Any]:
+def _user_counts(extra: Mapping[str, Any]) -> dict[str, int]:
+    """``USER_COUNTS`` of a plain file's ``extra_info`` that are whole numbers (other values are the
+    user's own and are left alone; a negative count is refused by the store's checks)."""
+    out = {}
+    for k in USER_COUNTS:
+        v = extra.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
+            continue
+        if abs(v) <= MAX_INT:
+            out[k] = int(v)
+    return out
+
+
+def _ours(extra: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(full, layerbench's): a full layerbench row (``MARK`` of this schema and a timer), or any row
+    layerbench wrote (full, the plugin's mark, or the plugin's identity keys)."""
+    full = extra.get(MARK) == SCHEMA_VERSION and extra.get("timer") is not None
+    return full, full or extra.get(PLUGIN_MARK) is not None or MARK in extra or all(k in extra for k in IDENTITY)
+
+
+def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], where: str,
+            run_id: str) -> dict[str, Any]:
     if not isinstance(b, dict):
         raise ValueError(f"{where}: benchmarks[{i}]={_short(b)}: expected an object with name and stats")
     name = b.get("fullname") or b.get("name")
@@ -135,15 +193,18 @@ def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], whe
     if not isinstance(st, dict):
         raise ValueError(f"{at}: stats={_short(st)}: expected an object of statistics")
     extra = _object(b, "extra_info", at)
-    ours = {k: _check_value(k, v, at) for k, v in extra.items() if k in BY_NAME}
-    full = extra.get(MARK) == SCHEMA_VERSION and ours.get("timer") is not None
-    row = dict(ours) if full else _plain_row(b, name, doc, machine) | ours
+    _check_text({k: b.get(k) for k in ("name", "fullname", "group", "params", "param", "extra_info")}, at)
+    full, layerbench = _ours(extra)
+    ours = {k: _check_value(k, v, at) for k, v in extra.items() if k in BY_NAME} if layerbench else \
+        _user_counts(extra)
+    row = dict(ours) if full else _plain_row(b, name, doc, machine, run_id) | ours
     times = {col: _seconds(st, k, at) for k, col in STATS.items() if k in st or k == "median"}
     rounds, iters = _count(st, "rounds", at), _count(st, "iterations", at)
     data = st.get("data")
     if data is not None and not (isinstance(data, list) and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in data)):
         raise ValueError(f"{at}: stats.data={_short(data)}: expected a list of finite numbers of seconds")
+    _check_order(st, times, at)
     row.update(times)
     if data is not None:
         row["samples_s"] = [float(x) for x in data]
@@ -173,11 +234,31 @@ def _stability(samples: list[float] | None, rel_iqr: float | None, rounds: int |
     return ("noisy" if rel_iqr > NOISY_REL_IQR or rounds < 3 else "stable"), why
 
 
-def _load_json(p: Path) -> Any:
+def _check_text(value: Any, at: str, path: str = "") -> None:
+    """``ValueError`` naming the field when a string holds a lone surrogate (valid JSON, ``"\\udcff"``,
+    but not text any file, page or terminal can hold)."""
+    stack = [(path, value)]
+    while stack:
+        key, v = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                raise ValueError(f"{at}: {key.lstrip('.')}={_short(v)}: expected text without lone surrogates")
+        elif isinstance(v, dict):
+            stack += [(f"{key}.{k}", x) for k, x in v.items()] + [(f"{key}.<key>", k) for k in v]
+        elif isinstance(v, list):
+            stack += [(f"{key}[{j}]", x) for j, x in enumerate(v) if isinstance(x, (str, dict, list))]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _load_json(p: Path) -> tuple[Any, str]:
+    """The document and the SHA-1 of the file's bytes."""
     if p.stat().st_size > MAX_BYTES:
         raise ValueError(f"{p}: {p.stat().st_size:,} bytes: expected a pytest-benchmark file under {MAX_BYTES:,}")
+    raw = p.read_bytes()
     try:
-        return json.loads(p.read_text(encoding="utf-8"), parse_constant=float)
+        return json.loads(raw.decode("utf-8"), parse_constant=float), hashlib.sha1(raw).hexdigest()
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not JSON ({str(e)[:120]})") from None
     except RecursionError:
@@ -188,14 +269,37 @@ def pytest_benchmark_records(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a pytest-benchmark JSON file as current records; ``ValueError`` naming the file,
     the benchmark and the field for anything malformed."""
     p = Path(path)
-    doc = _load_json(p)
+    doc, file_digest = _load_json(p)
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise ValueError(f"{p}: benchmarks: missing; expected a pytest-benchmark JSON object with a 'benchmarks' list")
+    if not doc["benchmarks"]:
+        raise ValueError(f"{p}: benchmarks: an empty list; expected at least one benchmark")
+    _check_text({k: doc.get(k) for k in ("machine_info", "commit_info", "datetime")}, str(p))
     machine = _machine(doc, str(p))
     commit = _object(doc, "commit_info", str(p))
     if commit.get("id") is not None and not isinstance(commit["id"], str):
         raise ValueError(f"{p}: commit_info.id={_short(commit['id'])}: expected a commit hash (text)")
-    return [_record(b, i, doc, machine, str(p)) for i, b in enumerate(doc["benchmarks"])]
+    run_id = run_id_of(doc, file_digest)
+    records = [_record(b, i, doc, machine, str(p), run_id) for i, b in enumerate(doc["benchmarks"])]
+    _check_unique(records, doc["benchmarks"], p)
+    return records
+
+
+def _check_unique(records: list[dict[str, Any]], benchmarks: list[Any], p: Path) -> None:
+    """``ValueError`` naming both benchmarks when two rows of one file share a run and row id (one
+    would silently replace the other)."""
+    seen: dict[tuple[Any, Any], int] = {}
+    for i, r in enumerate(records):
+        key = (r.get("run_id"), r.get("row_id"))
+        if key in seen:
+            j = seen[key]
+            raise ValueError(f"{p}: benchmarks[{i}] ({_name(benchmarks[i])}): the same row as benchmarks[{j}] "
+                             f"({_name(benchmarks[j])}), row_id={_short(key[1])}; expected each benchmark once")
+        seen[key] = i
+
+
+def _name(b: Any) -> str:
+    return str(b.get("fullname") or b.get("name"))[:80] if isinstance(b, dict) else "?"
 
 
 def pytest_benchmark_table(path: str | Path) -> pa.Table:

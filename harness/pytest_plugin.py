@@ -119,7 +119,9 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
     for part in (ctx.key(case), ctx.case_fields(case), analytic_counts(case), ctx.peaks_for(case, {}),
                  ctx.provenance()):
         benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
-    benchmark.extra_info.update(seed=seed)
+    from harness.pytest_bench import PLUGIN_MARK
+    from harness.record import SCHEMA_VERSION
+    benchmark.extra_info.update({"seed": seed, PLUGIN_MARK: SCHEMA_VERSION})
     args = inputs[0]
 
     def call() -> None:

@@ -376,9 +376,26 @@ def validate_table(table: pa.Table, where: str) -> pa.Table:
     return _check_values(out, where)
 
 
+#: Units of numeric columns that are never negative (a count, a size, a time, a rate, a share).
+NON_NEGATIVE_UNITS = frozenset({"B/s", "FLOP/byte", "FLOP/s", "fraction", "s", "FLOP", "MAC", "MHz", "byte", "call",
+                                "count", "element"})
+#: Columns that are positive where not null: a measured time, a peak, a measured roof.
+POSITIVE = ("time_median_s", "peak_flops_s", "peak_bytes_s", "ceiling_flops_s", "ceiling_bytes_s",
+            "ceiling_l1_bytes_s", "ceiling_l2_bytes_s", "ceiling_l3_bytes_s")
+
+
 def _check_values(table: pa.Table, where: str) -> pa.Table:
     """``table`` with NaN numbers as null (NaN and null both mean "no value"); ``RefusedFile`` naming
-    the column when a number is infinite or a string is longer than ``MAX_CELL_CHARS``."""
+    the column when a number is infinite, negative where its unit cannot be (``NON_NEGATIVE_UNITS``),
+    not positive in ``POSITIVE``, a string is longer than ``MAX_CELL_CHARS``, or a word column
+    (``status``, ``stability``, ``device_type``, ``run_id``) holds what no layerbench row does."""
+    table = _check_numbers(table, where)
+    _check_words(table, where)
+    return table
+
+
+def _check_numbers(table: pa.Table, where: str) -> pa.Table:
+    from harness.record import BY_NAME
     for i, f in enumerate(table.schema):
         col = table.column(f.name)
         kind = f.type.value_type if pa.types.is_list(f.type) else f.type
@@ -387,13 +404,52 @@ def _check_values(table: pa.Table, where: str) -> pa.Table:
             if pc.any(pc.is_inf(flat)).as_py():
                 raise RefusedFile(f"{where}: column {f.name}: infinite values, expected finite numbers (or null)")
             if not pa.types.is_list(f.type) and pc.any(pc.is_nan(col)).as_py():
-                table = table.set_column(i, f, pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col))
+                col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
+                table = table.set_column(i, f, col)
+                flat = col
+        if (pa.types.is_floating(kind) or pa.types.is_integer(kind)) and len(flat) > flat.null_count:
+            _check_sign(f.name, flat, BY_NAME[f.name].unit, where)
         elif pa.types.is_string(kind) and len(flat) > flat.null_count:
             longest = pc.max(pc.utf8_length(flat)).as_py() or 0
             if longest > MAX_CELL_CHARS:
                 raise RefusedFile(f"{where}: column {f.name}: a value of {longest:,} characters, expected at most "
                                   f"{MAX_CELL_CHARS:,}")
     return table
+
+
+def _check_sign(name: str, values: pa.Array | pa.ChunkedArray, unit: str, where: str) -> None:
+    low = pc.min(values).as_py()
+    if name in POSITIVE and low is not None and low <= 0:
+        raise RefusedFile(f"{where}: column {name}: a value of {low!r}, expected a positive number ({unit}) or null")
+    if unit in NON_NEGATIVE_UNITS and low is not None and low < 0:
+        raise RefusedFile(f"{where}: column {name}: a value of {low!r}, expected a number >= 0 ({unit}) or null")
+
+
+def _check_words(table: pa.Table, where: str) -> None:
+    """Word columns hold layerbench's words: a status, a stability verdict, a device type matching
+    the device, a run id that is one safe path component (``safe_name``)."""
+    from harness.record import Stability, Status
+    allowed = {"status": {s.value for s in Status}, "stability": {s.value for s in Stability}}
+    for name, words in allowed.items():
+        bad = set(pc.unique(table.column(name)).to_pylist()) - words - {None}
+        if bad:
+            raise RefusedFile(f"{where}: column {name}: {_short(sorted(bad)[0])}, expected one of "
+                              + ", ".join(sorted(words)))
+    pairs = table.select(["device", "device_type"]).group_by(["device", "device_type"]).aggregate([]).to_pylist()
+    for p in pairs:
+        if p["device"] is not None and p["device_type"] != str(p["device"]).split(":")[0]:
+            raise RefusedFile(f"{where}: column device_type: {_short(p['device_type'])} for device "
+                              f"{_short(p['device'])}, expected {str(p['device']).split(':')[0]!r}")
+    for run_id in pc.unique(table.column(RUN_ID)).to_pylist():
+        try:
+            safe_name(run_id, "run_id", MAX_RUN_ID)
+        except SpecError as e:
+            raise RefusedFile(f"{where}: column run_id: {e}") from None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _from_records(records: list[dict[str, Any]], version: int, meta: Mapping[str, Any], where: str) -> pa.Table:
@@ -473,26 +529,49 @@ class Loaded:
     refused: list[str] = field(default_factory=list)
 
 
-def _expand(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+#: JSON files layerbench writes beside its rows (run metadata, the JSON report): never result files.
+NOT_RESULTS = re.compile(r"run-\d+of\d+\.json|report\.json", re.IGNORECASE)
+
+
+def _in_dir(p: Path) -> list[Path]:
+    """The result files under a directory: Parquet parts and journals; where there are none (a
+    pytest-benchmark storage folder, ``.benchmarks/``), its pytest-benchmark ``.json`` files."""
+    found = sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("rows-*.jsonl"))
+    if found:
+        return found
+    return sorted(f for f in p.rglob("*") if f.suffix.lower() == ".json" and f.is_file()
+                  and not NOT_RESULTS.fullmatch(f.name))
+
+
+def _expand(paths: str | Path | Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """The result files that ``paths`` (files, directories, globs) name, and one line per path that
+    names none (a typo must not silently shrink a baseline)."""
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out: list[Path] = []
+    missing: list[str] = []
     for item in items:
         matches = sorted(glob.glob(str(item), recursive=True)) or [str(item)]
+        before = len(out)
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                out += sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("rows-*.jsonl"))
+                out += _in_dir(p)
             elif p.exists():
                 out.append(p)
-    return list(dict.fromkeys(out))
+        if len(out) == before:
+            missing.append(f"{item}: " + ("no result file under it (part-*.parquet, rows-*.jsonl or pytest-benchmark "
+                                          ".json)" if Path(str(item)).is_dir() else
+                                          "no such file or directory, nor a glob matching one"))
+    return list(dict.fromkeys(out)), missing
 
 
 def _read_any(p: Path) -> tuple[pa.Table | None, dict[str, Any]]:
-    if p.suffix == ".parquet":
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
         return _read_parquet(p), read_metadata(p)
-    if p.suffix == ".jsonl":
+    if suffix == ".jsonl":
         return _read_journal_table(p), _journal_meta(p)
-    if p.suffix == ".json":
+    if suffix == ".json":
         from harness.pytest_bench import pytest_benchmark_table
         return pytest_benchmark_table(p), {}
     raise RefusedFile(f"{p}: not a result file (expected .parquet, .jsonl or pytest-benchmark .json)")
@@ -506,8 +585,9 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> Loaded:
     Args:
         paths: files, run directories, a results folder, or globs (``results/quick-cpu-*``).
     """
-    tables, runs, refused = [], {}, []
-    for p in _expand(paths):
+    files, refused = _expand(paths)
+    tables, runs = [], {}
+    for p in files:
         try:
             table, meta = _read_any(p)
         except RefusedFile as e:

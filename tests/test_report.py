@@ -264,3 +264,19 @@ def test_a_failing_plot_is_a_note_not_a_crash(tmp_path, monkeypatch):
     rep = build_report([run.run_dir], tmp_path / "r", formats=("html",))
     assert "left out (ValueError: cannot draw)" in rep.html.read_text()
     assert "data:image/png;base64," in rep.html.read_text()             # the other plots are there
+
+
+def test_heatmap_of_two_axes_survives_rows_without_them(tmp_path):
+    """A family swept over two axes gets a heatmap; a row of the same family without those axes (a plain
+    pytest-benchmark test grouped under the family's name, or a row whose axes are lost) is left out
+    of it, never a crash."""
+    from harness.report.model import build_model, make_plots
+    sweep = {"family": "grid", "layer": "conv2d", "input": "1x8x8x8", "params": {"in": 8, "out": 8, "p": 0},
+             "axes": {"k": [1, 3], "s": [1, 2]}}
+    loaded = loaded_run(tmp_path, [sweep], [1e-4, 2e-4, 3e-4, 4e-4], peak_flops_s=1e9, peak_source="formula")
+    stray = loaded.frame.iloc[[0]].assign(axes="{}", dtype="-", row_id="stray", case_id="stray")
+    loaded.frame = pd.concat([loaded.frame, stray], ignore_index=True)
+    model = build_model(loaded, with_plots=False)
+    notes: list[str] = []
+    heat = [p for p in make_plots(model.table, model.groups, notes) if p.name.startswith("heatmap")]
+    assert [p.title for p in heat] == ["grid (fp32): util_peak over s x k"] and not notes

@@ -105,7 +105,9 @@ def describe_row(row: pd.Series) -> str:
             continue
         parts.append(f"{SHORT.get(k, k)}={_short_value(v)}")
     fmt = f" ({row[R.MEMORY_FORMAT]})" if row.get(R.MEMORY_FORMAT) == "channels_last" else ""
-    return f"{row[R.LAYER]} {' '.join(parts)} on {row.get(R.INPUT_SHAPES)}{fmt}".replace("  ", " ")
+    shapes = row.get(R.INPUT_SHAPES)
+    on = f" on {shapes}" if isinstance(shapes, str) and shapes else ""     # a pytest-benchmark test has none
+    return f"{row[R.LAYER]} {' '.join(parts)}{on}{fmt}".replace("  ", " ").strip()
 
 
 def device_label(row: pd.Series) -> str:

@@ -73,11 +73,9 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
 
     from harness.analysis.compare import SET_ASIDE, family_geomeans
     from harness.units import percent, seconds
-    crossed = table.index[False] if table.empty else None
-    for rule in rules:
-        hit = rule.crossed(table)
-        crossed = table.index[hit] if crossed is None else crossed.union(table.index[hit])
-    failed = set() if crossed is None else set(crossed)
+    failed: set[Any] = set()
+    for rule in rules if not table.empty else ():
+        failed |= set(table.index[rule.crossed(table)])
     t = table.assign(failed=[i in failed for i in table.index])
     shown = t[t["verdict"] != "same"] if only_changed else t
     shown = shown.sort_values("ratio", ascending=False)
@@ -93,7 +91,7 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
             "cross_device")), "notes": table.attrs.get("notes", []), "threshold": threshold,
             "fail_on": [str(r) for r in rules], "failed": len(failed), "counts": counts,
             "stability": table.attrs.get("stability", {}), "set_aside": table.attrs.get("set_aside", {}),
-            "families": geo.to_dict("records"),
+            "families": json.loads(geo.to_json(orient="records")),
             "cases": json.loads(shown.drop(columns=["config"], errors="ignore").to_json(orient="records"))}
         return json.dumps(doc, indent=2) + "\n", len(failed)
     if table.empty:
@@ -109,10 +107,10 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
     cols = [c for c in _COMPARE_COLS if c in view]
     g = geo.assign(geomean_ratio=geo["geomean_ratio"].map(lambda v: f"{v:.3f}"))
     if fmt == "markdown":
-        body = [view[cols].to_markdown(index=False), "", "Geometric mean of B/A per family:", "",
+        body = [view[cols].fillna("-").to_markdown(index=False), "", "Geometric mean of B/A per family:", "",
                 g.to_markdown(index=False) if not g.empty else "(no family with a verdict)"]
         return "\n".join([*head, *body, "", tail]) + "\n", len(failed)
-    body = [view[cols].to_string(index=False) if not view.empty else "(no case changed)", "",
+    body = [view[cols].to_string(index=False, na_rep="-") if not view.empty else "(no case changed)", "",
             "geometric mean of B/A per family:", g.to_string(index=False) if not g.empty else "(none)"]
     return "\n".join([*head, *body, "", tail]) + "\n", len(failed)
 
@@ -173,7 +171,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
     shown["slowdown"] = shown["slowdown"].map(lambda v: f"{v:.2f}x")
     for c in ("z", "z_limit"):
         shown[c] = shown[c].map(lambda v: f"{v:.1f}")
-    print(shown.drop(columns=["row_id", "config"], errors="ignore").to_string(index=False))
+    print(shown.drop(columns=["row_id", "config"], errors="ignore").to_string(index=False, na_rep="-"))
     return 1
 
 
