@@ -203,3 +203,16 @@ def test_cross_device_view():
     x = cross_device(f)
     assert list(x.columns) == ["X (2 CPUs)", "Y (64 CPUs)"]
     assert x.iloc[0]["X (2 CPUs)"] == pytest.approx(0.5) and x.iloc[0]["Y (64 CPUs)"] == pytest.approx(0.1)
+
+
+def test_reorders_are_a_reason_only_when_the_counts_differ():
+    import pandas as pd
+
+    from harness.analysis.findings import reasons
+    base = dict(config="{}", memory_format="nchw", bytes_read=1000, bytes_written=100, intensity_flop_per_byte=1.0,
+                kernels="aten::mkldnn_convolution")
+    slow, fast = pd.Series(dict(base, onednn_reorders=3)), pd.Series(dict(base, onednn_reorders=1))
+    assert any("oneDNN runs 3 reorders" in r and "(the fast one: 1)" in r for r in reasons(slow, fast))
+    same = reasons(slow, pd.Series(dict(base, onednn_reorders=3)))
+    assert not any("reorders" in r for r in same)
+    assert any("oneDNN runs 3 reorders" in r for r in reasons(slow, pd.Series(dict(base, onednn_reorders=None))))

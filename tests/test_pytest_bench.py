@@ -195,5 +195,25 @@ def test_missing_paths_storage_folders_and_upper_case_suffixes(tmp_path, capsys)
                               f"{tmp_path / 'empty'}: no result file under it (part-*.parquet, rows-*.jsonl or "
                               "pytest-benchmark .json)"]
     assert main(["regress", str(tmp_path / ".benchmarks"), "--baseline", str(tmp_path / ".benchmarks"),
-                 str(tmp_path / "typo.json")]) in (0, 1)
+                 str(tmp_path / "typo.json")]) == 2      # the baseline is NEW itself: nothing left
     assert f"refused: {tmp_path / 'typo.json'}: no such file" in capsys.readouterr().err
+
+
+def test_a_run_on_both_sides_is_left_out_of_the_reference_side(tmp_path, capsys):
+    """A glob on the A side (or the baseline) that also catches B's run (NEW) would compare a run with
+    itself: that run is left out of A (the baseline), with a note; nothing left is an error."""
+    from harness.cli import main
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(PLAIN))
+    slower = json.loads(json.dumps(PLAIN))
+    slower["datetime"] = "2026-11-21T10:00:00"
+    slower["benchmarks"][0]["stats"].update(median=4e-5, q1=3.9e-5, q3=4.1e-5, mean=4e-5, min=3e-5, max=5e-5)
+    b.write_text(json.dumps(slower))
+    assert main(["compare", str(a), str(b), "--to", str(b)]) == 0
+    out, err = capsys.readouterr()
+    assert "is in both A and B: left out of A" in err
+    assert out.splitlines()[0].split()[:3] == ["family", "case", "dtype"] and "1 slower" in out
+    assert main(["regress", str(b), "--baseline", str(a), str(b)]) == 1
+    assert "is in both the baseline and NEW: left out of the baseline" in capsys.readouterr().err
+    assert main(["compare", str(b), "--to", str(b)]) == 2
+    assert "expected runs other than B's" in capsys.readouterr().err

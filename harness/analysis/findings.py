@@ -151,7 +151,7 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     if k_s and k_f and k_s.split(";")[0] != k_f.split(";")[0]:
         out.append(f"a different implementation ran ({k_s.split(';')[0]} vs {k_f.split(';')[0]})")
     r_s, r_f = (pd.to_numeric(pd.Series([r.get(R.ONEDNN_REORDERS)]), errors="coerce")[0] for r in (slow, fast))
-    if r_s > 0:             # NaN (not traced) compares False
+    if r_s > 0 and not r_s == r_f:      # NaN (not traced) compares False; equal counts explain nothing
         versus = f" (the fast one: {int(r_f)})" if pd.notna(r_f) else ""
         out.append(f"oneDNN runs {int(r_s)} reorders (layout conversions to and from its blocked format) per "
                    f"call around it{versus}")

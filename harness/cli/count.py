@@ -45,7 +45,7 @@ def render_count(table: Any, fmt: str) -> str:
     shown = table[TABLE_COLUMNS].copy()
     shown["intensity"] = shown["intensity"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if fmt == "markdown":
-        body = shown.fillna("-").to_markdown(index=False) + "\n"     # a blank line ends the Markdown table
+        body = shown.astype(object).fillna("-").to_markdown(index=False) + "\n"   # a blank line ends the table
     else:
         body = shown.to_string(index=False, na_rep="-")
     foot = (f"\ntotal ({t['convention']}): {t['flops']:,} FLOPs, {t['macs']:,} MACs, {t['params']:,} params, "

@@ -22,6 +22,20 @@ def _load(paths: list[str], what: str) -> Any:
     return loaded
 
 
+def _without_runs(frame: Any, other: Any, side: str, other_side: str) -> Any:
+    """``frame`` without the runs ``other`` holds (a glob on one side that also caught the other
+    side's run would compare a run with itself); one line on stderr per run left out, and
+    ``SpecError`` when nothing is left."""
+    from harness.errors import SpecError
+    shared = sorted(set(frame["run_id"]) & set(other["run_id"]))
+    for run_id in shared:
+        print(f"note: run {run_id} is in both {side} and {other_side}: left out of {side}", file=sys.stderr)
+    out = frame[~frame["run_id"].isin(shared)]
+    if out.empty:
+        raise SpecError(side, ", ".join(shared), f"runs other than {other_side}'s")
+    return out
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.report.model import build_model
     from harness.report.render import render
@@ -63,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMPARE_COLS = ["family", "layer", "input_shapes", "memory_format", "dtype", "time_a_s", "time_b_s", "ratio",
+_COMPARE_COLS = ["family", "case", "dtype", "time_a_s", "time_b_s", "ratio",
                  "util_a", "util_b", "stability_a", "stability_b", "verdict"]
 
 
@@ -96,7 +110,9 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
         return json.dumps(doc, indent=2) + "\n", len(failed)
     if table.empty:
         return "\n".join([*head, "no case in common"]) + "\n", 0
+    from harness.analysis.findings import describe_row
     view = shown.copy()
+    view["case"] = [describe_row(r) for _, r in view.iterrows()]    # k=1, 3, 5 told apart, as in the summary
     for c in ("time_a_s", "time_b_s"):
         view[c] = view[c].map(seconds)
     for c in ("util_a", "util_b"):
@@ -126,7 +142,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         raise SpecError("compare", args.a, "A B, or A... --to B... (paths, dataset URLs or quoted globs)")
     rules = FailOn.parse(args.fail_on) if args.fail_on else []
-    a, b = derive(_load(a_paths, "A").frame), derive(_load(b_paths, "B").frame)
+    b = derive(_load(b_paths, "B").frame)
+    a = derive(_without_runs(_load(a_paths, "A").frame, b, "A", "B"))
     table = compare(a, b, threshold=args.threshold, across_machines=args.across_machines)
     text, failed = render_compare(table, args.format, args.threshold, rules, args.only_changed)
     sys.stdout.write(text)
@@ -148,7 +165,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
     from harness.analysis.verdicts import set_aside_text
     from harness.units import seconds
     new = derive(_load([args.new], "NEW").frame)
-    history = derive(_load(args.baseline, "--baseline").frame)
+    history = derive(_without_runs(_load(args.baseline, "--baseline").frame, new, "the baseline", "NEW"))
     if args.same_machine_only:
         history, dropped = same_machine_only(history, new)
         if dropped:

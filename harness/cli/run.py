@@ -82,9 +82,11 @@ def cli_processes(args: argparse.Namespace, suite: Any) -> int:
 
 def cmd_suites(args: argparse.Namespace) -> int:
     from harness.suite import builtin_suites, load_suite
-    for name in builtin_suites():
+    names = builtin_suites()
+    width = max(map(len, names), default=0)
+    for name in names:
         s = load_suite(name)
-        print(f"{name:16} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} {s.description}")
+        print(f"{name:{width}} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} {s.description}")
     return 0
 
 
