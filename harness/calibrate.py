@@ -41,6 +41,7 @@ from harness.backends import MemoryLevel, get_backend
 from harness.backends.base import gemm_dtype
 from harness.errors import SpecError
 from harness.timing import Measurement, measure, random_inputs
+from harness.timing.stability import BUSY_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,13 @@ def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_ge
     return Plan(tuple(dict.fromkeys(todo)), one, memory)
 
 
+def busy_since(before: Any) -> float | None:
+    """Share of the CPUs other processes used since ``before`` (``hostload.sample()``): above
+    ``BUSY_LIMIT``, the ceilings just measured understate the machine and are not stored."""
+    from harness.runner import hostload
+    return hostload.host_busy(before, hostload.sample())
+
+
 def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp16"), *, threads: int | None = None,
               budget_s: float = SIZE_BUDGET_S, dtype_budget_s: float = DTYPE_BUDGET_S,
               store: str | Path | None = None, persist: bool = True, force: bool = False,
@@ -409,6 +417,8 @@ def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp1
     if old is not None and todo.empty:
         log.info("reusing ceilings measured %s", old.measured_at)
         return old
+    from harness.runner import hostload
+    before = hostload.sample()
     fresh = [_gemm(device, d, budget_s, dtype_budget_s, threads, measure_fn) for d in todo.dtypes]
     entries = [e for e in (old.entries if old is not None else ()) if not (
         (e.kind == "compute" and e.dtype in todo.dtypes) or (e.kind == "one_thread" and todo.one_thread)
@@ -423,6 +433,11 @@ def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp1
         entries.append(copy)
     result = Ceilings(key=key, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), entries=with_verdicts(entries),
                       levels=levels)
-    if persist:
+    busy = busy_since(before) if device.startswith("cpu") else None
+    if persist and busy is not None and busy > BUSY_LIMIT:
+        log.warning("calibrate: other processes used %.0f %% of the CPUs while the ceilings were measured: they are "
+                    "used for this run only, not stored (they would understate this machine); calibrate again on a "
+                    "quieter host", 100 * busy)
+    elif persist:
         save_ceilings(result, store)
     return result

@@ -184,3 +184,17 @@ def test_calibrate_real_small(monkeypatch, tmp_path):
     assert names[-1] == "DRAM" and names[0] in ("L1", "L2")
     assert c.levels[0].value > c.level("DRAM").value                 # the innermost cache beats main memory
     assert all(lv.buffer_bytes <= 64 * 2**20 for lv in c.levels)
+
+
+def test_ceilings_measured_on_a_busy_host_are_used_but_not_stored(fake_cpu, tmp_path, monkeypatch, caplog):
+    """Other processes took 50 % of the CPUs while calibrating: the ceilings serve this run, are not
+    stored (they would understate the machine for every later run), and a warning says so."""
+    monkeypatch.setattr(ce, "busy_since", lambda before: 0.5)
+    m, _ = fake_measure()
+    with caplog.at_level("WARNING"):
+        busy = ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=m)
+    assert busy.compute("fp32") == pytest.approx(30e9) and not list(tmp_path.glob("*.json"))
+    assert "other processes used 50 % of the CPUs" in caplog.text and "not stored" in caplog.text
+    monkeypatch.setattr(ce, "busy_since", lambda before: 0.1)      # under BUSY_LIMIT (20 %): stored
+    ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=m)
+    assert len(list(tmp_path.glob("*.json"))) == 1
