@@ -29,10 +29,19 @@ class SpecError(LayerbenchError, ValueError):
 MAX_SHOWN = 120
 
 
-def shown(value: Any) -> str:
-    """``repr(value)`` on one line, cut to ``MAX_SHOWN`` characters (``...`` marks a cut)."""
+def shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (``...`` marks a cut)."""
     text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: Longest value a refused file's line shows (the file, row and field come first).
+SHORT_SHOWN = 60
+
+
+def short(value: Any) -> str:
+    """``shown`` cut to ``SHORT_SHOWN`` characters: the value in a refused file's one line."""
+    return shown(value, SHORT_SHOWN)
 
 
 class CountError(LayerbenchError, RuntimeError):

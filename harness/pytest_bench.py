@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from harness.errors import short as _short
 from harness.record import BY_NAME, COLUMN_NAMES, SCHEMA_VERSION
 
 #: pytest-benchmark stats key -> record column (all seconds per call).
@@ -88,11 +89,6 @@ def _count(st: Mapping[str, Any], key: str, where: str) -> int | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT:
         raise ValueError(f"{where}: stats.{key}={_short(v)}: expected a whole number >= 1")
     return v
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _object(doc: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:

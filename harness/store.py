@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import LayerbenchError, SpecError
+from harness.errors import short as _short
 from harness.journal import append as journal_append
 from harness.journal import cut_torn_line, read_values
 from harness.record import (
@@ -445,11 +446,6 @@ def _check_words(table: pa.Table, where: str) -> None:
             safe_name(run_id, "run_id", MAX_RUN_ID)
         except SpecError as e:
             raise RefusedFile(f"{where}: column run_id: {e}") from None
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _from_records(records: list[dict[str, Any]], version: int, meta: Mapping[str, Any], where: str) -> pa.Table:
