@@ -34,7 +34,7 @@ from math import ceil, prod
 
 import torch
 
-from harness.analytic.registry import Cost, Formula, FormulaRegistry, OpCall, TensorMeta
+from harness.analytic.registry import Cost, Formula, FormulaRegistry, OpCall, TensorMeta, batch_norm_training
 
 aten = torch.ops.aten
 
@@ -179,10 +179,7 @@ EVAL_BN_FLOPS = 2  # running statistics and affine fold into one scale-and-shift
              "cudnn_batch_norm", "miopen_batch_norm"), "norm")
 def batch_norm(call: OpCall) -> Cost:
     x, weight = call.args[0], call.args[1]
-    training = bool(call.arg(5, "training", False))
-    if call.op is aten._native_batch_norm_legit and len(call.args) > 3 and isinstance(call.args[3], bool):
-        training = call.args[3]  # the no-stats overload: (input, weight, bias, training, ...)
-    if not training:
+    if not batch_norm_training(call.op.__name__, call.args, call.kwargs):
         return Cost(flops=EVAL_BN_FLOPS * x.numel)
     return Cost(flops=(STATS_FLOPS + (AFFINE_FLOPS if weight is not None else 0)) * x.numel)
 

@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
 
 from harness.analytic.meta import meta_mode
-from harness.analytic.registry import Cost, OpCall, TensorMeta
+from harness.analytic.registry import Cost, OpCall, TensorMeta, batch_norm_training
 from harness.dtypes import dtype_name, parse_dtype
 from harness.errors import CountError, SpecError
 
@@ -229,7 +229,7 @@ def _traffic(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> t
             if arg.alias_info is not None and arg.alias_info.is_write:
                 written[id(t)] = t
     outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-    if _eval_batch_norm(func, args, kwargs):
+    if batch_norm_training(func.overloadpacket.__name__, args, kwargs) is False:
         outs = outs[:1]     # the saved mean/invstd: empty on CPU, size C on meta; never needed in eval
     for ret, t in zip(schema.returns, outs):
         if ret.alias_info is None:
@@ -238,20 +238,6 @@ def _traffic(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> t
         for t in outs:
             written.setdefault(id(t), t)
     return sum(map(_nbytes, read.values())), sum(map(_nbytes, written.values()))
-
-
-def _eval_batch_norm(func: torch._ops.OpOverload, args: Any, kwargs: Any) -> bool:
-    """Batch norm outside training: only its output is written (minimum traffic)."""
-    name = func.overloadpacket.__name__
-    if name == "native_batch_norm":
-        training = args[5] if len(args) > 5 else kwargs.get("training", False)
-    elif name == "_native_batch_norm_legit" and len(args) > 3 and isinstance(args[3], bool):
-        training = args[3]
-    elif name == "_native_batch_norm_legit" and len(args) > 5:
-        training = args[5]
-    else:
-        return False
-    return not bool(training)
 
 
 def _independent(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> int | None:

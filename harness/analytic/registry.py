@@ -47,6 +47,21 @@ class TensorMeta:
         return "x".join(map(str, self.shape)) if self.shape else "scalar"
 
 
+#: Batch-norm ops whose ``training`` flag is argument 5 (``native_batch_norm`` schema order).
+BATCH_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+                         "cudnn_batch_norm", "miopen_batch_norm"})
+
+
+def batch_norm_training(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | None:
+    """Whether the batch-norm op ``name`` runs in training mode (``None``: not one of ``BATCH_NORMS``).
+    The no-stats overload of ``_native_batch_norm_legit`` takes the flag at argument 3."""
+    if name not in BATCH_NORMS:
+        return None
+    if name == "_native_batch_norm_legit" and len(args) > 3 and isinstance(args[3], bool):
+        return args[3]
+    return bool(args[5] if len(args) > 5 else kwargs.get("training", False))
+
+
 @dataclass(frozen=True, slots=True)
 class OpCall:
     """One op as the dispatcher saw it, tensors replaced by :class:`TensorMeta`.
