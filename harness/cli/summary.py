@@ -77,20 +77,20 @@ def _side(row: pd.Series) -> str:
     return "memory" if row.get("roofline_bound") == "memory" and any(pd.notna(x) for x in bw) else "compute"
 
 
-def _figures(row: pd.Series) -> tuple[Any, Any, str]:
-    """(of the measured ceiling, of the theoretical peak, cache roof text): FLOP/s utilization for a
-    compute-side row; B/s utilization for a memory-side one, with the fraction of its cache
-    level's roof (``roof_level_fraction``) when its working set fits a cache."""
+def _figures(row: pd.Series) -> tuple[Any, Any, str, str]:
+    """(of the measured ceiling, of the theoretical peak, unit text, cache roof text): FLOP/s
+    utilization for a compute-side row; B/s utilization for a memory-side one, with the fraction
+    of its cache level's roof (``roof_level_fraction``) when its working set fits a cache."""
     if _side(row) == "compute":
-        return row.get("util_ceiling"), row.get("util_peak"), ""
+        return row.get("util_ceiling"), row.get("util_peak"), "", ""
     level, frac = row.get("roof_mem_level"), row.get("roof_level_fraction")
     cache = f", {level} roof {_pct(frac)}" if isinstance(level, str) and level not in MAIN_MEMORY and \
         pd.notna(frac) else ""
-    return row.get("bw_util_ceiling"), row.get("bw_util_peak"), cache
+    return row.get("bw_util_ceiling"), row.get("bw_util_peak"), "B/s ", cache
 
 
 def _rank_key(row: pd.Series) -> float:
-    ceiling, peak, _ = _figures(row)
+    ceiling, peak, _, _ = _figures(row)
     return float(ceiling) if pd.notna(ceiling) else float(peak) if pd.notna(peak) else float("nan")
 
 
@@ -129,8 +129,7 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
 
 
 def _cell(row: pd.Series, varying: list[str]) -> str:
-    ceiling, peak, cache = _figures(row)
-    unit = "B/s " if _side(row) == "memory" else ""
+    ceiling, peak, unit, cache = _figures(row)
     return f"{_name(row, varying)}{_mark(row)}: {unit}{_pct(ceiling)} / {_pct(peak)}{cache}"
 
 
