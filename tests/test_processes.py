@@ -133,8 +133,9 @@ def recording_fake(fn, *, inputs, **kw):
                        rotation=len(inputs), stop_reason="converged", target_rel_ci=0.01)
 
 
-def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):
-    """Rows complete in every pass are stored at once; a pass continues where its journal stops."""
+def journal_job(tmp_path, monkeypatch, first: int):
+    """A worker job over SUITE's first ``first`` cases, journalled to ``tmp_path/p0.jsonl``, timed by
+    ``recording_fake`` (which appends to ``tmp_path/fake/measured``): (job, case ids, journal, fake dir)."""
     from harness.runner import workers as W
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
@@ -142,9 +143,16 @@ def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):
     suite = parse_suite(SUITE)
     ids = [c.case_id for c in suite.cases()]
     journal = tmp_path / "p0.jsonl"
-    first = W.WorkerJob(suite=suite, device="cpu", dtypes=("fp32",), case_dtypes=None, threads=1, mode="hot",
-                        shard=(1, 1), run_id="r", peaks={}, measure_fn=recording_fake, profile=False,
-                        order=tuple(ids[:2]), journal=str(journal))
+    job = W.WorkerJob(suite=suite, device="cpu", dtypes=("fp32",), case_dtypes=None, threads=1, mode="hot",
+                      shard=(1, 1), run_id="r", peaks={}, measure_fn=recording_fake, profile=False,
+                      order=tuple(ids[:first]), journal=str(journal))
+    return job, ids, journal, fake_dir
+
+
+def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):
+    """Rows complete in every pass are stored at once; a pass continues where its journal stops."""
+    from harness.runner import workers as W
+    first, ids, journal, fake_dir = journal_job(tmp_path, monkeypatch, 2)
     seen: list[str] = []
     W.run_pass(first, W.omp_env(None), lambda cid, code: {}, lambda rec: seen.append(rec["case_id"]))
     with open(journal, "a") as fh:
@@ -298,15 +306,7 @@ def test_a_pass_reads_each_journal_byte_once(tmp_path, monkeypatch):
     (workers started again after a torn line included), never the whole file per poll."""
     from harness import journal as J
     from harness.runner import workers as W
-    fake_dir = tmp_path / "fake"
-    fake_dir.mkdir()
-    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
-    suite = parse_suite(SUITE)
-    ids = [c.case_id for c in suite.cases()]
-    path = tmp_path / "p0.jsonl"
-    job = W.WorkerJob(suite=suite, device="cpu", dtypes=("fp32",), case_dtypes=None, threads=1, mode="hot",
-                      shard=(1, 1), run_id="r", peaks={}, measure_fn=recording_fake, profile=False,
-                      order=tuple(ids[:1]), journal=str(path))
+    job, ids, path, _ = journal_job(tmp_path, monkeypatch, 1)
     W.run_pass(job, W.omp_env(None), lambda cid, code: {}, lambda rec: None)
     with open(path, "a") as fh:
         fh.write('{"record": {"case_id": "torn')                      # a kill mid-line

@@ -43,14 +43,20 @@ def test_plain_users_file_without_extra_info(tmp_path):
     assert df[df["layer"] == "test_sum"].iloc[0]["stability"] == "noisy"      # no iqr, no rounds: unknown spread
 
 
-def test_report_compare_regress_on_plain_files(tmp_path, capsys):
-    from harness.cli import main
+def plain_nights(tmp_path):
+    """``a.json`` (PLAIN, 2026-11-20) and ``b.json`` (the next day, test_sort[100] twice as slow)."""
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(PLAIN))
     slower = json.loads(json.dumps(PLAIN))
     slower["datetime"] = "2026-11-21T10:00:00"
     slower["benchmarks"][0]["stats"].update(median=4e-5, q1=3.9e-5, q3=4.1e-5, mean=4e-5, min=3e-5, max=5e-5)
     b.write_text(json.dumps(slower))
+    return a, b
+
+
+def test_report_compare_regress_on_plain_files(tmp_path, capsys):
+    from harness.cli import main
+    a, b = plain_nights(tmp_path)
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "test\\_sort\\[100\\]" in md and " on nan" not in md and " on None" not in md
@@ -203,12 +209,7 @@ def test_a_run_on_both_sides_is_left_out_of_the_reference_side(tmp_path, capsys)
     """A glob on the A side (or the baseline) that also catches B's run (NEW) would compare a run with
     itself: that run is left out of A (the baseline), with a note; nothing left is an error."""
     from harness.cli import main
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    a.write_text(json.dumps(PLAIN))
-    slower = json.loads(json.dumps(PLAIN))
-    slower["datetime"] = "2026-11-21T10:00:00"
-    slower["benchmarks"][0]["stats"].update(median=4e-5, q1=3.9e-5, q3=4.1e-5, mean=4e-5, min=3e-5, max=5e-5)
-    b.write_text(json.dumps(slower))
+    a, b = plain_nights(tmp_path)
     assert main(["compare", str(a), str(b), "--to", str(b)]) == 0
     out, err = capsys.readouterr()
     assert "is in both A and B: left out of A" in err
