@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from harness.errors import short as _short
-from harness.record import BY_NAME, COLUMN_NAMES, SCHEMA_VERSION
+from harness.record import BY_NAME, BYTES_READ, BYTES_WRITTEN, COLUMN_NAMES, FLOPS, MACS, PARAMS, SCHEMA_VERSION
 
 #: pytest-benchmark stats key -> record column (all seconds per call).
 STATS = {"median": "time_median_s", "q1": "time_q1_s", "q3": "time_q3_s", "iqr": "time_iqr_s", "min": "time_min_s",
@@ -47,7 +47,7 @@ PLUGIN_MARK = "layerbench_plugin"
 #: from it (a number; a whole float counts as an integer), never the row's identity, machine or status.
 IDENTITY = ("run_id", "row_id", "case_id", "machine_id")
 #: Counts a plain user may give in ``extra_info`` for layerbench to derive rates and intensity.
-USER_COUNTS = ("flops", "macs", "params", "bytes_read", "bytes_written")
+USER_COUNTS = (FLOPS, MACS, PARAMS, BYTES_READ, BYTES_WRITTEN)
 
 
 def _digest(value: Any, n: int = 12) -> str:

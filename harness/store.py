@@ -46,6 +46,7 @@ from harness.record import (
     RUN_ID,
     SCHEMA,
     SCHEMA_VERSION,
+    TIME_MEDIAN,
     VERSION_KEY,
     Row,
     check_required,
@@ -380,16 +381,18 @@ def validate_table(table: pa.Table, where: str) -> pa.Table:
 #: Units of numeric columns that are never negative (a count, a size, a time, a rate, a share).
 NON_NEGATIVE_UNITS = frozenset({"B/s", "FLOP/byte", "FLOP/s", "fraction", "s", "FLOP", "MAC", "MHz", "byte", "call",
                                 "count", "element"})
-#: Columns that are positive where not null: a measured time, a peak, a measured roof.
-POSITIVE = ("time_median_s", "peak_flops_s", "peak_bytes_s", "ceiling_flops_s", "ceiling_bytes_s",
-            "ceiling_l1_bytes_s", "ceiling_l2_bytes_s", "ceiling_l3_bytes_s")
+#: Units of columns that are positive where not null (every rate is a peak or a measured roof).
+POSITIVE_UNITS = frozenset({"FLOP/s", "B/s"})
+#: Columns positive where not null beyond those units: the median time (other times, a spread, may be 0).
+POSITIVE_COLUMNS = frozenset({TIME_MEDIAN})
 
 
 def _check_values(table: pa.Table, where: str) -> pa.Table:
     """``table`` with NaN numbers as null (NaN and null both mean "no value"); ``RefusedFile`` naming
     the column when a number is infinite, negative where its unit cannot be (``NON_NEGATIVE_UNITS``),
-    not positive in ``POSITIVE``, a string is longer than ``MAX_CELL_CHARS``, or a word column
-    (``status``, ``stability``, ``device_type``, ``run_id``) holds what no layerbench row does."""
+    not positive (``POSITIVE_UNITS``, ``POSITIVE_COLUMNS``), a string is longer than
+    ``MAX_CELL_CHARS``, or a word column (``status``, ``stability``, ``device_type``, ``run_id``)
+    holds what no layerbench row does."""
     table = _check_numbers(table, where)
     _check_words(table, where)
     return table
@@ -420,7 +423,7 @@ def _check_numbers(table: pa.Table, where: str) -> pa.Table:
 
 def _check_sign(name: str, values: pa.Array | pa.ChunkedArray, unit: str, where: str) -> None:
     low = pc.min(values).as_py()
-    if name in POSITIVE and low is not None and low <= 0:
+    if (unit in POSITIVE_UNITS or name in POSITIVE_COLUMNS) and low is not None and low <= 0:
         raise RefusedFile(f"{where}: column {name}: a value of {low!r}, expected a positive number ({unit}) or null")
     if unit in NON_NEGATIVE_UNITS and low is not None and low < 0:
         raise RefusedFile(f"{where}: column {name}: a value of {low!r}, expected a number >= 0 ({unit}) or null")
