@@ -18,9 +18,18 @@ TORCH = os.environ.get("LAYERBENCH_TORCH", "torch==2.13.0")
 
 
 def _install(session: nox.Session, *extras: str) -> None:
-    # one resolution with the pin: installed apart, a dependency's resolution replaced the pinned
-    # torch with the newest one (2.14.1 in CI on 2026-11-24)
-    session.install(TORCH, "-e", f".[{','.join(extras)}]" if extras else ".")
+    """torch first, then the package constrained to the exact torch that went in.
+
+    In one resolution pip backtracked (boto3 against s3fs' botocore pin) and swapped the local CPU
+    wheel ``2.13.0+cpu`` for PyPI's CUDA ``2.13.0``, several GB that filled CI's disk (2026-11-24);
+    installed apart without a constraint, a dependency replaced the pin with torch 2.14.1."""
+    session.install(TORCH)
+    version = session.run("python", "-c", "import importlib.metadata as m; print(m.version('torch'))",
+                          silent=True).strip()
+    constraint = os.path.join(session.create_tmp(), "torch-constraint.txt")
+    with open(constraint, "w") as out:
+        out.write(f"torch=={version}\n")
+    session.install("-c", constraint, "-e", f".[{','.join(extras)}]" if extras else ".")
 
 
 @nox.session
