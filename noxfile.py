@@ -26,7 +26,8 @@ def _install(session: nox.Session, *extras: str) -> None:
     session.install(TORCH)
     version = session.run("python", "-c", "import importlib.metadata as m; print(m.version('torch'))",
                           silent=True).strip()
-    constraint = os.path.join(session.create_tmp(), "torch-constraint.txt")
+    # beside the venv, not session.create_tmp(): that sets TMPDIR inside the venv, where Ray's agents refuse to run
+    constraint = os.path.join(session.virtualenv.location, "torch-constraint.txt")
     with open(constraint, "w") as out:
         out.write(f"torch=={version}\n")
     session.install("-c", constraint, "-e", f".[{','.join(extras)}]" if extras else ".")

@@ -216,3 +216,26 @@ def test_reorders_are_a_reason_only_when_the_counts_differ():
     same = reasons(slow, pd.Series(dict(base, onednn_reorders=3)))
     assert not any("reorders" in r for r in same)
     assert any("oneDNN runs 3 reorders" in r for r in reasons(slow, pd.Series(dict(base, onednn_reorders=None))))
+
+
+def test_regress_that_judges_nothing_fails_unless_allowed(tmp_path, capsys):
+    """A nightly check that checked nothing (renamed cases, a baseline of another suite) is not a pass:
+    exit 3 with one line, 0 with --allow-empty; cases without a baseline are counted when others are judged."""
+    from harness.cli import main
+    from harness.cli.results import NOTHING_JUDGED
+    hist = frame(*[row(case_id=c, run_id=r, time_median_s=1.0) for r in ("h1", "h2") for c in "pq"])
+    renamed = frame(row(case_id="x", run_id="n1", time_median_s=1.0), row(case_id="y", run_id="n1", time_median_s=1.0))
+    partly = frame(row(case_id="p", run_id="n2", time_median_s=1.0), row(case_id="y", run_id="n2", time_median_s=1.0))
+    for name, fr in (("h", hist), ("renamed", renamed), ("partly", partly)):
+        (tmp_path / name).mkdir()
+        write_parquet(fr, tmp_path / name / "part-1of1.parquet")
+    assert regressions(hist, renamed).attrs["judged"] == 0 and regressions(hist, partly).attrs["without_baseline"] == 1
+    assert main(["regress", str(tmp_path / "renamed"), "--baseline", str(tmp_path / "h")]) == NOTHING_JUDGED == 3
+    out, err = capsys.readouterr()
+    assert "2 case(s) of NEW have no stable baseline in 2 run(s)" in out
+    assert err.strip() == ("nothing judged: no case of NEW has a stable baseline in 2 baseline run(s) "
+                           "(exit 3; --allow-empty accepts it)")
+    assert main(["regress", str(tmp_path / "renamed"), "--baseline", str(tmp_path / "h"), "--allow-empty"]) == 0
+    assert main(["regress", str(tmp_path / "partly"), "--baseline", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert "1 case(s) of NEW have no stable baseline" in out and "1 case(s) judged against 2 baseline run(s)" in out

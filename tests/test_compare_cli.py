@@ -82,7 +82,8 @@ def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     capsys.readouterr()
     assert main(["compare", a, "--to", b, "--format", "json", "--only-changed", "--fail-on", "median:10%"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["failed"] == 1 and doc["counts"] == {"slower": 1, "faster": 1, "same": 1, "set aside": 2}
+    assert doc["failed"] == 1 and doc["judged"] == 3
+    assert doc["counts"] == {"slower": 1, "faster": 1, "same": 1, "set aside": 2}
     assert sorted(c["case_id"] for c in doc["cases"]) == ["b1", "c1", "n1", "r1"]         # "same" left out
     assert {f["family"]: round(f["geomean_ratio"], 6) for f in doc["families"]} == {"conv": 1.1, "relu": 0.5}
     assert doc["stability"]["b"] == {"stable": 3, "noisy": 1, "bimodal": 1}
@@ -125,3 +126,18 @@ def test_export_never_imports_matplotlib(runs, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_fail_on_that_judges_nothing_fails_unless_allowed(runs, tmp_path, capsys):
+    """--fail-on over two sets with no case judged on both sides (nothing in common, or only set-aside
+    rows) exits 3, not 0: a CI gate that compared nothing has not passed."""
+    (tmp_path / "renamed").mkdir()
+    renamed = [dict(r, case_id="z" + r["case_id"], row_id=r["row_id"] + "z", run_id="z") for r in B]
+    write_parquet(pd.DataFrame(renamed, columns=list(R.COLUMN_NAMES)), tmp_path / "renamed" / "part-1of1.parquet")
+    a, aside = str(runs / "nightly-a-*"), str(runs / "nightly-b-2")       # nightly-b-2: a noisy and a bimodal row
+    for b in (str(tmp_path / "renamed"), aside):
+        assert main(["compare", a, "--to", b]) == 0                                 # no gate asked for
+        assert main(["compare", a, "--to", b, "--fail-on", "median:10%"]) == 3
+        assert "--fail-on median:10%: nothing judged" in capsys.readouterr().err
+        assert main(["compare", a, "--to", b, "--fail-on", "median:10%", "--allow-empty"]) == 0
+    assert main(["compare", a, "--to", str(runs / "nightly-b-1"), "--fail-on", "median:25%"]) == 0

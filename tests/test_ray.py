@@ -69,6 +69,21 @@ def test_plan_places_shards_by_device_type():
         parse_devices("H100,H100")
 
 
+def test_a_local_cluster_keeps_its_files_out_of_the_virtualenv(tmp_path):
+    """Ray's agents refuse a temp dir inside $VIRTUAL_ENV and ray.init then hangs (nox's TMPDIR):
+    layerbench moves the cluster to /tmp, or refuses an explicit RAY_TMPDIR there in one line."""
+    from harness.fleet.ray_suite import local_temp_dir
+    venv = tmp_path / "venv"
+    (venv / "tmp").mkdir(parents=True)
+    assert local_temp_dir({"VIRTUAL_ENV": str(venv), "TMPDIR": str(venv / "tmp")}) == "/tmp"
+    assert local_temp_dir({"VIRTUAL_ENV": str(venv), "TMPDIR": str(tmp_path)}) is None
+    assert local_temp_dir({"TMPDIR": str(venv / "tmp")}) is None                      # no virtualenv
+    assert local_temp_dir({"VIRTUAL_ENV": str(venv)}) is None                         # Ray's /tmp
+    assert local_temp_dir({"VIRTUAL_ENV": str(venv), "TMPDIR": str(venv / "tmp"), "RAY_TMPDIR": "/tmp"}) is None
+    with pytest.raises(FleetError, match=f"RAY_TMPDIR={venv / 'tmp'} lies inside the virtualenv {venv}"):
+        local_temp_dir({"VIRTUAL_ENV": str(venv), "RAY_TMPDIR": str(venv / "tmp")})
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     ray = pytest.importorskip("ray")
@@ -76,7 +91,8 @@ def ray_cluster(tmp_path_factory):
     cache = os.environ.get("LAYERBENCH_CACHE")
     os.environ["LAYERBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))     # workers stage under it
     started = time.time()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    from harness.fleet.ray_suite import start_local
+    start_local(ray, num_cpus=2)                   # under nox TMPDIR lies in the venv, where plain ray.init hangs
     print(f"ray.init: {time.time() - started:.1f} s")
     yield ray
     ray.shutdown()

@@ -234,7 +234,8 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     no verdict recorded) count, on both sides; ``attrs["set_aside"]`` counts the new run's
     set-aside rows per stability value.
     Returns those rows with ``reference_s``, ``band_high_s``, ``slowdown``, ``z``, ``segment_runs``
-    and ``history_runs``.
+    and ``history_runs``; ``attrs["judged"]`` counts the cases judged, ``attrs["without_baseline"]``
+    the judged rows of ``new`` with no stable history to be judged against.
     """
     from harness.history.changepoints import baseline
     from harness.history.series import nightly
@@ -264,7 +265,8 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "z",
                         "z_limit", "segment_runs", "history_runs"] if c in j]
     out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
-    out.attrs.update(set_aside=aside, judged=len(j), budget=budget, z_limit=z_limit)  # z_limit: the normal's
+    out.attrs.update(set_aside=aside, judged=len(j), without_baseline=len(n) - len(j), budget=budget,
+                     z_limit=z_limit)  # z_limit: the normal's
     return out
 
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+NOTHING_JUDGED = 3  # regress, or compare with --fail-on, judged no case: a nightly check that checked nothing fails
+
 
 def _load(paths: list[str], what: str) -> Any:
     """Stored rows under ``paths`` (each refused file named on stderr); ``SpecError`` when none load."""
@@ -103,7 +105,8 @@ def render_compare(table: Any, fmt: str, threshold: float, rules: list[Any], onl
     if fmt == "json":
         doc = {"a": table.attrs.get("a"), "b": table.attrs.get("b"), "cross_device": bool(table.attrs.get(
             "cross_device")), "notes": table.attrs.get("notes", []), "threshold": threshold,
-            "fail_on": [str(r) for r in rules], "failed": len(failed), "counts": counts,
+            "fail_on": [str(r) for r in rules], "failed": len(failed), "judged": _judged_on_both(table),
+            "counts": counts,
             "stability": table.attrs.get("stability", {}), "set_aside": table.attrs.get("set_aside", {}),
             "families": json.loads(geo.to_json(orient="records")),
             "cases": json.loads(shown.drop(columns=["config"], errors="ignore").to_json(orient="records"))}
@@ -156,7 +159,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if failed:
         print(f"--fail-on {args.fail_on}: {failed} case(s) crossed it", file=sys.stderr)
         return 1
+    if rules and not _judged_on_both(table):
+        print(f"--fail-on {args.fail_on}: nothing judged (no case in common judged on both sides)"
+              + ("" if args.allow_empty else f"; exit {NOTHING_JUDGED} (--allow-empty accepts it)"), file=sys.stderr)
+        return 0 if args.allow_empty else NOTHING_JUDGED
     return 0
+
+
+def _judged_on_both(table: Any) -> int:
+    """Cases of a comparison with a verdict: in common and set aside on neither side."""
+    from harness.analysis.compare import SET_ASIDE
+    return 0 if table.empty else int((table["verdict"] != SET_ASIDE).sum())
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
@@ -177,9 +190,16 @@ def cmd_regress(args: argparse.Namespace) -> int:
         print(aside)
     basis = (f"{args.threshold:.0%} and noise (false-positive budget {args.budget:g} per case and night; "
              "baseline: the nights since each case's last change point)")
+    judged, runs = bad.attrs.get("judged", 0), history["run_id"].nunique()
+    unjudged = bad.attrs.get("without_baseline", 0)
+    if unjudged:
+        print(f"{unjudged} case(s) of NEW have no stable baseline in {runs} run(s): not judged")
+    if not judged:
+        print(f"nothing judged: no case of NEW has a stable baseline in {runs} baseline run(s)"
+              + ("" if args.allow_empty else f" (exit {NOTHING_JUDGED}; --allow-empty accepts it)"), file=sys.stderr)
+        return 0 if args.allow_empty else NOTHING_JUDGED
     if bad.empty:
-        print(f"no regression beyond {basis}: {bad.attrs.get('judged', 0)} case(s) judged against "
-              f"{history['run_id'].nunique()} baseline run(s)")
+        print(f"no regression beyond {basis}: {judged} case(s) judged against {runs} baseline run(s)")
         return 0
     print(f"{len(bad)} case(s) slower than their baseline beyond {basis}:")
     shown = bad.copy()
@@ -217,6 +237,8 @@ def add(sub: Any) -> None:
     p.add_argument("--fail-on", default=None, metavar="STAT:LIMIT",
                    help="exit 1 when a case (set aside on neither side) is worse by more than LIMIT: median:10%%, "
                         "min:5%%, mean:0.001 (seconds); comma-separated; STAT: min, max, mean, median, stddev, iqr")
+    p.add_argument("--allow-empty", action="store_true",
+                   help=f"with --fail-on: exit 0, not {NOTHING_JUDGED}, when no case is judged on both sides")
     p.add_argument("--only-changed", action="store_true", help="show only cases with a verdict other than same")
     p.add_argument("--across-machines", action="store_true",
                    help="compare runs of different machines (an explicit cross-device comparison on case_id)")
@@ -231,6 +253,8 @@ def add(sub: Any) -> None:
     p.add_argument("--accept-other-machines", action="store_true", help="use baseline runs of other machines")
     p.add_argument("--accept-other-settings", action="store_true",
                    help="use baseline runs with other threading settings")
+    p.add_argument("--allow-empty", action="store_true",
+                   help=f"exit 0, not {NOTHING_JUDGED}, when no case of NEW has a baseline to be judged against")
     p.add_argument("--same-machine-only", action="store_true",
                    help="leave out baseline runs of other machines or settings (and say how many)")
     p.set_defaults(func=cmd_regress)

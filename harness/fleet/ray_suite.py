@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -157,6 +158,32 @@ def _ray() -> Any:
     return ray
 
 
+def local_temp_dir(environ: Any = os.environ) -> str | None:
+    """Where a new local Ray cluster should keep its sockets and logs, when Ray's own choice would hang.
+
+    Ray takes ``$RAY_TMPDIR``, else ``$TMPDIR``, else ``/tmp`` (``ray._common.utils``); its agents refuse
+    one inside ``$VIRTUAL_ENV`` (``ray/_private/parameter.py``) and ``ray.init`` then never returns
+    (seen under nox, whose ``session.create_tmp`` puts ``TMPDIR`` in the session's venv). ``None``: Ray's
+    choice is fine; ``/tmp`` when ``TMPDIR`` lies in the venv; ``FleetError`` when ``RAY_TMPDIR`` does."""
+    venv, chosen = environ.get("VIRTUAL_ENV"), environ.get("RAY_TMPDIR") or environ.get("TMPDIR")
+    if not venv or not chosen or not Path(chosen).resolve().is_relative_to(Path(venv).resolve()):
+        return None
+    if environ.get("RAY_TMPDIR"):
+        raise FleetError(f"RAY_TMPDIR={chosen} lies inside the virtualenv {venv}: Ray's agents refuse it and "
+                         "ray.init never returns; expected a folder outside the virtualenv")
+    log.warning("TMPDIR=%s lies inside the virtualenv %s, which Ray refuses: the local cluster keeps its files "
+                "under /tmp/ray", chosen, venv)
+    return os.path.join(os.sep, "tmp")
+
+
+def start_local(ray: Any, **kwargs: Any) -> None:
+    """``ray.init`` of a new local cluster (or the one ``RAY_ADDRESS`` names), kept out of the virtualenv."""
+    temp = None if os.environ.get("RAY_ADDRESS") else local_temp_dir()
+    if temp is not None:
+        kwargs["_temp_dir"] = os.path.join(temp, "ray")
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **kwargs)
+
+
 def cluster_nodes(ray: Any) -> list[Node]:
     """The alive nodes of the connected cluster."""
     nodes = []
@@ -182,7 +209,10 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
     ``FleetError`` naming it (the other shards stay published)."""
     ray = _ray()
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        if address is None:
+            start_local(ray)
+        else:
+            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     device_type = "cpu" if device.startswith("cpu") else device.split(":", 1)[0]
     placements = plan(cluster_nodes(ray), device_type, devices, shards)
     stamp = run_stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
