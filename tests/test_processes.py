@@ -57,10 +57,16 @@ def _run(tmp_path, monkeypatch, **kw):
                      profile=False, **kw)
 
 
-def test_three_processes_keep_every_median_and_find_the_split(tmp_path, monkeypatch):
+def test_three_processes_keep_every_median_and_find_the_split(tmp_path, monkeypatch, caplog):
+    import logging
     import tempfile
     jobs = set(Path(tempfile.gettempdir()).glob("*.job"))
-    r = _run(tmp_path, monkeypatch, processes=3)
+    with caplog.at_level(logging.INFO, logger="harness.runner"):
+        r = _run(tmp_path, monkeypatch, processes=3)
+    # each progress line names the process that measured it: 4 cases in each of 3 processes
+    lines = [m for m in caplog.messages if "relu b=" in m]
+    assert len(lines) == 12
+    assert [sum(f"process {k}/3: " in m for m in lines) for k in (1, 2, 3)] == [4, 4, 4]
     assert set(Path(tempfile.gettempdir()).glob("*.job")) <= jobs          # job files removed
     assert r.statuses == {"ok": 4}
     f = load_results(r.run_dir)

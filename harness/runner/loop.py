@@ -343,14 +343,15 @@ def _in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: W
         return Row(key=ctx.key(case), case=ctx.case_fields(case), health=failed(Status.ERROR, ""),
                    peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())
 
-    def on_record(rec: dict) -> None:
-        bar.update(Row.from_record(rec))
+    def on_record(where: str) -> Callable[[dict], None]:
+        return lambda rec: bar.update(Row.from_record(rec), where)
 
     stored = 0
     try:
         for k, path in enumerate(journals):
             run_pass(dataclasses.replace(job, order=tuple(order_for(ids, k)), journal=str(path)), env,
-                     lambda cid, code: died(failed_row, cid, code), on_record)
+                     lambda cid, code: died(failed_row, cid, code),
+                     on_record(f"process {k + 1}/{repeats.processes}"))
     finally:
         for _, recs in iter_complete(journals, ids):
             row = merge(recs)

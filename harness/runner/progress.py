@@ -83,15 +83,17 @@ class Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=label, unit="case", dynamic_ncols=True, leave=True)
 
-    def update(self, row: Row) -> None:
+    def update(self, row: Row, where: str = "") -> None:
+        """Count ``row`` and show its line; ``where`` names the process that measured it
+        (``process 2/3`` under ``--processes``), shown before the line."""
         self.done += 1
+        line = f"{where}: {brief(row, self.varying)}" if where else brief(row, self.varying)
         if self.bar is not None:
             self.bar.update(1)
-            line = brief(row, self.varying)
             self.bar.set_postfix_str(describe(row, self.varying)[:60], refresh=False)
             self.bar.write(f"  {line}")
         else:
-            log.info("[%d/%d] %s", self.done, self.total, brief(row, self.varying))
+            log.info("[%d/%d] %s", self.done, self.total, line)
 
     def close(self) -> None:
         if self.bar is not None:
