@@ -13,7 +13,8 @@ from harness.analysis import compare, derive, equal_flops_groups, findings, regr
 from harness.analysis.findings import thread_findings
 from harness.analysis.verdicts import counts, counts_text, is_set_aside, judged, set_aside, set_aside_text
 
-NOISY_ASIDE = "1 measured row set aside, not stable (1 noisy): findings, compare and regress leave them out"
+RULE = "compare and regress leave them out, findings use them only where a ratio held in every process"
+NOISY_ASIDE = f"1 measured row set aside, not stable (1 noisy): {RULE}"
 
 
 def conv(groups: int, t: float, **kw):
@@ -51,8 +52,8 @@ def test_the_rule_judged_counts_and_the_one_sentence():
     assert set_aside(f) == {"noisy": 1}
     assert set_aside_text(set_aside(f)) == NOISY_ASIDE
     assert set_aside_text({"noisy": 2, "bimodal": 1}, " of B") == (
-        "3 measured rows of B set aside, not stable (2 noisy, 1 bimodal): findings, compare and regress leave "
-        "them out")
+        "3 measured rows of B set aside, not stable (2 noisy, 1 bimodal): compare and regress leave them out, "
+        "findings use them only where a ratio held in every process")
     assert set_aside_text({}) is None
     assert counts_text(f) == ("stability: 1 stable, 1 no verdict, 1 noisy (no verdict: none recorded; used, "
                               f"not called stable); {NOISY_ASIDE}")
@@ -121,8 +122,7 @@ def test_unstable_rows_give_no_verdict_and_are_counted():
     found = findings(f, min_spread=1.1)
     assert len(found) == 1 and found[0].spread == pytest.approx(2.0)      # g8 vs g1 only: the 12x is set aside
     assert set_aside(f) == {"bimodal": 1, "contended": 1}
-    assert set_aside_text(set_aside(f)) == ("2 measured rows set aside, not stable (1 bimodal, 1 contended): "
-                                            "findings, compare and regress leave them out")
+    assert set_aside_text(set_aside(f)) == f"2 measured rows set aside, not stable (1 bimodal, 1 contended): {RULE}"
     assert set_aside_text(set_aside(frame(conv(1, 1e-3, stability="stable")))) is None
 
 
@@ -158,3 +158,72 @@ def test_thread_findings_stay_within_one_run_and_one_timing_mode():
     found = thread_findings(f)
     assert [x.spread for x in found] == [pytest.approx(3.0), pytest.approx(1.5)]
     assert [sorted(f.loc[x.rows.index, "run_id"].unique()) for x in found] == [["r2"], ["r1"]]
+
+
+def procs(groups: int, medians: list[float], stability: str, **kw):
+    """A conv row measured in ``len(medians)`` processes (its stored median: their lower median)."""
+    lower = sorted(medians)[(len(medians) - 1) // 2]
+    return conv(groups, lower, stability=stability, processes=len(medians), process_medians_s=medians, **kw)
+
+
+def test_set_aside_rows_carry_a_finding_when_the_ratio_holds_in_every_process():
+    # process 2 ran slow for every case (the host): both rows' times moved, g64 / g1 did not
+    f = frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "bimodal"))
+    assert findings(f, min_spread=1.1) and not judged(f).size
+    (found,) = findings(f, min_spread=1.1)
+    # per-process ratios 2.0/1.0, 4.0/1.9, 2.2/1.05 = 2.0, 2.105, 2.095: the smallest is the spread
+    assert found.basis == "each process" and found.spread == pytest.approx(2.0)
+    assert "takes 2.0-2.1x as long as conv2d in=512 out=512 k=3 on 1x1 in each of 3 processes (2.2 ms vs 1.05 ms;" \
+           " the times are bimodal, not stable, but the ratio held in every process)" in found.text
+    assert list(found.rows["time_median_s"]) == [1.05e-3, 2.2e-3]                     # fast first
+
+
+def test_a_ratio_that_flips_in_one_process_is_no_finding():
+    f = frame(procs(64, [2.0e-3, 1.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy"))
+    # by medians g64 takes 2.0/1.05 = 1.9x as long, but in process 2 it was the faster one (0.53x)
+    assert findings(f, min_spread=1.1) == []
+
+
+def test_paired_findings_need_two_processes_one_run_and_every_process():
+    one = frame(procs(64, [2.0e-3], "noisy"), procs(1, [1.0e-3], "noisy"))
+    assert findings(one) == []                                     # one process: no evidence across processes
+    runs = frame(procs(64, [2.0e-3, 2.1e-3, 2.2e-3], "bimodal", run_id="a"),
+                 procs(1, [1.0e-3, 1.0e-3, 1.0e-3], "bimodal", run_id="b"))
+    assert findings(runs) == []                                    # never across runs
+    failed_one = frame(procs(64, [2.0e-3, 2.2e-3], "noisy"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "bimodal"),
+                       procs(4, [1.0e-3, 1.0e-3, 1.0e-3], "stable"))
+    # the g64 row lost a process (2 of the run's 3): its k-th median is not the k-th process's, so it pairs
+    # with nothing; g1 and g4 are equal-FLOPs, bimodal g1 vs stable g4 differ by 1.0-1.9x: below 1.1 in two
+    assert findings(failed_one, min_spread=1.1) == []
+
+
+def test_two_judged_rows_are_told_by_their_medians_once_and_paired_findings_follow():
+    f = frame(procs(1, [1.0e-3, 1.0e-3, 1.0e-3], "stable"), procs(8, [1.5e-3, 1.5e-3, 1.5e-3], "stable"),
+              procs(64, [4.0e-3, 8.0e-3, 4.4e-3], "bimodal", flops=2e9), procs(2, [1e-3, 2e-3, 1.1e-3], "noisy",
+                                                                                flops=2e9))
+    found = findings(f, min_spread=1.1)
+    assert [x.basis for x in found] == ["medians", "each process"]
+    assert found[0].spread == pytest.approx(1.5) and found[1].spread == pytest.approx(4.0)
+    assert [x.text for x in findings(f, top=1)] == [found[0].text]
+
+
+def test_the_summary_shows_paired_findings_when_every_row_is_set_aside():
+    from harness.analysis import derive
+    from harness.cli.summary import finding_lines
+    f = derive(frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
+    lines = finding_lines(f)
+    assert lines[0] == "findings (equal FLOPs, slowest vs fastest):" and "in each of 3 processes" in " ".join(lines)
+    flipped = derive(frame(procs(64, [2.0e-3, 1.0e-3, 2.2e-3], "bimodal"),
+                           procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
+    assert finding_lines(flipped) == [
+        "findings: none (every measured row set aside, and no equal-FLOPs ratio held in every process)"]
+
+
+def test_a_paired_findings_table_shows_each_processs_median():
+    from harness.analysis import derive
+    from harness.report.format import rows_view
+    f = derive(frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
+    (found,) = findings(f)
+    view = rows_view(f.loc[found.rows.index], per_process=True)
+    assert list(view["per process"]) == ["1 ms / 1.9 ms / 1.05 ms", "2 ms / 4 ms / 2.2 ms"]
+    assert "per process" not in rows_view(f)

@@ -5,6 +5,12 @@ per run, machine, device, dtype, thread count and timing mode by FLOPs equal wit
 a relative tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
 the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
 channel groups, output size (parallelism), the implementation that ran, and the row labels.
+
+Set-aside rows (not stable) carry no finding by their medians. They may carry one **paired by
+process**: measured in N >= 2 worker processes, rows of one run whose time moved between processes
+(a process slowed by the host slows every case it measures) are compared process by process, and a
+pair is a finding when the slow row took at least ``min_spread`` x the fast one's time *in every
+process*; its spread is the smallest of those ratios (``paired_findings``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.verdicts import judged
+from harness.analysis.verdicts import is_set_aside, judged, labels, measured
 from harness.units import seconds, si
 
 #: FLOPs within this relative distance of a group's smallest count belong to the group.
@@ -37,13 +43,17 @@ def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_si
     """The table's judged rows (``verdicts.judged``) with a ``group`` column (groups of at least
     ``min_size``), and per row ``group_spread`` (the group's slowest / fastest median time) and
     ``speed_rank`` (1 = fastest)."""
-    ok = judged(frame)
-    ok = ok[(ok["flops"] > 0) & (ok["time_median_s"] > 0)].copy()
+    return _groups(judged(frame), [c for c in PARTITION if c in frame], tol, min_size)
+
+
+def _groups(rows: pd.DataFrame, part: list[str], tol: float, min_size: int) -> pd.DataFrame:
+    """``rows`` (with FLOPs and a time) with ``group``, ``group_spread`` and ``speed_rank``: groups of
+    equal FLOPs within ``tol`` inside each ``part`` partition, of at least ``min_size`` rows."""
+    ok = rows[(rows["flops"] > 0) & (rows["time_median_s"] > 0)].copy()
     if ok.empty:
         return ok.assign(group=pd.Series(dtype=int), group_spread=pd.Series(dtype=float),
                          speed_rank=pd.Series(dtype=int))
-    part = [c for c in PARTITION if c in ok]  # never across runs or machines
-    ok = ok.sort_values(part + ["flops"], kind="stable")
+    ok = ok.sort_values(part + ["flops"], kind="stable")        # never across runs or machines
     keys = ok.groupby(part, sort=False, dropna=False).ngroup().to_numpy()
     flops = ok["flops"].to_numpy(dtype=float)
     gid = np.empty(len(ok), dtype=np.int64)
@@ -70,6 +80,8 @@ class Finding:
     spread: float
     text: str
     rows: pd.DataFrame
+    #: ``medians`` (judged rows, slowest over fastest median) or ``each process`` (``paired_findings``).
+    basis: str = "medians"
 
 
 #: Short names for canonical parameters in sentences (``in_channels`` -> ``in``).
@@ -162,8 +174,16 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
 
 def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
              grouped: pd.DataFrame | None = None) -> list[Finding]:
-    """The ``top`` equal-FLOPs groups by spread (at least ``min_spread``), each as a sentence.
-    ``grouped``: ``equal_flops_groups(frame, tol)`` when the caller already has it."""
+    """The ``top`` findings: those of judged rows by their medians (``median_findings``), then
+    those of set-aside rows paired by process (``paired_findings``), each by spread."""
+    found = median_findings(frame, top, tol, min_spread, grouped)
+    return found + paired_findings(frame, top - len(found), tol, min_spread) if len(found) < top else found
+
+
+def median_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
+                    grouped: pd.DataFrame | None = None) -> list[Finding]:
+    """The ``top`` equal-FLOPs groups of judged rows by spread (at least ``min_spread``), each as a
+    sentence. ``grouped``: ``equal_flops_groups(frame, tol)`` when the caller already has it."""
     if grouped is None:
         grouped = equal_flops_groups(frame, tol)
     if grouped.empty:
@@ -191,6 +211,72 @@ def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, m
         cols = [c for c in EXPLAIN_COLUMNS if c in rows]
         out.append(Finding(group=int(g), spread=float(spread), text=text, rows=rows[cols]))
     return out
+
+
+#: Fewest processes a paired finding compares (one process is no evidence across processes).
+MIN_PAIRED_PROCESSES = 2
+
+
+def paired_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL,
+                    min_spread: float = 1.1) -> list[Finding]:
+    """Findings of set-aside rows, paired by process: within each equal-FLOPs group of a run's
+    measured rows that every one of its N >= 2 processes measured, the pair (at least one row set
+    aside) whose smallest per-process ratio ``slow_k / fast_k`` is largest; a finding when that
+    ratio is at least ``min_spread``. Its ``spread`` is that smallest ratio."""
+    rows = _paired_rows(frame)
+    if rows.empty or top <= 0:
+        return []
+    grouped = _groups(rows, [c for c in [*PARTITION, R.PROCESSES] if c in rows], tol, 2)
+    best = [p for _, g in grouped.groupby("group", sort=False) if (p := _best_pair(g, min_spread))]
+    out: list[Finding] = []
+    seen: set[tuple[str, str]] = set()
+    for lo, hi, slow, fast, pair in sorted(best, key=lambda p: -p[0]):
+        if (slow["row_id"], fast["row_id"]) in seen or len(out) >= top:
+            continue
+        seen.add((slow["row_id"], fast["row_id"]))
+        out.append(_paired_finding(lo, hi, slow, fast, pair))
+    return out
+
+
+def _paired_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows that every process of their run measured (``processes`` = the run's most, at
+    least ``MIN_PAIRED_PROCESSES``), with ``set_aside`` and ``label_stability`` columns."""
+    if R.PROCESS_MEDIANS not in frame or R.PROCESSES not in frame:
+        return frame.iloc[:0]
+    ok = frame[measured(frame)].copy()
+    n = pd.to_numeric(ok[R.PROCESSES], errors="coerce")
+    most = n.groupby(ok[R.RUN_ID]).transform("max") if R.RUN_ID in ok else n.max()
+    lengths = ok[R.PROCESS_MEDIANS].map(lambda v: len(v) if v is not None and not isinstance(v, float) else 0)
+    ok = ok[(n >= MIN_PAIRED_PROCESSES) & n.eq(most) & lengths.eq(n)]
+    return ok.assign(set_aside=is_set_aside(ok), label_stability=labels(ok))
+
+
+def _best_pair(g: pd.DataFrame, min_spread: float) -> tuple | None:
+    """``(lo, hi, slow, fast, the two rows fast first)`` of the group's pair with the largest smallest per-process
+    ratio, when it is at least ``min_spread`` and one of the two rows is set aside; else None."""
+    p = np.array([np.asarray(v, dtype=float) for v in g[R.PROCESS_MEDIANS]])      # rows x processes
+    ratio = p[:, None, :] / p[None, :, :]                                         # [slow, fast, k]
+    lo = ratio.min(axis=2)
+    aside = g["set_aside"].to_numpy()
+    lo[~(aside[:, None] | aside[None, :])] = 0.0     # two judged rows: median_findings' business
+    np.fill_diagonal(lo, 0.0)
+    i, j = np.unravel_index(int(np.argmax(lo)), lo.shape)
+    if not lo[i, j] >= min_spread:
+        return None
+    return float(lo[i, j]), float(ratio[i, j].max()), g.iloc[i], g.iloc[j], g.iloc[[j, i]]
+
+
+def _paired_finding(lo: float, hi: float, slow: pd.Series, fast: pd.Series, pair: pd.DataFrame) -> Finding:
+    """One paired finding as a sentence: the ratio range over processes, why the rows were set aside."""
+    k = len(slow[R.PROCESS_MEDIANS])
+    aside = "/".join(sorted({str(r["label_stability"]) for r in (slow, fast) if r["set_aside"]}))
+    span = f"{lo:.1f}x" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}x"
+    text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)} takes "
+            f"{span} as long as {describe_row(fast)} in each of {k} processes ({_time(slow['time_median_s'])} vs "
+            f"{_time(fast['time_median_s'])}; the times are {aside}, not stable, but the ratio held in every "
+            "process): " + "; ".join(reasons(slow, fast)) + ".")
+    cols = [c for c in [*EXPLAIN_COLUMNS, R.PROCESS_MEDIANS] if c in pair]
+    return Finding(group=int(slow["group"]), spread=lo, text=text, rows=pair[cols], basis="each process")
 
 
 #: More threads must be this much slower than fewer for a thread finding.

@@ -10,7 +10,10 @@ The rule, on the ``stability`` column:
   recorded (a hand-built frame, or a file whose rows carry none): nothing says it is unstable, so
   it is used, but it is counted as ``no verdict``, never as ``stable``;
 - a measured row whose ``stability`` is anything else (``noisy``, ``bimodal``, ``contended``) is
-  **set aside**: counted by its value and left out of every verdict.
+  **set aside**: counted by its value and left out of every verdict on its time. Its time may still
+  carry a finding **paired by process** (``harness.analysis.findings.paired_findings``): measured
+  in N >= 2 worker processes, it is compared with an equal-FLOPs row process by process, and the
+  ratio must hold in every process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from harness import record as R
 STABLE = R.Stability.STABLE.value
 #: The label of a measured row with a null ``stability`` (used, but not called stable).
 NO_VERDICT = "no verdict"
+#: What happens to set-aside rows, in the one sentence every output prints.
+SET_ASIDE_RULE = "compare and regress leave them out, findings use them only where a ratio held in every process"
 #: Labels whose rows verdicts may use.
 JUDGED = (STABLE, NO_VERDICT)
 
@@ -83,14 +88,15 @@ def set_aside_of(label: pd.Series) -> dict[str, int]:
 
 def set_aside_text(aside: dict[str, int], of: str = "") -> str | None:
     """The one sentence for set-aside rows, ``None`` when there are none:
-    ``"3 measured rows of B set aside, not stable (1 bimodal, 2 noisy): findings, compare and
-    regress leave them out"`` (``of``: ``" of B"``, ``" of the new run"`` or nothing)."""
+    ``"3 measured rows of B set aside, not stable (1 bimodal, 2 noisy): compare and regress leave
+    them out, findings use them only where a ratio held in every process"`` (``of``: ``" of B"``,
+    ``" of the new run"`` or nothing)."""
     n = sum(aside.values())
     if not n:
         return None
     parts = ", ".join(f"{v} {k}" for k, v in aside.items())
     return (f"{n} measured row{'s' if n != 1 else ''}{of} set aside, not stable ({parts}): "
-            "findings, compare and regress leave them out")
+            f"{SET_ASIDE_RULE}")
 
 
 def counts_text(frame: pd.DataFrame) -> str:

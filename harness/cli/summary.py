@@ -155,20 +155,15 @@ def label_line(ok: pd.DataFrame) -> str:
     return "roofline: " + ", ".join(parts)
 
 
-def judged_rows(ok: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows findings are drawn from (``verdicts.judged``) and the stability line
-    (``verdicts.counts_text``)."""
-    from harness.analysis.verdicts import counts_text, judged
-    return judged(ok), counts_text(ok)
-
-
-def finding_lines(rows: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
-    """The ``top`` equal-FLOPs findings, one sentence each, wrapped to ``WIDTH``."""
+def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
+    """The ``top`` equal-FLOPs findings of the measured rows ``ok`` (``analysis.findings``: judged
+    rows by their medians, then set-aside rows paired by process), one sentence each, wrapped to ``WIDTH``."""
     from harness.analysis import findings
-    if rows.empty:
-        return ["findings: none (every measured row set aside)"]
-    found = findings(rows, top=top)
+    from harness.analysis.verdicts import judged
+    found = findings(ok, top=top)
     if not found:
+        if judged(ok).empty:
+            return ["findings: none (every measured row set aside, and no equal-FLOPs ratio held in every process)"]
         return ["findings: no equal-FLOPs layers differ by 10 % or more"]
     lines = ["findings (equal FLOPs, slowest vs fastest):"]
     for i, f in enumerate(found, 1):
@@ -193,8 +188,8 @@ def summarize_table(d: pd.DataFrame, report: str | Path | None = None) -> str:
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
     lines = [head]
     if not ok.empty:
-        kept, stability = judged_rows(ok)
-        lines += [stability, *utilization_lines(ok), label_line(ok), *finding_lines(kept)]
+        from harness.analysis.verdicts import counts_text
+        lines += [counts_text(ok), *utilization_lines(ok), label_line(ok), *finding_lines(ok)]
     lines.append(f"report: {report}" if report is not None else "report: not written")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.findings import Finding
 from harness.analysis.verdicts import set_aside, set_aside_text
 from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
 from harness.report.model import ReportModel
@@ -92,7 +93,8 @@ def _rows_csv(model: ReportModel, out: Path) -> list[Path]:
 def _summary(model: ReportModel) -> dict[str, Any]:
     return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION, "runs": list(model.runs),
             "machines": _records(model.machines), "peaks": _records(model.peaks),
-            "findings": [{"text": f.text, "spread": f.spread, "rows": _records(f.rows)} for f in model.findings],
+            "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "rows": _records(f.rows)}
+                         for f in model.findings],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
             "plots": [f"{p.name}.png" for p in model.plots]}
@@ -176,6 +178,17 @@ def _cross_view(model: ReportModel) -> pd.DataFrame | None:
     return x
 
 
+def _spread(f: Finding) -> str:
+    """``spread 1.59x`` (slowest over fastest median), or for a finding paired by process
+    ``spread 2.07x in every process`` (its smallest per-process ratio)."""
+    return f"spread {f.spread:.2f}x" + (" in every process" if f.basis != "medians" else "")
+
+
+def _finding_view(model: ReportModel, f: Finding, where: bool | None = None) -> pd.DataFrame:
+    """A finding's rows; a finding paired by process shows each process's median too."""
+    return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis != "medians")
+
+
 @renderer("markdown")
 def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     """``report.md`` with the plots as PNG and SVG beside it and ``rows.csv`` (every row)."""
@@ -192,7 +205,7 @@ def to_markdown(model: ReportModel, out: Path) -> list[Path]:
            _md_table(peaks_view(model.peaks, model.table)), ""]
     md += ["## Plots", ""] + [f"![{_md_escape(p.title)}]({p.name}.png)" for p in model.plots] + [""]
     for i, f in enumerate(model.findings, 1):
-        md += [f"### Finding {i}: spread {f.spread:.2f}x", "", _md_table(rows_view(model.table.loc[f.rows.index])), ""]
+        md += [f"### Finding {i}: {_spread(f)}", "", _md_table(_finding_view(model, f)), ""]
     if len(model.unstable):
         md += ["## Set aside: rows not stable (drawn hollow)", "", _aside_note(model), "",
                _md_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS))), ""]
@@ -269,8 +282,8 @@ def to_html(model: ReportModel, out: Path) -> list[Path]:
             "<h2>Outliers (labelled in the plots)</h2>", f"<ul>{lines}</ul>" if lines else "<p>(no roofline)</p>",
             "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
     for i, f in enumerate(model.findings, 1):
-        body += [f"<h3>Finding {i}: spread {f.spread:.2f}x</h3>",
-                 _html_table(rows_view(model.table.loc[f.rows.index], where=where), docs=True)]
+        body += [f"<h3>Finding {i}: {_spread(f)}</h3>",
+                 _html_table(_finding_view(model, f, where), docs=True)]
     cross = _cross_view(model)
     if cross is not None:
         body += ["<h2>Across devices (utilization, an explicit cross-device view)</h2>", _html_table(cross)]
