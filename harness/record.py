@@ -38,8 +38,9 @@ class _Word(str, Enum):
 
 
 class Stability(_Word):
-    """Whether a measured row's time can carry a verdict (findings, compare, regress use ``stable`` rows and
-    rows with no verdict: ``harness.analysis.verdicts``)."""
+    """Whether a measured row's time can carry a verdict (findings by median, compare, regress use ``stable``
+    rows and rows with no verdict: ``harness.analysis.verdicts``; a set-aside row's finding must hold
+    across processes: ``harness.analysis.findings``)."""
 
     STABLE = "stable"
     NOISY = "noisy"

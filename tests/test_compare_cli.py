@@ -74,7 +74,8 @@ def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     assert "1 slower, 1 faster, 1 same, 2 set aside" in out
     assert "conv" in out.split("geometric mean of B/A per family:")[1] and "1.100" in out
     assert err.strip() == ("2 measured rows of B set aside, not stable (1 bimodal, 1 noisy): compare and regress "
-                           "leave them out, findings use them only where a ratio held in every process")
+                           "leave them out, findings use them only where every process of one layer took 1.1x or "
+                           "more of every process of the other")
     assert main(["compare", a, "--to", b, "--fail-on", "median:10%"]) == 1
     out, err = capsys.readouterr()
     assert "slower (fail-on)" in out and "--fail-on median:10%: 1 case(s) crossed it" in err

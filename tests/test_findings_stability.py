@@ -1,5 +1,6 @@
 """One rule for which rows are judged (``harness.analysis.verdicts``), the same in findings, the report,
-the summary, ``compare``, ``regress`` and the history site; thread findings within one run and mode."""
+the summary, ``compare``, ``regress`` and the history site; set-aside rows in findings only across processes;
+thread findings within one run and mode."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 from test_analysis import frame, row
 
 from harness.analysis import compare, derive, equal_flops_groups, findings, regressions
-from harness.analysis.findings import thread_findings
+from harness.analysis.findings import ACROSS, MEDIANS, cross_process_findings, thread_findings
 from harness.analysis.verdicts import counts, counts_text, is_set_aside, judged, set_aside, set_aside_text
 
-RULE = "compare and regress leave them out, findings use them only where a ratio held in every process"
+RULE = ("compare and regress leave them out, findings use them only where every process of one layer took 1.1x or "
+        "more of every process of the other")
 NOISY_ASIDE = f"1 measured row set aside, not stable (1 noisy): {RULE}"
 
 
@@ -52,8 +54,7 @@ def test_the_rule_judged_counts_and_the_one_sentence():
     assert set_aside(f) == {"noisy": 1}
     assert set_aside_text(set_aside(f)) == NOISY_ASIDE
     assert set_aside_text({"noisy": 2, "bimodal": 1}, " of B") == (
-        "3 measured rows of B set aside, not stable (2 noisy, 1 bimodal): compare and regress leave them out, "
-        "findings use them only where a ratio held in every process")
+        f"3 measured rows of B set aside, not stable (2 noisy, 1 bimodal): {RULE}")
     assert set_aside_text({}) is None
     assert counts_text(f) == ("stability: 1 stable, 1 no verdict, 1 noisy (no verdict: none recorded; used, "
                               f"not called stable); {NOISY_ASIDE}")
@@ -160,70 +161,89 @@ def test_thread_findings_stay_within_one_run_and_one_timing_mode():
     assert [sorted(f.loc[x.rows.index, "run_id"].unique()) for x in found] == [["r2"], ["r1"]]
 
 
-def procs(groups: int, medians: list[float], stability: str, **kw):
+
+def procs(groups: int, medians: list, stability: str, **kw):
     """A conv row measured in ``len(medians)`` processes (its stored median: their lower median)."""
-    lower = sorted(medians)[(len(medians) - 1) // 2]
+    lower = sorted(m for m in medians if m == m and m is not pd.NA)[(len(medians) - 1) // 2]
     return conv(groups, lower, stability=stability, processes=len(medians), process_medians_s=medians, **kw)
 
 
-def test_set_aside_rows_carry_a_finding_when_the_ratio_holds_in_every_process():
-    # process 2 ran slow for every case (the host): both rows' times moved, g64 / g1 did not
-    f = frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "bimodal"))
-    assert findings(f, min_spread=1.1) and not judged(f).size
+def test_set_aside_rows_carry_a_finding_when_every_process_of_one_is_slower_than_every_process_of_the_other():
+    # both rows moved between processes (process 2 ran slow), so both are set aside; yet g64's fastest
+    # process (2.0 ms) still took 2.0 / 1.3 = 1.54x g1's slowest (1.3 ms)
+    f = frame(procs(64, [2.0e-3, 2.6e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.3e-3, 1.05e-3], "noisy"))
+    assert judged(f).empty
     (found,) = findings(f, min_spread=1.1)
-    # per-process ratios 2.0/1.0, 4.0/1.9, 2.2/1.05 = 2.0, 2.105, 2.095: the smallest is the spread
-    assert found.basis == "each process" and found.spread == pytest.approx(2.0)
-    assert "takes 2.0-2.1x as long as conv2d in=512 out=512 k=3 on 1x1 in each of 3 processes (2.2 ms vs 1.05 ms;" \
-           " the times are bimodal, not stable, but the ratio held in every process)" in found.text
+    assert found.basis == ACROSS and found.spread == pytest.approx(2.0 / 1.3) and found.group == -1
+    assert ("takes at least 1.5x as long as conv2d in=512 out=512 k=3 on 1x1 whichever of their processes are "
+            "compared (its fastest of 3 processes: 2 ms; the other's slowest of 3: 1.3 ms; bimodal vs noisy): ") \
+        in found.text
     assert list(found.rows["time_median_s"]) == [1.05e-3, 2.2e-3]                     # fast first
+    # the same medians once process 2 slowed g64 only: 1.9 ms in g1's slowest process against 2.0 ms
+    assert findings(frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"),
+                          procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "bimodal"))) == []
 
 
-def test_a_ratio_that_flips_in_one_process_is_no_finding():
+def test_processes_that_overlap_give_no_finding():
     f = frame(procs(64, [2.0e-3, 1.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy"))
-    # by medians g64 takes 2.0/1.05 = 1.9x as long, but in process 2 it was the faster one (0.53x)
+    # by medians g64 takes 2.0/1.05 = 1.9x as long, but its fastest process (1.0 ms) beat g1's slowest (1.9 ms)
     assert findings(f, min_spread=1.1) == []
 
 
-def test_paired_findings_need_two_processes_one_run_and_every_process():
-    one = frame(procs(64, [2.0e-3], "noisy"), procs(1, [1.0e-3], "noisy"))
-    assert findings(one) == []                                     # one process: no evidence across processes
+def test_findings_across_processes_need_three_valid_processes_in_one_run():
+    assert findings(frame(procs(64, [2.0e-3], "noisy"), procs(1, [1.0e-3], "noisy"))) == []
+    assert findings(frame(procs(64, [2.0e-3, 2.1e-3], "noisy"), procs(1, [1.0e-3, 1.0e-3], "noisy"))) == []
     runs = frame(procs(64, [2.0e-3, 2.1e-3, 2.2e-3], "bimodal", run_id="a"),
                  procs(1, [1.0e-3, 1.0e-3, 1.0e-3], "bimodal", run_id="b"))
     assert findings(runs) == []                                    # never across runs
-    failed_one = frame(procs(64, [2.0e-3, 2.2e-3], "noisy"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "bimodal"),
-                       procs(4, [1.0e-3, 1.0e-3, 1.0e-3], "stable"))
-    # the g64 row lost a process (2 of the run's 3): its k-th median is not the k-th process's, so it pairs
-    # with nothing; g1 and g4 are equal-FLOPs, bimodal g1 vs stable g4 differ by 1.0-1.9x: below 1.1 in two
-    assert findings(failed_one, min_spread=1.1) == []
+    # a row whose medians hold a null, a NaN or a zero is left out; the group's other pair still counts
+    for bad in (float("nan"), pd.NA, None, 0.0):
+        f = frame(procs(64, [2.0e-3, 2.1e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.0e-3, 1.0e-3], "noisy"),
+                  conv(4, 1e-3, stability="noisy", processes=3, process_medians_s=[bad, 1e-3, 1e-3]))
+        (found,) = findings(f)
+        assert found.spread == pytest.approx(2.0) and "g=64" in found.text and "g=4" not in found.text
 
 
-def test_two_judged_rows_are_told_by_their_medians_once_and_paired_findings_follow():
+def test_two_judged_rows_are_told_by_their_medians_once_and_findings_across_processes_follow():
     f = frame(procs(1, [1.0e-3, 1.0e-3, 1.0e-3], "stable"), procs(8, [1.5e-3, 1.5e-3, 1.5e-3], "stable"),
-              procs(64, [4.0e-3, 8.0e-3, 4.4e-3], "bimodal", flops=2e9), procs(2, [1e-3, 2e-3, 1.1e-3], "noisy",
-                                                                                flops=2e9))
+              procs(64, [4.0e-3, 8.0e-3, 4.4e-3], "bimodal", flops=2e9),
+              procs(2, [1e-3, 2e-3, 1.1e-3], "noisy", flops=2e9))
     found = findings(f, min_spread=1.1)
-    assert [x.basis for x in found] == ["medians", "each process"]
-    assert found[0].spread == pytest.approx(1.5) and found[1].spread == pytest.approx(4.0)
+    assert [x.basis for x in found] == [MEDIANS, ACROSS]
+    assert found[0].spread == pytest.approx(1.5) and found[1].spread == pytest.approx(4.0 / 2.0)
     assert [x.text for x in findings(f, top=1)] == [found[0].text]
+    # two judged rows never make a finding across processes, not even with no threshold
+    assert cross_process_findings(f.iloc[:2], min_spread=0.0) == []
 
 
-def test_the_summary_shows_paired_findings_when_every_row_is_set_aside():
+def test_the_same_pair_in_several_runs_is_one_finding_across_processes():
+    f = frame(*(procs(g, m, "bimodal", run_id=r) for r, k in (("a", 1.0), ("b", 1.2))
+                for g, m in ((64, [2.0e-3 * k, 2.1e-3 * k, 2.2e-3 * k]), (1, [1e-3, 1e-3, 1e-3]))))
+    (found,) = findings(f)
+    assert found.spread == pytest.approx(2.4) and found.text.endswith("Seen in 2 runs.")
+
+
+def test_the_summary_shows_findings_across_processes_when_every_row_is_set_aside():
     from harness.analysis import derive
     from harness.cli.summary import finding_lines
-    f = derive(frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
+    f = derive(frame(procs(64, [2.0e-3, 2.6e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.3e-3, 1.05e-3], "noisy")))
     lines = finding_lines(f)
-    assert lines[0] == "findings (equal FLOPs, slowest vs fastest):" and "in each of 3 processes" in " ".join(lines)
-    flipped = derive(frame(procs(64, [2.0e-3, 1.0e-3, 2.2e-3], "bimodal"),
+    assert lines[0] == "findings (equal FLOPs, slowest vs fastest):"
+    assert "whichever of their processes are compared" in " ".join(lines)
+    overlap = derive(frame(procs(64, [2.0e-3, 1.0e-3, 2.2e-3], "bimodal"),
                            procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
-    assert finding_lines(flipped) == [
-        "findings: none (every measured row set aside, and no equal-FLOPs ratio held in every process)"]
+    assert finding_lines(overlap) == ["findings: none (every measured row set aside, and no equal-FLOPs layer took "
+                                      "1.1x or more of another in every process)"]
+    one = derive(frame(procs(64, [2.0e-3], "bimodal"), procs(1, [1.0e-3], "noisy")))
+    assert finding_lines(one) == ["findings: none (every measured row set aside; rows measured in 3 or more "
+                                  "processes, --processes, may still carry one)"]
 
 
-def test_a_paired_findings_table_shows_each_processs_median():
+def test_a_findings_table_across_processes_shows_each_processs_median():
     from harness.analysis import derive
     from harness.report.format import rows_view
-    f = derive(frame(procs(64, [2.0e-3, 4.0e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.9e-3, 1.05e-3], "noisy")))
+    f = derive(frame(procs(64, [2.0e-3, 2.6e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.3e-3, 1.05e-3], "noisy")))
     (found,) = findings(f)
     view = rows_view(f.loc[found.rows.index], per_process=True)
-    assert list(view["per process"]) == ["1 ms / 1.9 ms / 1.05 ms", "2 ms / 4 ms / 2.2 ms"]
+    assert list(view["per process"]) == ["1 ms / 1.3 ms / 1.05 ms", "2 ms / 2.6 ms / 2.2 ms"]
     assert "per process" not in rows_view(f)

@@ -64,7 +64,8 @@ def test_summary_figures(stored):
     assert "best c=8: 0 % / 0 %" in relu and "worst c=16*: 0 % / 0 %" in relu
     assert any(x.strip().startswith("(* a row set aside, not stable") for x in lines)
     assert ("stability: 3 stable, 1 noisy; 1 measured row set aside, not stable (1 noisy): compare and regress "
-            "leave them out, findings use them only where a ratio held in every process") in lines
+            "leave them out, findings use them only where every process of one layer took 1.1x or more of every "
+            "process of the other") in lines
     # at most 15 % of the compute roof, whose side of the ridge they fall on (intensity >= 5e8 / 1e12 FLOP/B)
     assert any(x.startswith("roofline: 4 under-utilised") for x in lines)
     assert any("takes 4.0x as long as" in x for x in lines)   # the equal-FLOPs pair, one sentence

@@ -6,11 +6,12 @@ a relative tolerance; a group's spread is its slowest median time over its faste
 the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
 channel groups, output size (parallelism), the implementation that ran, and the row labels.
 
-Set-aside rows (not stable) carry no finding by their medians. They may carry one **paired by
-process**: measured in N >= 2 worker processes, rows of one run whose time moved between processes
-(a process slowed by the host slows every case it measures) are compared process by process, and a
-pair is a finding when the slow row took at least ``min_spread`` x the fast one's time *in every
-process*; its spread is the smallest of those ratios (``paired_findings``).
+Set-aside rows (not stable) carry no finding by their medians. They may carry one **across
+processes** (``cross_process_findings``): when each of two equal-FLOPs rows of a run was measured in
+at least ``MIN_PROCESSES`` worker processes and every process of the slow one took at least
+``min_spread`` x as long as every process of the fast one (``min(slow) / max(fast)``, no
+assumption that the k-th process of one row is the k-th of the other), however much either time
+moved between processes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from harness import record as R
 from harness.analysis.verdicts import is_set_aside, judged, labels, measured
 from harness.units import seconds, si
 
+#: ``Finding.basis`` of a finding told by the medians of judged rows.
+MEDIANS = "medians"
+#: ``Finding.basis`` of a finding that holds whichever processes of its two rows are compared.
+ACROSS = "across processes"
 #: FLOPs within this relative distance of a group's smallest count belong to the group.
 EQUAL_FLOPS_TOL = 0.02
 #: Columns shown beside each member of a group (those present in the table).
@@ -80,7 +85,8 @@ class Finding:
     spread: float
     text: str
     rows: pd.DataFrame
-    #: ``medians`` (judged rows, slowest over fastest median) or ``each process`` (``paired_findings``).
+    #: ``MEDIANS`` (judged rows: slowest over fastest median) or ``ACROSS`` (``cross_process_findings``:
+    #: a bound over every process of both rows). ``group`` is -1 for the latter.
     basis: str = "medians"
 
 
@@ -175,9 +181,9 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
 def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
              grouped: pd.DataFrame | None = None) -> list[Finding]:
     """The ``top`` findings: those of judged rows by their medians (``median_findings``), then
-    those of set-aside rows paired by process (``paired_findings``), each by spread."""
+    those of set-aside rows across processes (``cross_process_findings``), each by spread."""
     found = median_findings(frame, top, tol, min_spread, grouped)
-    return found + paired_findings(frame, top - len(found), tol, min_spread) if len(found) < top else found
+    return found + cross_process_findings(frame, top - len(found), tol, min_spread)
 
 
 def median_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
@@ -213,70 +219,87 @@ def median_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS
     return out
 
 
-#: Fewest processes a paired finding compares (one process is no evidence across processes).
-MIN_PAIRED_PROCESSES = 2
+#: Fewest processes each row of a finding across processes was measured in.
+MIN_PROCESSES = 3
 
 
-def paired_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL,
-                    min_spread: float = 1.1) -> list[Finding]:
-    """Findings of set-aside rows, paired by process: within each equal-FLOPs group of a run's
-    measured rows that every one of its N >= 2 processes measured, the pair (at least one row set
-    aside) whose smallest per-process ratio ``slow_k / fast_k`` is largest; a finding when that
-    ratio is at least ``min_spread``. Its ``spread`` is that smallest ratio."""
-    rows = _paired_rows(frame)
+def process_medians(v: object) -> np.ndarray | None:
+    """A stored ``process_medians_s`` as floats (s); ``None`` unless it is a list whose every entry
+    is a finite positive time (a list, an array, or null as Parquet and pandas give it)."""
+    if v is None or isinstance(v, str) or not pd.api.types.is_list_like(v):
+        return None
+    a = pd.to_numeric(pd.Series(list(v), dtype=object), errors="coerce").to_numpy(dtype=float)
+    return a if a.size and np.isfinite(a).all() and (a > 0).all() else None
+
+
+def cross_process_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL,
+                           min_spread: float = 1.1) -> list[Finding]:
+    """Findings of set-aside rows, judged across processes: within each equal-FLOPs group of a
+    run's measured rows measured in at least ``MIN_PROCESSES`` processes each, the pair (at least
+    one row set aside) with the largest bound ``min(slow's process medians) / max(fast's)``, a
+    finding when that bound is at least ``min_spread``: every process of the slow row took that
+    many times as long as every process of the fast one. Its ``spread`` is the bound; the same
+    pair in several runs is one finding, told at its largest bound."""
+    rows = _multi_process_rows(frame)
     if rows.empty or top <= 0:
         return []
-    grouped = _groups(rows, [c for c in [*PARTITION, R.PROCESSES] if c in rows], tol, 2)
-    best = [p for _, g in grouped.groupby("group", sort=False) if (p := _best_pair(g, min_spread))]
-    out: list[Finding] = []
-    seen: set[tuple[str, str]] = set()
-    for lo, hi, slow, fast, pair in sorted(best, key=lambda p: -p[0]):
-        if (slow["row_id"], fast["row_id"]) in seen or len(out) >= top:
-            continue
-        seen.add((slow["row_id"], fast["row_id"]))
-        out.append(_paired_finding(lo, hi, slow, fast, pair))
-    return out
+    grouped = _groups(rows, [c for c in PARTITION if c in rows], tol, min_size=2)
+    pairs: dict[tuple[str, str], list[Bound]] = {}
+    for _, g in grouped.groupby("group", sort=False):
+        if (b := _bound(g, min_spread)) is not None:
+            pairs.setdefault((b.slow["row_id"], b.fast["row_id"]), []).append(b)
+    told = [(max(bs, key=lambda b: b.lo), len(bs)) for bs in pairs.values()]
+    return [_cross_finding(b, runs) for b, runs in sorted(told, key=lambda t: -t[0].lo)[:top]]
 
 
-def _paired_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Measured rows that every process of their run measured (``processes`` = the run's most, at
-    least ``MIN_PAIRED_PROCESSES``), with ``set_aside`` and ``label_stability`` columns."""
-    if R.PROCESS_MEDIANS not in frame or R.PROCESSES not in frame:
+def _multi_process_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows with at least ``MIN_PROCESSES`` valid process medians, with ``fastest_s`` and
+    ``slowest_s`` (their smallest and largest), ``set_aside`` and ``label_stability`` columns."""
+    if R.PROCESS_MEDIANS not in frame:
         return frame.iloc[:0]
-    ok = frame[measured(frame)].copy()
-    n = pd.to_numeric(ok[R.PROCESSES], errors="coerce")
-    most = n.groupby(ok[R.RUN_ID]).transform("max") if R.RUN_ID in ok else n.max()
-    lengths = ok[R.PROCESS_MEDIANS].map(lambda v: len(v) if v is not None and not isinstance(v, float) else 0)
-    ok = ok[(n >= MIN_PAIRED_PROCESSES) & n.eq(most) & lengths.eq(n)]
-    return ok.assign(set_aside=is_set_aside(ok), label_stability=labels(ok))
+    ok = frame[measured(frame)]
+    medians = ok[R.PROCESS_MEDIANS].map(process_medians)
+    keep = medians.map(lambda a: a is not None and a.size >= MIN_PROCESSES)
+    ok, medians = ok[keep], medians[keep]
+    return ok.assign(fastest_s=medians.map(np.min).astype(float), slowest_s=medians.map(np.max).astype(float),
+                     processes_n=medians.map(len), set_aside=is_set_aside(ok), label_stability=labels(ok))
 
 
-def _best_pair(g: pd.DataFrame, min_spread: float) -> tuple | None:
-    """``(lo, hi, slow, fast, the two rows fast first)`` of the group's pair with the largest smallest per-process
-    ratio, when it is at least ``min_spread`` and one of the two rows is set aside; else None."""
-    p = np.array([np.asarray(v, dtype=float) for v in g[R.PROCESS_MEDIANS]])      # rows x processes
-    ratio = p[:, None, :] / p[None, :, :]                                         # [slow, fast, k]
-    lo = ratio.min(axis=2)
-    aside = g["set_aside"].to_numpy()
-    lo[~(aside[:, None] | aside[None, :])] = 0.0     # two judged rows: median_findings' business
-    np.fill_diagonal(lo, 0.0)
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A pair of equal-FLOPs rows: every process of ``slow`` took at least ``lo`` x as long as every
+    process of ``fast``; ``pair`` holds the two rows, fast first."""
+
+    lo: float
+    slow: pd.Series
+    fast: pd.Series
+    pair: pd.DataFrame
+
+
+def _bound(g: pd.DataFrame, min_spread: float) -> Bound | None:
+    """The group's pair with the largest ``fastest_s[slow] / slowest_s[fast]``, one of the two set
+    aside (two judged rows are ``median_findings``' business); ``None`` below ``min_spread``."""
+    lo = g["fastest_s"].to_numpy()[:, None] / g["slowest_s"].to_numpy()[None, :]     # [slow, fast]
+    aside = g["set_aside"].to_numpy(dtype=bool)
+    lo[~(aside[:, None] | aside[None, :])] = -np.inf
+    np.fill_diagonal(lo, -np.inf)
     i, j = np.unravel_index(int(np.argmax(lo)), lo.shape)
     if not lo[i, j] >= min_spread:
         return None
-    return float(lo[i, j]), float(ratio[i, j].max()), g.iloc[i], g.iloc[j], g.iloc[[j, i]]
+    return Bound(float(lo[i, j]), g.iloc[i], g.iloc[j], g.iloc[[j, i]])
 
 
-def _paired_finding(lo: float, hi: float, slow: pd.Series, fast: pd.Series, pair: pd.DataFrame) -> Finding:
-    """One paired finding as a sentence: the ratio range over processes, why the rows were set aside."""
-    k = len(slow[R.PROCESS_MEDIANS])
-    aside = "/".join(sorted({str(r["label_stability"]) for r in (slow, fast) if r["set_aside"]}))
-    span = f"{lo:.1f}x" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}x"
-    text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)} takes "
-            f"{span} as long as {describe_row(fast)} in each of {k} processes ({_time(slow['time_median_s'])} vs "
-            f"{_time(fast['time_median_s'])}; the times are {aside}, not stable, but the ratio held in every "
-            "process): " + "; ".join(reasons(slow, fast)) + ".")
-    cols = [c for c in [*EXPLAIN_COLUMNS, R.PROCESS_MEDIANS] if c in pair]
-    return Finding(group=int(slow["group"]), spread=lo, text=text, rows=pair[cols], basis="each process")
+def _cross_finding(b: Bound, runs: int) -> Finding:
+    """One finding across processes as a sentence: the bound, each row's extreme process, why set aside."""
+    slow, fast = b.slow, b.fast
+    text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)} takes at "
+            f"least {b.lo:.1f}x as long as {describe_row(fast)} whichever of their processes are compared (its "
+            f"fastest of {slow['processes_n']} processes: {_time(slow['fastest_s'])}; the other's slowest of "
+            f"{fast['processes_n']}: {_time(fast['slowest_s'])}; {slow['label_stability']} vs "
+            f"{fast['label_stability']}): " + "; ".join(reasons(slow, fast)) + "."
+            + (f" Seen in {runs} runs." if runs > 1 else ""))
+    cols = [c for c in [*EXPLAIN_COLUMNS, R.PROCESS_MEDIANS] if c in b.pair]
+    return Finding(group=-1, spread=b.lo, text=text, rows=b.pair[cols], basis=ACROSS)
 
 
 #: More threads must be this much slower than fewer for a thread finding.

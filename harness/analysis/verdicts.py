@@ -1,5 +1,6 @@
 """Which measured rows verdicts may use: the one rule that findings, the report, the end-of-run
-summary, ``compare``, ``regress`` and the history site share.
+summary, ``compare``, ``regress`` and the history site share (findings across processes, the one
+use of set-aside rows, are ``harness.analysis.findings``').
 
 The rule, on the ``stability`` column:
 
@@ -10,10 +11,10 @@ The rule, on the ``stability`` column:
   recorded (a hand-built frame, or a file whose rows carry none): nothing says it is unstable, so
   it is used, but it is counted as ``no verdict``, never as ``stable``;
 - a measured row whose ``stability`` is anything else (``noisy``, ``bimodal``, ``contended``) is
-  **set aside**: counted by its value and left out of every verdict on its time. Its time may still
-  carry a finding **paired by process** (``harness.analysis.findings.paired_findings``): measured
-  in N >= 2 worker processes, it is compared with an equal-FLOPs row process by process, and the
-  ratio must hold in every process.
+  **set aside**: counted by its value and left out of every verdict on its median. It may still
+  carry a finding **across processes** (``harness.analysis.findings.cross_process_findings``):
+  measured in at least 3 worker processes, when every process of one layer took at least 1.1x as
+  long as every process of an equal-FLOPs layer of its run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ STABLE = R.Stability.STABLE.value
 #: The label of a measured row with a null ``stability`` (used, but not called stable).
 NO_VERDICT = "no verdict"
 #: What happens to set-aside rows, in the one sentence every output prints.
-SET_ASIDE_RULE = "compare and regress leave them out, findings use them only where a ratio held in every process"
+SET_ASIDE_RULE = ("compare and regress leave them out, findings use them only where every process of one layer "
+                  "took 1.1x or more of every process of the other")
 #: Labels whose rows verdicts may use.
 JUDGED = (STABLE, NO_VERDICT)
 
@@ -88,9 +90,8 @@ def set_aside_of(label: pd.Series) -> dict[str, int]:
 
 def set_aside_text(aside: dict[str, int], of: str = "") -> str | None:
     """The one sentence for set-aside rows, ``None`` when there are none:
-    ``"3 measured rows of B set aside, not stable (1 bimodal, 2 noisy): compare and regress leave
-    them out, findings use them only where a ratio held in every process"`` (``of``: ``" of B"``,
-    ``" of the new run"`` or nothing)."""
+    ``"3 measured rows of B set aside, not stable (1 bimodal, 2 noisy): "`` and ``SET_ASIDE_RULE``
+    (``of``: ``" of B"``, ``" of the new run"`` or nothing)."""
     n = sum(aside.values())
     if not n:
         return None

@@ -5,8 +5,9 @@ The summary reads only stored columns and the derived ones (``harness.analysis.d
 utilization per family (best and worst row, against the measured GEMM ceiling and the datasheet
 or formula peak; a memory-bound row against the measured and theoretical bandwidth, with its cache
 level's roof), rows per roofline label (and memory level, where ``roof_level`` is present),
-rows per ``stability`` verdict, and the top equal-FLOPs findings, told from judged rows only
-(``harness.analysis.verdicts``: ``stable``, or no verdict recorded; the others are set aside).
+rows per ``stability`` verdict, and the top equal-FLOPs findings: those of judged rows
+(``harness.analysis.verdicts``: ``stable``, or no verdict recorded) by their medians, then those
+of set-aside rows that hold across processes (``harness.analysis.findings``).
 """
 
 from __future__ import annotations
@@ -157,14 +158,20 @@ def label_line(ok: pd.DataFrame) -> str:
 
 def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
     """The ``top`` equal-FLOPs findings of the measured rows ``ok`` (``analysis.findings``: judged
-    rows by their medians, then set-aside rows paired by process), one sentence each, wrapped to ``WIDTH``."""
+    rows by their medians, then set-aside rows across processes), one sentence each, wrapped to ``WIDTH``."""
     from harness.analysis import findings
+    from harness.analysis.findings import MIN_PROCESSES
     from harness.analysis.verdicts import judged
     found = findings(ok, top=top)
     if not found:
-        if judged(ok).empty:
-            return ["findings: none (every measured row set aside, and no equal-FLOPs ratio held in every process)"]
-        return ["findings: no equal-FLOPs layers differ by 10 % or more"]
+        if not judged(ok).empty:
+            return ["findings: no equal-FLOPs layers differ by 10 % or more"]
+        processes = ok[R.PROCESSES] if R.PROCESSES in ok else pd.Series(dtype=float)
+        if pd.to_numeric(processes, errors="coerce").ge(MIN_PROCESSES).any():
+            return ["findings: none (every measured row set aside, and no equal-FLOPs layer took 1.1x or more "
+                    "of another in every process)"]
+        return [f"findings: none (every measured row set aside; rows measured in {MIN_PROCESSES} or more "
+                "processes, --processes, may still carry one)"]
     lines = ["findings (equal FLOPs, slowest vs fastest):"]
     for i, f in enumerate(found, 1):
         lines += textwrap.wrap(f.text, WIDTH, initial_indent=f"  {i}. ", subsequent_indent="     ")

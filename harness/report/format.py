@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.findings import describe_row, device_label
+from harness.analysis.findings import describe_row, device_label, process_medians
 from harness.analysis.metrics import DERIVED
 from harness.analysis.verdicts import labels, measured
 from harness.units import percent3, seconds, si
@@ -42,7 +42,8 @@ SHOWN = {
     "stability": Shown("stability", "`stable`; `no verdict` (none recorded: the row is still used); or why "
                        "the row is set aside: noisy, bimodal, contended (stability)", False),
     "per_process": Shown("per process", "each worker process's median time, in process order (process_medians_s); "
-                         "shown under a finding paired by process, whose ratio held in every one", False),
+                         "shown under a finding across processes (every process of the slow row took at least "
+                         "the stated multiple of every process of the fast one)", False),
 }
 
 
@@ -91,7 +92,7 @@ def _peak_cell(r: pd.Series, unique: bool) -> str:
 def rows_view(table: pd.DataFrame, where: bool | None = None, per_process: bool = False) -> pd.DataFrame:
     """The chosen columns of ``table`` (``SHOWN``) formatted for reading, under their headers.
     ``where`` is shown when the rows span several devices (or when asked); ``per_process``: each
-    process's median (``1.02 ms / 1.9 ms / 1.05 ms``), for a finding paired by process."""
+    process's median (``1.02 ms / 1.9 ms / 1.05 ms``), for a finding across processes."""
     rows = list(table.iterrows())
     show_where = where if where is not None else len({device_label(r) for _, r in rows}) > 1
     head = peak_header(table)
@@ -112,8 +113,9 @@ def rows_view(table: pd.DataFrame, where: bool | None = None, per_process: bool 
 
 
 def _per_process(r: pd.Series) -> str:
-    v = r.get(R.PROCESS_MEDIANS)
-    return " / ".join(seconds(float(x)) for x in v) if v is not None and not isinstance(v, float) else ""
+    """``1.02 ms / 1.9 ms / 1.05 ms``: the row's process medians (``""`` when not a valid list)."""
+    a = process_medians(r.get(R.PROCESS_MEDIANS))
+    return " / ".join(seconds(float(x)) for x in a) if a is not None else ""
 
 
 def _stability_cells(rows: pd.DataFrame) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.findings import Finding
+from harness.analysis.findings import ACROSS, MEDIANS, Finding
 from harness.analysis.verdicts import set_aside, set_aside_text
 from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
 from harness.report.model import ReportModel
@@ -179,14 +179,14 @@ def _cross_view(model: ReportModel) -> pd.DataFrame | None:
 
 
 def _spread(f: Finding) -> str:
-    """``spread 1.59x`` (slowest over fastest median), or for a finding paired by process
-    ``spread 2.07x in every process`` (its smallest per-process ratio)."""
-    return f"spread {f.spread:.2f}x" + (" in every process" if f.basis != "medians" else "")
+    """``spread 1.59x`` (slowest over fastest median), or for a finding across processes
+    ``at least 2.23x in every process`` (its bound: every process of one over every process of the other)."""
+    return f"spread {f.spread:.2f}x" if f.basis == MEDIANS else f"at least {f.spread:.2f}x in every process"
 
 
 def _finding_view(model: ReportModel, f: Finding, where: bool | None = None) -> pd.DataFrame:
-    """A finding's rows; a finding paired by process shows each process's median too."""
-    return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis != "medians")
+    """A finding's rows; a finding across processes shows each process's median too."""
+    return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis == ACROSS)
 
 
 @renderer("markdown")
