@@ -247,3 +247,25 @@ def test_a_findings_table_across_processes_shows_each_processs_median():
     view = rows_view(f.loc[found.rows.index], per_process=True)
     assert list(view["per process"]) == ["1 ms / 1.3 ms / 1.05 ms", "2 ms / 2.6 ms / 2.2 ms"]
     assert "per process" not in rows_view(f)
+
+
+def test_the_best_pair_is_the_one_a_search_of_every_pair_finds():
+    """``_bound`` finds its pair in O(n); every ordered pair (one row set aside) searched by hand agrees."""
+    import numpy as np
+
+    from harness.analysis.findings import _bound
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 5, 8, 40):
+        for _ in range(50):
+            fastest = rng.uniform(1.0, 3.0, n)
+            g = pd.DataFrame({"fastest_s": fastest, "slowest_s": fastest * rng.uniform(1.0, 1.5, n),
+                              "set_aside": rng.random(n) < 0.5})
+            best = max(((g.fastest_s[i] / g.slowest_s[j], i, j) for i in range(n) for j in range(n)
+                        if i != j and (g.set_aside[i] or g.set_aside[j])), default=None)
+            b = _bound(g, 0.0)
+            if best is None:
+                assert b is None                       # no row set aside
+                continue
+            assert b is not None and b.lo == pytest.approx(best[0])
+            assert b.lo == pytest.approx(b.slow["fastest_s"] / b.fast["slowest_s"])
+            assert b.slow.name != b.fast.name and (b.slow["set_aside"] or b.fast["set_aside"])

@@ -208,9 +208,11 @@ def test_refusals_name_the_same_key_in_process() -> None:
         assert e.value.key == key, path.name
 
 
-def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("processes", [1, 3])
+def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[str, str], processes: int) -> None:
     """10^6 cases (the largest suite accepted) start measuring at once, in bounded memory: the first
-    rows are stored within seconds under a 3 GiB data-segment limit, and Ctrl-C keeps them."""
+    rows are stored within seconds under a 3 GiB data-segment limit, and Ctrl-C keeps them; in one
+    process, and in 3 worker processes (the CLI's default: cases go through them in blocks)."""
     suite = tmp_path / "million.toml"
     suite.write_text('name = "million"\nbudget_s = 0.001\nwarmup_s = 0\nmin_reps = 1\n[[sweep]]\nlayer = "relu"\n'
                      'input = "{b}x{c}"\naxes = { b = { start = 1, stop = 1000, step = 1 }, '
@@ -220,7 +222,8 @@ def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[
     limit = ADDRESS_SPACE
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(out), "--quiet",
-                             "--calibrate", "never"], env={**env, "PYTHONFAULTHANDLER": "1"},  # a crash shows its stack
+                             "--calibrate", "never", "--processes", str(processes)],
+                            env={**env, "PYTHONFAULTHANDLER": "1"},  # a crash shows its stack
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)))
     try:
@@ -242,4 +245,6 @@ def test_a_million_cases_stream_within_bounded_memory(tmp_path: Path, env: dict[
     stored = load_runs(out).frame
     assert len(stored) >= 5 and (stored["status"] == "ok").all() and stored["row_id"].is_unique
     assert rss < limit
-    print(f"10^6 cases: first 5 rows stored after {first:.1f} s, peak RSS {rss / 2**20:.0f} MiB")
+    assert (stored["processes"] == processes).all()
+    print(f"10^6 cases, {processes} process(es): first 5 rows stored after {first:.1f} s, "
+          f"peak RSS {rss / 2**20:.0f} MiB")

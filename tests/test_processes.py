@@ -330,3 +330,44 @@ def test_a_pass_reads_each_journal_byte_once(tmp_path, monkeypatch):
     assert seen == ids[1:]
     assert sum(consumed) == path.stat().st_size                        # each byte once (the torn line was cut)
     assert len(consumed) >= 3 and 0 in consumed                        # several polls; the idle ones read nothing
+
+
+def test_blocks_double_up_to_their_bound():
+    from harness.runner.workers import blocks
+    assert [len(b) for b in blocks(range(300), first=64, most=128)] == [64, 128, 108]
+    assert [len(b) for b in blocks(iter(range(5)), first=2, most=8)] == [2, 3]
+    assert list(blocks([], first=4)) == []
+
+
+def stored_so_far(fn, *, inputs, **kw):
+    """1 ms per call; appends to LB_FAKE_DIR/seen the number of rows the run had stored when called."""
+    stored = sum(len(p.read_bytes().splitlines()) for p in Path(os.environ["LB_FAKE_DIR"]).parent.glob(
+        "out/*/rows-1of1.jsonl"))
+    with open(os.path.join(os.environ["LB_FAKE_DIR"], "seen"), "a") as fh:
+        fh.write(f"{inputs[0][0].shape[0]} {stored}\n")
+    samples = tuple(1e-3 * (1 + 0.001 * k) for k in range(10))
+    return Measurement(device="cpu", timer="fake", mode="hot", samples_s=samples, number=1, warmup_calls=0,
+                       warmup_s=0.0, estimate_s=1e-3, sampling_s=0.01, threads=1, gc_paused=True,
+                       rotation=len(inputs), stop_reason="converged", target_rel_ci=0.01)
+
+
+def test_cases_go_through_the_processes_in_blocks_each_stored_before_the_next(tmp_path, monkeypatch):
+    from harness.runner import workers
+    monkeypatch.setattr(workers, "FIRST_BLOCK", 4)
+    monkeypatch.setattr(workers, "MAX_BLOCK", 8)
+    suite = dict(SUITE, sweep=[dict(SUITE["sweep"][0], axes={"b": list(range(1, 11))})])
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    r = run_suite(parse_suite(suite), out=tmp_path / "out", measure_fn=stored_so_far, progress=False, profile=False,
+                  processes=2)
+    assert r.statuses == {"ok": 10}
+    f = load_results(r.run_dir)
+    assert (f["processes"] == 2).all() and f["process_medians_s"].map(len).eq(2).all()
+    seen = [tuple(map(int, line.split())) for line in (fake_dir / "seen").read_text().splitlines()]
+    # blocks of 4 then 6 cases, each measured by both processes: batches 1-4 twice with nothing stored,
+    # then 5-10 twice with the first block's 4 rows already stored
+    assert len(seen) == 20
+    assert sorted(b for b, n in seen if n == 0) == sorted([1, 2, 3, 4] * 2)
+    assert sorted(b for b, n in seen if n == 4) == sorted(list(range(5, 11)) * 2)
+    assert not list(r.run_dir.glob("proc-*.jsonl"))

@@ -228,8 +228,11 @@ def process_medians(v: object) -> np.ndarray | None:
     is a finite positive time (a list, an array, or null as Parquet and pandas give it)."""
     if v is None or isinstance(v, str) or not pd.api.types.is_list_like(v):
         return None
-    a = pd.to_numeric(pd.Series(list(v), dtype=object), errors="coerce").to_numpy(dtype=float)
-    return a if a.size and np.isfinite(a).all() and (a > 0).all() else None
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):              # pd.NA, None or text among the values
+        a = pd.to_numeric(pd.Series(list(v), dtype=object), errors="coerce").to_numpy(dtype=float)
+    return a if a.ndim == 1 and a.size and np.isfinite(a).all() and (a > 0).all() else None
 
 
 def cross_process_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL,
@@ -254,15 +257,15 @@ def cross_process_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUA
 
 def _multi_process_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Measured rows with at least ``MIN_PROCESSES`` valid process medians, with ``fastest_s`` and
-    ``slowest_s`` (their smallest and largest), ``set_aside`` and ``label_stability`` columns."""
+    ``slowest_s`` (their smallest and largest), ``processes_n``, ``set_aside`` and ``label_stability``."""
     if R.PROCESS_MEDIANS not in frame:
         return frame.iloc[:0]
     ok = frame[measured(frame)]
-    medians = ok[R.PROCESS_MEDIANS].map(process_medians)
-    keep = medians.map(lambda a: a is not None and a.size >= MIN_PROCESSES)
-    ok, medians = ok[keep], medians[keep]
-    return ok.assign(fastest_s=medians.map(np.min).astype(float), slowest_s=medians.map(np.max).astype(float),
-                     processes_n=medians.map(len), set_aside=is_set_aside(ok), label_stability=labels(ok))
+    arrays = [process_medians(v) for v in ok[R.PROCESS_MEDIANS]]
+    keep = np.array([a is not None and a.size >= MIN_PROCESSES for a in arrays], dtype=bool)
+    ok, arrays = ok[keep], [a for a, k in zip(arrays, keep) if k]
+    return ok.assign(fastest_s=[float(a.min()) for a in arrays], slowest_s=[float(a.max()) for a in arrays],
+                     processes_n=[a.size for a in arrays], set_aside=is_set_aside(ok), label_stability=labels(ok))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,16 +280,26 @@ class Bound:
 
 
 def _bound(g: pd.DataFrame, min_spread: float) -> Bound | None:
-    """The group's pair with the largest ``fastest_s[slow] / slowest_s[fast]``, one of the two set
-    aside (two judged rows are ``median_findings``' business); ``None`` below ``min_spread``."""
-    lo = g["fastest_s"].to_numpy()[:, None] / g["slowest_s"].to_numpy()[None, :]     # [slow, fast]
+    """The group's pair with the largest ``fastest_s[slow] / slowest_s[fast]`` with one of the two
+    set aside (two judged rows are ``median_findings``' business); ``None`` below ``min_spread``.
+    O(n): the best partner of a row is the group's extreme, or its runner-up when that is the row."""
+    fastest, slowest = g["fastest_s"].to_numpy(), g["slowest_s"].to_numpy()
     aside = g["set_aside"].to_numpy(dtype=bool)
-    lo[~(aside[:, None] | aside[None, :])] = -np.inf
-    np.fill_diagonal(lo, -np.inf)
-    i, j = np.unravel_index(int(np.argmax(lo)), lo.shape)
-    if not lo[i, j] >= min_spread:
+    if len(g) < 2 or not aside.any():
         return None
-    return Bound(float(lo[i, j]), g.iloc[i], g.iloc[j], g.iloc[[j, i]])
+    lo_j, hi_i = np.argsort(slowest, kind="stable")[:2], np.argsort(-fastest, kind="stable")[:2]
+    rows = np.arange(len(g))
+    fast_for = np.where(rows == lo_j[0], lo_j[1], lo_j[0])       # each slow row's best fast partner
+    slow_for = np.where(rows == hi_i[0], hi_i[1], hi_i[0])       # each fast row's best slow partner
+    a = rows[aside]
+    slow = np.concatenate([a, slow_for[a]])                      # aside as the slow row, then as the fast
+    fast = np.concatenate([fast_for[a], a])
+    ratio = fastest[slow] / slowest[fast]
+    k = int(np.argmax(ratio))
+    if not ratio[k] >= min_spread:
+        return None
+    i, j = int(slow[k]), int(fast[k])
+    return Bound(float(ratio[k]), g.iloc[i], g.iloc[j], g.iloc[[j, i]])
 
 
 def _cross_finding(b: Bound, runs: int) -> Finding:

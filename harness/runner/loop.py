@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,17 @@ from harness.runner.hostload import CpuSample, host_busy, sample
 from harness.runner.progress import Progress
 from harness.runner.repeats import merge, single
 from harness.runner.rows import build_row, failed
-from harness.runner.workers import OMP_WAIT, WorkerJob, died, iter_complete, journal_path, omp_env, order_for, run_pass
+from harness.runner.workers import (
+    OMP_WAIT,
+    WorkerJob,
+    blocks,
+    died,
+    iter_complete,
+    journal_path,
+    omp_env,
+    order_for,
+    run_pass,
+)
 from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, read_run_meta, run_path, shard_label
 from harness.suite import Case, Suite
 from harness.suite.load import BOUNDS
@@ -280,7 +290,7 @@ def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: C
                                 case_dtypes=tuple(dtypes) if dtypes else None, threads=ctx.threads, mode=ctx.mode,
                                 shard=ctx.shard, run_id=ctx.run_id, peaks=dict(ctx.peaks), measure_fn=measure_fn,
                                 profile=profile, order=(), journal="")
-                _in_workers(ctx, run_dir, {c.case_id: c for c in cases}, job, repeats, writer, statuses, bar)
+                _in_workers(ctx, run_dir, cases, job, repeats, writer, statuses, bar)
             else:
                 _serially(ctx, cases, measure_fn, profile, writer, statuses, bar)
     except KeyboardInterrupt:
@@ -324,10 +334,21 @@ def _new_cases(ctx: RunContext, dtypes: list[str] | None, done: set[str], status
             yield case
 
 
-def _in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: WorkerJob, repeats: Repeats,
+def _in_workers(ctx: RunContext, run_dir: Path, cases: Iterable[Case], job: WorkerJob, repeats: Repeats,
                 writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
+    """Measure ``cases`` block by block (``workers.blocks``: 64 cases, doubling up to 4,096), each
+    block in ``repeats.processes`` passes of fresh workers and its rows stored before the next
+    block starts: the first rows are stored within a block's time and memory holds one block,
+    however long the suite."""
+    for block in blocks(cases):
+        _block_in_workers(ctx, run_dir, {c.case_id: c for c in block}, job, repeats, writer, statuses, bar)
+
+
+def _block_in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: WorkerJob, repeats: Repeats,
+                      writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
     """Measure ``pending`` in ``repeats.processes`` passes of fresh workers; store each case's merged
-    row once every pass has measured it (also when interrupted: complete cases are kept)."""
+    row once every pass has measured it (also when interrupted: complete cases are kept); the
+    block's journals are removed once all its rows are stored."""
     import dataclasses
 
     from harness.record import Row, Status
@@ -337,6 +358,7 @@ def _in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: W
     tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
     journals = [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
     env = omp_env(repeats.omp_wait)
+    job = dataclasses.replace(job, cases=tuple(pending.values()))
 
     def failed_row(cid: str) -> Row:
         case = pending[cid]

@@ -5,6 +5,10 @@ parallel regions, allocator and cache state, the kernels a library picked): each
 in N fresh processes, one after another (never side by side: they would contend), each taking the
 cases in a different order (the first in the suite's order, the others in a seeded shuffle).
 
+Cases go through in blocks (``blocks``: 64, then doubling up to 4,096): each block is measured by
+the N passes and its rows stored before the next block starts, so a long suite stores its first
+rows early and the parent holds one block, never the whole suite; a block's cases travel in its job.
+
 Each worker is ``python -m harness.runner.worker_main JOB`` with the job pickled to a file; it writes
 one JSON line per case to its journal (``proc-<shard>-<omp policy or env>-p<k>.jsonl`` in the run
 directory, fsync'd; ``harness.journal``):
@@ -19,6 +23,7 @@ spread, the highest host load, and the stability verdict (``harness.timing.stabi
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import random
@@ -26,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +65,24 @@ class WorkerJob:
     order: tuple[str, ...]
     journal: str
     parent_pid: int = 0           # the worker stops when its parent is gone (0: no check)
+    #: The cases of ``order`` themselves (``harness.suite.Case``); empty: the worker expands the suite
+    #: to find them (a block's cases travel with it, so no worker expands a million-case suite).
+    cases: tuple[Any, ...] = ()
+
+
+#: Cases in a run's first block of worker passes; each next block doubles, up to ``MAX_BLOCK``.
+FIRST_BLOCK = 64
+MAX_BLOCK = 4096
+
+
+def blocks(items: Iterable[Any], first: int | None = None, most: int | None = None) -> Iterator[list[Any]]:
+    """``items`` in lists of ``first``, ``2 first``, ... up to ``most`` items (default ``FIRST_BLOCK``
+    and ``MAX_BLOCK``), drawn as they come (never more than one block in memory)."""
+    it, size = iter(items), first or FIRST_BLOCK
+    most = most or MAX_BLOCK
+    while block := list(itertools.islice(it, size)):
+        yield block
+        size = min(2 * size, most)
 
 
 def order_for(case_ids: Sequence[str], process: int) -> list[str]:
@@ -161,7 +184,6 @@ def worker_main(job: WorkerJob) -> None:
 
     from harness.runner.context import make_context
     from harness.runner.hostload import host_busy, sample
-    from harness.runner.loop import work_items
     from harness.runner.repeats import single
     from harness.runner.rows import build_row
     from harness.timing.measure import gc_settled
@@ -169,10 +191,7 @@ def worker_main(job: WorkerJob) -> None:
     _die_with_parent(job.parent_pid)
     ctx = make_context(job.suite, job.device, list(job.dtypes), job.threads, job.mode, job.shard, job.run_id)
     ctx = dataclasses.replace(ctx, peaks=dict(job.peaks))
-    wanted = set(job.order)
-    dtypes = list(job.case_dtypes) if job.case_dtypes else None
-    cases = {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, ctx.backend.type)
-             if c.case_id in wanted}
+    cases = _job_cases(job, ctx.backend.type)
     llc = ctx.backend.last_level_cache(ctx.device)
     cut_torn_line(job.journal)                # a worker killed mid-write left half a line
     with gc_settled(), open(job.journal, "a", encoding="utf-8") as fh:
@@ -183,6 +202,16 @@ def worker_main(job: WorkerJob) -> None:
             before = sample()
             row = build_row(cases[cid], ctx, job.measure_fn, llc, job.profile)
             append(fh, {"record": single(row, host_busy(before, sample())).to_record()})
+
+
+def _job_cases(job: WorkerJob, device_type: str) -> dict[str, Any]:
+    """The job's cases by id: those it carries, else those of the suite it names (expanded)."""
+    if job.cases:
+        return {c.case_id: c for c in job.cases}
+    from harness.runner.loop import work_items
+    wanted = set(job.order)
+    dtypes = list(job.case_dtypes) if job.case_dtypes else None
+    return {c.case_id: c for c in work_items(job.suite, dtypes, job.shard, device_type) if c.case_id in wanted}
 
 
 def _die_with_parent(parent_pid: int) -> None:
