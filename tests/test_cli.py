@@ -148,3 +148,16 @@ def test_count_reference_models(model: str, params: int, macs: int, capsys: pyte
     assert main(["count", "--model", model, "--format", "json"]) == 0
     totals = json.loads(capsys.readouterr().out)["totals"]
     assert totals["params"] == params and totals["macs"] == macs and totals["uncounted_ops"] == 0
+
+
+def test_an_interrupted_command_exits_130_without_the_interpreters_teardown():
+    """``entry`` (the console script): 130 leaves through ``os._exit`` once output is flushed (atexit
+    hooks, where native teardown could crash, do not run); any other status exits normally."""
+    import subprocess
+    import sys
+    code = ("import atexit, sys; from harness import cli; atexit.register(lambda: print('teardown ran'));"
+            "cli.main = lambda: int(sys.argv[1]); print('measured', flush=False); cli.entry()")
+    for status, teardown in ((130, False), (2, True), (0, True)):
+        p = subprocess.run([sys.executable, "-c", code, str(status)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == status
+        assert p.stdout.splitlines() == ["measured"] + (["teardown ran"] if teardown else [])
