@@ -371,3 +371,52 @@ def test_cases_go_through_the_processes_in_blocks_each_stored_before_the_next(tm
     assert sorted(b for b, n in seen if n == 0) == sorted([1, 2, 3, 4] * 2)
     assert sorted(b for b, n in seen if n == 4) == sorted(list(range(5, 11)) * 2)
     assert not list(r.run_dir.glob("proc-*.jsonl"))
+
+
+def interrupting_fake(fn, *, inputs, **kw):
+    """``recording_fake``; the first worker to reach batch 11 sends SIGINT to the run's process (once)."""
+    if inputs[0][0].shape[0] == 11:
+        try:
+            os.close(os.open(os.path.join(os.environ["LB_FAKE_DIR"], "interrupted"), os.O_CREAT | os.O_EXCL))
+            os.kill(os.getppid(), signal.SIGINT)
+        except FileExistsError:
+            pass
+    return recording_fake(fn, inputs=inputs, **kw)
+
+
+RESUMING_PARENT = r"""
+import os, signal, sys
+sys.path[:0] = sys.argv[2].split(os.pathsep)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from harness.runner import run_suite, workers
+from harness.suite import parse_suite
+from test_processes import SUITE, interrupting_fake
+workers.FIRST_BLOCK, workers.MAX_BLOCK = 4, 8
+s = parse_suite(dict(SUITE, sweep=[dict(SUITE["sweep"][0], axes={"b": list(range(1, 15))})]))
+for resume in (False, True):
+    r = run_suite(s, out=sys.argv[1], measure_fn=interrupting_fake, processes=2, progress=False, profile=False,
+                  calibrate="never", resume=resume)
+    print(r.interrupted, sum(r.statuses.values()), flush=True)
+"""
+
+
+def test_a_resumed_run_uses_every_record_of_the_block_it_was_measuring(tmp_path):
+    """Blocks of 4 then 8 cases; SIGINT while the first pass of the second block (batches 5-12)
+    measures batch 11: block 1 is stored; the resume's first block takes in all of the interrupted
+    block, so batches 5-10, journaled by that pass, are measured by it once in all."""
+    import subprocess
+    import sys
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    env = dict(os.environ, LB_FAKE_DIR=str(fake_dir))
+    p = subprocess.run([sys.executable, "-c", RESUMING_PARENT, str(tmp_path / "out"), os.pathsep.join(sys.path)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["True", "4", "False", "10"]            # 4 rows, then the other 10
+    measured = [int(b) for b in (fake_dir / "measured").read_text().split()]
+    counts = {b: measured.count(b) for b in range(1, 15)}
+    assert all(counts[b] == 2 for b in (*range(1, 11), 12, 13, 14)), counts    # once per pass
+    assert counts[11] in (2, 3)                 # measured again if the interrupt beat its record
+    f = load_results(next((tmp_path / "out").iterdir()))
+    assert len(f) == 14 and f["row_id"].is_unique and (f["processes"] == 2).all()
+    assert not list((tmp_path / "out").glob("*/proc-*.jsonl"))

@@ -20,6 +20,7 @@ from typing import Any
 from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.record import Peaks
+from harness.runner import workers
 from harness.runner.context import CALIBRATE, RunContext, make_context, row_id, run_metadata
 from harness.runner.hostload import CpuSample, host_busy, sample
 from harness.runner.progress import Progress
@@ -32,6 +33,7 @@ from harness.runner.workers import (
     died,
     iter_complete,
     journal_path,
+    journaled,
     omp_env,
     order_for,
     run_pass,
@@ -339,9 +341,18 @@ def _in_workers(ctx: RunContext, run_dir: Path, cases: Iterable[Case], job: Work
     """Measure ``cases`` block by block (``workers.blocks``: 64 cases, doubling up to 4,096), each
     block in ``repeats.processes`` passes of fresh workers and its rows stored before the next
     block starts: the first rows are stored within a block's time and memory holds one block,
-    however long the suite."""
-    for block in blocks(cases):
+    however long the suite. A resumed run's first block is at least as large as the block it was
+    measuring (``workers.journaled``): every record its journals hold is used."""
+    left = journaled(_journal_paths(ctx, run_dir, repeats))
+    for block in blocks(cases, first=max(left, workers.FIRST_BLOCK)):
         _block_in_workers(ctx, run_dir, {c.case_id: c for c in block}, job, repeats, writer, statuses, bar)
+
+
+def _journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats) -> list[Path]:
+    """The worker journals of this shard and OpenMP policy, one per pass (named by the policy too: a
+    resume under another policy never merges old records)."""
+    tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
+    return [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
 
 
 def _block_in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: WorkerJob, repeats: Repeats,
@@ -354,9 +365,7 @@ def _block_in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], 
     from harness.record import Row, Status
 
     ids = list(pending)
-    # journals are named by the OpenMP policy too: a resume under another policy never merges old records
-    tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
-    journals = [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
+    journals = _journal_paths(ctx, run_dir, repeats)
     env = omp_env(repeats.omp_wait)
     job = dataclasses.replace(job, cases=tuple(pending.values()))
 

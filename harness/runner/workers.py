@@ -77,7 +77,8 @@ MAX_BLOCK = 4096
 
 def blocks(items: Iterable[Any], first: int | None = None, most: int | None = None) -> Iterator[list[Any]]:
     """``items`` in lists of ``first``, ``2 first``, ... up to ``most`` items (default ``FIRST_BLOCK``
-    and ``MAX_BLOCK``), drawn as they come (never more than one block in memory)."""
+    and ``MAX_BLOCK``; a ``first`` above ``most`` is kept for the first list), drawn as they come
+    (never more than one block in memory)."""
     it, size = iter(items), first or FIRST_BLOCK
     most = most or MAX_BLOCK
     while block := list(itertools.islice(it, size)):
@@ -271,6 +272,13 @@ def run_pass(job: WorkerJob, env: Mapping[str, str], failed_record: Callable[[st
 def _with_order(job: WorkerJob, order: tuple[str, ...]) -> WorkerJob:
     import dataclasses
     return dataclasses.replace(job, order=order)
+
+
+def journaled(journals: Iterable[Path]) -> int:
+    """The most cases any of ``journals`` holds a record of (0 when none exists): the size of the
+    block an interrupted run was measuring, which its resume takes as its first block so that
+    no record in them is thrown away."""
+    return max((len(read_journal(p)[0]) for p in journals if Path(p).exists()), default=0)
 
 
 def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
