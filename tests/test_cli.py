@@ -161,3 +161,17 @@ def test_an_interrupted_command_exits_130_without_the_interpreters_teardown():
         p = subprocess.run([sys.executable, "-c", code, str(status)], capture_output=True, text=True, timeout=60)
         assert p.returncode == status
         assert p.stdout.splitlines() == ["measured"] + (["teardown ran"] if teardown else [])
+
+
+def test_an_interrupted_command_whose_reader_is_gone_still_exits_130():
+    """``layerbench run ... | tee log`` and Ctrl-C: the reader dies too; the last flush fails quietly."""
+    import subprocess
+    import sys
+    code = ("import sys, time; from harness import cli; time.sleep(0.5);"
+            "cli.main = lambda: (sys.stdout.write('x' * 100), 130)[1]; cli.entry()")  # buffered until entry flushes
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}       # stdout buffered, as usual
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()                                  # the reader is gone before anything is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 130 and "Traceback" not in err, err

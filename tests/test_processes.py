@@ -336,6 +336,8 @@ def test_blocks_double_up_to_their_bound():
     from harness.runner.workers import blocks
     assert [len(b) for b in blocks(range(300), first=64, most=128)] == [64, 128, 108]
     assert [len(b) for b in blocks(iter(range(5)), first=2, most=8)] == [2, 3]
+    assert [len(b) for b in blocks(range(72))] == [72]                 # a rest under 64 joins the block
+    assert [len(b) for b in blocks(range(128))] == [64, 64]
     assert list(blocks([], first=4)) == []
 
 
@@ -374,14 +376,21 @@ def test_cases_go_through_the_processes_in_blocks_each_stored_before_the_next(tm
 
 
 def interrupting_fake(fn, *, inputs, **kw):
-    """``recording_fake``; the first worker to reach batch 11 sends SIGINT to the run's process (once)."""
-    if inputs[0][0].shape[0] == 11:
+    """1 ms per call, appending ``dtype batch`` to LB_FAKE_DIR/measured; the first worker to reach
+    batch 11 sends SIGINT to the run's process (once)."""
+    x = inputs[0][0]
+    if x.shape[0] == 11:
         try:
             os.close(os.open(os.path.join(os.environ["LB_FAKE_DIR"], "interrupted"), os.O_CREAT | os.O_EXCL))
             os.kill(os.getppid(), signal.SIGINT)
         except FileExistsError:
             pass
-    return recording_fake(fn, inputs=inputs, **kw)
+    with open(os.path.join(os.environ["LB_FAKE_DIR"], "measured"), "a") as fh:
+        fh.write(f"{str(x.dtype).removeprefix('torch.')} {x.shape[0]}\n")
+    samples = tuple(1e-3 for _ in range(10))
+    return Measurement(device="cpu", timer="fake", mode="hot", samples_s=samples, number=1, warmup_calls=0,
+                       warmup_s=0.0, estimate_s=1e-3, sampling_s=0.01, threads=1, gc_paused=True,
+                       rotation=len(inputs), stop_reason="converged", target_rel_ci=0.01)
 
 
 RESUMING_PARENT = r"""
@@ -393,30 +402,34 @@ from harness.suite import parse_suite
 from test_processes import SUITE, interrupting_fake
 workers.FIRST_BLOCK, workers.MAX_BLOCK = 4, 8
 s = parse_suite(dict(SUITE, sweep=[dict(SUITE["sweep"][0], axes={"b": list(range(1, 15))})]))
-for resume in (False, True):
+for resume, dtypes in ((False, ["fp32"]), (True, sys.argv[3].split(","))):
     r = run_suite(s, out=sys.argv[1], measure_fn=interrupting_fake, processes=2, progress=False, profile=False,
-                  calibrate="never", resume=resume)
+                  calibrate="never", resume=resume, dtypes=dtypes)
     print(r.interrupted, sum(r.statuses.values()), flush=True)
 """
 
 
-def test_a_resumed_run_uses_every_record_of_the_block_it_was_measuring(tmp_path):
-    """Blocks of 4 then 8 cases; SIGINT while the first pass of the second block (batches 5-12)
-    measures batch 11: block 1 is stored; the resume's first block takes in all of the interrupted
-    block, so batches 5-10, journaled by that pass, are measured by it once in all."""
+@pytest.mark.parametrize("resume_dtypes", ["fp32", "bf16,fp32"])
+def test_a_resumed_run_uses_every_record_its_journals_hold(tmp_path, resume_dtypes):
+    """Blocks of 4 then 10 cases (a rest under 4 joins the block before it); SIGINT while the first
+    pass of the second block (batches 5-14) measures batch 11: block 1 is stored. The resume, in
+    blocks of 4 again and with bf16 cases first when asked, uses every record the journals hold
+    (each block keeps the others' records), so batches 5-10, journaled by that pass, are measured
+    by it once in all."""
     import subprocess
     import sys
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
     env = dict(os.environ, LB_FAKE_DIR=str(fake_dir))
-    p = subprocess.run([sys.executable, "-c", RESUMING_PARENT, str(tmp_path / "out"), os.pathsep.join(sys.path)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", RESUMING_PARENT, str(tmp_path / "out"), os.pathsep.join(sys.path),
+                        resume_dtypes], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["True", "4", "False", "10"]            # 4 rows, then the other 10
-    measured = [int(b) for b in (fake_dir / "measured").read_text().split()]
-    counts = {b: measured.count(b) for b in range(1, 15)}
+    new = 10 + (14 if "bf16" in resume_dtypes else 0)
+    assert p.stdout.split() == ["True", "4", "False", str(new)]        # 4 rows, then the others
+    measured = [tuple(line.split()) for line in (fake_dir / "measured").read_text().splitlines()]
+    counts = {b: measured.count(("float32", str(b))) for b in range(1, 15)}
     assert all(counts[b] == 2 for b in (*range(1, 11), 12, 13, 14)), counts    # once per pass
     assert counts[11] in (2, 3)                 # measured again if the interrupt beat its record
     f = load_results(next((tmp_path / "out").iterdir()))
-    assert len(f) == 14 and f["row_id"].is_unique and (f["processes"] == 2).all()
-    assert not list((tmp_path / "out").glob("*/proc-*.jsonl"))
+    assert len(f) == 4 + new and f["row_id"].is_unique and (f["processes"] == 2).all()
+    assert not list((tmp_path / "out").glob("*/proc-*"))

@@ -58,11 +58,12 @@ def entry() -> None:
     exit -11 after "interrupted", no Python frame). Not with Ray loaded: its shutdown hook must run."""
     rc = main()
     if rc == 130 and "ray" not in sys.modules:
+        import contextlib
         import logging
         import os
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
+        for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):
+            with contextlib.suppress(OSError, ValueError):      # a reader gone with the Ctrl-C: nothing to say
+                flush()
         os._exit(rc)
     raise SystemExit(rc)
 

@@ -20,7 +20,6 @@ from typing import Any
 from harness.dtypes import parse_dtype
 from harness.errors import SpecError
 from harness.record import Peaks
-from harness.runner import workers
 from harness.runner.context import CALIBRATE, RunContext, make_context, row_id, run_metadata
 from harness.runner.hostload import CpuSample, host_busy, sample
 from harness.runner.progress import Progress
@@ -33,9 +32,9 @@ from harness.runner.workers import (
     died,
     iter_complete,
     journal_path,
-    journaled,
     omp_env,
     order_for,
+    prune,
     run_pass,
 )
 from harness.store import RunWriter, StoreError, new_run_dir, read_metadata, read_run_meta, run_path, shard_label
@@ -292,7 +291,7 @@ def _run(ctx: RunContext, run_dir: Path, dtypes: list[str] | None, measure_fn: C
                                 case_dtypes=tuple(dtypes) if dtypes else None, threads=ctx.threads, mode=ctx.mode,
                                 shard=ctx.shard, run_id=ctx.run_id, peaks=dict(ctx.peaks), measure_fn=measure_fn,
                                 profile=profile, order=(), journal="")
-                _in_workers(ctx, run_dir, cases, job, repeats, writer, statuses, bar)
+                _in_workers(ctx, run_dir, cases, job, repeats, writer, statuses, bar, done)
             else:
                 _serially(ctx, cases, measure_fn, profile, writer, statuses, bar)
     except KeyboardInterrupt:
@@ -337,15 +336,19 @@ def _new_cases(ctx: RunContext, dtypes: list[str] | None, done: set[str], status
 
 
 def _in_workers(ctx: RunContext, run_dir: Path, cases: Iterable[Case], job: WorkerJob, repeats: Repeats,
-                writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
+                writer: RunWriter, statuses: Counter[str], bar: Progress, done: set[str]) -> None:
     """Measure ``cases`` block by block (``workers.blocks``: 64 cases, doubling up to 4,096), each
     block in ``repeats.processes`` passes of fresh workers and its rows stored before the next
     block starts: the first rows are stored within a block's time and memory holds one block,
-    however long the suite. A resumed run's first block is at least as large as the block it was
-    measuring (``workers.journaled``): every record its journals hold is used."""
-    left = journaled(_journal_paths(ctx, run_dir, repeats))
-    for block in blocks(cases, first=max(left, workers.FIRST_BLOCK)):
-        _block_in_workers(ctx, run_dir, {c.case_id: c for c in block}, job, repeats, writer, statuses, bar)
+    however long the suite. Once a block is stored, its journals keep only the records of cases
+    neither in it nor stored (``done``: row ids), which a later block uses (a resume's first block
+    need not hold every case the interrupted one had journaled)."""
+    for block in blocks(cases):
+        pending = {c.case_id: c for c in block}
+        if _block_in_workers(ctx, run_dir, pending, job, repeats, writer, statuses, bar):
+            for path in _journal_paths(ctx, run_dir, repeats):
+                prune(path, lambda cid, block=pending: cid not in block and
+                      row_id(ctx.machine.machine_id, ctx.device, cid) not in done)
 
 
 def _journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats) -> list[Path]:
@@ -356,10 +359,10 @@ def _journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats) -> list[Pat
 
 
 def _block_in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], job: WorkerJob, repeats: Repeats,
-                      writer: RunWriter, statuses: Counter[str], bar: Progress) -> None:
+                      writer: RunWriter, statuses: Counter[str], bar: Progress) -> bool:
     """Measure ``pending`` in ``repeats.processes`` passes of fresh workers; store each case's merged
-    row once every pass has measured it (also when interrupted: complete cases are kept); the
-    block's journals are removed once all its rows are stored."""
+    row once every pass has measured it (also when interrupted: complete cases are kept). True
+    when every row of the block is stored."""
     import dataclasses
 
     from harness.record import Row, Status
@@ -389,6 +392,4 @@ def _block_in_workers(ctx: RunContext, run_dir: Path, pending: dict[str, Case], 
             writer.append(row)
             statuses[str(row.status)] += 1
             stored += 1
-    if stored == len(ids):
-        for path in journals:
-            path.unlink(missing_ok=True)
+    return stored == len(ids)

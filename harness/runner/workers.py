@@ -8,6 +8,7 @@ cases in a different order (the first in the suite's order, the others in a seed
 Cases go through in blocks (``blocks``: 64, then doubling up to 4,096): each block is measured by
 the N passes and its rows stored before the next block starts, so a long suite stores its first
 rows early and the parent holds one block, never the whole suite; a block's cases travel in its job.
+Once a block is stored its journals keep only the records of cases not stored yet (``prune``).
 
 Each worker is ``python -m harness.runner.worker_main JOB`` with the job pickled to a file; it writes
 one JSON line per case to its journal (``proc-<shard>-<omp policy or env>-p<k>.jsonl`` in the run
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.journal import JournalTail, append, cut_torn_line
+from harness.journal import JournalTail, append, cut_torn_line, dumps
 from harness.record import Peaks, Row, Status
 from harness.suite.load import OMP_WAIT as SUITE_OMP_WAIT
 
@@ -77,13 +78,21 @@ MAX_BLOCK = 4096
 
 def blocks(items: Iterable[Any], first: int | None = None, most: int | None = None) -> Iterator[list[Any]]:
     """``items`` in lists of ``first``, ``2 first``, ... up to ``most`` items (default ``FIRST_BLOCK``
-    and ``MAX_BLOCK``; a ``first`` above ``most`` is kept for the first list), drawn as they come
-    (never more than one block in memory)."""
-    it, size = iter(items), first or FIRST_BLOCK
+    and ``MAX_BLOCK``), drawn as they come (one block and a look-ahead of ``first`` in memory); a
+    rest shorter than ``first`` joins the block before it (a short last block would cost as many
+    worker starts as a full one)."""
+    first = first or FIRST_BLOCK
     most = most or MAX_BLOCK
-    while block := list(itertools.islice(it, size)):
+    it, size = iter(items), first
+    block = list(itertools.islice(it, size))
+    while block:
+        ahead = list(itertools.islice(it, first))
+        if len(ahead) < first:
+            yield block + ahead
+            return
         yield block
         size = min(2 * size, most)
+        block = ahead + list(itertools.islice(it, max(size - len(ahead), 0)))
 
 
 def order_for(case_ids: Sequence[str], process: int) -> list[str]:
@@ -274,11 +283,21 @@ def _with_order(job: WorkerJob, order: tuple[str, ...]) -> WorkerJob:
     return dataclasses.replace(job, order=order)
 
 
-def journaled(journals: Iterable[Path]) -> int:
-    """The most cases any of ``journals`` holds a record of (0 when none exists): the size of the
-    block an interrupted run was measuring, which its resume takes as its first block so that
-    no record in them is thrown away."""
-    return max((len(read_journal(p)[0]) for p in journals if Path(p).exists()), default=0)
+def prune(path: Path, keep: Callable[[str], bool]) -> None:
+    """Keep in a worker journal only the records of the cases ``keep`` accepts (rewritten through a
+    temporary file, fsync'd, then renamed over it); remove it when none is left."""
+    if not path.exists():
+        return
+    kept = [rec for cid, rec in read_journal(path)[0].items() if keep(cid)]
+    if not kept:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(dumps({"record": rec}) for rec in kept)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
