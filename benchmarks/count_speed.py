@@ -17,7 +17,7 @@ t0 = time.perf_counter()
 import torch
 from torch import nn
 import harness
-from harness.zoo import resnet50
+from harness.layers.zoo import resnet50
 t_import = time.perf_counter() - t0
 which = sys.argv[1]
 if which == "resnet50":

@@ -35,7 +35,7 @@ def main() -> int:
         return 2
     import triton.testing as tt
 
-    from harness.calibrate import calibrate
+    from harness.ceilings.calibrate import calibrate
     from harness.devices import describe_gpus
     from harness.timing import measure, random_inputs
 

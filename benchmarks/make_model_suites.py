@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.zoo import resnet50
+from harness.layers.zoo import resnet50
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 

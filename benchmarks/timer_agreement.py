@@ -15,7 +15,8 @@ import statistics
 import torch
 import torch.utils.benchmark as tb
 
-from harness.spec import build_case, parse_layer
+from harness.layers.modules import build_case
+from harness.layers.spec import parse_layer
 from harness.timing import measure, random_inputs
 
 CONFIGS = [  # (label, layer kind, params, input shape)

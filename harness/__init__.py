@@ -16,9 +16,9 @@ from typing import Any
 __version__ = "0.2.0"
 
 _LAZY = {
-    "count": "harness.counting", "totals": "harness.counting", "measure": "harness.timing",
+    "count": "harness.analytic.count", "totals": "harness.analytic.count", "measure": "harness.timing",
     "Measurement": "harness.timing", "load_results": "harness.store", "load_runs": "harness.store",
-    "conventions": "harness.analytic.conventions", "get_convention": "harness.analytic.conventions",
+    "conventions": "harness.analytic.catalog", "get_convention": "harness.analytic.catalog",
     "SpecError": "harness.errors", "CountError": "harness.errors", "LayerbenchError": "harness.errors",
 }
 __all__ = [*_LAZY, "__version__"]

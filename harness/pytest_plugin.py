@@ -6,14 +6,13 @@ runs each case of the suite (a built-in name or a ``.toml`` path) as one test th
 pytest-benchmark's ``benchmark`` fixture (its calibrated rounds and host clock; on CUDA each call is
 synchronised), with ids naming what tells the cases apart (family, layer, varying sweep values,
 layout, dtype) and the row identity, counts and peaks in ``extra_info``; ``layerbench report``
-reads the JSON back (``harness.pytest_bench``). Without ``--layerbench-suite`` the plugin only adds
+reads the JSON back (``harness.store.pytest_bench``). Without ``--layerbench-suite`` the plugin only adds
 its options: nothing else is imported (no torch) and no test is added.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +83,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function is not test_layer or metafunc.definition.stash.get(_DONE, False):
         return
     metafunc.definition.stash[_DONE] = True
-    import torch
-
+    from harness.backends import device_type
     from harness.runner import work_items
     from harness.runner.progress import varying_names
     s = metafunc.config.stash[_SESSION]
-    cases = list(work_items(s.suite, s.dtypes, (1, 1), torch.device(s.device).type))
+    cases = list(work_items(s.suite, s.dtypes, (1, 1), device_type(s.device)))
     varying = varying_names(s.suite)
     metafunc.parametrize("layerbench_case", cases, ids=[case_id(c, varying) for c in cases])
 
@@ -97,14 +95,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def layerbench_context(request: pytest.FixtureRequest) -> Any:
     """The run context of the session (machine identity, stored peaks; ceilings are not measured)."""
-    from harness.backends import get_backend
+    from harness.backends import get_backend, resolve_device
+    from harness.record import run_stamp
     from harness.runner import make_context
     s = request.config.stash[_SESSION]
     if not get_backend(s.device).available():
         pytest.skip(f"--layerbench-device={s.device}: torch sees no such device")
     dtypes = s.dtypes or list(s.suite.dtypes)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return make_context(s.suite, s.device, dtypes, None, "hot", (1, 1), f"{s.suite.name}-pytest-benchmark-{stamp}")
+    return make_context(s.suite, resolve_device(s.device), dtypes, None, "hot", (1, 1),
+                        f"{s.suite.name}-pytest-benchmark-{run_stamp()}")
 
 
 def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) -> None:
@@ -115,12 +114,12 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
     case, ctx = layerbench_case, layerbench_context
     if case.skip:
         pytest.skip(case.skip)
-    module, inputs, seed = prepare_case(case, ctx.device, ctx.backend.last_level_cache(ctx.device))
+    module, inputs, seed = prepare_case(case, ctx.device)
     for part in (ctx.key(case), ctx.case_fields(case), analytic_counts(case), ctx.peaks_for(case, {}),
                  ctx.provenance()):
         benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
-    from harness.pytest_bench import PLUGIN_MARK
     from harness.record import SCHEMA_VERSION
+    from harness.store.pytest_bench import PLUGIN_MARK
     benchmark.extra_info.update({"seed": seed, PLUGIN_MARK: SCHEMA_VERSION})
     args = inputs[0]
 

@@ -25,9 +25,9 @@ def _private_ceilings(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(autouse=True)
 def _quiet_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
     """Calibration in tests sees a quiet host: on a shared machine other processes would otherwise
-    keep ceilings from being stored (``harness.calibrate.busy_since``; tested on its own)."""
-    import harness.calibrate
-    monkeypatch.setattr(harness.calibrate, "busy_since", lambda before: 0.0)
+    keep ceilings from being stored (``harness.ceilings.calibrate.busy_since``; tested on its own)."""
+    import harness.ceilings.calibrate
+    monkeypatch.setattr(harness.ceilings.calibrate, "busy_since", lambda before: 0.0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,6 +27,8 @@ def row(**kw):
                 suite="s", kernels="aten::k", timestamp="t", harness_version="0", torch_version="2.13",
                 python_version="3.11", peak_dtype="fp32", stability="stable", **PEAKS)
     base.update(kw)
+    base.setdefault("device_label", base["machine_name"])          # the host CPU: named by its machine
+    base.setdefault("main_memory", "DRAM")
     base.setdefault("case_id", f"c{abs(hash(json.dumps(kw, sort_keys=True, default=str))) % 10**8}")
     base.setdefault("config_id", base["case_id"])
     base.setdefault("row_id", f"{base['machine_id']}:{base['device']}:{base['case_id']}")

@@ -9,13 +9,13 @@ import sys
 import pytest
 
 from harness.backends import backend_types, get_backend
-from harness.backends.base import Backend, CalibrationSizes, with_variants
+from harness.backends.base import Backend, CalibrationSizes, Device, with_variants
 from harness.backends.cpu import CpuBackend
 from harness.backends.cuda import CudaBackend
-from harness.calibrate import Ceiling, Ceilings, LevelCeiling
+from harness.ceilings.calibrate import Ceiling, Ceilings, LevelCeiling
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
-from harness.runner.context import peak_dtype, resolve_peaks
+from harness.runner.context import resolve_peaks
 
 
 def protocol_members():
@@ -37,7 +37,7 @@ def test_device_facts_per_backend():
     assert cpu.modes == ("hot",) and set(cuda.modes) == {"hot", "cold", "graph"}
     assert cpu.is_oom(MemoryError()) and not cpu.is_oom(ValueError("x"))
     assert cuda.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert cpu.resolve("cpu") == "cpu" and cpu.device_kernels([]) is None
+    assert cpu.resolve("cpu").spec == "cpu" and cpu.device_kernels([]) is None
     with pytest.raises(SpecError, match="device='mps'"):
         get_backend("mps")
     with pytest.raises(SpecError, match="device='tpu'"):
@@ -53,11 +53,19 @@ def test_no_import_cycle_between_timing_and_devices():
 
 def test_peak_dtype_tf32():
     on = {"allow_tf32_cudnn": True, "allow_tf32_matmul": False}
-    assert peak_dtype("conv2d", "fp32", "cuda", on) == "tf32"
-    assert peak_dtype("linear", "fp32", "cuda", on) == "fp32"
-    assert peak_dtype("mm", "fp32", "cuda", {"allow_tf32_matmul": True}) == "tf32"
-    assert peak_dtype("conv2d", "bf16", "cuda", on) == "bf16"
-    assert peak_dtype("conv2d", "fp32", "cpu", on) == "fp32"
+    cuda, cpu = CudaBackend(), CpuBackend()
+    assert cuda.peak_dtype("conv2d", "fp32", on) == "tf32"
+    assert cuda.peak_dtype("linear", "fp32", on) == "fp32"
+    assert cuda.peak_dtype("mm", "fp32", {"allow_tf32_matmul": True}) == "tf32"
+    assert cuda.peak_dtype("conv2d", "bf16", on) == "bf16"
+    assert cpu.peak_dtype("conv2d", "fp32", on) == "fp32"
+
+
+def fake_device(backend, kind="cuda"):
+    """A resolved device of ``backend`` without the hardware (tests)."""
+    return Device(type=kind, index=0 if kind == "cuda" else None, name=f"fake {kind}",
+                  main_memory="HBM" if kind == "cuda" else "DRAM", modes=("hot",), host=kind == "cpu",
+                  tensors="cpu", backend=backend)
 
 
 class FakeGpuBackend:
@@ -76,7 +84,7 @@ def test_resolve_peaks_stores_source_and_ceiling():
     ceil = Ceilings(key={"machine_id": "m"}, measured_at="2026-11-24T00:00:00+0000",
                     entries=(Ceiling("compute", "tf32", 400e12, 8192, 0.0027, 0.01, 30),
                              Ceiling("memory", "fp32", 2.9e12, 2**31, 0.0015, 0.02, 40)))
-    p = resolve_peaks(FakeGpuBackend(), "cuda:0", ["fp32", "fp16"], 1, ceil)
+    p = resolve_peaks(fake_device(FakeGpuBackend()), ["fp32", "fp16"], 1, ceil)
     assert set(p) == {"fp32", "tf32", "fp16"}                     # tf32 resolved beside fp32 on CUDA
     assert p["tf32"].peak_flops_s == 495e12 and p["tf32"].peak_source == "datasheet"
     assert p["tf32"].ceiling_flops_s == 400e12 and p["tf32"].ceiling_gemm_n == 8192
@@ -109,7 +117,7 @@ def test_resolve_peaks_levels_native_verdict_and_effective_clock():
                              Ceiling("compute", "fp16", 335e9, 1536, 0.02, 0.01, 10, native=False),
                              Ceiling("one_thread", "fp32", 2.9e9 * 64, 1536, 0.04, 0.01, 10),
                              Ceiling("memory", "fp32", 30e9, 112 * 2**20, 0.01, 0.01, 10)), levels=levels)
-    p = resolve_peaks(FakeCpuBackend(), "cpu", ["fp32", "fp16"], 2, ceil)
+    p = resolve_peaks(fake_device(FakeCpuBackend(), "cpu"), ["fp32", "fp16"], 2, ceil)
     # effective clock 2.9 GHz (185.6 GFLOP/s / 64) beats the reported 2.6: 2 x 2.9 x 64 = 371.2 GFLOP/s
     assert p["fp32"].peak_flops_s == pytest.approx(371.2e9) and p["fp32"].peak_native is True
     # fp16: the flag says native (128 FLOP/cycle), the GEMM is at the fp32 rate: not native, the fp32 peak
@@ -121,17 +129,19 @@ def test_resolve_peaks_levels_native_verdict_and_effective_clock():
     assert [d["level"] for d in stored] == ["L1", "L2", "L3", "DRAM"]
     assert stored[2]["cache_bytes"] == 24 * 2**20 and stored[2]["buffer_bytes"] == 12 * 2**20
     old = Ceilings(key={"machine_id": "m"}, measured_at="t", entries=ceil.entries[:2])   # a file without levels
-    q = resolve_peaks(FakeCpuBackend(), "cpu", ["fp32"], 2, old)
+    q = resolve_peaks(fake_device(FakeCpuBackend(), "cpu"), ["fp32"], 2, old)
     assert q["fp32"].ceiling_levels is None and q["fp32"].ceiling_l1_bytes_s is None
     assert q["fp32"].peak_flops_s == pytest.approx(2 * 2.6e9 * 64)              # no 1-thread GEMM: reported clock
 
 
 def test_memory_levels_of_the_backends(monkeypatch):
     from harness.backends.cuda import gpu_memory_levels
-    cpu = get_backend("cpu").memory_levels("cpu")
+    device = get_backend("cpu").resolve("cpu")
+    cpu = get_backend("cpu").memory_levels(device)
     assert cpu[-1].name == "DRAM" and cpu[-1].cache_bytes is None
     assert all(lv.cache_bytes for lv in cpu[:-1])
-    assert get_backend("cpu").last_level_cache("cpu") == (cpu[-2].cache_bytes if len(cpu) > 1 else 0)
+    assert device.llc_bytes == (cpu[-2].cache_bytes if len(cpu) > 1 else 0)
+    assert (device.main_memory, device.host, device.tensors, device.index) == ("DRAM", True, "cpu", None)
     l2, hbm = gpu_memory_levels(50 * 2**20)                         # H100: 50 MiB L2, shared by every SM
     assert (l2.name, l2.cache_bytes, l2.capacity(8)) == ("L2", 50 * 2**20, 50 * 2**20) and hbm.name == "HBM"
     assert [lv.name for lv in gpu_memory_levels(0)] == ["HBM"]

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-import harness.calibrate as ce
+import harness.ceilings.calibrate as ce
+from harness.backends import resolve_device
 from harness.backends.base import CalibrationSizes, MemoryLevel
 from harness.backends.cpu import CpuBackend
 from harness.errors import SpecError
@@ -68,14 +69,14 @@ def test_sweep_stops_before_a_size_whose_call_would_exceed_the_cap(fake_cpu):
     # 96^3 x 2 / 1e6 FLOP/s = 1.77 s a call > CALL_CAP_S: the sweep ends after n=64 (0.52 s projected x 3.4)
     slow = {n: 1e6 for n in GEMM_RATE}
     m, _ = fake_measure(slow)
-    e = ce._gemm("cpu", "bf16", 0.3, 12.0, 1, m)
+    e = ce._gemm(resolve_device("cpu"), "bf16", 0.3, 12.0, 1, m)
     assert e.size == 64 and [n for n, _ in e.sweep] == [64] and "n=96 would take over" in e.note
 
 
 def test_sweep_stops_when_the_dtype_budget_is_spent(fake_cpu):
     ticks = iter(range(100))
     m, _ = fake_measure({n: 1e12 * n for n in GEMM_RATE})       # always improving
-    e = ce._gemm("cpu", "fp32", 0.3, 2.5, 1, m, clock=lambda: float(next(ticks)))
+    e = ce._gemm(resolve_device("cpu"), "fp32", 0.3, 2.5, 1, m, clock=lambda: float(next(ticks)))
     assert [n for n, _ in e.sweep] == [64, 96, 128] and "2.5 s spent" in e.note      # clock 1, 2, 3 >= 2.5
 
 

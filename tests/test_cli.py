@@ -96,7 +96,7 @@ def test_calibrate_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_render_ceilings_against_peak() -> None:
-    from harness.calibrate import Ceiling, Ceilings
+    from harness.ceilings.calibrate import Ceiling, Ceilings
     from harness.cli.machine import render_ceilings
     from harness.devices.peaks import Peak
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+from harness.backends import resolve_device
 from harness.record import Row, Status
 from harness.runner import make_context
 from harness.runner.progress import brief, describe, varying_names
@@ -15,7 +16,8 @@ from harness.suite import load_suite
 
 def rows_of(suite_name: str) -> list[Row]:
     suite = load_suite(suite_name)
-    ctx = make_context(suite, "cpu", list(suite.dtypes), None, "auto", (1, 1), "console-test", "never", None)
+    ctx = make_context(suite, resolve_device("cpu"), list(suite.dtypes), None, "auto", (1, 1), "console-test", "never",
+                       None)
     return [Row(key=ctx.key(c), case=ctx.case_fields(c), health=failed(Status.SKIPPED, "not run"),
                 peaks=ctx.peaks_for(c, {}), provenance=ctx.provenance()) for c in suite.cases()]
 

@@ -10,14 +10,15 @@ HEAVY = ("torch._dynamo", "torch.fx.experimental.symbolic_shapes", "sympy")
 CODE = r"""
 import sys
 import torch
-from harness.counting import count_totals
-from harness.spec import parse_layer
+from harness.analytic.count import count_totals
+from harness.layers.modules import build_module
+from harness.layers.spec import parse_layer
 got = {}
 for kind, params, shape in [("linear", {"in": 512, "out": 256}, (64, 512)),
                             ("layernorm", {"c": 768}, (8, 196, 768)),
                             ("conv2d", {"in": 8, "out": 16, "k": 3}, (1, 8, 10, 10))]:
     spec = parse_layer(kind, params)
-    got[kind] = int(count_totals(spec.build(torch.float32, "meta"), shape)["macs"])
+    got[kind] = int(count_totals(build_module(spec, torch.float32, "meta"), shape)["macs"])
 print(got["linear"], got["conv2d"], "torch._dynamo" in sys.modules)
 f = torch.compile(torch.nn.Linear(4, 3), backend="eager")
 print(tuple(f(torch.ones(2, 4)).shape), "torch._dynamo" in sys.modules)
@@ -81,8 +82,9 @@ EDGES = r"""
 import importlib.util, resource, sys, threading, torch
 import torch.nn.functional as F
 from harness.analytic.meta import meta_mode
-from harness.counting import count_totals
-from harness.spec import parse_layer
+from harness.analytic.count import count_totals
+from harness.layers.modules import build_module
+from harness.layers.spec import parse_layer
 from torch import nn
 
 class Disabled(nn.Module):                   # torch.compiler.disable used as a decorator factory
@@ -97,14 +99,14 @@ with meta_mode():
     print("spec", importlib.util.find_spec("sympy") is not None)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 spec = parse_layer("sdpa", {"heads": 64, "seq": 131072, "head_dim": 128, "causal": True})
-count_totals(spec.build(torch.float32, "meta"), *spec.default_inputs())
+count_totals(build_module(spec, torch.float32, "meta"), *spec.default_inputs())
 print("rss_mib", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 small = parse_layer("sdpa", {"heads": 2, "seq": 16, "head_dim": 8, "causal": True})
 errors = []
 def work():
     try:
         for _ in range(20):
-            count_totals(small.build(torch.float32, "meta"), *small.default_inputs())
+            count_totals(build_module(small, torch.float32, "meta"), *small.default_inputs())
     except Exception as e:
         errors.append(e)
 threads = [threading.Thread(target=work) for _ in range(3)]

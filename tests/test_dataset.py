@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.dataset import Shard, is_url, load_any, load_dataset, publish, shard_files
 from harness.runner import run_suite
+from harness.store.dataset import Shard, is_url, load_any, load_dataset, publish, shard_files
 from harness.suite import parse_suite
 from harness.timing import Measurement
 

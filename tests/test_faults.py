@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_runner import SUITE, fake_measure, json_to_toml
 
+from harness.record import RunMeta
 from harness.runner import run_suite
 from harness.store import COMMIT_DELAY_ENV, load_runs, read_journal, write_parquet
 from harness.suite import load_suite, parse_suite
@@ -241,7 +242,7 @@ def test_writer_stores_nonfinite_numbers_as_null_and_keeps_foreign_lines(tmp_pat
     with open(run_dir / "rows-1of1.jsonl", "w") as f:
         f.write(json.dumps(rec) + "\n" + json.dumps(foreign) + "\n")
     from harness.store import RunWriter
-    RunWriter(run_dir, (1, 1), {"run_id": "tiny-cpu-w"}).finish()
+    RunWriter(run_dir, (1, 1), RunMeta(run_id="tiny-cpu-w")).finish()
     loaded = load_runs(run_dir)
     assert loaded.refused == [] and list(loaded.frame["row_id"]) == ["m:cpu:nan"]
     row = loaded.frame.iloc[0]
@@ -327,12 +328,12 @@ def test_write_parquet_roundtrip_after_hostile_reads(tmp_path: Path) -> None:
 
 
 def test_store_journal_torn_line_cut_and_rows_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store's journal goes through the shared helpers (harness.journal): a torn last line is
+    """The store's journal goes through the shared helpers (harness.store.journal): a torn last line is
     never read and is cut off by the next writer, undecodable bytes read as U+FFFD (never fatal),
     and each appended row is fsync'ed before ``append`` returns."""
-    from harness import journal as J
     from harness.record import Row
     from harness.store import RunWriter
+    from harness.store import journal as J
     records = _good(tmp_path).to_pylist()
     run_dir = tmp_path / "j" / "tiny-cpu-good"
     run_dir.mkdir(parents=True)
@@ -347,7 +348,7 @@ def test_store_journal_torn_line_cut_and_rows_fsynced(tmp_path: Path, monkeypatc
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
-    writer = RunWriter(run_dir, (1, 1), {"run_id": "tiny-cpu-good", "suite": "tiny"})
+    writer = RunWriter(run_dir, (1, 1), RunMeta(run_id="tiny-cpu-good", suite="tiny"))
     try:
         assert path.read_bytes() == lines[0] + lines[1] + odd                  # the torn line is cut
         synced.clear()                                                         # (os.fsync is patched for all)

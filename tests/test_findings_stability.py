@@ -62,11 +62,11 @@ def test_the_rule_judged_counts_and_the_one_sentence():
 
 
 def test_findings_compare_regress_summary_report_and_site_agree(tmp_path):
-    from harness.cli.summary import summarize
-    from harness.history import build_site
     from harness.report.format import rows_view
     from harness.report.model import build_model
     from harness.report.render import _aside_note
+    from harness.report.site import build_site
+    from harness.report.summary import summarize
     from harness.store import Loaded
     new = four()
     # findings: s (1.5 ms) and u (2 ms) share the FLOPs; n (5 ms, noisy) is set aside
@@ -225,7 +225,7 @@ def test_the_same_pair_in_several_runs_is_one_finding_across_processes():
 
 def test_the_summary_shows_findings_across_processes_when_every_row_is_set_aside():
     from harness.analysis import derive
-    from harness.cli.summary import finding_lines
+    from harness.report.summary import finding_lines
     f = derive(frame(procs(64, [2.0e-3, 2.6e-3, 2.2e-3], "bimodal"), procs(1, [1.0e-3, 1.3e-3, 1.05e-3], "noisy")))
     lines = finding_lines(f)
     assert lines[0] == "findings (equal FLOPs, slowest vs fastest):"

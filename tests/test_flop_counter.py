@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import harness
-from harness.spec import build_case, parse_layer
+from harness.layers.modules import build_case
+from harness.layers.spec import parse_layer
 
 
 def flop_counter_total(model: nn.Module, shapes: list[tuple[int, ...]]) -> int:
@@ -86,7 +87,7 @@ def test_multihead_attention_random(e_h: int, heads: int, seq: int, batch: int, 
 
 
 def test_resnet50_table_matches_flop_counter_mode() -> None:
-    from harness.zoo import resnet50
+    from harness.layers.zoo import resnet50
 
     model = resnet50()
     table = harness.count(model, (1, 3, 224, 224))

@@ -11,8 +11,9 @@ import pytest
 
 from harness import record as R
 from harness.analysis import regressions
+from harness.analysis.changepoints import baseline, change_points, noise
 from harness.cli import main
-from harness.history import baseline, build_site, change_points, noise
+from harness.report.site import build_site
 from harness.store import write_parquet
 
 

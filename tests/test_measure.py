@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from harness.backends import Device
 from harness.backends.cpu import CpuBackend, CpuTimer
 from harness.backends.cuda import CudaBackend, CudaEventTimer
 from harness.errors import SpecError
@@ -305,9 +306,14 @@ class FakeMonitor:
                             sm_clock_limit_mhz=1980, reasons_mask=0x4, reasons=("sw_power_cap",), throttled=True)
 
 
+#: A resolved CUDA device without the hardware: the fake API stands for it.
+FAKE_GPU = Device(type="cuda", index=0, name="fake GPU", main_memory="HBM", modes=CudaBackend.modes, host=False,
+                  tensors="cuda:0", llc_bytes=50 * 2**20, backend=CudaBackend())
+
+
 def cuda_measure(api, mode, monitor=None, **kw):
     timer = CudaEventTimer(api, "hot" if mode == "auto" else mode, monitor, host_clock=lambda: api.t)
-    return measure(api.launch, device="cuda", mode=mode, cuda_api=api, timer=timer, monitor=monitor,
+    return measure(api.launch, device=FAKE_GPU, mode=mode, cuda_api=api, timer=timer, monitor=monitor,
                    warmup_s=kw.pop("warmup_s", 0.001), **kw)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.zoo import resnet50
+from harness.layers.zoo import resnet50
 
 LAYERS = {
     "conv": (nn.Conv2d(8, 16, 3, 2, 1), (1, 8, 20, 20)),

@@ -141,30 +141,38 @@ def recording_fake(fn, *, inputs, **kw):
 
 def journal_job(tmp_path, monkeypatch, first: int):
     """A worker job over SUITE's first ``first`` cases, journalled to ``tmp_path/p0.jsonl``, timed by
-    ``recording_fake`` (which appends to ``tmp_path/fake/measured``): (job, case ids, journal, fake dir)."""
+    ``recording_fake`` (which appends to ``tmp_path/fake/measured``), and a fork server for its workers:
+    (job, cases, journal, fake dir, launcher)."""
+    from harness.backends import resolve_device
     from harness.runner import workers as W
+    from harness.runner.context import make_context
+    from harness.runner.forkserver import ForkServer
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
     monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
     suite = parse_suite(SUITE)
-    ids = [c.case_id for c in suite.cases()]
+    cases = list(suite.cases())
     journal = tmp_path / "p0.jsonl"
-    job = W.WorkerJob(suite=suite, device="cpu", dtypes=("fp32",), case_dtypes=None, threads=1, mode="hot",
-                      shard=(1, 1), run_id="r", peaks={}, measure_fn=recording_fake, profile=False,
-                      order=tuple(ids[:first]), journal=str(journal))
-    return job, ids, journal, fake_dir
+    ctx = make_context(suite, resolve_device("cpu"), ["fp32"], 1, "hot", (1, 1), "r")
+    job = W.WorkerJob(ctx=ctx, cases=tuple(cases[:first]), measure_fn=recording_fake, profile=False,
+                      journal=str(journal))
+    return job, cases, journal, fake_dir, ForkServer(W.omp_env(None))
 
 
 def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):
     """Rows complete in every pass are stored at once; a pass continues where its journal stops."""
+    import dataclasses
+
     from harness.runner import workers as W
-    first, ids, journal, fake_dir = journal_job(tmp_path, monkeypatch, 2)
+    first, cases, journal, fake_dir, start = journal_job(tmp_path, monkeypatch, 2)
+    ids = [c.case_id for c in cases]
     seen: list[str] = []
-    W.run_pass(first, W.omp_env(None), lambda cid, code: {}, lambda rec: seen.append(rec["case_id"]))
+    W.run_pass(first, start, lambda cid, code: None, lambda row: seen.append(row.key.case_id))
     with open(journal, "a") as fh:
-        fh.write('{"record": {"case_id": "torn')                      # a kill mid-line
-    W.run_pass(W._with_order(first, tuple(ids)), W.omp_env(None), lambda cid, code: {},
-               lambda rec: seen.append(rec["case_id"]))
+        fh.write('{"run_id": "r", "row_id": "torn')                    # a kill mid-line
+    W.run_pass(dataclasses.replace(first, cases=tuple(cases)), start, lambda cid, code: None,
+               lambda row: seen.append(row.key.case_id))
+    start.close()
     measured = (fake_dir / "measured").read_text().split()
     assert measured == ["1", "2", "3", "4"]                            # each case once, in order
     assert seen == ids and set(W.read_journal(journal)[0]) == set(ids)
@@ -213,26 +221,39 @@ def test_a_worker_stops_when_its_parent_is_killed(tmp_path, monkeypatch):
 
 
 def test_resume_passes_over_another_machines_run(tmp_path):
-    from harness.runner.loop import _find_run
+    from harness.runner.resume import find_run as _find_run
     for name, machine in [("procs-cpu-20260101T000000Z", "mine"), ("procs-cpu-20260102T000000Z", "other")]:
         d = tmp_path / name
         d.mkdir()
-        (d / "run-1of1.json").write_text(json.dumps({"suite": "procs", "machine_id": machine}))
+        (d / "run-1of1.json").write_text(json.dumps({"run_id": name, "suite": "procs", "machine_id": machine}))
     (tmp_path / "procs-cpu-x-cpu-20260103T000000Z").mkdir()            # another suite's run: never
-    (tmp_path / "procs-cpu-x-cpu-20260103T000000Z" / "run-1of1.json").write_text(json.dumps({"suite": "procs-cpu-x"}))
+    (tmp_path / "procs-cpu-x-cpu-20260103T000000Z" / "run-1of1.json").write_text(
+        json.dumps({"run_id": "procs-cpu-x-cpu-20260103T000000Z", "suite": "procs-cpu-x"}))
     assert _find_run(tmp_path, "procs", "cpu", (1, 1), "mine").name == "procs-cpu-20260101T000000Z"
     assert _find_run(tmp_path, "procs", "cpu", (1, 1), "other").name == "procs-cpu-20260102T000000Z"
     assert _find_run(tmp_path, "procs", "cpu", (1, 1), "third") is None
 
 
+def row_record(case_id: str, median: float) -> dict:
+    """A stored row's record (a worker journal's line) of case ``case_id`` with median ``median``."""
+    from harness.record import Row
+    rec = {"run_id": "r", "row_id": f"m:cpu:{case_id}", "case_id": case_id, "config_id": case_id, "suite": "s",
+           "family": "f", "machine_id": "m", "machine_name": "m", "settings_id": "s", "host": "h", "layer": "relu",
+           "config": "{}", "axes": "{}", "memory_format": "nchw", "dtype": "fp32", "device": "cpu",
+           "device_type": "cpu", "device_name": "cpu", "status": "ok", "peak_source": "none",
+           "ceiling_source": "none", "timestamp": "t", "harness_version": "0", "torch_version": "0",
+           "python_version": "3", "time_median_s": median, "samples_s": [median]}
+    return Row.from_record(rec).to_record()
+
+
 def test_a_journal_is_read_incrementally_and_a_torn_line_waits_for_its_newline(tmp_path):
     """Three appends, the second ending mid-line: each poll reads only what was appended since the
     last one, each record comes out exactly once, and a poll after no growth consumes nothing."""
-    from harness.journal import JournalTail
     from harness.runner.workers import WorkerJournal
+    from harness.store.journal import JournalTail
     path = tmp_path / "proc-1of1-env-p0.jsonl"
-    a = json.dumps({"record": {"case_id": "a", "x": 1}})
-    b = json.dumps({"record": {"case_id": "b", "x": 2}})
+    a = json.dumps(row_record("a", 1))
+    b = json.dumps(row_record("b", 2))
     first = '{"start": "a"}\n' + a + "\n"
     second = '{"start": "b"}\n' + b[:10]                  # the record of b torn mid-line
     third = b[10:] + '\n{"start": "c"}\n'
@@ -249,7 +270,7 @@ def test_a_journal_is_read_incrementally_and_a_torn_line_waits_for_its_newline(t
         fh.flush()
         new += journal.update()
         assert journal.tail.offset == len(first) + len('{"start": "b"}\n')     # the torn line is not consumed
-        assert journal.started == ["a", "b"] and set(journal.records) == {"a"}
+        assert journal.started == ["a", "b"] and set(journal.rows) == {"a"}
         assert journal.update() == [] and journal.tail.last_read == 0          # still torn: nothing consumed
         fh.write(third)
         fh.flush()
@@ -258,12 +279,13 @@ def test_a_journal_is_read_incrementally_and_a_torn_line_waits_for_its_newline(t
     assert size == len(first + second + third)
     # the torn line is consumed whole once its newline arrives, with the line after it
     assert journal.tail.offset == size and journal.tail.last_read == len(b) + len('\n{"start": "c"}\n')
-    assert new == [{"case_id": "a", "x": 1}, {"case_id": "b", "x": 2}]       # each record once, in order
-    assert journal.started == ["a", "b", "c"] and list(journal.records) == ["a", "b"]
+    assert [(r.key.case_id, r.timing.time_median_s) for r in new] == [("a", 1), ("b", 2)]   # each row once, in order
+    assert journal.started == ["a", "b", "c"] and list(journal.rows) == ["a", "b"]
     assert journal.update() == [] and journal.tail.offset == size and journal.tail.last_read == 0
     # a fresh reader of the whole file sees the same
     from harness.runner.workers import read_journal
-    assert read_journal(path) == ({"a": {"case_id": "a", "x": 1}, "b": {"case_id": "b", "x": 2}}, ["a", "b", "c"])
+    rows, started = read_journal(path)
+    assert {c: r.timing.time_median_s for c, r in rows.items()} == {"a": 1, "b": 2} and started == ["a", "b", "c"]
     assert JournalTail(path).read() == [{"start": "a"}, json.loads(a), {"start": "b"}, json.loads(b),
                                                      {"start": "c"}]
 
@@ -273,15 +295,16 @@ def test_a_worker_journal_skips_lines_that_are_not_its_records(tmp_path):
     second record of a case replaces the first but is not passed on again."""
     from harness.runner.workers import WorkerJournal
     path = tmp_path / "j.jsonl"
-    path.write_bytes(b'\x00garbage{{\n42\n[1, 2]\n{"record": 5}\n{"record": {"x": 1}}\n{"start": "a"}\n'
-                     b'{"record": {"case_id": "a", "v": 1}}\n{"record": {"case_id": "a", "v": 2}}\n')
+    path.write_bytes(b'\x00garbage{{\n42\n[1, 2]\n{"record": 5}\n{"case_id": "x"}\n{"start": "a"}\n'
+                     + json.dumps(row_record("a", 1)).encode() + b"\n" + json.dumps(row_record("a", 2)).encode()
+                     + b"\n")
     journal = WorkerJournal(path)
-    assert journal.update() == [{"case_id": "a", "v": 1}]
-    assert journal.records == {"a": {"case_id": "a", "v": 2}} and journal.started == ["a"]
+    assert [r.timing.time_median_s for r in journal.update()] == [1]
+    assert {c: r.timing.time_median_s for c, r in journal.rows.items()} == {"a": 2} and journal.started == ["a"]
 
 
 def test_cut_torn_line(tmp_path):
-    from harness.journal import cut_torn_line
+    from harness.store.journal import cut_torn_line
     p = tmp_path / "j.jsonl"
     cut_torn_line(p)                                              # missing: nothing to do
     assert not p.exists()
@@ -296,7 +319,7 @@ def test_append_is_one_durable_line(tmp_path, monkeypatch):
     """``append`` writes one line (NaN as the store always wrote it) and fsyncs before returning."""
     import math
 
-    from harness import journal as J
+    from harness.store import journal as J
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(J.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
@@ -310,12 +333,15 @@ def test_append_is_one_durable_line(tmp_path, monkeypatch):
 def test_a_pass_reads_each_journal_byte_once(tmp_path, monkeypatch):
     """The parent's polls of a worker journal consume every byte exactly once over a whole pass
     (workers started again after a torn line included), never the whole file per poll."""
-    from harness import journal as J
+    import dataclasses
+
     from harness.runner import workers as W
-    job, ids, path, _ = journal_job(tmp_path, monkeypatch, 1)
-    W.run_pass(job, W.omp_env(None), lambda cid, code: {}, lambda rec: None)
+    from harness.store import journal as J
+    job, cases, path, _, start = journal_job(tmp_path, monkeypatch, 1)
+    ids = [c.case_id for c in cases]
+    W.run_pass(job, start, lambda cid, code: None, lambda row: None)
     with open(path, "a") as fh:
-        fh.write('{"record": {"case_id": "torn')                      # a kill mid-line
+        fh.write('{"run_id": "r", "row_id": "torn')                    # a kill mid-line
     consumed: list[int] = []
     real = J.JournalTail.read
 
@@ -325,8 +351,9 @@ def test_a_pass_reads_each_journal_byte_once(tmp_path, monkeypatch):
         return out
     monkeypatch.setattr(J.JournalTail, "read", spy)
     seen: list[str] = []
-    W.run_pass(W._with_order(job, tuple(ids)), W.omp_env(None), lambda cid, code: {},
-               lambda rec: seen.append(rec["case_id"]))
+    W.run_pass(dataclasses.replace(job, cases=tuple(cases)), start, lambda cid, code: None,
+               lambda row: seen.append(row.key.case_id))
+    start.close()
     assert seen == ids[1:]
     assert sum(consumed) == path.stat().st_size                        # each byte once (the torn line was cut)
     assert len(consumed) >= 3 and 0 in consumed                        # several polls; the idle ones read nothing
@@ -377,12 +404,12 @@ def test_cases_go_through_the_processes_in_blocks_each_stored_before_the_next(tm
 
 def interrupting_fake(fn, *, inputs, **kw):
     """1 ms per call, appending ``dtype batch`` to LB_FAKE_DIR/measured; the first worker to reach
-    batch 11 sends SIGINT to the run's process (once)."""
+    batch 11 sends SIGINT to the run's process (LB_RUN_PID; once)."""
     x = inputs[0][0]
     if x.shape[0] == 11:
         try:
             os.close(os.open(os.path.join(os.environ["LB_FAKE_DIR"], "interrupted"), os.O_CREAT | os.O_EXCL))
-            os.kill(os.getppid(), signal.SIGINT)
+            os.kill(int(os.environ["LB_RUN_PID"]), signal.SIGINT)
         except FileExistsError:
             pass
     with open(os.path.join(os.environ["LB_FAKE_DIR"], "measured"), "a") as fh:
@@ -401,6 +428,7 @@ from harness.runner import run_suite, workers
 from harness.suite import parse_suite
 from test_processes import SUITE, interrupting_fake
 workers.FIRST_BLOCK, workers.MAX_BLOCK = 4, 8
+os.environ["LB_RUN_PID"] = str(os.getpid())
 s = parse_suite(dict(SUITE, sweep=[dict(SUITE["sweep"][0], axes={"b": list(range(1, 15))})]))
 for resume, dtypes in ((False, ["fp32"]), (True, sys.argv[3].split(","))):
     r = run_suite(s, out=sys.argv[1], measure_fn=interrupting_fake, processes=2, progress=False, profile=False,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness.pytest_bench import from_pytest_benchmark
+from harness.store import from_pytest_benchmark
 
 
 def test_stats_mapping(tmp_path):

@@ -12,8 +12,8 @@ from test_report import GROUPS, timed_run
 
 from harness.cli import main
 from harness.errors import SpecError
-from harness.pytest_bench import from_pytest_benchmark, write_pytest_benchmark
-from harness.store import load_runs
+from harness.report.pytest_json import write_pytest_benchmark
+from harness.store import from_pytest_benchmark, load_runs
 
 TINY = 'name = "tiny"\n[[sweep]]\nfamily = "act"\nlayer = "relu"\ninput = "{b}x16"\naxes = { b = [1, 2] }\n'
 

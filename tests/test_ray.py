@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.dataset import load_dataset
 from harness.fleet import FleetError, Node, plan
 from harness.fleet.plan import parse_devices
 from harness.runner import run_suite
 from harness.store import load_results
+from harness.store.dataset import load_dataset
 from harness.suite import parse_suite
 from harness.timing import Measurement
 

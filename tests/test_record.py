@@ -52,7 +52,7 @@ def test_round_trip(tmp_path):
     r = run_suite(s, out=tmp_path, measure_fn=fake(), progress=False)
     table = pq.read_table(r.parquet)
     assert table.schema.equals(R.SCHEMA, check_metadata=False)
-    assert table.schema.metadata[R.VERSION_KEY] == b"3" and read_metadata(r.parquet)["schema_version"] == 3
+    assert table.schema.metadata[R.VERSION_KEY] == b"4" and read_metadata(r.parquet).schema_version == 4
     loaded = load_runs(r.run_dir)
     assert not loaded.refused and len(loaded.frame) == 3
     again = pq.read_table(r.parquet).to_pylist()
@@ -62,7 +62,7 @@ def test_round_trip(tmp_path):
     assert json.loads(skipped["config"])["kernel_size"] == 5                   # as written, canonical name
     ok = loaded.frame[loaded.frame.status == "ok"]
     assert (ok["peak_source"] == "formula").all() and (ok["ceiling_source"] == "none").all()
-    assert list(loaded.runs) == [r.run_id] and loaded.runs[r.run_id]["machine_id"] == r.machine_id
+    assert list(loaded.runs) == [r.run_id] and loaded.runs[r.run_id].machine_id == r.machine_id
 
 
 def test_committed_version_1_runs_upgrade():

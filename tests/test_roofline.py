@@ -20,14 +20,14 @@ def row(flops, moved, levels=LEVELS, time_s=1e-3, device_type="cpu", **kw):
     base = dict(status="ok", time_median_s=time_s, flops=flops, bytes_read=moved, bytes_written=0,
                 ceiling_flops_s=100e9, ceiling_bytes_s=20e9, peak_flops_s=None, peak_bytes_s=None,
                 peak_source="formula", kernel_launches=1, launch_overhead_s=2e-6, ceiling_levels=levels,
-                device_type=device_type)
+                device_type=device_type, main_memory={"cpu": "DRAM", "cuda": "HBM"}[device_type])
     return {**base, **kw}
 
 
 def test_level_by_working_set():
     lv = parse_levels(LEVELS)
     moved = pd.Series([32 * KIB, 64 * KIB, 64 * KIB + 1, 20 * MIB, 100 * MIB, np.nan])
-    name, bw = memory_levels(moved, lv)
+    name, bw, _ = memory_levels(moved, lv)
     assert list(name[:5]) == ["L1", "L1", "L2", "L3", "DRAM"] and pd.isna(name[5])   # a set that fills L1 still fits
     assert list(bw[:5]) == [200e9, 200e9, 100e9, 50e9, 20e9]
     # a level without a bandwidth: its sets go out to the next measured level

@@ -68,8 +68,8 @@ def test_rows_for_every_case_including_failures(tmp_path):
     assert {"run_id", "suite", "git_commit", "torch_version", "device_name", "seed", "machine_id"} <= set(df)
     assert (df["row_id"] == df["machine_id"] + ":cpu:" + df["case_id"]).all()
     meta = read_metadata(r.parquet)
-    assert meta["suite"] == "tiny" and meta["run_id"] == r.run_id and "finished" in meta
-    assert meta["machine_id"] == r.machine_id and meta["machine"]["cpu"]["logical_cpus"] >= 1
+    assert meta.suite == "tiny" and meta.run_id == r.run_id and meta.finished is not None
+    assert meta.machine_id == r.machine_id and meta.machine["cpu"]["logical_cpus"] >= 1
     assert not list(r.run_dir.glob("rows-*.jsonl"))                     # journal folded into Parquet
 
 
@@ -175,7 +175,7 @@ def test_ctrl_c_stores_what_is_done(tmp_path):
     s = parse_suite(SUITE, "tiny.toml")
     r = run_suite(s, out=tmp_path, measure_fn=interrupted, progress=False)
     assert r.interrupted and r.statuses == {"ok": 3}
-    assert len(load_results(r.parquet)) == 3 and read_metadata(r.parquet)["interrupted"] is True
+    assert len(load_results(r.parquet)) == 3 and read_metadata(r.parquet).interrupted is True
     again = run_suite(s, out=tmp_path, resume=True, measure_fn=fake_measure(), progress=False)
     assert again.run_id == r.run_id and len(load_results(again.parquet)) == 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 import harness
-from harness.zoo import resnet50
+from harness.layers.zoo import resnet50
 
 
 def test_seed000_conv7x7_stride2_macs_and_torchstat_memory() -> None:

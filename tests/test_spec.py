@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import harness
-from harness.dtypes import dtype_name, itemsize, parse_dtype
 from harness.errors import SpecError
-from harness.spec import build_case, parse_layer, parse_shape
+from harness.layers.dtypes import dtype_name, itemsize, parse_dtype
+from harness.layers.modules import build_case
+from harness.layers.spec import parse_layer, parse_shape
 
 
 @pytest.mark.parametrize("kind,params,inputs,field,expected", [

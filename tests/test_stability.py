@@ -1,14 +1,14 @@
-"""The stability verdict (harness.timing.stability) and host load (harness.runner.hostload) on
-hand-made samples; the cross-process merge (harness.runner.repeats) on hand-made records."""
+"""The stability verdict (harness.timing.stability) and host load (harness.timing.hostload) on
+hand-made samples; the cross-process merge (harness.runner.repeats) on hand-made rows."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.record import Stability
-from harness.runner.hostload import CpuSample, host_busy
+from harness.record import Row, Stability
 from harness.runner.repeats import merge
 from harness.timing import stability as S
+from harness.timing.hostload import CpuSample, host_busy
 
 
 def tight(center: float, n: int = 20, rel: float = 0.01) -> list[float]:
@@ -65,15 +65,16 @@ def test_host_busy_subtracts_own_time_and_scales_by_cpus():
     assert host_busy(a, CpuSample(1.0, 100.5, 11.0, 2)) == 0.0          # clamped (ticks land unevenly)
 
 
-def _rec(median: float, busy: float | None, samples: list[float], status: str = "ok") -> dict:
-    return {"run_id": "r", "row_id": "m:cpu:c", "case_id": "c", "config_id": "c", "suite": "s", "family": "f",
+def _rec(median: float, busy: float | None, samples: list[float], status: str = "ok") -> Row:
+    return Row.from_record({
+            "run_id": "r", "row_id": "m:cpu:c", "case_id": "c", "config_id": "c", "suite": "s", "family": "f",
             "machine_id": "m", "machine_name": "m", "settings_id": "s", "host": "h", "layer": "relu",
             "config": "{}", "axes": "{}", "memory_format": "nchw", "dtype": "fp32", "device": "cpu",
             "device_type": "cpu", "device_name": "cpu", "status": status, "peak_source": "none",
             "ceiling_source": "none", "timestamp": "t", "harness_version": "0", "torch_version": "0",
             "python_version": "3", "time_median_s": median if status == "ok" else None,
             "samples_s": samples if status == "ok" else None, "host_busy": busy,
-            "error": None if status == "ok" else "boom"}
+            "error": None if status == "ok" else "boom"})
 
 
 def test_merge_keeps_the_lower_median_process_and_every_median():

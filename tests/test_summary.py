@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.cli.summary import finish_run, label_line, summarize
+from harness.report.summary import finish_run, label_line, summarize
 from harness.runner import run_suite
 from harness.store import load_runs
 from harness.suite import parse_suite
@@ -156,7 +156,7 @@ def test_memory_bound_rows_are_judged_by_bandwidth_and_their_cache_level():
     import json
 
     from harness.analysis import derive
-    from harness.cli.summary import utilization_lines
+    from harness.report.summary import utilization_lines
     levels = json.dumps([{"level": "L2", "bytes_s": 100e9, "capacity_bytes": 2**20},
                          {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
     base = dict(status="ok", family="mem", layer="relu", bytes_written=0, ceiling_flops_s=100e9,

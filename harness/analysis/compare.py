@@ -16,11 +16,15 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from harness import record as R
+from harness.analysis.changepoints import baseline
+from harness.analysis.findings import device_label
+from harness.analysis.series import band, nightly
 from harness.analysis.verdicts import count, is_judged, labels, set_aside, set_aside_of, usable
-from harness.errors import LayerbenchError
-from harness.pytest_bench import STATS
+from harness.errors import LayerbenchError, SpecError
+from harness.store.pytest_bench import STATS
 
 #: Default relative change below which two medians are the ``same``. Two runs of one build on this
 #: project's 2-core VM differ by up to about 10 % on memory-bound rows (README, "Comparing runs").
@@ -59,18 +63,6 @@ class Side:
 
     def label(self) -> str:
         return "; ".join(f"{name} [{mid}]" for mid, name in self.machines.items()) or "no rows"
-
-
-def band(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Each row's noise band: the wider of its interquartile range and its median's 95 % CI. The
-    CI alone narrows as samples accumulate while run-to-run drift does not; the IQR (the spread of
-    single samples) keeps two runs of the same build from reading as a change."""
-    med = frame[R.TIME_MEDIAN]
-    nan = pd.Series(np.nan, index=frame.index)
-    q1, q3 = frame.get(R.TIME_Q1, nan).fillna(med), frame.get(R.TIME_Q3, nan).fillna(med)
-    lo = np.fmin(frame.get(R.TIME_CI_LOW, nan), q1)
-    hi = np.fmax(frame.get(R.TIME_CI_HIGH, nan), q3)
-    return lo, hi
 
 
 def _ok(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -151,7 +143,6 @@ class FailOn:
 
     @classmethod
     def parse(cls, text: str) -> list[FailOn]:
-        from harness.errors import SpecError
         rules = []
         for part in (p.strip() for p in text.split(",") if p.strip()):
             m = re.fullmatch(r"(\w+):([0-9]*\.?[0-9]+(?:e-?\d+)?)(%?)", part)
@@ -223,7 +214,7 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
 
     ``history`` holds earlier runs of the same machine and settings (``check_history``; the new run
     itself is left out when a glob catches it). Per case (``row_id``) its stable nightly medians,
-    oldest first, give the baseline (``harness.history.changepoints.baseline``): the segment since
+    oldest first, give the baseline (``harness.analysis.changepoints.baseline``): the segment since
     the last change point; the reference is the median of that segment, so one noisy night moves
     neither the reference nor the band. A case regressed when it is slower than the reference by
     more than ``threshold`` and, with ``MIN_NIGHTS_FOR_Z`` nights of history and 3 or more in the
@@ -237,8 +228,6 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     and ``history_runs``; ``attrs["judged"]`` counts the cases judged, ``attrs["without_baseline"]``
     the judged rows of ``new`` with no stable history to be judged against.
     """
-    from harness.history.changepoints import baseline
-    from harness.history.series import nightly
     h = history[(history[R.STATUS] == "ok") & ~history[R.RUN_ID].isin(new[R.RUN_ID].unique())]
     h = nightly(h[is_judged(h)])
     n = _ok(new, R.ROW_ID)
@@ -257,7 +246,6 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     j["z"] = np.log(j["slowdown"].astype(float)) / j["noise"]
     # the noise is estimated from the history itself: Student's t with the history's degrees of freedom, halved
     # for the median-of-differences estimator's lower efficiency (~0.37 of the standard deviation's)
-    from scipy.stats import t as student_t
     j["z_limit"] = student_t.isf(budget, np.maximum(1.0, (j["history_runs"] - 1) / 2))
     use_z = (j["segment_runs"] >= 3) & (j["history_runs"] >= MIN_NIGHTS_FOR_Z)
     beyond = np.where(use_z, j["z"] > j["z_limit"], j["low"] > j["band_high_s"])
@@ -277,6 +265,6 @@ def cross_device(frame: pd.DataFrame, value: str = "util_ceiling") -> pd.DataFra
     f = frame[frame[R.STATUS] == "ok"].copy()
     if value == "util_ceiling" and "util_peak" in f:
         f[value] = f[value].where(f[value].notna(), f["util_peak"])
-    f["where"] = np.where(f[R.DEVICE].astype(str).str.startswith("cpu"), f[R.MACHINE_NAME], f[R.DEVICE_NAME])
+    f["where"] = [device_label(r) for _, r in f.iterrows()]
     idx = [c for c in R.IDENTITY if c in f]
     return f.pivot_table(index=idx, columns="where", values=value, aggfunc="median")

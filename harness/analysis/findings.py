@@ -129,10 +129,10 @@ def describe_row(row: pd.Series) -> str:
 
 
 def device_label(row: pd.Series) -> str:
-    """The GPU's name, or for a CPU the machine's label (a CPU brand string alone is ambiguous)."""
-    if str(row.get(R.DEVICE, "cpu")).startswith("cpu") and isinstance(row.get(R.MACHINE_NAME), str):
-        return str(row[R.MACHINE_NAME])
-    return str(row.get(R.DEVICE_NAME))
+    """The device as the row names it (``device_label``: a GPU's name, or for the host CPU the
+    machine's label, which says more than a brand); its ``device_name`` where it names none."""
+    label = row.get(R.DEVICE_LABEL)
+    return str(label) if isinstance(label, str) and label else str(row.get(R.DEVICE_NAME))
 
 
 def _time(s: float) -> str:

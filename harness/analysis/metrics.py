@@ -34,6 +34,14 @@ LAUNCH_BOUND_FACTOR = 2.0
 #: below it, ``under-utilised`` (parallelism, layout or kernel choice).
 NEAR_ROOF = 0.5
 LABELS = ("launch-bound", "memory-bound", "compute-bound", "under-utilised")
+#: ``roof_mem_level`` of a row that does not name its device's main memory (a pytest-benchmark file).
+MAIN_MEMORY = "main memory"
+
+
+def is_cache_level(level: object, row: pd.Series) -> bool:
+    """Whether ``level`` (a row's ``roof_mem_level`` or ``roof_level``) is one of its device's caches:
+    its memory level, when that level has a capacity (``roof_mem_cache``)."""
+    return isinstance(level, str) and level == row.get("roof_mem_level") and row.get("roof_mem_cache") is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,8 @@ DERIVED = (
     Derived("roof_mem_level", "-", "`L1`, `L2`, `L3`, `DRAM` (CPU) or `L2`, `HBM` (GPU): the innermost measured "
             "level of ceiling_levels whose capacity holds the working set (bytes_read + bytes_written); main "
             "memory when none does or no levels are stored"),
+    Derived("roof_mem_cache", "-", "whether roof_mem_level is one of the device's caches (a level with a "
+            "capacity), not its main memory"),
     Derived("roof_level_bytes_s", "B/s", "bandwidth of roof_mem_level (main memory: ceiling_bytes_s, else "
             "peak_bytes_s)"),
     Derived("roof_level", "-", "`compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or `launch`: which bound is largest, "
@@ -85,7 +95,7 @@ class RoofLevel:
 
 @functools.lru_cache(maxsize=256)
 def parse_levels(text: str) -> tuple[RoofLevel, ...]:
-    """``ceiling_levels`` JSON (``harness.calibrate.Ceilings.levels_json``), innermost first; ``()``
+    """``ceiling_levels`` JSON (``harness.ceilings.calibrate.Ceilings.levels_json``), innermost first; ``()``
     when it is not that list."""
     try:
         items = json.loads(text)
@@ -99,17 +109,19 @@ def _opt(v: float | int | str | None) -> float | None:
     return None if v is None else float(v)
 
 
-def memory_levels(moved: pd.Series, levels: tuple[RoofLevel, ...]) -> tuple[pd.Series, pd.Series]:
-    """Per working set in ``moved`` (bytes), the innermost measured level holding it and its
-    bandwidth: levels are applied outermost first, each inner one overwriting where the set fits."""
+def memory_levels(moved: pd.Series, levels: tuple[RoofLevel, ...]) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per working set in ``moved`` (bytes), the innermost measured level holding it, its bandwidth
+    and whether it is a cache (a level with a capacity): levels are applied outermost first, each
+    inner one overwriting where the set fits."""
     name = pd.Series(None, index=moved.index, dtype=object)
     bw = pd.Series(np.nan, index=moved.index)
+    cache = pd.Series(False, index=moved.index, dtype=bool)
     for lv in reversed(levels):
         if lv.bytes_s is None:
             continue
         fits = moved.notna() & (True if lv.capacity_bytes is None else moved <= lv.capacity_bytes)
-        name[fits], bw[fits] = lv.name, lv.bytes_s
-    return name, bw
+        name[fits], bw[fits], cache[fits] = lv.name, lv.bytes_s, lv.capacity_bytes is not None
+    return name, bw, cache
 
 
 def _num(f: pd.DataFrame, col: str) -> pd.Series:
@@ -149,15 +161,16 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
 def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b: pd.Series, t: pd.Series,
                  ok: pd.Series) -> None:
     """Add the hierarchical-roofline columns (``roof_mem_level`` ... ``roof_level_fraction``) in place."""
-    cuda = f[R.DEVICE_TYPE].eq("cuda") if R.DEVICE_TYPE in f else pd.Series(False, index=f.index)
-    name = pd.Series(np.where(cuda, "HBM", "DRAM"), index=f.index, dtype=object).where(main_b.notna(), None)
+    stored = f[R.MAIN_MEMORY] if R.MAIN_MEMORY in f else pd.Series(None, index=f.index, dtype=object)
+    name = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
     bw = main_b.copy()
+    cache = pd.Series(False, index=f.index, dtype=bool)
     if R.CEILING_LEVELS in f:
         texts = f[R.CEILING_LEVELS].dropna()
         for text, idx in texts.groupby(texts).groups.items():
-            lv_name, lv_bw = memory_levels(moved.loc[idx], parse_levels(str(text)))
+            lv_name, lv_bw, lv_cache = memory_levels(moved.loc[idx], parse_levels(str(text)))
             has = lv_name.notna()
-            name.loc[idx[has]], bw.loc[idx[has]] = lv_name[has], lv_bw[has]
+            name.loc[idx[has]], bw.loc[idx[has]], cache.loc[idx[has]] = lv_name[has], lv_bw[has], lv_cache[has]
     t_mem = moved / bw
     floor = f["launch_floor_s"]
     bound = np.fmax(np.fmax(t_compute, t_mem), floor)
@@ -165,6 +178,7 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
                      np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", name))
     known = ok & (t_compute.notna() | t_mem.notna())
     f["roof_mem_level"] = name.where(ok, None)
+    f["roof_mem_cache"] = cache.astype(object).where(ok & name.notna(), None)
     f["roof_level_bytes_s"] = bw.where(ok)
     f["roof_level"] = pd.Series(level, index=f.index, dtype=object).where(known, None)
     f["roof_level_time_s"] = bound.where(known)

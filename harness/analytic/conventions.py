@@ -24,7 +24,6 @@ from torch import nn
 from harness.analytic.canonical import CANONICAL
 from harness.analytic.counter import ModuleCall, OpRecord, RawCall
 from harness.analytic.registry import Cost, FormulaRegistry
-from harness.errors import SpecError
 
 ModuleRule = Callable[[ModuleCall], "Cost | None"]
 
@@ -139,29 +138,11 @@ def _silent_records(module_calls: Sequence[ModuleCall],
             for mc in module_calls if mc.start == mc.end and mc.is_leaf and mc.path]
 
 
-_CONVENTIONS: dict[str, Convention] = {}
+REGISTERED: dict[str, Convention] = {}
 
 
 def register_convention(convention: Convention) -> Convention:
-    if convention.name in _CONVENTIONS:
+    if convention.name in REGISTERED:
         raise RuntimeError(f"duplicate convention {convention.name!r}")
-    _CONVENTIONS[convention.name] = convention
+    REGISTERED[convention.name] = convention
     return convention
-
-
-def get_convention(name: str | Convention) -> Convention:
-    """The convention called ``name`` (``canonical``, ``thop``, ``ptflops``, ``fvcore``,
-    ``torchstat``, ``torchinfo``, ``flop_counter``)."""
-    if isinstance(name, Convention):
-        return name
-    from harness.analytic import presets  # noqa: F401  (registers the presets)
-
-    if name not in _CONVENTIONS:
-        raise SpecError("convention", name, "one of " + ", ".join(sorted(_CONVENTIONS)))
-    return _CONVENTIONS[name]
-
-
-def conventions() -> list[str]:
-    from harness.analytic import presets  # noqa: F401
-
-    return sorted(_CONVENTIONS)

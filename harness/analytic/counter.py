@@ -29,8 +29,8 @@ from torch.utils.flop_counter import flop_registry
 
 from harness.analytic.meta import meta_mode
 from harness.analytic.registry import Cost, OpCall, TensorMeta, batch_norm_training
-from harness.dtypes import dtype_name, parse_dtype
 from harness.errors import CountError, SpecError
+from harness.layers.dtypes import dtype_name, parse_dtype
 
 aten = torch.ops.aten
 

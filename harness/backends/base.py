@@ -3,16 +3,17 @@
 A backend is one device type (``cpu``, ``cuda``; XPU or MPS would be more) behind one interface:
 its clock and timer primitives, synchronisation, cache flush, graph capture, the exception that
 means out-of-memory, the profiler activity that sees its kernels, its clock monitor, where its
-theoretical peaks come from, the sizes calibration uses and its per-launch overhead. ``measure``,
-the runner, calibration and "what ran" take every device fact from here; nothing else branches on
-the device type. Adding a backend is a new module that registers an instance
-(``harness.backends.register``) plus, for GPUs, datasheet rows (``harness.devices.peaks``).
+theoretical peaks come from, the sizes calibration uses and its per-launch overhead. A device is
+resolved once into a ``Device`` value; ``measure``, the runner, calibration and "what ran" take
+every device fact from it and its backend; nothing else branches on the device type. Adding a
+backend is a new module that registers an instance (``harness.backends.register``) plus, for GPUs,
+datasheet rows (``harness.devices.peaks``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,7 +83,7 @@ class TimingContext:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationSizes:
-    """What calibration sweeps and sizes (``harness.calibrate``).
+    """What calibration sweeps and sizes (``harness.ceilings.calibrate``).
 
     Attributes:
         gemm_sizes: GEMM sides n, small to large, swept per dtype until larger sizes stop improving.
@@ -121,17 +122,58 @@ class MemoryLevel:
         return self.cache_bytes * (max(1, threads) if self.private else 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One device a run measures on, resolved once (``harness.backends.resolve_device``) and carried
+    everywhere after: through the run context, the worker jobs, ``measure``, what-ran and into every
+    row. Nothing downstream asks a device string what it is: it asks this value (or the row's stored
+    columns, which come from it).
+
+    Attributes:
+        type: the backend's type (``cpu``, ``cuda``): the row's ``device_type``.
+        index: the device's index (``cuda:1`` -> 1), ``None`` for a device of one (the host CPU).
+        name: what the device calls itself (CPU brand, GPU name): the row's ``device_name``.
+        main_memory: the level past its caches (``DRAM``, ``HBM``): names the main-memory roof.
+        modes: timing modes its backend supports (``hot``; GPUs also ``cold`` and ``graph``).
+        host: the device is the host CPU (rows then name it by the machine, whose label says more).
+        tensors: where its tensors live, as torch spells it (``cpu``, ``cuda:0``).
+        llc_bytes: its last-level cache as used (the input rotation spans twice this).
+        backend: the backend object (kept out of equality and repr).
+    """
+
+    type: str
+    index: int | None
+    name: str
+    main_memory: str
+    modes: tuple[str, ...]
+    host: bool
+    tensors: str
+    llc_bytes: int = 0
+    backend: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def spec(self) -> str:
+        """``cpu``, ``cuda:0``: the row's ``device`` column and the run's device."""
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __str__(self) -> str:
+        return self.spec
+
+
 class Backend(Protocol):
     """One device type. Every member is what a new backend must provide (README, "Backends").
 
     Attributes:
-        type: ``torch.device(...).type`` it serves (``cpu``, ``cuda``).
+        type: the device type it serves (``cpu``, ``cuda``): a device spec's part before ``:``.
         modes: timing modes it supports (``hot``; GPUs also ``cold`` and ``graph``).
         launch_overhead_s: host cost of one launch (CUDA kernel) or dispatched op (CPU), seconds;
             stored per row, it sets the analysis' launch floor.
         calibration: sizes ``layerbench calibrate`` uses.
         main_memory: name of the level past the caches (``DRAM``, ``HBM``).
-        throttle_clock_fraction: a clock below this fraction of its maximum counts as throttled.
+        host: its device is the host CPU (host load matters to its rows; rows name it by the machine).
+        accelerator: a device a scheduler places one task on (Ray ``num_gpus``); its tasks get the
+            bare type and the device the scheduler made visible.
+        traces_onednn: one profiled call also records the oneDNN primitives it executed.
         variants: peak dtypes a run of a dtype also needs (CUDA: ``tf32`` beside ``fp32``, fp32
             operands on tensor cores); ``with_variants`` applies them.
     """
@@ -141,43 +183,34 @@ class Backend(Protocol):
     launch_overhead_s: float
     calibration: CalibrationSizes
     main_memory: str
+    host: bool
+    accelerator: bool
+    traces_onednn: bool
     variants: dict[str, tuple[str, ...]]
 
     def available(self) -> bool: ...
-    def resolve(self, device: str) -> str: ...
-    def device_name(self, device: str) -> str: ...
-    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+    def resolve(self, spec: str) -> Device: ...
+    def timing(self, device: Device, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
                api: Any = None, monitor: Monitor | None = None
                ) -> contextlib.AbstractContextManager[TimingContext]: ...
-    def synchronize(self, device: str) -> None: ...
+    def synchronize(self, device: Device) -> None: ...
     def is_oom(self, error: BaseException) -> bool: ...
-    def after_oom(self, device: str) -> None: ...
+    def after_oom(self, device: Device) -> None: ...
     def profiler_activities(self) -> list[Any]: ...
     def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None: ...
-    def peak(self, device: str, dtype: str, threads: int | None,
+    def peak(self, device: Device, dtype: str, threads: int | None,
              one_thread_flops_s: float | None = None) -> Peak | None: ...
-    def last_level_cache(self, device: str) -> int: ...
-    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]: ...
-    def dtype_problem(self, device: str, dtype: str) -> str | None: ...
-    def settings(self, device: str) -> dict[str, Any]: ...
+    def peak_dtype(self, layer: str, dtype: str, settings: Mapping[str, Any]) -> str: ...
+    def memory_levels(self, device: Device) -> tuple[MemoryLevel, ...]: ...
+    def dtype_problem(self, device: Device, dtype: str) -> str | None: ...
+    def settings(self, device: Device) -> dict[str, Any]: ...
     def gemm_dtype(self, dtype: str) -> contextlib.AbstractContextManager[Any]: ...
+    def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]: ...
 
 
 def with_variants(backend: Backend, dtypes: Iterable[str]) -> list[str]:
-    """``dtypes`` and, after each, the variants the backend measures beside it, once each (none for
-    a backend written before ``variants`` was a member)."""
-    variants = getattr(backend, "variants", {})
+    """``dtypes`` and, after each, the variants the backend measures beside it, once each."""
     out: list[str] = []
     for d in dtypes:
-        out += [d, *variants.get(d, ())]
+        out += [d, *backend.variants.get(d, ())]
     return list(dict.fromkeys(out))
-
-
-def gemm_dtype(backend: Backend, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    """``backend.gemm_dtype(dtype)``; for a backend written before that member, the plain dtype."""
-    if hasattr(backend, "gemm_dtype"):
-        return backend.gemm_dtype(dtype)
-    from harness.dtypes import parse_dtype
-    return contextlib.nullcontext(parse_dtype(dtype))
-
-

@@ -4,13 +4,18 @@ ISA formula (``harness.devices.peaks.cpu_flop_per_cycle``)."""
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from harness.backends.base import CalibrationSizes, Call, MemoryLevel, Monitor, SampleTimer, TimingContext
+from torch.profiler import ProfilerActivity
+
+from harness.backends.base import CalibrationSizes, Call, Device, MemoryLevel, Monitor, SampleTimer, TimingContext
+from harness.devices.cpu import cpuinfo, describe_cpu
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
+from harness.layers.dtypes import parse_dtype
 
 
 class CpuTimer:
@@ -50,7 +55,7 @@ class CpuTimer:
 
 
 class CpuBackend:
-    """``Backend`` for ``cpu``."""
+    """``Backend`` for ``cpu``: the host CPU."""
 
     type = "cpu"
     modes = ("hot",)
@@ -61,80 +66,80 @@ class CpuBackend:
     calibration = CalibrationSizes(gemm_sizes=(256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096),
                                    copy_fallback_bytes=256 * 2**20, buffer_cap_bytes=2**30, one_thread_gemm=True)
     main_memory = "DRAM"
+    host = True
+    accelerator = False
+    traces_onednn = True
     variants: dict[str, tuple[str, ...]] = {}
 
     def available(self) -> bool:
         return True
 
-    def resolve(self, device: str) -> str:
-        if device not in ("cpu", "cpu:0"):
-            raise SpecError("device", device, "cpu")
-        return "cpu"
-
-    def device_name(self, device: str) -> str:
-        import platform
-
-        from harness.devices.cpu import cpuinfo
-        return str(cpuinfo().get("brand_raw") or platform.processor() or "cpu")
+    def resolve(self, spec: str) -> Device:
+        """The host CPU (``cpu`` or ``cpu:0``): its brand and last-level cache as used."""
+        if spec not in ("cpu", "cpu:0"):
+            raise SpecError("device", spec, "cpu")
+        cpu = describe_cpu(check_load=False)
+        name = str(cpuinfo().get("brand_raw") or platform.processor() or "cpu")
+        caches = [c.used_bytes for c in cpu.caches if c.used_bytes]
+        return Device(type=self.type, index=None, name=name, main_memory=self.main_memory, modes=self.modes,
+                      host=self.host, tensors="cpu", llc_bytes=int(caches[-1]) if caches else 0, backend=self)
 
     @contextlib.contextmanager
-    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+    def timing(self, device: Device, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
                api: Any = None, monitor: Monitor | None = None) -> Iterator[TimingContext]:
         if mode not in ("hot", "auto"):
             raise SpecError("mode", mode, "hot on cpu (cold and graph are GPU modes; rotate inputs instead)")
-        yield TimingContext(timer=timer or CpuTimer(), device="cpu", block_s=self.block_s, chunked=False,
+        yield TimingContext(timer=timer or CpuTimer(), device=device.spec, block_s=self.block_s, chunked=False,
                             settings={}, monitor=monitor)
 
-    def synchronize(self, device: str) -> None:
+    def synchronize(self, device: Device) -> None:
         pass
 
     def is_oom(self, error: BaseException) -> bool:
         text = str(error).lower()
         return isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
 
-    def after_oom(self, device: str) -> None:
+    def after_oom(self, device: Device) -> None:
         pass
 
     def profiler_activities(self) -> list[Any]:
-        from torch.profiler import ProfilerActivity
         return [ProfilerActivity.CPU]
 
     def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None:
         return None            # no device kernels: "what ran" reads the ATen implementations
 
-    def peak(self, device: str, dtype: str, threads: int | None,
+    def peak(self, device: Device, dtype: str, threads: int | None,
              one_thread_flops_s: float | None = None) -> Peak | None:
         """The ISA formula, at the higher of the reported clock and the one a measured one-thread
         fp32 GEMM (``one_thread_flops_s``) implies."""
-        from harness.devices.cpu import describe_cpu
         if dtype not in ("fp32", "fp16", "bf16", "fp64"):
             return None
         cpu = describe_cpu(check_load=False)
         cores = min(threads, cpu.cores_for_peak) if threads else None
         return cpu.peak(dtype, cores=cores, one_thread_flops_s=one_thread_flops_s)
 
-    def last_level_cache(self, device: str) -> int:
-        """The last cache level as used (capped where the hypervisor's report is implausible)."""
-        levels = [lv for lv in self.memory_levels(device) if lv.cache_bytes]
-        return int(levels[-1].cache_bytes or 0) if levels else 0
+    def peak_dtype(self, layer: str, dtype: str, settings: Mapping[str, Any]) -> str:
+        return dtype
 
-    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]:
+    def memory_levels(self, device: Device) -> tuple[MemoryLevel, ...]:
         """L1 (data), L2, L3 as checked by ``describe_cpu`` (private when one core holds an instance), then DRAM."""
-        from harness.devices.cpu import describe_cpu
         out = [MemoryLevel(c.name.rstrip("d"), c.used_bytes, c.shared_by == 1, c.reported_bytes)
                for c in describe_cpu(check_load=False).caches]
         return tuple(out) + (MemoryLevel(self.main_memory, None),)
 
-    def dtype_problem(self, device: str, dtype: str) -> str | None:
+    def dtype_problem(self, device: Device, dtype: str) -> str | None:
         return None
 
     @contextlib.contextmanager
     def gemm_dtype(self, dtype: str) -> Iterator[Any]:
         """The torch dtype of a calibration GEMM of ``dtype`` (no precision switches on CPU)."""
-        from harness.dtypes import parse_dtype
         if dtype == "tf32":
             raise SpecError("dtype", dtype, "tf32 only on cuda (it is fp32 on tensor cores)")
         yield parse_dtype(dtype)
 
-    def settings(self, device: str) -> dict[str, Any]:
+    def settings(self, device: Device) -> dict[str, Any]:
         return {}
+
+    def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]:
+        """A CPU's ceilings depend on the threads that ran them."""
+        return {"threads": threads}

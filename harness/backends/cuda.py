@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
+from torch.profiler import ProfilerActivity
 
 from harness.backends.base import (
     CalibrationSizes,
     Call,
     ClockSummary,
+    Device,
     MemoryLevel,
     Monitor,
     SampleTimer,
     TimingContext,
 )
+from harness.devices.gpu import describe_gpus
 from harness.devices.nvml import CLOCK_SM, THROTTLE_MASK, Nvml, nvml_session, reason_names, uuid_key
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
+from harness.layers.dtypes import parse_dtype
 
 #: A sample whose SM clock is below this fraction of the maximum SM clock counts as throttled
 #: (NVBench's ``--throttle-threshold`` default, 75 %).
@@ -247,29 +251,36 @@ class CudaBackend:
     calibration = CalibrationSizes(gemm_sizes=(1024, 2048, 3072, 4096, 6144, 8192), copy_fallback_bytes=2**30,
                                    buffer_cap_bytes=2**30, one_thread_gemm=False)
     main_memory = "HBM"
+    host = False
+    accelerator = True
+    traces_onednn = False
     variants: dict[str, tuple[str, ...]] = {"fp32": ("tf32",)}
 
     def available(self) -> bool:
         return torch.cuda.is_available()
 
-    def resolve(self, device: str) -> str:
+    def resolve(self, spec: str) -> Device:
+        """``cuda`` (the current device) or ``cuda:N``: its name and L2 size from torch."""
         if not self.available():
-            raise SpecError("--device", device, "a CUDA device, but torch sees none on this machine")
-        dev = torch.device(device)
+            raise SpecError("--device", spec, "a CUDA device, but torch sees none on this machine")
+        try:
+            dev = torch.device(spec)
+        except (RuntimeError, TypeError):
+            raise SpecError("--device", spec, "cuda or cuda:N") from None
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         if not 0 <= index < torch.cuda.device_count():
-            raise SpecError("--device", device, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return f"cuda:{index}"
-
-    def device_name(self, device: str) -> str:
-        return torch.cuda.get_device_name(torch.device(device).index or 0)
+            raise SpecError("--device", spec, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        props = torch.cuda.get_device_properties(index)
+        return Device(type=self.type, index=index, name=torch.cuda.get_device_name(index),
+                      main_memory=self.main_memory, modes=self.modes, host=self.host, tensors=f"cuda:{index}",
+                      llc_bytes=int(getattr(props, "L2_cache_size", 0) or 0), backend=self)
 
     @contextlib.contextmanager
-    def timing(self, device: str, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
+    def timing(self, device: Device, mode: str, autotune: bool, *, timer: SampleTimer | None = None,
                api: Any = None, monitor: Monitor | None = None) -> Iterator[TimingContext]:
         if mode not in self.modes + ("auto",):
             raise SpecError("mode", mode, "one of " + ", ".join(self.modes + ("auto",)))
-        api = api if api is not None else TorchCuda(device)
+        api = api if api is not None else TorchCuda(device.tensors)
         if monitor is None:
             monitor = clock_monitor(api.device)
         with api.scope(autotune):
@@ -279,17 +290,16 @@ class CudaBackend:
             yield TimingContext(timer=t, device=api.device, block_s=self.block_s, chunked=True, settings=settings,
                                 monitor=monitor)
 
-    def synchronize(self, device: str) -> None:
-        torch.cuda.synchronize(torch.device(device))
+    def synchronize(self, device: Device) -> None:
+        torch.cuda.synchronize(device.index)
 
     def is_oom(self, error: BaseException) -> bool:
         return isinstance(error, getattr(torch.cuda, "OutOfMemoryError", ())) or "out of memory" in str(error).lower()
 
-    def after_oom(self, device: str) -> None:
+    def after_oom(self, device: Device) -> None:
         torch.cuda.empty_cache()
 
     def profiler_activities(self) -> list[Any]:
-        from torch.profiler import ProfilerActivity
         return [ProfilerActivity.CPU, ProfilerActivity.CUDA]
 
     def device_kernels(self, events: Iterable[Any]) -> tuple[dict[str, float], int] | None:
@@ -302,42 +312,47 @@ class CudaBackend:
                 launches += 1
         return times, launches
 
-    def _gpu(self, device: str) -> Any:
-        from harness.devices.gpu import describe_gpus
-        index = torch.device(device).index or 0
-        return next((g for g in describe_gpus().gpus if g.index == index), None)
+    def _gpu(self, device: Device) -> Any:
+        return next((g for g in describe_gpus().gpus if g.index == device.index), None)
 
-    def peak(self, device: str, dtype: str, threads: int | None,
+    def peak(self, device: Device, dtype: str, threads: int | None,
              one_thread_flops_s: float | None = None) -> Peak | None:
         if dtype not in ("fp32", "tf32", "fp16", "bf16", "fp64"):
             return None
         gpu = self._gpu(device)
         return gpu.peak(dtype) if gpu is not None else None
 
-    def last_level_cache(self, device: str) -> int:
-        props = torch.cuda.get_device_properties(torch.device(device).index or 0)
-        return int(getattr(props, "L2_cache_size", 0) or 0)
+    def peak_dtype(self, layer: str, dtype: str, settings: Mapping[str, Any]) -> str:
+        """``tf32`` for fp32 rows with TF32 allowed for that op (cuDNN for convolutions, cuBLAS
+        otherwise): their peak is the tensor cores' TF32 rate."""
+        if dtype != "fp32":
+            return dtype
+        flag = "allow_tf32_cudnn" if layer.startswith("conv") else "allow_tf32_matmul"
+        return "tf32" if settings.get(flag) else dtype
 
-    def memory_levels(self, device: str) -> tuple[MemoryLevel, ...]:
+    def memory_levels(self, device: Device) -> tuple[MemoryLevel, ...]:
         """L2 (one, shared by every SM; from the device properties) when known, then HBM."""
-        return gpu_memory_levels(self.last_level_cache(device), self.main_memory)
+        return gpu_memory_levels(device.llc_bytes, self.main_memory)
 
-    def dtype_problem(self, device: str, dtype: str) -> str | None:
+    def dtype_problem(self, device: Device, dtype: str) -> str | None:
         if dtype == "bf16" and not torch.cuda.is_bf16_supported():
             return "a dtype this GPU runs (no bf16 before compute capability 8.0)"
         return None
 
-    def settings(self, device: str) -> dict[str, Any]:
+    def settings(self, device: Device) -> dict[str, Any]:
         return cuda_settings()
 
     @contextlib.contextmanager
     def gemm_dtype(self, dtype: str) -> Iterator[Any]:
         """The torch dtype of a calibration GEMM of ``dtype``, with cuBLAS TF32 allowed for
         ``tf32`` alone (fp32 operands, tensor-core math) and restored after."""
-        from harness.dtypes import parse_dtype
         before = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
         try:
             yield torch.float32 if dtype == "tf32" else parse_dtype(dtype)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = before
+
+    def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]:
+        """A GPU's ceilings depend on its cuDNN and driver, not on host threads."""
+        return {"cudnn": software.cudnn, "driver": software.driver}

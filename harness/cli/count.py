@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-#: Reference models ``count --model`` accepts (``harness.zoo``).
+#: Reference models ``count --model`` accepts (``harness.layers.zoo``).
 MODEL_NAMES = ("resnet50", "mobilenetv2", "vit-b16")
 #: Columns the ``table`` format shows (csv and json carry every column).
 TABLE_COLUMNS = ["op", "module", "input_shapes", "output_shapes", "dtype", "flops", "macs", "params",
@@ -15,7 +15,7 @@ TABLE_COLUMNS = ["op", "module", "input_shapes", "output_shapes", "dtype", "flop
 
 def layer_help() -> str:
     """Every layer kind and its keys (``count --help``'s epilog)."""
-    from harness.spec import LAYERS
+    from harness.layers.spec import LAYERS
     lines = []
     seen: set[type] = set()
     for cls in LAYERS.values():
@@ -35,7 +35,7 @@ def render_count(table: Any, fmt: str) -> str:
     """The count table and its totals as ``table``, ``markdown``, ``csv`` or ``json`` text."""
     import pandas as pd
 
-    from harness.counting import totals
+    from harness.analytic.count import totals
     if fmt == "csv":
         return table.to_csv(index=False)
     t = totals(table)
@@ -57,14 +57,15 @@ def render_count(table: Any, fmt: str) -> str:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from harness.analytic.conventions import get_convention
-    from harness.counting import count
-    from harness.dtypes import parse_dtype
+    from harness.analytic.catalog import get_convention
+    from harness.analytic.count import count
     from harness.errors import SpecError
-    from harness.spec import build_case, parse_layer, parse_shape
+    from harness.layers.dtypes import parse_dtype
+    from harness.layers.modules import build_case
+    from harness.layers.spec import parse_layer, parse_shape
     convention = get_convention(args.convention)
     if args.model:
-        from harness.zoo import MODELS
+        from harness.layers.zoo import MODELS
         if args.layer:
             raise SpecError("layer", args.layer, "no layer when --model is given")
         shapes = [parse_shape(s) for s in (args.input or [MODELS[args.model].input])]

@@ -1,5 +1,5 @@
-"""``layerbench query`` (DuckDB over a result dataset), ``layerbench history`` (the static history
-site), and ``layerbench run`` with ``--ray`` or a dataset URL as ``--out``."""
+"""``layerbench query`` (DuckDB over a result dataset) and ``layerbench history`` (the static history
+site)."""
 
 from __future__ import annotations
 
@@ -16,43 +16,6 @@ class MissingExtra(LayerbenchError, RuntimeError):
 
 class QueryError(LayerbenchError, ValueError):
     """DuckDB refused the SQL; the first line of its message."""
-
-
-def cmd_run_fleet(args: argparse.Namespace) -> int:
-    """``run`` whose rows go to a dataset: on a Ray cluster (``--ray``), or staged here and published
-    to the URL given as ``--out``."""
-    from harness.cli.run import counts_text, prepare_run
-    from harness.dataset import is_url, publish, staging_dir
-    from harness.fleet.plan import parse_devices
-    from harness.runner import run_suite
-    suite, dtypes, device, kwargs = prepare_run(args)
-    devices = parse_devices(args.devices)
-    if args.ray is not None:
-        from harness.fleet import run_on_ray
-        ray_keys = ("device", "dtypes", "threads", "mode", "calibrate", "progress", "processes", "omp_wait")
-        summary = run_on_ray(suite, args.out, devices=devices, address=args.ray or None,
-                             **{k: kwargs[k] for k in ray_keys})
-        for r in summary.results:
-            print(f"{r.run_id} shard {r.shard[0]}/{r.shard[1]} on {r.host} [{r.machine_id}]: {counts_text(r.statuses)} "
-                  f"({r.already_done} already stored) -> {r.published}")
-        print(f"{len(summary.results)} task(s) in {summary.seconds:.1f} s; runs {', '.join(summary.run_ids)}")
-        return 0
-    if devices:
-        from harness.errors import SpecError
-        raise SpecError("--devices", args.devices, "--ray (device types are placed through Ray custom resources)")
-    if not is_url(args.out):
-        raise AssertionError("cmd_run_fleet needs --ray or a URL --out")
-    stage = staging_dir(args.out)
-    print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}, staged in {stage}, published to {args.out}",
-          file=sys.stderr)
-    s = run_suite(suite, out=stage, **kwargs)
-    url = publish(s.parquet, args.out)
-    counts = counts_text(s.statuses)
-    print(f"{s.run_id}: {counts} ({s.already_done} already stored) in {s.seconds:.1f} s -> {url}")
-    if s.interrupted:
-        print("interrupted: rows measured so far are stored and published; --resume continues", file=sys.stderr)
-        return 130
-    return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -84,7 +47,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.cli.results import _load
-    from harness.history import build_site
+    from harness.report.site import build_site
     loaded = _load(args.dataset, "DATASET")
     summaries = build_site(loaded.frame, args.out, threshold=args.threshold)
     bad = [s for s in summaries if s.regressed]
@@ -108,12 +71,3 @@ def add(sub: Any) -> None:
     p.add_argument("--threshold", type=float, default=0.15,
                    help="a last change point slower than this marks the case regressed (default 0.15)")
     p.set_defaults(func=cmd_history)
-
-
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``run``'s fleet options: ``--ray [ADDRESS]`` and ``--devices``."""
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run the suite's shards as Ray tasks (one per GPU, or one per node on CPU) on the cluster "
-                        "at ADDRESS (default: RAY_ADDRESS, else a local one); rows go to the dataset at --out")
-    p.add_argument("--devices", default=None, metavar="TYPES",
-                   help="with --ray: the suite once per device type (H100,A100), placed by Ray custom resources")

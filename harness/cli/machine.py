@@ -103,11 +103,12 @@ def _gpu_lines(g: Any) -> list[str]:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from harness.calibrate import lookup
+    from harness.backends import resolve_device
+    from harness.ceilings.calibrate import lookup
     from harness.devices import describe_machine
     from harness.devices.identity import describe_machine_identity
     m = describe_machine(check_load=not args.no_load)
-    stored = lookup("cpu", None, args.store)
+    stored = lookup(resolve_device("cpu"), None, args.store)
     identity = describe_machine_identity()
     if args.format == "json":
         print(json.dumps({"machine": dataclasses.asdict(m), "identity": identity.to_json(),
@@ -151,20 +152,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from harness.backends import get_backend
-    from harness.calibrate import calibrate
+    from harness.backends import resolve_device
+    from harness.ceilings.calibrate import calibrate
     try:
         import resource
     except ImportError:         # not on Windows
         resource = None
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    backend = get_backend(args.device)
-    device = backend.resolve(args.device)
+    device = resolve_device(args.device)
     t0 = time.perf_counter()
     c = calibrate(device, dtypes, threads=args.threads, budget_s=args.budget, store=args.store, force=args.force)
     wall = time.perf_counter() - t0
     threads = args.threads or torch.get_num_threads()
-    print(render_ceilings(c, lambda d: backend.peak(device, d, threads, c.one_thread)))
+    print(render_ceilings(c, lambda d: device.backend.peak(device, d, threads, c.one_thread)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10 if resource else None   # Linux: KiB
     print(f"calibrate took {wall:.1f} s" + (f"; peak RSS {rss:.0f} MiB" if rss else ""))
     return 0

@@ -13,8 +13,8 @@ NOTHING_JUDGED = 3  # regress, or compare with --fail-on, judged no case: a nigh
 
 def _load(paths: list[str], what: str) -> Any:
     """Stored rows under ``paths`` (each refused file named on stderr); ``SpecError`` when none load."""
-    from harness.dataset import load_any
     from harness.errors import SpecError
+    from harness.store.dataset import load_any
     loaded = load_any(paths)
     for line in loaded.refused:
         print(f"refused: {line}", file=sys.stderr)

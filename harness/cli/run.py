@@ -22,7 +22,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, d
     kwargs = dict(device=device, dtypes=dtypes, resume=args.resume, threads=args.threads,
                   shard=parse_shard(args.shard) if args.shard else (1, 1), progress=None if not args.quiet else False,
                   mode=args.mode, calibrate=args.calibrate, ceilings=args.ceilings,
-                  processes=cli_processes(args, suite), omp_wait=args.omp_wait)
+                  processes=cli_processes(args, suite), omp_wait=args.omp_wait, worker_start=args.worker_start)
     return suite, dtypes, device, kwargs
 
 
@@ -32,9 +32,8 @@ def counts_text(statuses: dict[str, int]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.dataset import is_url
+    from harness.store.dataset import is_url
     if args.ray is not None or args.devices or is_url(args.out):
-        from harness.cli.fleet import cmd_run_fleet
         return cmd_run_fleet(args)
     from harness.runner import run_suite
     suite, dtypes, device, kwargs = prepare_run(args)
@@ -44,15 +43,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
-        from harness.cli.summary import finish_run
+        from harness.report.summary import finish_run
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
         rows = finish_run(summary.run_dir, report)
         if args.benchmark_json:
-            from harness.pytest_bench import write_pytest_benchmark
+            from harness.report.pytest_json import write_pytest_benchmark
             written = write_pytest_benchmark(rows if rows is not None else summary.run_dir, args.benchmark_json)
             print(f"pytest-benchmark JSON: {written}")
     if summary.interrupted:
         print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_run_fleet(args: argparse.Namespace) -> int:
+    """``run`` whose rows go to a dataset: on a Ray cluster (``--ray``), or staged here and published
+    to the URL given as ``--out``."""
+    from harness.fleet.plan import parse_devices
+    from harness.runner import run_suite
+    from harness.store.dataset import is_url, publish, staging_dir
+    suite, dtypes, device, kwargs = prepare_run(args)
+    devices = parse_devices(args.devices)
+    if args.ray is not None:
+        from harness.fleet import run_on_ray
+        ray_keys = ("device", "dtypes", "threads", "mode", "calibrate", "progress", "processes", "omp_wait",
+                    "worker_start")
+        summary = run_on_ray(suite, args.out, devices=devices, address=args.ray or None,
+                             **{k: kwargs[k] for k in ray_keys})
+        for r in summary.results:
+            print(f"{r.run_id} shard {r.shard[0]}/{r.shard[1]} on {r.host} [{r.machine_id}]: {counts_text(r.statuses)} "
+                  f"({r.already_done} already stored) -> {r.published}")
+        print(f"{len(summary.results)} task(s) in {summary.seconds:.1f} s; runs {', '.join(summary.run_ids)}")
+        return 0
+    if devices:
+        from harness.errors import SpecError
+        raise SpecError("--devices", args.devices, "--ray (device types are placed through Ray custom resources)")
+    if not is_url(args.out):
+        raise AssertionError("cmd_run_fleet needs --ray or a URL --out")
+    stage = staging_dir(args.out)
+    print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}, staged in {stage}, published to {args.out}",
+          file=sys.stderr)
+    s = run_suite(suite, out=stage, **kwargs)
+    url = publish(s.parquet, args.out)
+    counts = counts_text(s.statuses)
+    print(f"{s.run_id}: {counts} ({s.already_done} already stored) in {s.seconds:.1f} s -> {url}")
+    if s.interrupted:
+        print("interrupted: rows measured so far are stored and published; --resume continues", file=sys.stderr)
         return 130
     return 0
 
@@ -114,6 +150,9 @@ def add(sub: Any) -> None:
     p.add_argument("--omp-wait", default=None, choices=["active", "passive"],
                    help="OMP_WAIT_POLICY in the worker processes (measures in a worker even with one process; "
                         "default: the suite's `omp_wait`, else the environment as it is)")
+    p.add_argument("--worker-start", default="fork-server", choices=["fork-server", "spawn"],
+                   help="how worker processes start: forked from one interpreter that imported torch once "
+                        "(default; milliseconds each) or a fresh interpreter each (seconds each)")
     p.add_argument("--ceilings", default=None, help="ceilings store (default ~/.cache/layerbench/ceilings)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="where the HTML report of this run goes (default: <run dir>/report); a summary "
@@ -123,9 +162,17 @@ def add(sub: Any) -> None:
                    help="also write the run's ok rows as pytest-benchmark JSON (`pytest-benchmark compare` reads it; "
                         "layerbench reads it back)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    from harness.cli.fleet import add_run_options
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("suites", help="list the built-in suites")
     p.set_defaults(func=cmd_suites)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``run``'s fleet options: ``--ray [ADDRESS]`` and ``--devices``."""
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the suite's shards as Ray tasks (one per GPU, or one per node on CPU) on the cluster "
+                        "at ADDRESS (default: RAY_ADDRESS, else a local one); rows go to the dataset at --out")
+    p.add_argument("--devices", default=None, metavar="TYPES",
+                   help="with --ray: the suite once per device type (H100,A100), placed by Ray custom resources")

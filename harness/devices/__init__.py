@@ -1,6 +1,6 @@
 """Facts about the machine: CPU and GPU description (``cpu``, ``gpu``, ``nvml``), theoretical peaks
 (``peaks``) and the identity a run records (``identity``). Nothing here times anything: the
-backends (``harness.backends``) time, calibration (``harness.calibrate``) measures ceilings."""
+backends (``harness.backends``) time, calibration (``harness.ceilings.calibrate``) measures ceilings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A suite fanned out over a Ray cluster: one task per device, each writing its shard to the result
-dataset (``harness.dataset``). ``plan`` (which tasks, with which Ray resources) is pure and needs no
+dataset (``harness.store.dataset``). ``plan`` (which tasks, with which Ray resources) is pure and needs no
 Ray; ``run_on_ray`` submits the tasks and follows them. Ray is the optional extra ``fleet``."""
 
 from harness.fleet.plan import FleetError, Node, Placement, plan

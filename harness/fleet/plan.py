@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import LayerbenchError
+from harness.backends import get_backend
+from harness.errors import LayerbenchError, SpecError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -51,11 +52,9 @@ def parse_devices(text: str | None) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     for n in names:
         if not _NAME.match(n):
-            from harness.errors import SpecError
             raise SpecError("--devices", n, "device type names of 1-64 letters, digits, '.', '_' or '-', "
                             "comma-separated (the Ray custom resources of the nodes)")
     if len(set(names)) != len(names):
-        from harness.errors import SpecError
         raise SpecError("--devices", text, "distinct names")
     return names
 
@@ -66,7 +65,7 @@ def plan(nodes: Sequence[Node], device_type: str, devices: Sequence[str] = (), s
     cluster has no place for them. ``shards`` overrides the number of tasks per device type."""
     if not nodes:
         raise FleetError("the Ray cluster has no alive node")
-    gpu = device_type != "cpu"
+    gpu = get_backend(device_type).accelerator        # one task per device the scheduler places
     groups: list[tuple[str, int, dict[str, Any]]] = []
     for name in devices:
         holders = [n for n in nodes if n.resources.get(name, 0) >= 1]

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import record
+from harness.backends import device_type, get_backend
 from harness.fleet.plan import FleetError, Node, Placement, plan
+from harness.record import RunFiles
 from harness.suite import Suite
 
 log = logging.getLogger(__name__)
@@ -43,10 +46,11 @@ class ShardTask:
     threads: int | None = None
     mode: str | None = None
     calibrate: str = "missing"
-    stage: str | None = None       # staging folder on the node (default: harness.dataset.staging_dir)
+    stage: str | None = None       # staging folder on the node (default: harness.store.dataset.staging_dir)
     profile: bool = True
     processes: int | None = None    # fresh worker processes per case (run_suite's ``processes``)
     omp_wait: str | None = None     # OMP_WAIT_POLICY in those workers
+    worker_start: str = "fork-server"   # how those workers start (run_suite's ``worker_start``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +122,13 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
     """Run one shard (resuming what an earlier attempt staged) and publish it to the dataset."""
     import socket
 
-    from harness.dataset import publish, staging_dir
     from harness.runner import run_suite
     from harness.runner.loop import DUPLICATE
+    from harness.store.dataset import publish, staging_dir
     from harness.timing import measure
     k, n = task.shard
     stage = Path(task.stage or staging_dir(task.dataset)) / f"{task.run_id}--{k}of{n}"
-    resume = (stage / task.run_id / f"run-{k}of{n}.json").exists()
+    resume = RunFiles.of(stage / task.run_id, task.shard).meta.exists()
     runner_log = logging.getLogger("harness.runner")
     key = shard_key(task.run_id, task.shard)
     handler = _CaseCounter(tally, key, _records_per_case(task)) if tally is not None else None
@@ -136,7 +140,7 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
                             out=stage, resume=resume, shard=task.shard, threads=task.threads,
                             measure_fn=measure_fn or measure, progress=False, run_id=task.run_id, mode=task.mode,
                             calibrate=task.calibrate, profile=task.profile, processes=task.processes,
-                            omp_wait=task.omp_wait)
+                            omp_wait=task.omp_wait, worker_start=task.worker_start)
     finally:
         if handler is not None:
             runner_log.removeHandler(handler)
@@ -201,7 +205,7 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
                measure_fn: Callable[..., Any] | None = None, max_retries: int = MAX_RETRIES,
                stage: str | None = None, progress: bool | None = None, profile: bool = True,
                run_stamp: str | None = None, processes: int | None = None,
-               omp_wait: str | None = None) -> FleetSummary:
+               omp_wait: str | None = None, worker_start: str = "fork-server") -> FleetSummary:
     """Run ``suite`` as Ray tasks on the cluster at ``address`` (``None``: the one this process is
     connected to, else a new local one) and publish every shard to ``dataset``.
 
@@ -213,15 +217,15 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
             start_local(ray)
         else:
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    device_type = "cpu" if device.startswith("cpu") else device.split(":", 1)[0]
-    placements = plan(cluster_nodes(ray), device_type, devices, shards)
-    stamp = run_stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    placements = plan(cluster_nodes(ray), device_type(device), devices, shards)
+    stamp = run_stamp or record.run_stamp()
     tally = _tally_actor(ray).remote()
     remote = ray.remote(run_shard)
     refs = {}
     for p in placements:
         task = dataclasses.replace(_task(suite, dataset, p, device, dtypes, threads, mode, calibrate, stage, profile,
-                                         stamp), processes=processes, omp_wait=omp_wait)
+                                         stamp), processes=processes, omp_wait=omp_wait,
+                                    worker_start=worker_start)
         ref = remote.options(max_retries=max_retries, retry_exceptions=True, **p.options).remote(task, measure_fn,
                                                                                                   tally)
         refs[ref] = task
@@ -234,10 +238,11 @@ def run_on_ray(suite: Suite, dataset: str, *, device: str = "cpu", devices: Sequ
 
 def _task(suite: Suite, dataset: str, p: Placement, device: str, dtypes: Sequence[str] | None, threads: int | None,
           mode: str | None, calibrate: str, stage: str | None, profile: bool, stamp: str) -> ShardTask:
-    device_type = "cpu" if device.startswith("cpu") else device.split(":", 1)[0]
-    run_id = f"{suite.name}-{device_type}-{stamp}" + (f"-{p.label}" if p.label else "")
+    kind = device_type(device)
+    run_id = f"{suite.name}-{kind}-{stamp}" + (f"-{p.label}" if p.label else "")
     return ShardTask(suite=suite, dataset=dataset, run_id=run_id, shard=p.shard,
-                     device=device if device_type == "cpu" else "cuda", dtypes=tuple(dtypes) if dtypes else None,
+                     device=kind if get_backend(kind).accelerator else device,
+                     dtypes=tuple(dtypes) if dtypes else None,
                      threads=threads, mode=mode, calibrate=calibrate, stage=stage, profile=profile)
 
 

@@ -26,13 +26,13 @@ class Report:
 def build_report(runs: Loaded | Iterable[str | Path] | str | Path, out_dir: str | Path, formats: tuple[str, ...] = (
         "html", "markdown"), top: int = 10) -> Report:
     """Write the report of stored runs (rows already loaded, or paths, globs and dataset URLs as
-    ``harness.dataset.load_any`` takes them) in each of ``formats`` under ``out_dir``."""
+    ``harness.store.dataset.load_any`` takes them) in each of ``formats`` under ``out_dir``."""
     from harness.report.model import build_model
     from harness.report.render import render
     if isinstance(runs, Loaded):
         loaded = runs
     else:
-        from harness.dataset import load_any
+        from harness.store.dataset import load_any
         loaded = load_any(runs)
     model = build_model(loaded, top=top)
     out = Path(out_dir)

@@ -140,9 +140,8 @@ def glossary() -> list[tuple[str, str, str]]:
 
 def memory_roofs(row: pd.Series) -> str:
     """The measured memory roofs stored with a row, innermost first: ``L1 1.2 TB/s, L2 410 GB/s, DRAM 8.95 GB/s``."""
-    from harness.report.plots import LEVELS
-    gpu = str(row.get(R.DEVICE_TYPE)) == "cuda"
-    parts = [f"{gl if gpu else cl} {si(float(row[c]), 'B/s')}" for c, cl, gl in LEVELS
+    from harness.report.plots import LEVELS, level_label
+    parts = [f"{level_label(label, row)} {si(float(row[c]), 'B/s')}" for c, label in LEVELS
              if c in row and pd.notna(row[c])]
     return ", ".join(parts)
 

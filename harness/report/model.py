@@ -14,6 +14,7 @@ from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import Finding, device_label
 from harness.analysis.verdicts import counts
+from harness.record import RunMeta
 from harness.report.points import outliers, unstable
 from harness.store import Loaded
 
@@ -28,7 +29,7 @@ class ReportModel:
     """Everything a report shows. ``table`` is the derived result table (every row)."""
 
     table: pd.DataFrame
-    runs: tuple[dict[str, Any], ...]
+    runs: tuple[RunLine, ...]
     machines: pd.DataFrame
     peaks: pd.DataFrame
     findings: tuple[Finding, ...]
@@ -66,19 +67,40 @@ def machines(table: pd.DataFrame) -> pd.DataFrame:
     return g.agg(runs=(R.RUN_ID, "nunique"), rows=(R.ROW_ID, "size")).reset_index()
 
 
-def _run_rows(loaded: Loaded, table: pd.DataFrame) -> tuple[dict[str, Any], ...]:
+@dataclass(frozen=True, slots=True)
+class RunLine:
+    """One run as the report lists it: from its rows, and from its stored metadata where it has one
+    (a pytest-benchmark file has none: those fields are null)."""
+
+    run_id: str
+    suite: str
+    machine_id: str
+    machine_name: str
+    device: str
+    rows: int
+    started: str | None
+    finished: str | None
+    git_commit: str | None
+    torch: str
+    threads: int | None
+    schema_version: int
+    interrupted: bool | None
+
+
+def _run_rows(loaded: Loaded, table: pd.DataFrame) -> tuple[RunLine, ...]:
     out = []
     for run_id in sorted(table[R.RUN_ID].unique()):
-        meta = loaded.runs.get(run_id, {})
+        meta = loaded.runs.get(run_id) or RunMeta(run_id=run_id)
         rows = table[table[R.RUN_ID] == run_id]
-        out.append({"run_id": run_id, "suite": rows[R.SUITE].iloc[0], "machine_id": rows[R.MACHINE_ID].iloc[0],
-                    "machine_name": rows[R.MACHINE_NAME].iloc[0], "device": rows[R.DEVICE].iloc[0],
-                    "rows": len(rows), "started": meta.get("started"), "finished": meta.get("finished"),
-                    "git_commit": rows[R.GIT_COMMIT].dropna().iloc[0] if rows[R.GIT_COMMIT].notna().any() else None,
-                    "torch": rows[R.TORCH_VERSION].iloc[0], "threads": meta.get("threads"),
-                    "schema_version": meta.get("schema_version", 1 if str(rows[R.PEAK_SOURCE].iloc[0]) == "not stored"
-                                               else R.SCHEMA_VERSION),
-                    "interrupted": meta.get("interrupted")})
+        legacy = str(rows[R.PEAK_SOURCE].iloc[0]) == "not stored"
+        stored = meta.schema_version if meta.schema_version is not None else 1 if legacy else R.SCHEMA_VERSION
+        out.append(RunLine(
+            run_id=run_id, suite=rows[R.SUITE].iloc[0], machine_id=rows[R.MACHINE_ID].iloc[0],
+            machine_name=rows[R.MACHINE_NAME].iloc[0], device=rows[R.DEVICE].iloc[0], rows=len(rows),
+            started=meta.started, finished=meta.finished,
+            git_commit=rows[R.GIT_COMMIT].dropna().iloc[0] if rows[R.GIT_COMMIT].notna().any() else None,
+            torch=rows[R.TORCH_VERSION].iloc[0], threads=meta.threads, schema_version=stored,
+            interrupted=meta.interrupted))
     return tuple(out)
 
 

@@ -33,9 +33,18 @@ matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element id
 #: Above this many points, plots draw plain rasterized markers (no error bars, no group lines, no labels).
 MANY_POINTS = 2000
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-#: The memory roofs, innermost first: (column, label on CPU, label on GPU).
-LEVELS = ((R.CEILING_L1_BYTES, "L1", "L1"), (R.CEILING_L2_BYTES, "L2", "L2"), (R.CEILING_L3_BYTES, "L3", "L3"),
-          (R.CEILING_BYTES, "DRAM", "HBM"))
+#: The memory roofs, innermost first: (column, label); main memory's label is the row's ``main_memory``.
+LEVELS = ((R.CEILING_L1_BYTES, "L1"), (R.CEILING_L2_BYTES, "L2"), (R.CEILING_L3_BYTES, "L3"), (R.CEILING_BYTES, None))
+#: Main memory's label where a row does not name it (a pytest-benchmark file).
+MAIN_MEMORY = "main memory"
+
+
+def level_label(label: str | None, row: pd.Series | None) -> str:
+    """A roof's label: the cache level's name, or for main memory the row's ``main_memory``."""
+    if label is not None:
+        return label
+    name = row.get(R.MAIN_MEMORY) if row is not None else None
+    return str(name) if isinstance(name, str) and name else MAIN_MEMORY
 _FIGSIZE = (10.5, 5.6)
 #: Heatmaps print each cell's value up to this many cells (more would be unreadable, and slow to lay out).
 MAX_CELL_LABELS = 200
@@ -206,10 +215,9 @@ def _roofs(ax: Any, ok: pd.DataFrame, grid: np.ndarray) -> list[Any]:
     """Draw the roofs stored with the rows; the legend handles. Measured: the GEMM ceiling and one
     diagonal per memory level; theoretical: the peak, named for ``peak_source``."""
     handles: list[Any] = []
-    gpu = bool(len(ok)) and str(ok[R.DEVICE_TYPE].iloc[0]) == "cuda"
+    first = ok.iloc[0] if len(ok) else None
     top = _first(ok, R.CEILING_FLOPS)
-    levels = [(lab_gpu if gpu else lab_cpu, bw) for col, lab_cpu, lab_gpu in LEVELS
-              if (bw := _first(ok, col)) is not None]
+    levels = [(level_label(label, first), bw) for col, label in LEVELS if (bw := _first(ok, col)) is not None]
     shades = np.linspace(0.6, 0.0, len(levels)) if len(levels) > 1 else [0.0] * len(levels)   # DRAM darkest
     for i, ((label, bw), shade) in enumerate(zip(levels, shades)):
         line = np.minimum(top, grid * bw) if top else grid * bw

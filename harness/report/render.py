@@ -5,6 +5,7 @@ the derived table. Each returns the files it wrote."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -15,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.findings import ACROSS, MEDIANS, Finding
+from harness.analysis.findings import ACROSS, MEDIANS, Finding, describe_row
+from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import set_aside, set_aside_text
 from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
 from harness.report.model import ReportModel
@@ -91,7 +93,8 @@ def _rows_csv(model: ReportModel, out: Path) -> list[Path]:
 
 
 def _summary(model: ReportModel) -> dict[str, Any]:
-    return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION, "runs": list(model.runs),
+    return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION,
+            "runs": [dataclasses.asdict(r) for r in model.runs],
             "machines": _records(model.machines), "peaks": _records(model.peaks),
             "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "rows": _records(f.rows)}
                          for f in model.findings],
@@ -141,7 +144,8 @@ def _machines_view(model: ReportModel) -> pd.DataFrame:
 def _runs_view(model: ReportModel) -> pd.DataFrame:
     cols = ["run_id", "suite", "machine_name", "device", "rows", "threads", "torch", "git_commit", "started",
             "finished", "schema_version"]
-    runs = pd.DataFrame(list(model.runs))[cols] if model.runs else pd.DataFrame(columns=cols)
+    runs = pd.DataFrame([dataclasses.asdict(r) for r in model.runs])[cols] if model.runs else \
+        pd.DataFrame(columns=cols)
     runs["git_commit"] = [str(c)[:12] + ("-dirty" if str(c).endswith("-dirty") else "") if isinstance(c, str) else c
                           for c in runs["git_commit"]]
     return runs.rename(columns={"machine_name": "machine", "schema_version": "schema"})
@@ -156,13 +160,12 @@ def _aside_note(model: ReportModel) -> str:
 
 def _outlier_lines(model: ReportModel) -> list[str]:
     """One sentence per labelled outlier: the row, its time and its share of the roofline."""
-    from harness.analysis.findings import describe_row
     out = []
     for kind, idx in model.outliers:
         r = model.table.loc[idx]
         level = r.get("roof_level")
         cache = (f"; its working set fits {level}: {cell('roof_level_fraction', r.get('roof_level_fraction'))} "
-                 f"of the {level} roof") if isinstance(level, str) and level.startswith("L") else ""
+                 f"of the {level} roof") if is_cache_level(level, r) else ""
         out.append(f"{kind.capitalize()} ({r[R.DTYPE]}): {r[R.FAMILY]}: {describe_row(r)}, "
                    f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {cell('roofline_fraction', r['roofline_fraction'])} "
                    f"of its roofline time ({r.get('label') or 'no label'}){cache}.")

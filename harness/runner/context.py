@@ -1,8 +1,11 @@
-"""What a run fixes when it starts: its id and directory, the device and its backend, the machine
-identity, the thread setting, and the peaks and ceilings every row will carry."""
+"""What a run fixes when it starts: its id and directory, the ``Device`` (resolved once), the
+machine identity, the thread setting, and the peaks and ceilings every row will carry. The context
+is made once, in the run's own process, and travels whole in every worker's job: no worker
+describes the machine, runs git or looks up ceilings again."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import subprocess
@@ -15,13 +18,12 @@ from typing import Any
 import torch
 
 import harness
-from harness.backends import Backend, get_backend
-from harness.backends.base import with_variants
-from harness.calibrate import Ceilings, calibrate, lookup, plan
+from harness.backends import Device, with_variants
+from harness.ceilings.calibrate import Ceilings, calibrate, lookup, plan
 from harness.devices.identity import MachineInfo, describe_machine_identity
 from harness.devices.peaks import Peak
-from harness.ids import row_id
-from harness.record import CaseFields, Key, Peaks, Provenance
+from harness.record import CaseFields, Key, Peaks, Provenance, Repeats, RunMeta, now_iso
+from harness.record.ids import row_id
 from harness.suite import Case, Suite
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,7 @@ class RunContext:
 
     run_id: str
     suite: Suite
-    device: str
-    backend: Backend
-    device_name: str
+    device: Device
     machine: MachineInfo
     threads: int
     mode: str
@@ -47,35 +47,55 @@ class RunContext:
     ceilings: Ceilings | None
     git_commit: str | None
 
+    @property
+    def backend(self) -> Any:
+        return self.device.backend
+
     def key(self, case: Case) -> Key:
         m = self.machine
-        return Key(run_id=self.run_id, row_id=row_id(m.machine_id, self.device, case.case_id), case_id=case.case_id,
+        return Key(run_id=self.run_id, row_id=self.row_id(case.case_id), case_id=case.case_id,
                    config_id=case.config_id, suite=self.suite.name, family=case.family, machine_id=m.machine_id,
                    machine_name=m.name, settings_id=m.settings_id, host=m.host)
 
+    def row_id(self, case_id: str) -> str:
+        return row_id(self.machine.machine_id, self.device.spec, case_id)
+
     def case_fields(self, case: Case, threads: int | None = None) -> CaseFields:
+        d = self.device
         return CaseFields(layer=case.layer, config=case.config_json(), axes=case.axes_json(),
                           input_shapes=case.input_text(), memory_format=case.memory_format, dtype=case.dtype,
-                          device=self.device, device_type=self.backend.type, device_name=self.device_name,
-                          threads=threads or case.threads or self.threads)
+                          device=d.spec, device_type=d.type, device_name=d.name,
+                          threads=threads or case.threads or self.threads, main_memory=d.main_memory,
+                          device_label=self.machine.name if d.host else d.name)
 
-    def peaks_for(self, case: Case, settings: Mapping[str, Any]) -> Peaks:
-        return self.peaks.get(peak_dtype(case.layer, case.dtype, self.backend.type, settings)) or _no_peaks()
+    def peaks_for(self, case: Case, settings: Mapping[str, Any] | None = None) -> Peaks:
+        """The peaks of ``case``'s peak dtype (the backend's rule: TF32 on CUDA fp32) under ``settings``
+        (default: the backend's settings now)."""
+        if settings is None:
+            settings = self.backend.settings(self.device)
+        return self.peaks.get(self.backend.peak_dtype(case.layer, case.dtype, settings)) or _no_peaks()
 
     def provenance(self) -> Provenance:
         s = self.machine.software
-        return Provenance(timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"), git_commit=self.git_commit,
-                          harness_version=harness.__version__, torch_version=s.torch, cuda_version=s.cuda,
-                          cudnn_version=s.cudnn, python_version=s.python)
+        return Provenance(timestamp=now_iso(), git_commit=self.git_commit, harness_version=harness.__version__,
+                          torch_version=s.torch, cuda_version=s.cuda, cudnn_version=s.cudnn, python_version=s.python)
 
+    def with_peaks(self, peaks: Mapping[str, Peaks]) -> RunContext:
+        return dataclasses.replace(self, peaks=dict(peaks))
 
-def peak_dtype(layer: str, dtype: str, device_type: str, settings: Mapping[str, Any]) -> str:
-    """``tf32`` for fp32 GPU rows with TF32 allowed for that op (cuDNN for convolutions, cuBLAS
-    otherwise); the row's dtype otherwise."""
-    if device_type != "cuda" or dtype != "fp32":
-        return dtype
-    flag = "allow_tf32_cudnn" if layer.startswith("conv") else "allow_tf32_matmul"
-    return "tf32" if settings.get(flag) else dtype
+    def metadata(self, dtypes: Sequence[str] | None, started: float, argv: Sequence[str], repeats: Repeats,
+                 load_avg: tuple[float, ...] | None) -> RunMeta:
+        """The run's metadata (stored beside the rows and in the Parquet file)."""
+        m, d = self.machine, self.device
+        return RunMeta(run_id=self.run_id, suite=self.suite.name, suite_file=self.suite.path, device=d.spec,
+                       device_type=d.type, device_name=d.name, shard=self.shard,
+                       dtypes=tuple(dtypes) if dtypes else None, argv=tuple(argv), timing_mode=self.mode,
+                       threads=self.threads, git_commit=self.git_commit, started=now_iso(started),
+                       machine_id=m.machine_id, machine_name=m.name, settings_id=m.settings_id, host=m.host,
+                       machine=m.to_json(), peaks=dict(self.peaks),
+                       ceilings=self.ceilings.to_json() if self.ceilings is not None else None, load_avg=load_avg,
+                       harness_version=harness.__version__, torch_version=torch.__version__,
+                       python_version=platform.python_version(), repeats=repeats)
 
 
 def _no_peaks(source: str = "none") -> Peaks:
@@ -84,27 +104,27 @@ def _no_peaks(source: str = "none") -> Peaks:
                  ceiling_gemm_n=None, ceiling_copy_bytes=None, ceiling_measured_at=None, launch_overhead_s=None)
 
 
-def resolve_peaks(backend: Backend, device: str, dtypes: Sequence[str], threads: int,
-                  ceilings: Ceilings | None) -> dict[str, Peaks]:
+def resolve_peaks(device: Device, dtypes: Sequence[str], threads: int, ceilings: Ceilings | None) -> dict[str, Peaks]:
     """Per peak dtype (the run's dtypes, and ``tf32`` beside fp32 on CUDA): the theoretical peak
     and the measured ceilings (GEMM, copy, each memory level), as every row of that dtype will
     store them. The formula takes the effective clock of a stored one-thread GEMM where higher; a
-    dtype whose measured GEMM is not native (``harness.calibrate.NATIVE_MARGIN``) gets the fp32 peak."""
-    wanted = with_variants(backend, dtypes)
+    dtype whose measured GEMM is not native (``harness.ceilings.calibrate.NATIVE_MARGIN``) gets the
+    fp32 peak."""
+    wanted = with_variants(device.backend, dtypes)
     one = ceilings.one_thread if ceilings is not None else None
-    theory = {d: _theoretical(backend, device, d, threads, one) for d in dict.fromkeys(wanted + ["fp32"])}
-    return {d: _peaks(backend, d, theory, ceilings) for d in wanted}
+    theory = {d: _theoretical(device, d, threads, one) for d in dict.fromkeys(wanted + ["fp32"])}
+    return {d: _peaks(device, d, theory, ceilings) for d in wanted}
 
 
-def _theoretical(backend: Backend, device: str, dtype: str, threads: int, one_thread: float | None) -> Peak | None:
+def _theoretical(device: Device, dtype: str, threads: int, one_thread: float | None) -> Peak | None:
     try:
-        return backend.peak(device, dtype, threads, one_thread)
+        return device.backend.peak(device, dtype, threads, one_thread)
     except Exception as e:          # a failing probe leaves the peak unknown, never the run dead
         log.warning("peak for %s %s unknown: %s", device, dtype, e)
         return None
 
 
-def _peaks(backend: Backend, d: str, theory: Mapping[str, Peak | None], ceilings: Ceilings | None) -> Peaks:
+def _peaks(device: Device, d: str, theory: Mapping[str, Peak | None], ceilings: Ceilings | None) -> Peaks:
     p, fp32 = theory[d], theory.get("fp32")
     gemm = ceilings.entry("compute", d) if ceilings is not None else None
     copy = ceilings.entry("memory") if ceilings is not None else None
@@ -115,6 +135,7 @@ def _peaks(backend: Backend, d: str, theory: Mapping[str, Peak | None], ceilings
             flops, detail = fp32.flops, f"{p.source}; measured GEMM under the native margin over fp32: bounded by " \
                                         f"the fp32 peak {fp32.flops / 1e9:.4g} GFLOP/s"
     measured = ceilings is not None and bool(gemm or copy)
+
     def level(name: str) -> float | None:
         lv = ceilings.level(name) if ceilings is not None else None
         return lv.value if lv else None
@@ -127,15 +148,17 @@ def _peaks(backend: Backend, d: str, theory: Mapping[str, Peak | None], ceilings
         ceiling_id=ceilings.ceiling_id if measured else None,
         ceiling_gemm_n=gemm.size if gemm else None, ceiling_copy_bytes=copy.size if copy else None,
         ceiling_measured_at=ceilings.measured_at if measured else None,
-        launch_overhead_s=backend.launch_overhead_s, ceiling_l1_bytes_s=level("L1"), ceiling_l2_bytes_s=level("L2"),
-        ceiling_l3_bytes_s=level("L3"), ceiling_levels=ceilings.levels_json() if ceilings is not None else None)
+        launch_overhead_s=device.backend.launch_overhead_s, ceiling_l1_bytes_s=level("L1"),
+        ceiling_l2_bytes_s=level("L2"), ceiling_l3_bytes_s=level("L3"),
+        ceiling_levels=ceilings.levels_json() if ceilings is not None else None)
 
 
-def run_ceilings(backend: Backend, device: str, dtypes: Sequence[str], threads: int, how: str,
+def run_ceilings(device: Device, dtypes: Sequence[str], threads: int, how: str,
                  store: str | Path | None) -> Ceilings | None:
     """The ceilings a run uses: stored ones, measuring what is missing first (``missing``: dtypes,
-    the one-thread GEMM, memory levels; ``harness.calibrate.plan``), everything again (``always``),
-    or nothing measured (``never``)."""
+    the one-thread GEMM, memory levels; ``harness.ceilings.calibrate.plan``), everything again
+    (``always``), or nothing measured (``never``)."""
+    backend = device.backend
     gemm = with_variants(backend, [d for d in dtypes if d in ("fp32", "fp16", "bf16")])
     try:
         stored = lookup(device, threads, store)
@@ -165,37 +188,18 @@ def git_commit() -> str | None:
         return None
 
 
-def run_metadata(ctx: RunContext, dtypes: Sequence[str] | None, started: float, argv: Sequence[str],
-                 load_avg: Any, busy: Any) -> dict[str, Any]:
-    """The run's metadata (stored beside the rows and in the Parquet file)."""
-    return {"run_id": ctx.run_id, "suite": ctx.suite.name, "suite_file": ctx.suite.path, "device": ctx.device,
-            "device_type": ctx.backend.type, "device_name": ctx.device_name, "shard": list(ctx.shard),
-            "dtypes": list(dtypes) if dtypes else None, "argv": list(argv), "timing_mode": ctx.mode,
-            "threads": ctx.threads, "git_commit": ctx.git_commit,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "machine_id": ctx.machine.machine_id, "machine_name": ctx.machine.name,
-            "settings_id": ctx.machine.settings_id, "host": ctx.machine.host, "machine": ctx.machine.to_json(),
-            "peaks": {d: _plain_peaks(p) for d, p in ctx.peaks.items()},
-            "ceilings": ctx.ceilings.to_json() if ctx.ceilings is not None else None,
-            "load_avg": load_avg, "busy_percent": busy, "harness_version": harness.__version__,
-            "torch_version": torch.__version__, "python_version": platform.python_version()}
-
-
-def _plain_peaks(p: Peaks) -> dict[str, Any]:
-    from dataclasses import asdict
-    return asdict(p)
-
-
-def make_context(suite: Suite, device: str, dtypes: Sequence[str], threads: int | None, mode: str,
+def make_context(suite: Suite, device: Device, dtypes: Sequence[str], threads: int | None, mode: str,
                  shard: tuple[int, int], run_id: str, calibrate_how: str = "never",
                  ceilings_store: str | Path | None = None) -> RunContext:
-    """Resolve the device, the machine identity, and the peaks and ceilings for ``dtypes``."""
-    backend = get_backend(device)
-    device = backend.resolve(device)
+    """The machine identity, and the peaks and ceilings for ``dtypes`` on ``device`` (resolved)."""
     threads = threads or suite.threads or torch.get_num_threads()
     machine = describe_machine_identity(threads)
-    ceilings = run_ceilings(backend, device, dtypes, threads, calibrate_how, ceilings_store)
-    return RunContext(run_id=run_id, suite=suite, device=device, backend=backend,
-                      device_name=backend.device_name(device), machine=machine, threads=threads, mode=mode,
-                      shard=shard, peaks=resolve_peaks(backend, device, dtypes, threads, ceilings), ceilings=ceilings,
+    ceilings = run_ceilings(device, dtypes, threads, calibrate_how, ceilings_store)
+    return RunContext(run_id=run_id, suite=suite, device=device, machine=machine, threads=threads, mode=mode,
+                      shard=shard, peaks=resolve_peaks(device, dtypes, threads, ceilings), ceilings=ceilings,
                       git_commit=git_commit())
+
+
+def elapsed_since(start: float) -> float:
+    """Seconds since ``start`` (``time.time()``)."""
+    return time.time() - start

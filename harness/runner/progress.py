@@ -73,15 +73,19 @@ def brief(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
 
 
 class Progress:
-    """``update(row)`` after each row; ``close()`` at the end."""
+    """``update(row)`` after each row (under ``--processes N``: after each process's row of a case,
+    counted as a *measurement*, N per case); ``close()`` at the end."""
 
-    def __init__(self, total: int, label: str, bar: bool | None = None, suite: Suite | None = None) -> None:
-        self.total, self.done = total, 0
+    def __init__(self, cases: int, label: str, bar: bool | None = None, suite: Suite | None = None,
+                 processes: int = 1) -> None:
+        self.total, self.done = cases * processes, 0
         self.varying = varying_names(suite) if suite is not None else None
         self.bar: Any = None
         if sys.stderr.isatty() if bar is None else bar:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=label, unit="case", dynamic_ncols=True, leave=True)
+            from tqdm import tqdm  # deferred: only a terminal shows a bar
+            unit = "case" if processes == 1 else "measurement"
+            desc = label if processes == 1 else f"{label} ({cases} cases x {processes} processes)"
+            self.bar = tqdm(total=self.total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
 
     def update(self, row: Row, where: str = "") -> None:
         """Count ``row`` and show its line; ``where`` names the process that measured it

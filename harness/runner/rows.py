@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 
-from harness.counting import count_totals
-from harness.dtypes import itemsize, parse_dtype
+from harness.analytic.count import count_totals
+from harness.backends import Device
 from harness.errors import SpecError
+from harness.layers.dtypes import itemsize, parse_dtype
+from harness.layers.modules import build_module
 from harness.record import Counts, Health, Row, Status, Timing, WhatRan
 from harness.runner.context import RunContext
 from harness.suite import Case
@@ -33,7 +35,7 @@ def analytic_counts(case: Case) -> Counts:
     """The analytic columns: canonical counts on the meta device and torch's own count."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
-    t = count_totals(case.spec.build(dtype, "meta"), *case.inputs, dtype=dtype)
+    t = count_totals(build_module(case.spec, dtype, "meta"), *case.inputs, dtype=dtype)
     return Counts(flops=int(t["flops"]), macs=int(t["macs"]), params=int(t["params"]),
                   bytes_read=int(t["bytes_read"]), bytes_written=int(t["bytes_written"]),
                   intensity_flop_per_byte=float(t["intensity"]), flop_counter_flops=int(t["flop_counter_flops"]),
@@ -46,21 +48,22 @@ def case_seed(case: Case) -> int:
     return int(case.case_id[:8], 16)
 
 
-def prepare_case(case: Case, device: str, llc_bytes: int) -> tuple[torch.nn.Module, list[tuple], int]:
-    """The layer on ``device`` in eval mode and its random input sets (enough to span twice the
+def prepare_case(case: Case, device: Device) -> tuple[torch.nn.Module, list[tuple], int]:
+    """The layer on ``device`` in eval mode and its random input sets (enough to span twice its
     last-level cache, at most ``MAX_ROTATION``): windows of the process's input pool at an offset
     taken from the case id (``harness.timing.inputs.InputPool``)."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
     fmt = None
-    module = case.spec.build(dtype, device).eval()
+    llc_bytes = device.llc_bytes
+    module = build_module(case.spec, dtype, device.tensors).eval()
     if case.memory_format == "channels_last":
         fmt = torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
         module = module.to(memory_format=fmt)
     seed = case_seed(case)
     per_set = sum(torch.Size(s).numel() for s in case.inputs) * itemsize(dtype)
     sets = rotation_sets(per_set, llc_bytes)
-    return module, POOL.inputs(case.inputs, dtype, device, seed, sets, llc_bytes, memory_format=fmt), seed
+    return module, POOL.inputs(case.inputs, dtype, device.tensors, seed, sets, llc_bytes, memory_format=fmt), seed
 
 
 def timing_of(m: Measurement, seed: int) -> Timing:
@@ -101,40 +104,40 @@ class Measured:
     threads: int
 
 
-def measure_case(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], llc_bytes: int,
+def measure_case(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement],
                  profile: bool = True) -> Measured:
     """Counts and timing of one case: the measured part of a row. ``ctx.mode`` (hot, cold, graph,
     auto) applies where the backend supports it. Raises whatever building or running the layer
     raises (``build_row`` turns it into a row)."""
-    problem = ctx.backend.dtype_problem(ctx.device, case.dtype)
+    device = ctx.device
+    problem = device.backend.dtype_problem(device, case.dtype)
     if problem is not None:
         raise SpecError("dtype", case.dtype, problem)
     counts = analytic_counts(case)
-    module, inputs, seed = prepare_case(case, ctx.device, llc_bytes)
+    module, inputs, seed = prepare_case(case, device)
     s = ctx.suite
-    mode = ctx.mode if ctx.mode in ctx.backend.modes or ctx.mode == "auto" else "hot"
+    mode = ctx.mode if ctx.mode in device.modes or ctx.mode == "auto" else "hot"
     with torch.inference_mode():
-        m = measure_fn(module, device=ctx.device, inputs=inputs, threads=case.threads or ctx.threads,
+        m = measure_fn(module, device=device, inputs=inputs, threads=case.threads or ctx.threads,
                        budget_s=s.budget_s, target_rel_ci=s.target_rel_ci, warmup_s=s.warmup_s, min_reps=s.min_reps,
                        mode=mode)
     ran = None
     if profile:
         with torch.inference_mode():
-            ran = WhatRan(**what_ran(module, inputs[0], ctx.device))
+            ran = WhatRan(**what_ran(module, inputs[0], device))
     return Measured(counts=counts, timing=timing_of(m, seed), ran=ran, health=health_of(m),
                     settings=dict(m.settings), threads=m.threads)
 
 
-def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], llc_bytes: int,
-              profile: bool = True) -> Row:
+def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], profile: bool = True) -> Row:
     """The row of ``case``: measured, or ``skipped``/``oom``/``error`` with the reason. Only
     ``KeyboardInterrupt`` (and other ``BaseException``s) pass through."""
     base = {"key": ctx.key(case)}
     if case.skip is not None:
         return Row(**base, case=ctx.case_fields(case), health=failed(Status.SKIPPED, case.skip),
-                   peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())
+                   peaks=ctx.peaks_for(case), provenance=ctx.provenance())
     try:
-        got = measure_case(case, ctx, measure_fn, llc_bytes, profile)
+        got = measure_case(case, ctx, measure_fn, profile)
     except SpecError as e:
         health = failed(Status.SKIPPED, str(e))
     except Exception as e:
@@ -148,5 +151,5 @@ def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement
         return Row(**base, case=ctx.case_fields(case, got.threads), health=got.health,
                    peaks=ctx.peaks_for(case, got.settings), provenance=ctx.provenance(), counts=got.counts,
                    timing=got.timing, ran=got.ran)
-    return Row(**base, case=ctx.case_fields(case), health=health,
-               peaks=ctx.peaks_for(case, ctx.backend.settings(ctx.device)), provenance=ctx.provenance())
+    return Row(**base, case=ctx.case_fields(case), health=health, peaks=ctx.peaks_for(case),
+               provenance=ctx.provenance())

@@ -10,7 +10,6 @@ runs (``load``). Format: README, "Suites".
 
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
 from harness.suite.load import (
-    DEVICES,
     MAX_CASES,
     MEMORY_FORMATS,
     OMP_WAIT,
@@ -27,4 +26,4 @@ from harness.suite.model import Case, Solve, Suite, Sweep, fill_template
 
 __all__ = ["Case", "Suite", "Sweep", "Solve", "SuiteError", "load_suite", "parse_suite", "builtin_suites",
            "builtin_dir", "compile_formula", "evaluate", "formula_names", "FormulaError", "fill_template",
-           "MEMORY_FORMATS", "DEVICES", "MAX_CASES", "TOP_KEYS", "SWEEP_KEYS", "SOLVE_KEYS", "OMP_WAIT"]
+           "MEMORY_FORMATS", "MAX_CASES", "TOP_KEYS", "SWEEP_KEYS", "SOLVE_KEYS", "OMP_WAIT"]

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.dtypes import parse_dtype
+from harness.backends import backend_types
 from harness.errors import LayerbenchError, SpecError, shown
-from harness.spec import LAYERS
-from harness.store import SAFE_NAME, safe_name
+from harness.layers.dtypes import parse_dtype
+from harness.layers.spec import LAYERS
+from harness.record import MODES, SAFE_NAME, safe_name
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
 from harness.suite.model import THREADS_AXIS, Solve, Suite, Sweep
-from harness.timing.measure import MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,7 +26,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MEMORY_FORMATS = ("nchw", "channels_last")
-DEVICES = ("cpu", "cuda")
 #: Bounds (README, "Hostile input"): file size, cases per suite, sweeps, values per axis, text.
 MAX_FILE_BYTES = 1 << 20
 MAX_CASES = 1_000_000
@@ -324,8 +323,8 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
         raise SuiteError(file, "name", suite_name, e.expected) from None
     devices = tuple(_list(data.get("devices", ["cpu"]), file, "devices"))
     for d in devices:
-        if d not in DEVICES:
-            raise SuiteError(file, "devices", d, "cpu or cuda")
+        if not isinstance(d, str) or d.split(":", 1)[0] not in backend_types():
+            raise SuiteError(file, "devices", d, " or ".join(backend_types()))
     if len(set(devices)) != len(devices):
         raise SuiteError(file, "devices", list(devices), "distinct devices")
     omp_wait = data.get("omp_wait")

@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import ids
 from harness.errors import SpecError
-from harness.spec import LAYERS, LayerSpec, parse_layer, parse_shape
+from harness.layers.spec import LAYERS, LayerSpec, parse_layer, parse_shape
+from harness.record import ids
 from harness.suite.formula import evaluate
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")

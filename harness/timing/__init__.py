@@ -1,12 +1,28 @@
-"""Timing: the measuring loop (``measure``), when to stop (``stopping``),
-statistics of the raw samples (``stats``) and the Measurement that holds them. Nothing here prints."""
+"""Timing: the measuring loop (``measure``), when to stop (``stopping``), statistics of the raw
+samples (``stats``), the Measurement that holds them, the stability verdict of a row measured in
+one or more processes (``stability``), the host's load around a measurement (``hostload``), input
+sets (``inputs``) and what ran (``profile``). Nothing here prints.
 
-from harness.backends.base import ClockSummary
-from harness.timing.inputs import random_inputs, rotation_sets
-from harness.timing.measure import measure
-from harness.timing.measurement import Measurement
-from harness.timing.stats import NOISY_REL_IQR, Stats
-from harness.timing.stopping import FixedCount, RelativeCI, StoppingRule
+Names load on first use: ``stats``, ``stopping`` and ``stability`` are plain Python, and importing
+them (the store reads verdicts of pytest-benchmark files) must not import torch.
+"""
 
-__all__ = ["measure", "Measurement", "ClockSummary", "Stats", "NOISY_REL_IQR", "RelativeCI", "FixedCount",
-           "StoppingRule", "random_inputs", "rotation_sets"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"measure": "harness.timing.measure", "Measurement": "harness.timing.measurement",
+         "ClockSummary": "harness.backends.base", "Stats": "harness.timing.stats",
+         "NOISY_REL_IQR": "harness.timing.stats", "RelativeCI": "harness.timing.stopping",
+         "FixedCount": "harness.timing.stopping", "StoppingRule": "harness.timing.stopping",
+         "random_inputs": "harness.timing.inputs", "rotation_sets": "harness.timing.inputs"}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'harness.timing' has no attribute {name!r}")

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from harness.backends import Monitor, SampleTimer, TimingContext, get_backend
+from harness.backends import Device, Monitor, SampleTimer, TimingContext, resolve_device
 from harness.errors import SpecError
+from harness.record import MODES
 from harness.timing.measurement import Measurement
 from harness.timing.stopping import RelativeCI, StoppingRule
 
-MODES = ("hot", "cold", "graph", "auto")
 #: ``auto`` mode on a GPU: calls estimated shorter than this are timed as graph replays (launch
 #: overhead, a few microseconds, would otherwise dominate them); longer ones hot.
 GRAPH_BELOW_S = 20e-6
@@ -48,7 +48,7 @@ class _Warm:
     estimate_s: float
 
 
-def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
+def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
             inputs: Sequence[Sequence[Any]] | None = None, mode: str = "hot", threads: int | None = None,
             warmup_s: float = 0.1, target_rel_ci: float = 0.01,
             min_reps: int = 10, min_time_s: float = 0.0, budget_s: float = 2.0, max_reps: int = 100_000,
@@ -58,7 +58,8 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
 
     Args:
         fn: the work to time. Called with no arguments, or with one of ``inputs`` per call.
-        device: ``cpu`` or ``cuda[:N]`` (where ``fn``'s tensors live); any type with a backend.
+        device: where ``fn``'s tensors live: a ``Device`` (``harness.backends.resolve_device``; a
+            run resolves its device once and passes it) or a spec, ``cpu`` or ``cuda[:N]``, resolved here.
         inputs: argument tuples to rotate through, one per call, so that a small op is not timed
             from cache alone (make them with ``harness.timing.random_inputs``).
         mode: ``hot``; on GPUs also ``cold`` (L2 flushed before every call, untimed),
@@ -77,13 +78,14 @@ def measure(fn: Callable[..., object], *, device: str | torch.device = "cpu",
     Returns:
         A ``Measurement``: ``samples_s`` in seconds per call and ``stats`` computed from them.
     """
-    backend = get_backend(device)
+    device = resolve_device(device)
+    backend = device.backend
     _check(mode, threads, warmup_s, inputs)
     rule = rule or RelativeCI(target=target_rel_ci, min_reps=min_reps, min_time_s=min_time_s, budget_s=budget_s,
                               max_reps=max_reps)
     call = _rotating(fn, inputs)
     with _threads(threads), _gc_paused() as paused, \
-            backend.timing(str(device), mode, cudnn_benchmark, timer=timer, api=cuda_api, monitor=monitor) as ctx:
+            backend.timing(device, mode, cudnn_benchmark, timer=timer, api=cuda_api, monitor=monitor) as ctx:
         warm = _warm_up(ctx.timer, call, warmup_s)
         mode = _settle_mode(mode, warm.estimate_s, backend.modes, ctx.timer)
         number = _calls_per_sample(mode, warm.estimate_s, ctx.block_s if block_s is None else block_s)

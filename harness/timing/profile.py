@@ -6,14 +6,21 @@ The backend says which profiler activities see its kernels and how to read their
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import os
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends import get_backend
+import torch
+import torch.autograd.profiler as autograd_profiler
+from torch.profiler import ProfilerActivity, profile
+
+from harness.backends import Device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,6 @@ class Captured:
 def _flush_native() -> None:
     """Flush C stdio buffers (oneDNN's ``printf`` is fully buffered when stdout is not a terminal)."""
     with contextlib.suppress(Exception):
-        import ctypes
         ctypes.CDLL(None).fflush(None)
 
 
@@ -47,8 +53,6 @@ def capture_fds(fds: tuple[int, ...] = (1, 2)) -> Iterator[Captured]:
     profiler_start`` lines, oneDNN's verbose lines) to a temporary file for the duration of the
     block; ``Captured.text`` holds it afterwards. Python streams and C stdio are flushed at both
     ends, so nothing written before or inside the block leaks past it."""
-    import sys
-    import tempfile
     got = Captured()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -108,7 +112,6 @@ def parse_onednn(text: str) -> OneDnn:
 @contextlib.contextmanager
 def _onednn_verbose(on: bool) -> Iterator[None]:
     """oneDNN's verbose mode (exec lines to stdout) for the block, where torch has mkldnn."""
-    import torch
     if not on:
         yield
         return
@@ -119,19 +122,16 @@ def _onednn_verbose(on: bool) -> Iterator[None]:
 def _profiler(activities: list[Any]) -> Any:
     """CPU alone: torch.autograd's profiler (the same events); ``torch.profiler.profile`` probes
     ``torch._inductor`` when it starts, which imports ``torch._dynamo`` (about 1.2 s a process)."""
-    from torch.profiler import ProfilerActivity, profile
     if list(activities) == [ProfilerActivity.CPU]:
-        import torch.autograd.profiler as autograd_profiler
         return autograd_profiler.profile(use_cpu=True)
     return profile(activities=activities)
 
 
-def _traces_onednn(device: str) -> bool:
-    import torch
-    return device.startswith("cpu") and torch.backends.mkldnn.is_available()
+def _traces_onednn(device: Device) -> bool:
+    return device.backend.traces_onednn and torch.backends.mkldnn.is_available()
 
 
-def what_ran(fn: Callable[..., Any], args: tuple, device: str) -> dict[str, Any]:
+def what_ran(fn: Callable[..., Any], args: tuple, device: str | Device) -> dict[str, Any]:
     """Profile one call of ``fn(*args)``; on CPU with oneDNN verbose mode on around the same call.
     Whatever native code prints meanwhile (profiler, oneDNN) is captured at the file-descriptor
     level, parsed, and logged at debug level, never shown.
@@ -144,7 +144,8 @@ def what_ran(fn: Callable[..., Any], args: tuple, device: str) -> dict[str, Any]
         ``onednn_primitives``, ``onednn_reorders``: what oneDNN executed in that call
         (``parse_onednn``); both None where oneDNN is not traced (GPU, torch without mkldnn).
     """
-    backend = get_backend(device)
+    device = resolve_device(device)
+    backend = device.backend
     traced = _traces_onednn(device)
     with capture_fds() as out, contextlib.redirect_stderr(io.StringIO()):
         with _profiler(backend.profiler_activities()) as prof, _onednn_verbose(traced):

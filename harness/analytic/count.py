@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from harness.analytic.conventions import Convention, get_convention
+from harness.analytic.catalog import get_convention
+from harness.analytic.conventions import Convention
 from harness.analytic.counter import InputLike, OpRecord, record, to_frame
 
 

@@ -1,5 +1,5 @@
 """The identities a row carries, computed in one place: by suite expansion for new rows and by
-``harness.upgrade`` for rows of older files, which must get the same ids for the same case.
+``harness.store.upgrade`` for rows of older files, which must get the same ids for the same case.
 
 ``config_id`` = the first 16 hex digits of SHA-1 over the JSON of [layer, canonical config as
 [name, value] pairs in name order, input shapes, memory format, dtype] (plus the case's axis

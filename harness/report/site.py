@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.changepoints import change_points
 from harness.analysis.compare import REGRESSION_THRESHOLD
+from harness.analysis.series import SERIES_KEY, nightly
 from harness.analysis.verdicts import judged, set_aside, set_aside_text
-from harness.history.changepoints import change_points
-from harness.history.series import SERIES_KEY, nightly
 from harness.units import seconds
 
 _STYLE = ("body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"

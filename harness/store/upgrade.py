@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from harness import ids
-from harness.record import BY_NAME, COLUMN_NAMES
+from harness.layers.spec import LAYERS, parse_layer
+from harness.record import BY_NAME, COLUMN_NAMES, RunMeta, ids
 
 #: Reason stored in peak_source / ceiling_source of upgraded rows.
 NOT_STORED = "not stored"
@@ -25,7 +25,6 @@ _RENAMED_V1 = {"parameters": "params", "intensity": "intensity_flop_per_byte"}
 
 def canonical_config(layer: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """A layer's parameters under canonical names with defaults (validated), else canonical names only."""
-    from harness.spec import LAYERS, parse_layer
     try:
         return parse_layer(layer, dict(params)).canonical()
     except Exception:
@@ -102,9 +101,9 @@ UPGRADED_STABILITY = "schema v{v}: judged by the within-process spread only (no 
 
 
 def v2_record(row: Mapping[str, Any], version: int = 2) -> dict[str, Any]:
-    """One version-2 row as a version-3 record: one process; stability from the stored ``noisy``
-    flag (the only evidence a v2 row has); the per-level bandwidths, oneDNN trace and thread
-    policy null (not recorded)."""
+    """One version-2 row as a version-3 record (version-4 columns null): one process; stability
+    from the stored ``noisy`` flag (the only evidence a v2 row has); the per-level bandwidths,
+    oneDNN trace and thread policy null (not recorded)."""
     out = {k: row.get(k) for k in COLUMN_NAMES}
     if out.get("status") == "ok" and out.get("time_median_s") is not None:
         median = float(out["time_median_s"])
@@ -114,10 +113,29 @@ def v2_record(row: Mapping[str, Any], version: int = 2) -> dict[str, Any]:
     return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
 
 
-def upgrade_records(rows: list[dict[str, Any]], version: int, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Records of schema ``version`` as current records (``ValueError`` for an unknown version)."""
+#: The two device types rows were stored for before version 4, and what their backends called their
+#: main memory: the only place a stored device type is read as a kind of device (a fact about old files).
+LEGACY_MAIN_MEMORY = {"cpu": "DRAM", "cuda": "HBM"}
+
+
+def v3_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One version-3 row as a version-4 record: the device's main-memory name and its label, as the
+    two backends that existed then would have stored them (the host CPU is named by the machine)."""
+    out = {k: row.get(k) for k in COLUMN_NAMES}
+    kind = str(out.get("device_type") or "")
+    out["main_memory"] = LEGACY_MAIN_MEMORY.get(kind)
+    out["device_label"] = out.get("machine_name") if kind == "cpu" else out.get("device_name")
+    return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
+
+
+def upgrade_records(rows: list[dict[str, Any]], version: int, meta: RunMeta | None) -> list[dict[str, Any]]:
+    """Records of schema ``version`` as current records (``ValueError`` for an unknown version).
+    ``meta``: the file's run metadata; a version-1 file's is read as the JSON object it stored."""
     if version == 1:
-        return [v2_record(v1_record(r, meta), 1) for r in rows]
+        legacy = meta.to_json() if meta is not None else {}
+        return [v3_record(v2_record(v1_record(r, legacy), 1)) for r in rows]
     if version == 2:
-        return [v2_record(r) for r in rows]
-    raise ValueError(f"schema version {version}: expected 1, 2 or 3 (a newer layerbench wrote it?)")
+        return [v3_record(v2_record(r)) for r in rows]
+    if version == 3:
+        return [v3_record(r) for r in rows]
+    raise ValueError(f"schema version {version}: expected 1 to 4 (a newer layerbench wrote it?)")

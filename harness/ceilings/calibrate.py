@@ -37,10 +37,11 @@ from typing import Any
 
 import torch
 
-from harness.backends import MemoryLevel, get_backend
-from harness.backends.base import gemm_dtype
+from harness.backends import Device, MemoryLevel, resolve_device
+from harness.devices.cpu import cache_dir
+from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
-from harness.timing import Measurement, measure, random_inputs
+from harness.timing import Measurement, hostload, measure, random_inputs
 from harness.timing.stability import BUSY_LIMIT
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ ONE_THREAD_N_CAP = 1536
 def default_store() -> Path:
     """Where ceilings are stored unless told: ``$LAYERBENCH_CEILINGS``, else
     ``~/.cache/layerbench/ceilings`` (``$LAYERBENCH_CACHE`` moves the cache)."""
-    from harness.devices.cpu import cache_dir
     return Path(os.environ.get("LAYERBENCH_CEILINGS") or cache_dir() / "ceilings")
 
 
@@ -181,20 +181,14 @@ class Ceilings:
                    levels=tuple(LevelCeiling(**lv) for lv in d.get("levels", ())))
 
 
-def machine_key(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """What a ceiling depends on: the machine (``machine_id``), device, thread count and software."""
-    from harness.devices.identity import describe_machine_identity
-    backend = get_backend(device)
+def machine_key(device: str | Device, threads: int | None = None) -> dict[str, Any]:
+    """What a ceiling depends on: the machine (``machine_id``), device, software, and what the
+    backend adds (``Backend.ceiling_key``: a CPU's thread count, a GPU's cuDNN and driver)."""
+    device = resolve_device(device)
     info = describe_machine_identity(threads)
-    dev = backend.resolve(device)
-    key: dict[str, Any] = {"machine_id": info.machine_id, "device": backend.type,
-                           "device_name": backend.device_name(dev), "torch": torch.__version__,
-                           "cuda": torch.version.cuda}
-    if backend.type == "cpu":
-        key["threads"] = info.threading.threads
-    else:
-        key["cudnn"] = info.software.cudnn
-        key["driver"] = info.software.driver
+    key: dict[str, Any] = {"machine_id": info.machine_id, "device": device.type, "device_name": device.name,
+                           "torch": torch.__version__, "cuda": torch.version.cuda}
+    key.update(device.backend.ceiling_key(device, info.threading.threads, info.software))
     return key
 
 
@@ -241,17 +235,17 @@ def _best(m: Measurement) -> float:
     return min(m.samples_s)
 
 
-def _gemm(device: str, dtype: str, size_budget_s: float, dtype_budget_s: float, threads: int | None,
+def _gemm(device: Device, dtype: str, size_budget_s: float, dtype_budget_s: float, threads: int | None,
           measure_fn: MeasureFn, clock: Clock = time.perf_counter) -> Ceiling:
     """The GEMM sweep of one dtype; the best size wins (module docstring for when it stops)."""
-    backend = get_backend(device)
+    backend = device.backend
     sweep: list[tuple[int, float]] = []
     best: tuple[int, float, Measurement] | None = None
     reason, stale, t0 = "largest size", 0, clock()
     sizes = backend.calibration.gemm_sizes
-    with gemm_dtype(backend, dtype) as tdtype:
+    with backend.gemm_dtype(dtype) as tdtype:
         for i, n in enumerate(sizes):
-            a, b = random_inputs([(n, n), (n, n)], tdtype, device, seed=0)[0]
+            a, b = random_inputs([(n, n), (n, n)], tdtype, device.tensors, seed=0)[0]
             m = measure_fn(torch.mm, device=device, inputs=[(a, b)], threads=threads, budget_s=size_budget_s,
                            warmup_s=0.05)
             del a, b
@@ -275,9 +269,9 @@ def _gemm(device: str, dtype: str, size_budget_s: float, dtype_budget_s: float, 
     return Ceiling("compute", dtype, rate, n, m.median, m.stats.rel_iqr, m.stats.n, note, sweep=tuple(sweep))
 
 
-def _one_thread(device: str, n: int, size_budget_s: float, measure_fn: MeasureFn) -> Ceiling:
+def _one_thread(device: Device, n: int, size_budget_s: float, measure_fn: MeasureFn) -> Ceiling:
     """fp32 GEMM on one thread (its rate / FLOP per cycle of a core = the effective clock)."""
-    a, b = random_inputs([(n, n), (n, n)], torch.float32, device, seed=0)[0]
+    a, b = random_inputs([(n, n), (n, n)], torch.float32, device.tensors, seed=0)[0]
     m = measure_fn(torch.mm, device=device, inputs=[(a, b)], threads=1, budget_s=size_budget_s, warmup_s=0.05)
     return Ceiling("one_thread", "fp32", 2 * n**3 / _best(m), n, m.median, m.stats.rel_iqr, m.stats.n,
                    "1 thread: the effective clock")
@@ -301,17 +295,17 @@ def level_buffers(levels: Sequence[MemoryLevel], threads: int, cap_bytes: int,
     return out
 
 
-def _levels(device: str, threads: int | None, size_budget_s: float,
+def _levels(device: Device, threads: int | None, size_budget_s: float,
             measure_fn: MeasureFn) -> tuple[tuple[LevelCeiling, ...], Ceiling]:
     """Each level's bandwidth (module docstring), and the main-memory copy as a ``memory`` ceiling."""
-    backend = get_backend(device)
+    backend = device.backend
     t = threads or torch.get_num_threads()
     sizes = backend.calibration
     out = []
     copy: Ceiling | None = None
     for lv, nbytes, repeats in level_buffers(backend.memory_levels(device), t, sizes.buffer_cap_bytes,
                                              sizes.copy_fallback_bytes):
-        (src,) = random_inputs([(nbytes // 4,)], torch.float32, device, seed=0)[0]
+        (src,) = random_inputs([(nbytes // 4,)], torch.float32, device.tensors, seed=0)[0]
         if lv.cache_bytes is None:
             dst = torch.empty_like(src)
             m = measure_fn(dst.copy_, device=device, inputs=[(src,)], threads=threads, budget_s=size_budget_s,
@@ -344,7 +338,7 @@ def with_verdicts(entries: Sequence[Ceiling]) -> tuple[Ceiling, ...]:
     return tuple(out)
 
 
-def lookup(device: str, threads: int | None, store: str | Path | None = None) -> Ceilings | None:
+def lookup(device: str | Device, threads: int | None, store: str | Path | None = None) -> Ceilings | None:
     """The stored ceilings of this machine, device, thread count and software, if any."""
     return load_ceilings(machine_key(device, threads), store)
 
@@ -379,19 +373,18 @@ def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_ge
 def busy_since(before: Any) -> float | None:
     """Share of the CPUs other processes used since ``before`` (``hostload.sample()``): above
     ``BUSY_LIMIT``, the ceilings just measured understate the machine and are not stored."""
-    from harness.runner import hostload
     return hostload.host_busy(before, hostload.sample())
 
 
-def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp16"), *, threads: int | None = None,
-              budget_s: float = SIZE_BUDGET_S, dtype_budget_s: float = DTYPE_BUDGET_S,
+def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp16"), *,
+              threads: int | None = None, budget_s: float = SIZE_BUDGET_S, dtype_budget_s: float = DTYPE_BUDGET_S,
               store: str | Path | None = None, persist: bool = True, force: bool = False,
               measure_fn: MeasureFn = measure) -> Ceilings:
     """Measure (or reuse) the GEMM ceiling per dtype, the one-thread fp32 GEMM (CPU) and the
     bandwidth of each memory level of ``device``.
 
     Args:
-        device: ``cpu`` or ``cuda[:N]``.
+        device: ``cpu`` or ``cuda[:N]`` (resolved here), or a resolved ``Device``.
         dtypes: GEMM dtypes (``fp32``, ``tf32`` on CUDA, ``fp16``, ``bf16``).
         threads: CPU threads (part of the key: a 1-thread ceiling is not a 2-thread one).
         budget_s: seconds of each measurement (one GEMM size, one memory level).
@@ -409,15 +402,14 @@ def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp1
     for d in dtypes:
         if d not in CALIBRATE_DTYPES:
             raise SpecError("dtype", d, "one of " + ", ".join(CALIBRATE_DTYPES))
-    backend = get_backend(device)
-    device = backend.resolve(device)
+    device = resolve_device(device)
+    backend = device.backend
     key = machine_key(device, threads)
     old = load_ceilings(key, store) if persist and not force else None
     todo = plan(dtypes, old, force, backend.calibration.one_thread_gemm)
     if old is not None and todo.empty:
         log.info("reusing ceilings measured %s", old.measured_at)
         return old
-    from harness.runner import hostload
     before = hostload.sample()
     fresh = [_gemm(device, d, budget_s, dtype_budget_s, threads, measure_fn) for d in todo.dtypes]
     entries = [e for e in (old.entries if old is not None else ()) if not (
@@ -433,7 +425,7 @@ def calibrate(device: str = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp1
         entries.append(copy)
     result = Ceilings(key=key, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), entries=with_verdicts(entries),
                       levels=levels)
-    busy = busy_since(before) if device.startswith("cpu") else None
+    busy = busy_since(before) if device.host else None
     if persist and busy is not None and busy > BUSY_LIMIT:
         log.warning("calibrate: other processes used %.0f %% of the CPUs while the ceilings were measured: they are "
                     "used for this run only, not stored (they would understate this machine); calibrate again on a "

@@ -11,8 +11,10 @@ foreign file is refused with one line naming it, and the others load. The store 
 torch. Guarantees: README, "What the store guarantees".
 
 Every user-supplied name that becomes a path (a suite's name, a run id) goes through
-``safe_name``/``run_path``: one path component of ``A-Za-z0-9._-``, never ``.``, ``..``, absolute,
-a separator or a glob character, so nothing is ever written outside the results folder.
+``safe_name``/``run_path`` (``harness.record.run``): one path component of ``A-Za-z0-9._-``, never
+``.``, ``..``, absolute, a separator or a glob character, so nothing is ever written outside the
+results folder. A run shard's files are named by ``harness.record.run.RunFiles`` and its metadata
+is a ``harness.record.run.RunMeta``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ import pyarrow.parquet as pq
 
 from harness.errors import LayerbenchError, SpecError
 from harness.errors import short as _short
-from harness.journal import append as journal_append
-from harness.journal import cut_torn_line, read_values
 from harness.record import (
+    BY_NAME,
     COLUMN_NAMES,
     META_KEY,
     ROW_ID,
@@ -49,9 +50,17 @@ from harness.record import (
     TIME_MEDIAN,
     VERSION_KEY,
     Row,
+    Stability,
+    Status,
     check_required,
+    names_in_version,
     to_table,
 )
+from harness.record.run import MAX_RUN_ID, META_FILE, RunFiles, RunMeta, meta_beside, safe_name
+from harness.store.journal import append as journal_append
+from harness.store.journal import cut_torn_line, read_values
+from harness.store.pytest_bench import pytest_benchmark_records
+from harness.store.upgrade import upgrade_records
 
 try:
     import fcntl
@@ -66,11 +75,6 @@ class StoreError(LayerbenchError, RuntimeError):
     the message says what to do and that no stored row was lost."""
 
 
-#: A name that becomes one directory under the results folder: letters, digits, ``.``, ``_``, ``-``,
-#: starting with a letter or digit (so never ``.``, ``..``, hidden, absolute, a separator or a glob).
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-#: Longest run id: a suite name (64) + device type + UTC time + a ``-N`` suffix fit well within it.
-MAX_RUN_ID = 128
 #: Longest string any stored cell may hold when read (a layerbench row's longest, its config, is < 2 KiB).
 MAX_CELL_CHARS = 1 << 16
 #: Fault-injection seam (tests/test_faults.py): seconds to sleep inside the Parquet commit window,
@@ -78,22 +82,9 @@ MAX_CELL_CHARS = 1 << 16
 COMMIT_DELAY_ENV = "LAYERBENCH_COMMIT_DELAY_S"
 
 
-def safe_name(value: Any, field: str = "run_id", limit: int = MAX_RUN_ID) -> str:
-    """``value`` when it can name one directory inside the results folder, else ``SpecError`` naming
-    ``field``, the value and what is expected."""
-    if not isinstance(value, str) or len(value) > limit or not SAFE_NAME.fullmatch(value):
-        raise SpecError(field, value, f"1-{limit} letters, digits, '.', '_' or '-', starting with a letter or "
-                                      "digit (it names a directory inside the results folder)")
-    return value
-
-
 def run_path(out: str | Path, run_id: str) -> Path:
     """``<out>/<run_id>`` with ``run_id`` checked by ``safe_name``: the one way a run id becomes a path."""
     return Path(out) / safe_name(run_id, "run_id")
-
-
-def shard_label(shard: tuple[int, int]) -> str:
-    return f"{shard[0]}of{shard[1]}"
 
 
 def new_run_dir(out: str | Path, run_id: str) -> Path:
@@ -119,23 +110,23 @@ class RunWriter:
     Args:
         run_dir: the run's directory (created if missing).
         shard: (K, N), 1-based.
-        metadata: run metadata, stored as ``run-<shard>.json`` and in the Parquet file's schema metadata.
+        metadata: the run's metadata, stored as ``run-<shard>.json`` and in the Parquet file's schema
+            metadata.
     """
 
-    def __init__(self, run_dir: str | Path, shard: tuple[int, int], metadata: Mapping[str, Any]) -> None:
+    def __init__(self, run_dir: str | Path, shard: tuple[int, int], metadata: RunMeta) -> None:
         self.dir = Path(run_dir)
         if ".." in self.dir.parts:
             raise SpecError("run directory", str(run_dir), "a path without '..' (a run id names one directory)")
         safe_name(self.dir.name, "run directory")
         self.dir.mkdir(parents=True, exist_ok=True)
-        label = shard_label(shard)
-        self.journal = self.dir / f"rows-{label}.jsonl"
-        self.parquet = self.dir / f"part-{label}.parquet"
-        self.meta_path = self.dir / f"run-{label}.json"
-        self.rejected = self.dir / f"rejected-{label}.jsonl"
-        self._lock = _lock(self.dir / f".lock-{label}")
+        files = RunFiles.of(self.dir, shard)
+        label = files.label
+        self.journal, self.parquet, self.meta_path, self.rejected = files.journal, files.parquet, files.meta, \
+            files.rejected
+        self._lock = _lock(files.lock)
         try:
-            self.metadata = dict(metadata, schema_version=SCHEMA_VERSION)
+            self.metadata = metadata.replace(schema_version=SCHEMA_VERSION)
             self._check_same_run()
             for stale in self.dir.glob(f".*-{label}.*.tmp"):     # a commit killed midway; we hold the lock
                 stale.unlink(missing_ok=True)
@@ -151,13 +142,13 @@ class RunWriter:
         rows of two runs never mix, and no run's metadata is overwritten by another's."""
         stored = read_run_meta(self.meta_path)
         for key in ("suite", "machine_id", "device"):
-            old, new = stored.get(key), self.metadata.get(key)
+            old, new = getattr(stored, key, None), getattr(self.metadata, key)
             if old is not None and new is not None and old != new:
                 raise StoreError(f"{self.dir}: a run of {key} {old!r}, not {new!r}: start a new run (without "
                                  "--resume); its rows are untouched")
 
     def _write_meta(self) -> None:
-        atomic_write_bytes(self.meta_path, (json.dumps(self.metadata, indent=2, default=str) + "\n").encode())
+        atomic_write_bytes(self.meta_path, (json.dumps(self.metadata.to_json(), indent=2, default=str) + "\n").encode())
 
     def stored_records(self) -> list[dict[str, Any]]:
         """Rows already stored for this shard: the Parquet part (validated) and the journal."""
@@ -182,9 +173,10 @@ class RunWriter:
                              "stored; free space and run again with --resume") from e
 
     def finish(self, **metadata: Any) -> Path:
-        """Fold the journal into the Parquet file (atomic), update the metadata, remove the journal.
-        On failure (a full disk) the journal stays: nothing is lost, ``--resume`` folds it later."""
-        self.metadata.update(metadata)
+        """Fold the journal into the Parquet file (atomic), update the metadata (``RunMeta`` fields),
+        remove the journal. On failure (a full disk) the journal stays: nothing is lost, ``--resume``
+        folds it later."""
+        self.metadata = self.metadata.replace(**metadata)
         with contextlib.suppress(OSError):
             self._fh.close()
         try:
@@ -204,7 +196,7 @@ class RunWriter:
         """The records as a ``SCHEMA`` table; a journal line that does not fit (written by hand, by
         another program) is moved to ``rejected-<shard>.jsonl`` with a warning, never dropped."""
         try:
-            return to_table(records, self.metadata)
+            return to_table(records, self.metadata.to_json())
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             pass
         good, bad = [], []
@@ -219,7 +211,7 @@ class RunWriter:
                 f.write(json.dumps(r, default=str) + "\n")
         log.warning("%s: %d journal line(s) do not fit the result schema: kept in %s", self.journal, len(bad),
                     self.rejected.name)
-        return to_table(good, self.metadata)
+        return to_table(good, self.metadata.to_json())
 
     def close(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
@@ -293,7 +285,7 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a journal (``harness.journal``): JSON objects with a string ``run_id`` and ``row_id``;
+    """Rows of a journal (``harness.store.journal``): JSON objects with a string ``run_id`` and ``row_id``;
     a torn last line, a line that is not JSON and a JSON value that is not such an object are skipped."""
     return [row for row in read_values(path)
             if isinstance(row, dict) and isinstance(row.get(RUN_ID), str) and isinstance(row.get(ROW_ID), str)]
@@ -326,13 +318,13 @@ def write_parquet(frame: pd.DataFrame, path: str | Path, metadata: Mapping[str, 
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The run metadata stored in a Parquet file's schema (``{}`` when there is none)."""
+def read_metadata(path: str | Path) -> RunMeta | None:
+    """The run metadata stored in a Parquet file's schema (``None`` when there is none)."""
     meta = pq.read_schema(path).metadata or {}
     try:
-        return json.loads(meta[META_KEY]) if META_KEY in meta else {}
+        return RunMeta.from_json(json.loads(meta[META_KEY])) if META_KEY in meta else None
     except ValueError:
-        return {}
+        return None
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -399,7 +391,6 @@ def _check_values(table: pa.Table, where: str) -> pa.Table:
 
 
 def _check_numbers(table: pa.Table, where: str) -> pa.Table:
-    from harness.record import BY_NAME
     for i, f in enumerate(table.schema):
         col = table.column(f.name)
         kind = f.type.value_type if pa.types.is_list(f.type) else f.type
@@ -432,7 +423,6 @@ def _check_sign(name: str, values: pa.Array | pa.ChunkedArray, unit: str, where:
 def _check_words(table: pa.Table, where: str) -> None:
     """Word columns hold layerbench's words: a status, a stability verdict, a device type matching
     the device, a run id that is one safe path component (``safe_name``)."""
-    from harness.record import Stability, Status
     allowed = {"status": {s.value for s in Status}, "stability": {s.value for s in Stability}}
     for name, words in allowed.items():
         bad = set(pc.unique(table.column(name)).to_pylist()) - words - {None}
@@ -451,8 +441,7 @@ def _check_words(table: pa.Table, where: str) -> None:
             raise RefusedFile(f"{where}: column run_id: {e}") from None
 
 
-def _from_records(records: list[dict[str, Any]], version: int, meta: Mapping[str, Any], where: str) -> pa.Table:
-    from harness.upgrade import upgrade_records
+def _from_records(records: list[dict[str, Any]], version: int, meta: RunMeta | None, where: str) -> pa.Table:
     if version != SCHEMA_VERSION:
         try:
             records = upgrade_records(records, version, meta)
@@ -486,7 +475,6 @@ def _read_parquet(path: Path) -> pa.Table:
 
 def _check_names(names: list[str], version: int, where: str) -> None:
     """An older file holds exactly the columns of its version: ``RefusedFile`` naming the first that differs."""
-    from harness.record import names_in_version
     expected = names_in_version(version)
     for name in names:
         if name not in expected:
@@ -496,17 +484,17 @@ def _check_names(names: list[str], version: int, where: str) -> None:
             raise RefusedFile(f"{where}: column {name}: missing (schema version {version})")
 
 
-def read_run_meta(path: Path) -> dict[str, Any]:
-    """A shard's ``run-<K>of<N>.json`` as a dict; ``{}`` when it is missing, unreadable or not an object."""
+def read_run_meta(path: Path) -> RunMeta | None:
+    """A shard's ``run-<K>of<N>.json``; ``None`` when it is missing, unreadable or not a run's."""
     try:
         meta = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        return None
+    return RunMeta.from_json(meta) if isinstance(meta, dict) else None
 
 
-def _journal_meta(path: Path) -> dict[str, Any]:
-    return read_run_meta(path.parent / f"run-{path.stem.removeprefix('rows-')}.json")
+def _journal_meta(path: Path) -> RunMeta | None:
+    return read_run_meta(meta_beside(path))
 
 
 def _read_journal_table(path: Path) -> pa.Table | None:
@@ -514,7 +502,8 @@ def _read_journal_table(path: Path) -> pa.Table | None:
     if not rows:
         return None
     meta = _journal_meta(path)
-    version = int(meta.get("schema_version", SCHEMA_VERSION if "machine_id" in rows[0] else 1))
+    stored = meta.schema_version if meta is not None else None
+    version = stored if stored is not None else SCHEMA_VERSION if "machine_id" in rows[0] else 1
     return _from_records(rows, version, meta, str(path))
 
 
@@ -524,12 +513,12 @@ class Loaded:
     (one line each: the file and what is wrong)."""
 
     frame: pd.DataFrame
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, RunMeta] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
 
 
 #: JSON files layerbench writes beside its rows (run metadata, the JSON report): never result files.
-NOT_RESULTS = re.compile(r"run-\d+of\d+\.json|report\.json", re.IGNORECASE)
+NOT_RESULTS = re.compile(rf"{META_FILE.pattern}|report\.json", re.IGNORECASE)
 
 
 def _in_dir(p: Path) -> list[Path]:
@@ -564,15 +553,29 @@ def _expand(paths: str | Path | Iterable[str | Path]) -> tuple[list[Path], list[
     return list(dict.fromkeys(out)), missing
 
 
-def _read_any(p: Path) -> tuple[pa.Table | None, dict[str, Any]]:
+def pytest_benchmark_table(path: str | Path) -> pa.Table:
+    """A pytest-benchmark JSON file's rows (``harness.store.pytest_bench``) validated against the
+    result schema (``RefusedFile`` naming the file, benchmark and field otherwise)."""
+    try:
+        records = pytest_benchmark_records(path)
+    except ValueError as e:
+        raise RefusedFile(str(e)) from None
+    return _from_records(records, SCHEMA_VERSION, None, str(path))
+
+
+def from_pytest_benchmark(path: str | Path) -> pd.DataFrame:
+    """The rows of a pytest-benchmark JSON file as a DataFrame of the result table."""
+    return pytest_benchmark_table(path).to_pandas()
+
+
+def _read_any(p: Path) -> tuple[pa.Table | None, RunMeta | None]:
     suffix = p.suffix.lower()
     if suffix == ".parquet":
         return _read_parquet(p), read_metadata(p)
     if suffix == ".jsonl":
         return _read_journal_table(p), _journal_meta(p)
     if suffix == ".json":
-        from harness.pytest_bench import pytest_benchmark_table
-        return pytest_benchmark_table(p), {}
+        return pytest_benchmark_table(p), None
     raise RefusedFile(f"{p}: not a result file (expected .parquet, .jsonl or pytest-benchmark .json)")
 
 
@@ -599,9 +602,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> Loaded:
             continue
         tables.append(table)
         for run_id in set(table.column(RUN_ID).to_pylist()):
-            entry = runs.setdefault(run_id, {})
-            if meta.get("run_id") == run_id:
-                entry.update(meta)
+            if meta is not None and meta.run_id == run_id:
+                runs[run_id] = meta
     if not tables:
         return Loaded(pd.DataFrame(columns=list(COLUMN_NAMES)), runs, refused)
     frame = pa.concat_tables(tables).to_pandas()

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import SpecError
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    pass
 
 Shape = tuple[int, ...]
 
@@ -122,11 +121,6 @@ class LayerSpec:
             for k in f.metadata.get("keys", ()):
                 out[k] = f.name
         return out
-
-    def build(self, dtype: torch.dtype, device: str | torch.device = "meta") -> nn.Module:
-        """The ``torch.nn`` module of this spec (``harness.modules`` holds one builder per spec class)."""
-        from harness.modules import build_module
-        return build_module(self, dtype, device)
 
     def canonical(self) -> dict[str, Any]:
         """Every parameter under its field name, defaults included: the layer's identity, whatever
@@ -357,7 +351,7 @@ class NormSpec(LayerSpec):
 
 # --- activations, softmax, elementwise, zero-cost layers -------------------------------------------------
 
-#: Parameter-free layers by kind (``harness.modules`` builds each as its ``torch.nn`` class).
+#: Parameter-free layers by kind (``harness.layers.modules`` builds each as its ``torch.nn`` class).
 ACTIVATIONS = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "hardswish", "leaky_relu",
                "flatten", "dropout", "identity")
 
@@ -543,12 +537,3 @@ def parse_layer(kind: str, params: Sequence[str] | dict[str, Any] = ()) -> Layer
             raise SpecError(key, value, f"a parameter of {kind_key}: " + ", ".join(sorted(keys)), kind_key)
         values[name] = by_field[name].metadata["parse"](value, key, kind_key)
     return cls(kind=kind_key, **values)
-
-
-def build_case(spec: LayerSpec, inputs: Sequence[Shape | str] | None = None, dtype: str | torch.dtype = "fp32",
-               device: str = "meta") -> tuple[nn.Module, list[Shape], torch.dtype]:
-    """Validated (module, input shapes, dtype) for counting or timing a spec."""
-    from harness.dtypes import parse_dtype
-    torch_dtype = parse_dtype(dtype)
-    shapes = spec.inputs([parse_shape(s) for s in inputs] if inputs else None)
-    return spec.build(torch_dtype, device), shapes, torch_dtype

@@ -72,14 +72,13 @@ class Shard:
     def of(cls, parquet: str | Path) -> Shard:
         """The shard a run's ``part-<K>of<N>.parquet`` belongs to, from its stored metadata."""
         meta = read_metadata(parquet)
-        missing = [k for k in ("suite", "machine_id", "run_id") if not meta.get(k)]
-        if missing:
+        missing = ["run_id"] if meta is None else [k for k in ("suite", "machine_id") if not getattr(meta, k)]
+        if meta is None or missing:
             raise SpecError("run metadata", f"{parquet}: {', '.join(missing)} missing",
                             "a part written by layerbench run (schema 2 or later)")
-        started = meta.get("started")
-        day = _day(started) if started else time.strftime("%Y-%m-%d", time.gmtime())
+        day = _day(meta.started) if meta.started else time.strftime("%Y-%m-%d", time.gmtime())
         label = Path(parquet).stem.removeprefix("part-")
-        return cls(str(meta["suite"]), str(meta["machine_id"]), day, str(meta["run_id"]), label)
+        return cls(str(meta.suite), str(meta.machine_id), day, meta.run_id, label)
 
 
 def _day(started: Any) -> str:

@@ -1,19 +1,21 @@
 """The ``torch.nn`` module each layer spec builds: one builder per spec class, registered by
 decorator (as ``torch.utils.flop_counter`` registers one formula per op).
 
-Kept apart from :mod:`harness.spec` so that parsing and validating a layer (suite files,
+Kept apart from :mod:`harness.layers.spec` so that parsing and validating a layer (suite files,
 ``layerbench count --help``) never imports torch; ``LayerSpec.build`` calls :func:`build_module`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec as s
+from harness.layers import spec as s
+from harness.layers.dtypes import parse_dtype
+from harness.layers.spec import LayerSpec, Shape, parse_shape
 
 Builder = Callable[..., nn.Module]
 #: Spec class -> its builder ``(spec, dtype, device) -> nn.Module``.
@@ -77,7 +79,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardswish": nn.Hardswish,
     "leaky_relu": nn.LeakyReLU, "flatten": nn.Flatten, "dropout": nn.Dropout, "identity": nn.Identity,
 }
-assert tuple(ACTIVATIONS) == s.ACTIVATIONS, "harness.spec.ACTIVATIONS and this table name the same kinds"
+assert tuple(ACTIVATIONS) == s.ACTIVATIONS, "harness.layers.spec.ACTIVATIONS and this table name the same kinds"
 
 
 @builds(s.ConvSpec)
@@ -155,3 +157,11 @@ def _mha(spec: s.MHASpec, dtype: torch.dtype, device: str | torch.device) -> nn.
     mha = nn.MultiheadAttention(spec.embed_dim, spec.heads, bias=spec.bias, batch_first=True,
                                 device=device, dtype=dtype)
     return SelfAttention(mha, spec.causal).eval()
+
+
+def build_case(spec: LayerSpec, inputs: Sequence[Shape | str] | None = None, dtype: str | torch.dtype = "fp32",
+               device: str = "meta") -> tuple[nn.Module, list[Shape], torch.dtype]:
+    """Validated (module, input shapes, dtype) for counting or timing a spec."""
+    torch_dtype = parse_dtype(dtype)
+    shapes = spec.inputs([parse_shape(s) for s in inputs] if inputs else None)
+    return build_module(spec, torch_dtype, device), shapes, torch_dtype

@@ -5,7 +5,7 @@ A row is made of typed parts (``Key``, ``CaseFields``, ``Counts``, ``Timing``, `
 (``_s`` seconds, ``_flops_s`` FLOP/s, ``_bytes_s`` bytes/s, ``_mhz``, ``_bytes``) and a unit and a
 meaning in each field's metadata. ``SCHEMA`` (pyarrow) is built from them and carries
 ``SCHEMA_VERSION`` in the file metadata; every writer goes through it and every reader validates
-against it (``harness.store``), upgrading older versions (``harness.upgrade``). Analysis and
+against it (``harness.store``), upgrading older versions (``harness.store.upgrade``). Analysis and
 report import column names from here (the constants at the end) instead of repeating literals.
 """
 
@@ -20,11 +20,12 @@ from typing import Any
 
 import pyarrow as pa
 
-#: Bumped whenever a column is added, removed, renamed or changes meaning; ``harness.upgrade``
+#: Bumped whenever a column is added, removed, renamed or changes meaning; ``harness.store.upgrade``
 #: reads every older version. 1: the first store (no version in the file); 2: typed record, machine
 #: identity, stored peaks; 3: cross-process repeats, per-row host load and stability verdict, threading
-#: policy, oneDNN primitives, per-level bandwidth ceilings.
-SCHEMA_VERSION = 3
+#: policy, oneDNN primitives, per-level bandwidth ceilings; 4: the device's main-memory name and label
+#: (stored from the run's ``Device``, so the analysis never asks a device string what it is).
+SCHEMA_VERSION = 4
 #: Parquet schema-metadata keys: the schema version and the run's metadata (JSON).
 VERSION_KEY = b"layerbench.schema_version"
 META_KEY = b"layerbench"
@@ -46,6 +47,11 @@ class Stability(_Word):
     NOISY = "noisy"
     BIMODAL = "bimodal"
     CONTENDED = "contended"
+
+
+#: Timing modes (``Timing.mode``; ``auto`` settles on one of the others before sampling and is never stored):
+#: ``hot`` (back-to-back calls), ``cold`` (GPU L2 flushed before each call), ``graph`` (CUDA-graph replays).
+MODES = ("hot", "cold", "graph", "auto")
 
 
 class Status(_Word):
@@ -106,6 +112,11 @@ class CaseFields:
     threads: int | None = col("count", "torch threads while timing (the run's setting for rows not timed)")
     omp_wait_policy: str | None = col("-", "OMP_WAIT_POLICY in the measuring process(es): `active`, `passive`, "
                                       "or null (unset: the OpenMP runtime's default)", added=3)
+    main_memory: str | None = col("-", "the device's memory past its caches, as its backend names it: `DRAM` "
+                                  "(CPU), `HBM` (GPU); the level of the main-memory roof", added=4)
+    device_label: str | None = col("-", "the device as findings and tables name it: a GPU's name; for the host CPU "
+                                   "the machine's label (`AMD EPYC (family 25 model 1, 2 CPUs)`), which says more "
+                                   "than its brand", added=4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +407,7 @@ MACHINE_ID, MACHINE_NAME, SETTINGS_ID, HOST = "machine_id", "machine_name", "set
 LAYER, CONFIG, AXES, INPUT_SHAPES, MEMORY_FORMAT, DTYPE = "layer", "config", "axes", "input_shapes", "memory_format", \
     "dtype"
 DEVICE, DEVICE_TYPE, DEVICE_NAME, THREADS = "device", "device_type", "device_name", "threads"
+MAIN_MEMORY, DEVICE_LABEL = "main_memory", "device_label"
 FLOPS, MACS, PARAMS, BYTES_READ, BYTES_WRITTEN = "flops", "macs", "params", "bytes_read", "bytes_written"
 INTENSITY = "intensity_flop_per_byte"
 OMP_WAIT_POLICY = "omp_wait_policy"
@@ -420,3 +432,19 @@ TORCH_VERSION, GIT_COMMIT, TIMESTAMP = "torch_version", "git_commit", "timestamp
 IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
 #: What a row's measurements are grouped by: never mixed across these.
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
+
+__all__ = [
+    'MODES', 'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key', 'CaseFields',
+    'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column', 'COLUMNS',
+    'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table', 'check_required',
+    'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME', 'SETTINGS_ID',
+    'HOST', 'LAYER', 'CONFIG', 'AXES', 'INPUT_SHAPES', 'MEMORY_FORMAT', 'DTYPE', 'DEVICE', 'DEVICE_TYPE',
+    'DEVICE_NAME', 'THREADS', 'MAIN_MEMORY', 'DEVICE_LABEL', 'FLOPS', 'MACS', 'PARAMS', 'BYTES_READ',
+    'BYTES_WRITTEN', 'INTENSITY', 'OMP_WAIT_POLICY', 'PROCESSES', 'PROCESS_MEDIANS', 'PROCESS_MEDIAN',
+    'PROCESS_SPREAD', 'HOST_BUSY', 'STABILITY', 'STABILITY_REASON', 'ONEDNN_PRIMITIVES', 'ONEDNN_REORDERS',
+    'CEILING_L1_BYTES', 'CEILING_L2_BYTES', 'CEILING_L3_BYTES', 'CEILING_LEVELS', 'TIME_MEDIAN', 'TIME_Q1',
+    'TIME_Q3', 'TIME_CI_LOW', 'TIME_CI_HIGH', 'REL_IQR', 'REL_CI', 'NOISY', 'SAMPLES', 'KERNELS', 'KERNEL_LAUNCHES',
+    'ATEN_OPS', 'STATUS', 'ERROR', 'PEAK_DTYPE', 'PEAK_FLOPS', 'PEAK_BYTES', 'PEAK_SOURCE', 'PEAK_NATIVE',
+    'CEILING_FLOPS', 'CEILING_BYTES', 'CEILING_SOURCE', 'LAUNCH_OVERHEAD', 'TORCH_VERSION', 'GIT_COMMIT',
+    'TIMESTAMP', 'IDENTITY', 'MACHINE_KEYS',
+]

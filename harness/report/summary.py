@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.metrics import is_cache_level
 
 #: Findings the summary tells.
 TOP_FINDINGS = 3
@@ -66,9 +67,6 @@ def _peak_kind(rows: pd.DataFrame) -> str:
     return "/".join(kinds) or "theoretical"
 
 
-#: Main-memory level names (``roof_mem_level``): a memory-bound row's level fraction is shown only
-#: for a cache level, where it says more than the bandwidth utilization.
-MAIN_MEMORY = ("DRAM", "HBM")
 
 
 def _side(row: pd.Series) -> str:
@@ -85,8 +83,7 @@ def _figures(row: pd.Series) -> tuple[Any, Any, str, str]:
     if _side(row) == "compute":
         return row.get("util_ceiling"), row.get("util_peak"), "", ""
     level, frac = row.get("roof_mem_level"), row.get("roof_level_fraction")
-    cache = f", {level} roof {_pct(frac)}" if isinstance(level, str) and level not in MAIN_MEMORY and \
-        pd.notna(frac) else ""
+    cache = f", {level} roof {_pct(frac)}" if is_cache_level(level, row) and pd.notna(frac) else ""
     return row.get("bw_util_ceiling"), row.get("bw_util_peak"), "B/s ", cache
 
 

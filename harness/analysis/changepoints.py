@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import ruptures as rpt
 
 #: Nights a segment holds at least: a single noisy night never forms one.
 MIN_SEGMENT = 2
@@ -44,7 +45,7 @@ def noise(values: Sequence[float]) -> float:
 def change_points(values: Sequence[float], penalty: float = PENALTY, min_size: int = MIN_SEGMENT,
                   min_shift: float = MIN_SHIFT) -> list[int]:
     """Indices (into ``values``) where a new segment starts; ``[]`` for a steady series."""
-    import ruptures as rpt
+
     v = np.asarray(values, dtype=float)
     if len(v) < 2 * min_size or not np.all(v > 0):
         return []

@@ -1,0 +1,86 @@
+"""Inside a worker process: measure the cases of one job and journal each row as it comes.
+
+A job (``WorkerJob``) carries everything: the run context its parent resolved once (device,
+machine identity, peaks), the cases in the order this worker takes them, the timer and where to
+journal. The worker builds nothing the parent already knows. Its journal is a rows journal
+(``harness.store.journal``: one record per line, fsync'd) with a ``{"start": case_id}`` line before
+each case, so that a worker that dies mid-case leaves which case killed it.
+
+``python -m harness.runner.worker JOBFILE`` runs one job in a fresh interpreter (``spawn``); the fork
+server (``harness.runner.forkserver``) calls ``run_job`` in a forked child.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.runner.context import RunContext
+from harness.runner.repeats import single
+from harness.runner.rows import build_row
+from harness.store.journal import append, cut_torn_line
+from harness.suite import Case
+from harness.timing.hostload import host_busy, sample
+from harness.timing.measure import gc_settled
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """Everything one worker needs: the run context, its cases in order, the timer, the journal."""
+
+    ctx: RunContext
+    cases: tuple[Case, ...]
+    measure_fn: Callable[..., Any]
+    profile: bool
+    journal: str
+    parent_pid: int = 0           # the worker stops when its parent is gone (0: no check)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(c.case_id for c in self.cases)
+
+
+def worker_main(job: WorkerJob) -> None:
+    """Measure ``job.cases`` in order and journal each row (host load sampled around it)."""
+    cut_torn_line(job.journal)                # a worker killed mid-write left half a line
+    with gc_settled(), open(job.journal, "a", encoding="utf-8") as fh:
+        for case in job.cases:
+            if job.parent_pid and os.getppid() != job.parent_pid:
+                return                        # the parent is gone: never measure beside its successor
+            append(fh, {"start": case.case_id})
+            before = sample()
+            row = build_row(case, job.ctx, job.measure_fn, job.profile)
+            append(fh, single(row, host_busy(before, sample())).to_record())
+
+
+def run_job(path: str) -> None:
+    """Load the job pickled at ``path`` (removing the file), stop with the parent, and run it."""
+    with open(path, "rb") as fh:
+        job = pickle.load(fh)
+    os.unlink(path)
+    die_with_parent(job.parent_pid)
+    worker_main(job)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``), so that a parent
+    killed with SIGKILL never leaves a worker measuring beside a resumed run; elsewhere the check
+    before each case does it. Exits at once when the parent is already gone."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)      # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:                                                # died before prctl
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    run_job(sys.argv[1])

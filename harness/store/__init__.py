@@ -1,0 +1,28 @@
+"""The result store: run directories of Parquet parts written as rows are measured (``runs``), the
+journals behind them (``journal``), the partitioned dataset at any fsspec URL (``dataset``),
+pytest-benchmark JSON read as rows (``pytest_bench``) and the upgrade of older files (``upgrade``).
+Nothing here imports torch."""
+
+from harness.record.run import MAX_RUN_ID, SAFE_NAME, safe_name, shard_label
+from harness.store.runs import (
+    COMMIT_DELAY_ENV,
+    Loaded,
+    RefusedFile,
+    RunWriter,
+    StoreError,
+    atomic_write_bytes,
+    from_pytest_benchmark,
+    load_results,
+    load_runs,
+    new_run_dir,
+    read_journal,
+    read_metadata,
+    read_run_meta,
+    run_path,
+    validate_table,
+    write_parquet,
+)
+
+__all__ = ["COMMIT_DELAY_ENV", "MAX_RUN_ID", "SAFE_NAME", "Loaded", "RefusedFile", "RunWriter", "StoreError",
+           "atomic_write_bytes", "from_pytest_benchmark", "load_results", "load_runs", "new_run_dir", "read_journal",
+           "read_metadata", "read_run_meta", "run_path", "safe_name", "shard_label", "validate_table", "write_parquet"]
