@@ -97,8 +97,8 @@ def test_calibrate_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_render_ceilings_against_peak() -> None:
     from harness.ceilings.calibrate import Ceiling, Ceilings
-    from harness.cli.machine import render_ceilings
     from harness.devices.peaks import Peak
+    from harness.report.machine import render_ceilings
 
     c = Ceilings(key={"device": "cpu", "device_name": "X", "threads": 2}, measured_at="now",
                  entries=(Ceiling("compute", "fp32", 178e9, 2048, 0.0965, 0.014, 14),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.report import build_report
-from harness.report.render import RENDERERS
+from harness.report import ReportModel, formats
 from harness.runner import run_suite
 from harness.suite import parse_suite
 
@@ -49,7 +49,7 @@ def test_report_is_self_contained(tmp_path):
     assert {p.suffix for p in rep.files} >= {".png", ".svg"}
     doc = json.loads((tmp_path / "report" / "report.json").read_text())
     assert doc["schema_version"] == 4 and len(doc["rows"]) == 2 and doc["findings"][0]["spread"] == pytest.approx(5)
-    assert {"html", "markdown", "json", "csv", "parquet"} <= set(RENDERERS)
+    assert {"html", "markdown", "json", "csv", "parquet"} <= set(formats(ReportModel))
 
 
 def test_report_is_identical_without_live_probes_and_elsewhere(tmp_path, monkeypatch):
@@ -148,7 +148,7 @@ def test_html_report_tables_glossary_download_and_set_aside_rows(tmp_path):
     from harness import record as R
     from harness.analysis.metrics import DERIVED
     from harness.report.model import build_model
-    from harness.report.render import render
+    from harness.report.registry import render
     loaded = loaded_run(tmp_path, [GROUPS], [1e-4, 5e-4], stability=["stable", "bimodal"],
                         stability_reason=[None, "process medians 100/500 us split"])
     model = build_model(loaded)

@@ -4,6 +4,7 @@ g=64 on 1x64x28x28`` text. Used by every renderer; the stored table is never cha
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import pandas as pd
@@ -173,3 +174,57 @@ def unstable_view(table: pd.DataFrame) -> pd.DataFrame:
                          "time": [cell(R.TIME_MEDIAN, r.get(R.TIME_MEDIAN)) for _, r in rows],
                          "verdict": [str(r[R.STABILITY]) for _, r in rows],
                          "why": [cell(R.STABILITY_REASON, r.get(R.STABILITY_REASON)) for _, r in rows]})
+
+
+# --- tables as text: one Markdown technique, one HTML style ------------------------------------------
+
+#: The one stylesheet of every HTML page layerbench writes (the report, the history site).
+HTML_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em;max-width:100%}"
+          "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+          "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+          "td.t{max-width:560px;overflow-wrap:break-word}td.t:first-child{overflow-wrap:anywhere}th{background:#f4f4f4;position:sticky;top:0}"
+          "th[title]{cursor:help;text-decoration:underline dotted}img{max-width:100%;margin:6px 0}"
+          "figure{margin:0 0 12px}.plots{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}"
+          "li{margin:6px 0}.note{color:#8a5300}details{margin:1em 0}code{font-size:12px}"
+          "a.download{font-weight:600}")
+
+
+def md_escape(text: object) -> str:
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
+        .replace("`", "\\`").replace("[", "\\[").replace("]", "\\]").replace("\n", " ")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    head = "| " + " | ".join(md_escape(c) for c in frame.columns) + " |"
+    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _numeric(values: pd.Series) -> bool:
+    """Whether a formatted column holds numbers (each non-empty cell starts with a digit or a sign and a digit)."""
+    text = [str(v) for v in values if str(v)]
+    return bool(text) and all(t[:1].isdigit() or t[:1] == "-" and t[1:2].isdigit() for t in text)
+
+
+def html_table(frame: pd.DataFrame, docs: bool = False, ident: str = "") -> str:
+    """An HTML table: numbers right-aligned (class ``n``), text wrapping (class ``t``); with ``docs``,
+    each header carries its meaning as a tooltip."""
+    if frame.empty:
+        return "<p>(none)</p>"
+    kind = {c: "n" if _numeric(frame[c]) else "t" for c in frame.columns}
+
+    def th(c: object) -> str:
+        tip = header_doc(str(c)) if docs else ""
+        title = f" title='{html.escape(tip)}'" if tip else ""
+        return f"<th class='{kind[c]}'{title}>{html.escape(str(c))}</th>"
+    head = "".join(th(c) for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td class='{kind[c]}'>{html.escape(str(v))}</td>"
+                                    for c, v in zip(frame.columns, row)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table{f' id={ident!r}' if ident else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+

@@ -1,6 +1,6 @@
-"""Renderers: a registry from format name to a function writing a ``ReportModel`` (``report
---format``, ``export --format``). Markdown, HTML and JSON render the whole report; CSV and Parquet
-the derived table. Each returns the files it wrote."""
+"""The report's file renderers (``report --format``, ``export --format``), registered in
+``harness.report.registry``: Markdown, HTML and JSON render the whole ``ReportModel``; CSV and
+Parquet its derived table. Each returns the files it wrote."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import dataclasses
 import html
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,22 @@ from harness import record as R
 from harness.analysis.findings import ACROSS, MEDIANS, Finding, describe_row
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import set_aside, set_aside_text
-from harness.report.format import cell, glossary, header_doc, peaks_view, rows_view, unstable_view
+from harness.report.format import (
+    HTML_STYLE,
+    cell,
+    glossary,
+    html_table,
+    markdown_table,
+    md_escape,
+    peaks_view,
+    rows_view,
+    unstable_view,
+)
 from harness.report.model import ReportModel
+from harness.report.registry import renderer
 
-Renderer = Callable[[ReportModel, Path], list[Path]]
-RENDERERS: dict[str, Renderer] = {}
 #: Rows listed in the report's tables (every row is in rows.csv beside it).
 MAX_LISTED_ROWS = 1000
-
-
-def renderer(name: str) -> Callable[[Renderer], Renderer]:
-    """Register a renderer under ``name``; a duplicate name is an error."""
-    def deco(fn: Renderer) -> Renderer:
-        if name in RENDERERS:
-            raise RuntimeError(f"duplicate renderer {name!r}")
-        RENDERERS[name] = fn
-        return fn
-    return deco
-
-
-def render(model: ReportModel, fmt: str, path: Path) -> list[Path]:
-    """Write ``model`` in ``fmt`` to ``path`` (a directory for html/markdown/json reports, a file for
-    csv/parquet)."""
-    return RENDERERS[fmt](model, path)
 
 
 def listed(model: ReportModel) -> tuple[pd.DataFrame, str]:
@@ -67,13 +59,13 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-@renderer("csv")
+@renderer(ReportModel, "csv")
 def to_csv(model: ReportModel, path: Path) -> list[Path]:
     model.table.drop(columns=[R.SAMPLES], errors="ignore").to_csv(path, index=False)
     return [path]
 
 
-@renderer("parquet")
+@renderer(ReportModel, "parquet")
 def to_parquet(model: ReportModel, path: Path) -> list[Path]:
     t = model.table.copy()
     for c in t.columns:
@@ -103,7 +95,7 @@ def _summary(model: ReportModel) -> dict[str, Any]:
             "plots": [f"{p.name}.png" for p in model.plots]}
 
 
-@renderer("json")
+@renderer(ReportModel, "json")
 def to_json(model: ReportModel, path: Path) -> list[Path]:
     """``report.json``: the summary and every row (derived columns included, samples left out)."""
     path = path / "report.json" if path.suffix != ".json" else path
@@ -111,20 +103,6 @@ def to_json(model: ReportModel, path: Path) -> list[Path]:
     doc = _summary(model) | {"rows": _records(model.table.drop(columns=[R.SAMPLES], errors="ignore"))}
     path.write_text(json.dumps(doc, indent=1, default=_json_default, allow_nan=False) + "\n")
     return [path]
-
-
-def _md_escape(text: object) -> str:
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
-        .replace("`", "\\`").replace("[", "\\[").replace("]", "\\]").replace("\n", " ")
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "(none)"
-    head = "| " + " | ".join(_md_escape(c) for c in frame.columns) + " |"
-    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_md_escape(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
 
 
 def _write_plots(model: ReportModel, out: Path) -> list[Path]:
@@ -192,70 +170,35 @@ def _finding_view(model: ReportModel, f: Finding, where: bool | None = None) -> 
     return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis == ACROSS)
 
 
-@renderer("markdown")
+@renderer(ReportModel, "markdown")
 def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     """``report.md`` with the plots as PNG and SVG beside it and ``rows.csv`` (every row)."""
     out.mkdir(parents=True, exist_ok=True)
     rows, note = listed(model)
-    md = ["# layerbench report", "", _md_escape(model.headline), ""]
-    md += [f"> {_md_escape(n)}" for n in model.notes] + ([""] if model.notes else [])
+    md = ["# layerbench report", "", md_escape(model.headline), ""]
+    md += [f"> {md_escape(n)}" for n in model.notes] + ([""] if model.notes else [])
     md += ["## Findings: equal FLOPs, different speeds", ""]
-    md += [f"{i}. {_md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
+    md += [f"{i}. {md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
           ["No equal-FLOPs group differs by more than 10 %."]
-    md += ["", "## Outliers", ""] + ([f"- {_md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
-    md += ["", "## Machines", "", _md_table(_machines_view(model)), "", "## Runs", "", _md_table(_runs_view(model)),
-           "", "## Peaks and measured ceilings (stored with the runs)", "",
-           _md_table(peaks_view(model.peaks, model.table)), ""]
-    md += ["## Plots", ""] + [f"![{_md_escape(p.title)}]({p.name}.png)" for p in model.plots] + [""]
+    md += ["", "## Outliers", ""] + ([f"- {md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
+    md += ["", "## Machines", "", markdown_table(_machines_view(model)), "", "## Runs", "",
+           markdown_table(_runs_view(model)), "", "## Peaks and measured ceilings (stored with the runs)", "",
+           markdown_table(peaks_view(model.peaks, model.table)), ""]
+    md += ["## Plots", ""] + [f"![{md_escape(p.title)}]({p.name}.png)" for p in model.plots] + [""]
     for i, f in enumerate(model.findings, 1):
-        md += [f"### Finding {i}: {_spread(f)}", "", _md_table(_finding_view(model, f)), ""]
+        md += [f"### Finding {i}: {_spread(f)}", "", markdown_table(_finding_view(model, f)), ""]
     if len(model.unstable):
         md += ["## Set aside: rows not stable (drawn hollow)", "", _aside_note(model), "",
-               _md_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS))), ""]
+               markdown_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS))), ""]
     cross = _cross_view(model)
     if cross is not None:
-        md += ["## Across devices (utilization, an explicit cross-device view)", "", _md_table(cross), ""]
-    md += ["## Rows", "", _md_escape(note), "", "Every row and column: [rows.csv](rows.csv).", "",
-           _md_table(rows_view(rows, where=_several_devices(model))), "", "## Column glossary", "",
-           _md_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), ""]
+        md += ["## Across devices (utilization, an explicit cross-device view)", "", markdown_table(cross), ""]
+    md += ["## Rows", "", md_escape(note), "", "Every row and column: [rows.csv](rows.csv).", "",
+           markdown_table(rows_view(rows, where=_several_devices(model))), "", "## Column glossary", "",
+           markdown_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return [path, *_write_plots(model, out), *_rows_csv(model, out)]
-
-
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1360px;padding:0 1em;color:#222}"
-          "table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em;max-width:100%}"
-          "td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
-          "td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
-          "td.t{max-width:560px;overflow-wrap:break-word}td.t:first-child{overflow-wrap:anywhere}th{background:#f4f4f4;position:sticky;top:0}"
-          "th[title]{cursor:help;text-decoration:underline dotted}img{max-width:100%;margin:6px 0}"
-          "figure{margin:0 0 12px}.plots{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}"
-          "li{margin:6px 0}.note{color:#8a5300}details{margin:1em 0}code{font-size:12px}"
-          "a.download{font-weight:600}")
-
-
-def _numeric(values: pd.Series) -> bool:
-    """Whether a formatted column holds numbers (each non-empty cell starts with a digit or a sign and a digit)."""
-    text = [str(v) for v in values if str(v)]
-    return bool(text) and all(t[:1].isdigit() or t[:1] == "-" and t[1:2].isdigit() for t in text)
-
-
-def _html_table(frame: pd.DataFrame, docs: bool = False, ident: str = "") -> str:
-    """An HTML table: numbers right-aligned (class ``n``), text wrapping (class ``t``); with ``docs``,
-    each header carries its meaning as a tooltip."""
-    if frame.empty:
-        return "<p>(none)</p>"
-    kind = {c: "n" if _numeric(frame[c]) else "t" for c in frame.columns}
-
-    def th(c: object) -> str:
-        tip = header_doc(str(c)) if docs else ""
-        title = f" title='{html.escape(tip)}'" if tip else ""
-        return f"<th class='{kind[c]}'{title}>{html.escape(str(c))}</th>"
-    head = "".join(th(c) for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td class='{kind[c]}'>{html.escape(str(v))}</td>"
-                                    for c, v in zip(frame.columns, row)) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table{f' id={ident!r}' if ident else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(p: Any) -> str:
@@ -268,7 +211,7 @@ def _several_devices(model: ReportModel) -> bool:
     return len(model.machines) > 1
 
 
-@renderer("html")
+@renderer(ReportModel, "html")
 def to_html(model: ReportModel, out: Path) -> list[Path]:
     """``report.html``: self-contained (plots embedded), opens without a server or network; every
     text escaped; row tables of the chosen columns (``format.SHOWN``), the full table as ``rows.csv``."""
@@ -286,22 +229,22 @@ def to_html(model: ReportModel, out: Path) -> list[Path]:
             "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
     for i, f in enumerate(model.findings, 1):
         body += [f"<h3>Finding {i}: {_spread(f)}</h3>",
-                 _html_table(_finding_view(model, f, where), docs=True)]
+                 html_table(_finding_view(model, f, where), docs=True)]
     cross = _cross_view(model)
     if cross is not None:
-        body += ["<h2>Across devices (utilization, an explicit cross-device view)</h2>", _html_table(cross)]
+        body += ["<h2>Across devices (utilization, an explicit cross-device view)</h2>", html_table(cross)]
     body += ["<h2>Rows</h2>", f"<p>{html.escape(note)}</p>" if note else "",
-             _html_table(rows_view(rows, where=where), docs=True, ident="rows"),
+             html_table(rows_view(rows, where=where), docs=True, ident="rows"),
              "<p>Every row and column: <a class='download' href='rows.csv' download>rows.csv</a> (beside this "
              "file). Hover a header for its meaning; the glossary below explains every column.</p>",
              *(["<h2>Set aside: rows not stable (drawn hollow in the plots)</h2>", f"<p>{_aside_note(model)}</p>",
-                _html_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS)))] if len(model.unstable) else []),
-             "<h2>Machines</h2>", _html_table(_machines_view(model)), "<h2>Runs</h2>", _html_table(_runs_view(model)),
+                html_table(unstable_view(model.unstable.head(MAX_LISTED_ROWS)))] if len(model.unstable) else []),
+             "<h2>Machines</h2>", html_table(_machines_view(model)), "<h2>Runs</h2>", html_table(_runs_view(model)),
              "<h2>Peaks and measured ceilings (stored with the runs)</h2>",
-             _html_table(peaks_view(model.peaks, model.table)),
+             html_table(peaks_view(model.peaks, model.table)),
              "<details><summary>Column glossary</summary>",
-             _html_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), "</details>"]
+             html_table(pd.DataFrame(glossary(), columns=["column", "unit", "meaning"])), "</details>"]
     path = out / "report.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>layerbench report</title>"
-                    f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+                    f"<style>{HTML_STYLE}</style></head><body>{''.join(body)}</body></html>")
     return [path, *_rows_csv(model, out)]

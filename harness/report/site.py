@@ -19,10 +19,12 @@ from harness.analysis.changepoints import change_points
 from harness.analysis.compare import REGRESSION_THRESHOLD
 from harness.analysis.series import SERIES_KEY, nightly
 from harness.analysis.verdicts import judged, set_aside, set_aside_text
+from harness.report.format import HTML_STYLE
+from harness.report.registry import render, renderer
 from harness.units import seconds
 
-_STYLE = ("body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-          "padding:3px 8px;text-align:left}.slower{background:#fdd}.faster{background:#dfd}")
+#: The report's stylesheet, and the colours of a slower and a faster series.
+_STYLE = HTML_STYLE + ".slower{background:#fdd}.faster{background:#dfd}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,9 @@ def _label(row: pd.Series) -> str:
 
 
 def _svg(g: pd.DataFrame, cps: list[int], title: str) -> str:
-    import matplotlib
+    import matplotlib  # deferred: a report without history never imports matplotlib here
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as above
     fig, ax = plt.subplots(figsize=(8, 3))
     x = range(len(g))
     ax.fill_between(x, g["low_s"] * 1e3, g["high_s"] * 1e3, alpha=0.25, label="noise band (IQR or CI)")
@@ -78,36 +80,71 @@ def _series_page(g: pd.DataFrame, cps: list[int], title: str) -> str:
             f"<table><tr><th>night</th><th>run</th><th>median</th><th>band</th><th></th></tr>{rows}</table>")
 
 
-def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSION_THRESHOLD) -> list[SeriesSummary]:
-    """Write the site for ``frame`` (rows of many runs) into ``out``; returns the summary rows.
+@dataclass(frozen=True)
+class Series:
+    """One series of the site: its summary line, its nights (``harness.analysis.series.nightly``)
+    and the indices of its change points."""
 
-    A series is regressed when its last change point is a slowdown beyond ``threshold``; set-aside
-    rows (``verdicts.set_aside``) are left out and counted on the index page."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    series = nightly(judged(frame))
-    summaries = []
-    for i, (_, g) in enumerate(series.groupby(list(SERIES_KEY), sort=True)):
+    summary: SeriesSummary
+    nights: pd.DataFrame
+    change_points: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class HistoryModel:
+    """The history site as data: every series, regressed ones first, and the set-aside sentence."""
+
+    series: tuple[Series, ...]
+    aside: str | None
+
+
+def history_model(frame: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD) -> HistoryModel:
+    """The site's model of ``frame`` (rows of many runs): judged rows only (``verdicts.judged``, as
+    ``regress``); a series is regressed when its last change point is a slowdown beyond ``threshold``."""
+    out = []
+    for i, (_, g) in enumerate(nightly(judged(frame)).groupby(list(SERIES_KEY), sort=True)):
         g = g.reset_index(drop=True)
-        first = g.iloc[0]
         cps = change_points(g[R.TIME_MEDIAN].tolist())
-        title = (f"{first[R.FAMILY]} {first[R.LAYER]} {first[R.INPUT_SHAPES] or ''} {first[R.MEMORY_FORMAT]} "
-                 f"{first[R.DTYPE]} on {first[R.DEVICE]}").replace("  ", " ")
-        page = f"case-{i:05d}.html"
-        (out / page).write_text(_series_page(g, cps, title), encoding="utf-8")
-        seg_start = cps[-1] if cps else 0
-        base = float(g[R.TIME_MEDIAN].iloc[seg_start:].median())
-        change, regressed = "", False
-        if cps:
-            before = float(g[R.TIME_MEDIAN].iloc[(cps[-2] if len(cps) > 1 else 0):cps[-1]].median())
-            ratio = base / before
-            change = f"{'slower' if ratio > 1 else 'faster'} {ratio:.2f}x at {_label(g.iloc[cps[-1]])}"
-            regressed = ratio > 1 + threshold
-        summaries.append(SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]", len(g),
-                                       float(g[R.TIME_MEDIAN].iloc[-1]), base, change, regressed))
-    summaries.sort(key=lambda s: (not s.regressed, s.change == "", s.title))
-    (out / "index.html").write_text(_index(summaries, set_aside_text(set_aside(frame))), encoding="utf-8")
-    return summaries
+        out.append(Series(_summary(g, cps, f"case-{i:05d}.html", threshold), g, tuple(cps)))
+    out.sort(key=lambda s: (not s.summary.regressed, s.summary.change == "", s.summary.title))
+    return HistoryModel(tuple(out), set_aside_text(set_aside(frame)))
+
+
+def _summary(g: pd.DataFrame, cps: list[int], page: str, threshold: float) -> SeriesSummary:
+    first = g.iloc[0]
+    title = (f"{first[R.FAMILY]} {first[R.LAYER]} {first[R.INPUT_SHAPES] or ''} {first[R.MEMORY_FORMAT]} "
+             f"{first[R.DTYPE]} on {first[R.DEVICE]}").replace("  ", " ")
+    seg_start = cps[-1] if cps else 0
+    base = float(g[R.TIME_MEDIAN].iloc[seg_start:].median())
+    change, regressed = "", False
+    if cps:
+        before = float(g[R.TIME_MEDIAN].iloc[(cps[-2] if len(cps) > 1 else 0):cps[-1]].median())
+        ratio = base / before
+        change = f"{'slower' if ratio > 1 else 'faster'} {ratio:.2f}x at {_label(g.iloc[cps[-1]])}"
+        regressed = ratio > 1 + threshold
+    return SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]", len(g),
+                         float(g[R.TIME_MEDIAN].iloc[-1]), base, change, regressed)
+
+
+@renderer(HistoryModel, "html")
+def history_html(model: HistoryModel, out: Path) -> list[Path]:
+    """``index.html`` and one page per series under ``out``; the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for s in model.series:
+        page = out / s.summary.page
+        page.write_text(_series_page(s.nights, list(s.change_points), s.summary.title), encoding="utf-8")
+        files.append(page)
+    index = out / "index.html"
+    index.write_text(_index([s.summary for s in model.series], model.aside), encoding="utf-8")
+    return [index, *files]
+
+
+def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSION_THRESHOLD) -> list[SeriesSummary]:
+    """Write the site for ``frame`` (rows of many runs) into ``out``; returns the summary rows."""
+    model = history_model(frame, threshold)
+    render(model, "html", Path(out))
+    return [s.summary for s in model.series]
 
 
 def _index(summaries: list[SeriesSummary], aside: str | None = None) -> str:

@@ -1,5 +1,6 @@
-"""The end of a run: a compact summary of the stored run (``summarize``, a pure function of its rows)
-and ``finish_run``, which writes the report and prints the summary without ever failing the run.
+"""The end of a run: a compact summary of the stored run (the ``summary`` text renderer of the report
+model) and ``finish_run``, which builds that model once, writes the report from it and prints the
+summary from it, without ever failing the run.
 
 The summary reads only stored columns and the derived ones (``harness.analysis.derive``):
 utilization per family (best and worst row, against the measured GEMM ceiling and the datasheet
@@ -15,13 +16,21 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness import record as R
+from harness import store
+from harness.analysis import findings
+from harness.analysis.findings import MIN_PROCESSES, Finding
 from harness.analysis.metrics import is_cache_level
+from harness.analysis.verdicts import counts_text, is_set_aside, judged
+from harness.report.model import ReportModel, build_model
+from harness.report.registry import render, render_text, renderer
+from harness.store import Loaded
 
 #: Findings the summary tells.
 TOP_FINDINGS = 3
@@ -98,7 +107,6 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
     memory-side row), named by the sweep names that vary within the family in ``named_by``
     (default: ``ok``). Utilization is a figure, not a verdict: every measured row counts, and a
     set-aside row (``verdicts.is_set_aside``) is marked ``*``."""
-    from harness.analysis.verdicts import is_set_aside
     named_by = ok if named_by is None else named_by
     if ok.empty:
         return ["utilization: no measured row"]
@@ -153,13 +161,11 @@ def label_line(ok: pd.DataFrame) -> str:
     return "roofline: " + ", ".join(parts)
 
 
-def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
-    """The ``top`` equal-FLOPs findings of the measured rows ``ok`` (``analysis.findings``: judged
-    rows by their medians, then set-aside rows across processes), one sentence each, wrapped to ``WIDTH``."""
-    from harness.analysis import findings
-    from harness.analysis.findings import MIN_PROCESSES
-    from harness.analysis.verdicts import judged
-    found = findings(ok, top=top)
+def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Finding] | None = None) -> list[str]:
+    """The ``top`` equal-FLOPs findings of the measured rows ``ok`` (``found``: those the report model
+    already holds, else ``analysis.findings``: judged rows by their medians, then set-aside rows
+    across processes), one sentence each, wrapped to ``WIDTH``; or why there is none."""
+    found = list(findings(ok, top=top) if found is None else found)[:top]
     if not found:
         if not judged(ok).empty:
             return ["findings: no equal-FLOPs layers differ by 10 % or more"]
@@ -175,53 +181,62 @@ def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS) -> list[str]:
     return lines
 
 
-def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
-    """The summary of stored rows (one run's, as ``harness.load_runs`` returns them); ``report``:
-    the HTML report's path (None: not written)."""
-    from harness.analysis import derive
-    return summarize_table(derive(frame) if not frame.empty else frame, report)
-
-
-def summarize_table(d: pd.DataFrame, report: str | Path | None = None) -> str:
-    """``summarize`` of rows already derived (``harness.analysis.derive``)."""
-    if d.empty:
-        return "no rows stored"
+@renderer(ReportModel, "summary", text=True)
+def summary_text(model: ReportModel) -> str:
+    """The end-of-run summary of a report model: its derived table and the findings it holds (nothing
+    is derived or found again). The report's path is the caller's to add."""
+    d = model.table
     ok = d[d[R.STATUS].eq("ok")]
     first = d.iloc[0]
     head = (f"{first.get(R.SUITE)} on {first.get(R.DEVICE)} ({first.get(R.MACHINE_NAME) or first.get(R.DEVICE_NAME)}): "
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
     lines = [head]
     if not ok.empty:
-        from harness.analysis.verdicts import counts_text
-        lines += [counts_text(ok), *utilization_lines(ok), label_line(ok), *finding_lines(ok)]
-    lines.append(f"report: {report}" if report is not None else "report: not written")
+        lines += [counts_text(ok), *utilization_lines(ok), label_line(ok), *finding_lines(ok, found=model.findings)]
     return "\n".join(lines)
 
 
+def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
+    """The summary of stored rows (one run's, as ``harness.load_runs`` returns them); ``report``:
+    the HTML report's path (None: not written)."""
+    if frame.empty:
+        return "no rows stored"
+    return _with_report(render_text(build_model(Loaded(frame), with_plots=False, top=TOP_FINDINGS), "summary"),
+                        report)
+
+
+def _with_report(text: str, report: str | Path | None) -> str:
+    return f"{text}\nreport: {report}" if report is not None else f"{text}\nreport: not written"
+
+
 def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
-    """Load ``run_dir`` once, write its HTML report to ``report_dir`` (None: skip) and print the
-    summary; returns the stored rows (None when they could not be read). Never raises: a failure
-    becomes one line on stderr."""
-    from harness.analysis import derive
-    from harness.store import load_runs
+    """Load ``run_dir`` once, build its report model once (plots only when the report is written),
+    write the HTML report to ``report_dir`` (None: skip) and print the summary from the same model;
+    returns the stored rows (None when they could not be read). Never raises: a failure becomes one
+    line on stderr."""
     try:
-        loaded = load_runs([run_dir])
+        loaded = store.load_runs([run_dir])
     except Exception as e:
         print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
         return None
-    html, table = None, None
+    if loaded.frame.empty:
+        print("no rows stored")
+        return loaded.frame
+    try:
+        model = build_model(loaded, with_plots=report_dir is not None)
+    except Exception as e:              # nor does a model that cannot be built fail the run
+        print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
+        return loaded.frame
+    html = None
     if report_dir is not None:
         try:
-            from harness.report import build_report
-            rep = build_report(loaded, report_dir)
-            html, table = rep.html, rep.table
+            render(model, "html", report_dir)
+            render(model, "markdown", report_dir)
+            html = Path(report_dir) / "report.html"
         except Exception as e:          # the report never fails the run
             print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
     try:
-        text = summarize_table(table if table is not None else derive(loaded.frame) if not loaded.frame.empty
-                               else loaded.frame, html)
+        print(_with_report(render_text(model, "summary"), html))
     except Exception as e:              # nor does the summary
         print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
-        return loaded.frame
-    print(text)
     return loaded.frame
