@@ -13,10 +13,13 @@ its options: nothing else is imported (no torch) and no test is added.
 from __future__ import annotations
 
 import dataclasses
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness.errors import LayerbenchError
 
 _OPTION = "layerbench_suite"
 _DONE = pytest.StashKey[bool]()
@@ -36,7 +39,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """With ``--layerbench-suite``: load the suite (a bad one is a usage error, one line) and collect this
     module's ``test_layer`` only (one test per case)."""
     if config.getoption(_OPTION, None):
-        from harness.errors import LayerbenchError
         try:
             config.stash[_SESSION] = _session(config)
         except LayerbenchError as e:
@@ -57,7 +59,7 @@ _SESSION = pytest.StashKey[_Session]()
 
 
 def _session(config: pytest.Config) -> _Session:
-    from harness.suite import load_suite
+    from harness.suite import load_suite  # deferred: idle without --layerbench-suite
     suite = load_suite(config.getoption(_OPTION))
     text = config.getoption("layerbench_dtype")
     dtypes = [d.strip() for d in text.split(",") if d.strip()] if text else None
@@ -74,7 +76,7 @@ def case_id(case: Any, varying: dict[str, frozenset[str]]) -> str:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Free the timing inputs' pool (``harness.timing.inputs.POOL``) the suite's cases used."""
     if session.config.getoption(_OPTION, None):
-        from harness.timing.inputs import POOL
+        from harness.timing.inputs import POOL  # deferred: idle without --layerbench-suite
         POOL.clear()
 
 
@@ -83,9 +85,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function is not test_layer or metafunc.definition.stash.get(_DONE, False):
         return
     metafunc.definition.stash[_DONE] = True
-    from harness.backends import device_type
-    from harness.runner import work_items
-    from harness.runner.progress import varying_names
+    from harness.backends import device_type  # deferred: idle without --layerbench-suite
+    from harness.runner import work_items  # deferred: idle without --layerbench-suite
+    from harness.runner.progress import varying_names  # deferred: idle without --layerbench-suite
     s = metafunc.config.stash[_SESSION]
     cases = list(work_items(s.suite, s.dtypes, (1, 1), device_type(s.device)))
     varying = varying_names(s.suite)
@@ -95,9 +97,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def layerbench_context(request: pytest.FixtureRequest) -> Any:
     """The run context of the session (machine identity, stored peaks; ceilings are not measured)."""
-    from harness.backends import get_backend, resolve_device
-    from harness.record import run_stamp
-    from harness.runner import make_context
+    from harness.backends import get_backend, resolve_device  # deferred: idle without --layerbench-suite
+    from harness.record import run_stamp  # deferred: idle without --layerbench-suite
+    from harness.runner import make_context  # deferred: idle without --layerbench-suite
     s = request.config.stash[_SESSION]
     if not get_backend(s.device).available():
         pytest.skip(f"--layerbench-device={s.device}: torch sees no such device")
@@ -108,9 +110,9 @@ def layerbench_context(request: pytest.FixtureRequest) -> Any:
 
 def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) -> None:
     """One case of the suite, timed by pytest-benchmark; its row in ``extra_info``."""
-    import torch
+    import torch  # deferred: idle without --layerbench-suite
 
-    from harness.runner import analytic_counts, prepare_case
+    from harness.runner import analytic_counts, prepare_case  # deferred: idle without --layerbench-suite
     case, ctx = layerbench_case, layerbench_context
     if case.skip:
         pytest.skip(case.skip)
@@ -118,8 +120,8 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
     for part in (ctx.key(case), ctx.case_fields(case), analytic_counts(case), ctx.peaks_for(case, {}),
                  ctx.provenance()):
         benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
-    from harness.record import SCHEMA_VERSION
-    from harness.store.pytest_bench import PLUGIN_MARK
+    from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite
+    from harness.store.pytest_bench import PLUGIN_MARK  # deferred: idle without --layerbench-suite
     benchmark.extra_info.update({"seed": seed, PLUGIN_MARK: SCHEMA_VERSION})
     args = inputs[0]
 
@@ -132,7 +134,6 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
 
 
 def _plain(v: Any) -> Any:
-    from enum import Enum
     if isinstance(v, Enum):
         return v.value
     return list(v) if isinstance(v, tuple) else v

@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import build_report
-from harness.report import ReportModel, formats
+from harness.report import ReportModel, build_report, formats
 from harness.runner import run_suite
 from harness.suite import parse_suite
 

@@ -288,7 +288,7 @@ def _all_meta(model: nn.Module | Callable[..., Any], inputs: Sequence[Any]) -> b
 def _fake_mode() -> Any:
     """A ``FakeTensorMode`` (its constructor imports ``torch._dynamo``, about 1 s: only built when
     the meta device cannot stand in)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.fake_tensor import FakeTensorMode  # deferred: imports torch._dynamo (~1 s)
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 

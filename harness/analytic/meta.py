@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 #: The stand-ins in ``sys.modules`` now (``_standing_in``).
 _ACTIVE: list[_StandIn] = []
@@ -239,7 +240,6 @@ def sdpa_as_on_cpu(sdpa: Callable[..., Any], args: Sequence[Any], kwargs: dict[s
     q, k, v = a.get("query"), a.get("key"), a.get("value")
     if not all(isinstance(t, torch.Tensor) and t.is_meta for t in (q, k, v)):
         return sdpa(*args, **kwargs)
-    from torch.utils._python_dispatch import _disable_current_modes
     with _disable_current_modes():                          # the choice is not part of the recorded pass
         choice = torch._fused_sdp_choice(
             _like_on_cpu(q), _like_on_cpu(k), _like_on_cpu(v), attn_mask=_like_on_cpu(a.get("attn_mask"), mask=True),

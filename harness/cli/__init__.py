@@ -5,10 +5,15 @@ Heavy imports (torch, pandas) happen inside the subcommand that needs them, so `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from harness import __version__
+from harness.cli import count, fleet, machine, results, run
+from harness.errors import LayerbenchError
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,7 +28,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.cli import count, fleet, machine, results, run
     parser = Parser(prog="layerbench", description="How fast neural-network layers really run, next to what the "
                     "arithmetic says they should (README: commands, columns, conventions).")
     parser.add_argument("--version", action="version", version=f"layerbench {__version__}")
@@ -37,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from harness.errors import LayerbenchError
     try:
         return int(args.func(args))
     except LayerbenchError as e:
@@ -58,9 +61,6 @@ def entry() -> None:
     exit -11 after "interrupted", no Python frame). Not with Ray loaded: its shutdown hook must run."""
     rc = main()
     if rc == 130 and "ray" not in sys.modules:
-        import contextlib
-        import logging
-        import os
         for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):
             with contextlib.suppress(OSError, ValueError):      # a reader gone with the Ctrl-C: nothing to say
                 flush()

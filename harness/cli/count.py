@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from harness.errors import SpecError
+from harness.layers.spec import LAYERS, parse_layer, parse_shape
+
 #: Reference models ``count --model`` accepts (``harness.layers.zoo``).
 MODEL_NAMES = ("resnet50", "mobilenetv2", "vit-b16")
 #: Columns the ``table`` format shows (csv and json carry every column).
@@ -15,7 +18,6 @@ TABLE_COLUMNS = ["op", "module", "input_shapes", "output_shapes", "dtype", "flop
 
 def layer_help() -> str:
     """Every layer kind and its keys (``count --help``'s epilog)."""
-    from harness.layers.spec import LAYERS
     lines = []
     seen: set[type] = set()
     for cls in LAYERS.values():
@@ -33,9 +35,9 @@ FORMATS = ("table", "markdown", "json", "csv")
 
 def render_count(table: Any, fmt: str) -> str:
     """The count table and its totals as ``table``, ``markdown``, ``csv`` or ``json`` text."""
-    import pandas as pd
+    import pandas as pd  # deferred: --help without torch/pandas
 
-    from harness.analytic.count import totals
+    from harness.analytic.count import totals  # deferred: --help without torch/pandas
     if fmt == "csv":
         return table.to_csv(index=False)
     t = totals(table)
@@ -57,15 +59,13 @@ def render_count(table: Any, fmt: str) -> str:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from harness.analytic.catalog import get_convention
-    from harness.analytic.count import count
-    from harness.errors import SpecError
-    from harness.layers.dtypes import parse_dtype
-    from harness.layers.modules import build_case
-    from harness.layers.spec import parse_layer, parse_shape
+    from harness.analytic.catalog import get_convention  # deferred: --help without torch/pandas
+    from harness.analytic.count import count  # deferred: as above
+    from harness.layers.dtypes import parse_dtype  # deferred: as above
+    from harness.layers.modules import build_case  # deferred: as above
     convention = get_convention(args.convention)
     if args.model:
-        from harness.layers.zoo import MODELS
+        from harness.layers.zoo import MODELS  # deferred: as above
         if args.layer:
             raise SpecError("layer", args.layer, "no layer when --model is given")
         shapes = [parse_shape(s) for s in (args.input or [MODELS[args.model].input])]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
+from harness.cli.results import _load
 from harness.errors import LayerbenchError
 
 
@@ -20,11 +22,10 @@ class QueryError(LayerbenchError, ValueError):
 
 def cmd_query(args: argparse.Namespace) -> int:
     try:
-        import duckdb
+        import duckdb  # deferred: the optional extra 'fleet'
     except ImportError:
         raise MissingExtra("DuckDB is not installed: pip install 'layerbench[fleet]' (or pip install duckdb)") from None
-    from harness.analysis import derive
-    from harness.cli.results import _load
+    from harness.analysis import derive  # deferred: --help without torch/pandas
     loaded = _load([args.dataset], "--dataset")
     rows = loaded.frame
     con = duckdb.connect()
@@ -44,10 +45,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from harness.cli.results import _load
-    from harness.report.site import build_site
+    from harness.report.site import build_site  # deferred: --help without torch/pandas
     loaded = _load(args.dataset, "DATASET")
     summaries = build_site(loaded.frame, args.out, threshold=args.threshold)
     bad = [s for s in summaries if s.regressed]

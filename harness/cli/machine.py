@@ -15,7 +15,7 @@ except ImportError:         # not on Windows
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from harness.backends import resolve_device  # deferred: the command line starts without torch
+    from harness.backends import resolve_device  # deferred: --help without torch/pandas
     from harness.ceilings.calibrate import lookup  # deferred: as above
     from harness.devices import describe_machine  # deferred: as above
     from harness.devices.identity import describe_machine_identity  # deferred: as above
@@ -28,7 +28,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import torch  # deferred: the command line starts without torch
+    import torch  # deferred: --help without torch/pandas
 
     from harness.backends import resolve_device  # deferred: as above
     from harness.ceilings.calibrate import calibrate  # deferred: as above

@@ -16,7 +16,7 @@ NOTHING_JUDGED = 3  # regress, or compare with --fail-on, judged no case: a nigh
 
 def _load(paths: list[str], what: str) -> Any:
     """Stored rows under ``paths`` (each refused file named on stderr); ``SpecError`` when none load."""
-    from harness.store.dataset import load_any  # deferred: the command line starts without pandas
+    from harness.store.dataset import load_any  # deferred: --help without torch/pandas
     loaded = load_any(paths)
     for line in loaded.refused:
         print(f"refused: {line}", file=sys.stderr)
@@ -40,7 +40,7 @@ def _without_runs(frame: Any, other: Any, side: str, other_side: str) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.report import build_model, render_to  # deferred: the command line starts without pandas
+    from harness.report import build_model, render_to  # deferred: --help without torch/pandas
     loaded = _load(args.paths, "paths")
     model = build_model(loaded, with_plots=False)
     if not args.samples:
@@ -61,7 +61,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import build_report  # deferred: the command line starts without pandas
+    from harness.report import build_report  # deferred: --help without torch/pandas
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     for f in formats:
         if f not in ("html", "markdown", "json"):
@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.analysis import compare, derive  # deferred: the command line starts without pandas
+    from harness.analysis import compare, derive  # deferred: --help without torch/pandas
     from harness.analysis.compare import FailOn  # deferred: as above
     from harness.report import render_text  # deferred: as above
     from harness.report.compare import CompareModel  # deferred: as above
@@ -107,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from harness.analysis import derive, regressions  # deferred: the command line starts without pandas
+    from harness.analysis import derive, regressions  # deferred: --help without torch/pandas
     from harness.analysis.compare import check_history, same_machine_only  # deferred: as above
     from harness.report import render_text  # deferred: as above
     from harness.report.compare import RegressModel  # deferred: as above

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from harness.errors import SpecError
 
 
 def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, dict[str, Any]]:
     """What ``run`` and its fleet form share: logging, the suite, its dtypes and device, and the
     ``run_suite`` keyword arguments the flags set (everything but ``out``)."""
-    import logging
-
-    from harness.runner import parse_shard
-    from harness.suite import load_suite
+    from harness.runner import parse_shard  # deferred: --help without torch/pandas
+    from harness.suite import load_suite  # deferred: as above
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     suite = load_suite(args.suite)
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
@@ -32,10 +34,10 @@ def counts_text(statuses: dict[str, int]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.store.dataset import is_url
+    from harness.store.dataset import is_url  # deferred: --help without torch/pandas
     if args.ray is not None or args.devices or is_url(args.out):
         return cmd_run_fleet(args)
-    from harness.runner import run_suite
+    from harness.runner import run_suite  # deferred: --help without torch/pandas
     suite, dtypes, device, kwargs = prepare_run(args)
     print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}" + (f", shard {args.shard}" if args.shard else ""),
           file=sys.stderr)
@@ -43,11 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
-        from harness.report.summary import finish_run
+        from harness.report.summary import finish_run  # deferred: --help without torch/pandas
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
         rows = finish_run(summary.run_dir, report)
         if args.benchmark_json:
-            from harness.report.pytest_json import write_pytest_benchmark
+            from harness.report.pytest_json import write_pytest_benchmark  # deferred: --help without torch/pandas
             written = write_pytest_benchmark(rows if rows is not None else summary.run_dir, args.benchmark_json)
             print(f"pytest-benchmark JSON: {written}")
     if summary.interrupted:
@@ -59,13 +61,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_run_fleet(args: argparse.Namespace) -> int:
     """``run`` whose rows go to a dataset: on a Ray cluster (``--ray``), or staged here and published
     to the URL given as ``--out``."""
-    from harness.fleet.plan import parse_devices
-    from harness.runner import run_suite
-    from harness.store.dataset import is_url, publish, staging_dir
+    from harness.fleet.plan import parse_devices  # deferred: --help without torch/pandas
+    from harness.runner import run_suite  # deferred: as above
+    from harness.store.dataset import is_url, publish, staging_dir  # deferred: as above
     suite, dtypes, device, kwargs = prepare_run(args)
     devices = parse_devices(args.devices)
     if args.ray is not None:
-        from harness.fleet import run_on_ray
+        from harness.fleet import run_on_ray  # deferred: the optional extra 'fleet' (Ray)
         ray_keys = ("device", "dtypes", "threads", "mode", "calibrate", "progress", "processes", "omp_wait",
                     "worker_start")
         summary = run_on_ray(suite, args.out, devices=devices, address=args.ray or None,
@@ -76,7 +78,6 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
         print(f"{len(summary.results)} task(s) in {summary.seconds:.1f} s; runs {', '.join(summary.run_ids)}")
         return 0
     if devices:
-        from harness.errors import SpecError
         raise SpecError("--devices", args.devices, "--ray (device types are placed through Ray custom resources)")
     if not is_url(args.out):
         raise AssertionError("cmd_run_fleet needs --ray or a URL --out")
@@ -100,9 +101,6 @@ CLI_PROCESSES = 3
 
 def cli_processes(args: argparse.Namespace, suite: Any) -> int:
     """--processes, else the suite's ``processes``, else $LAYERBENCH_PROCESSES, else ``CLI_PROCESSES``."""
-    import os
-
-    from harness.errors import SpecError
     if args.processes is not None:
         return args.processes
     if getattr(suite, "processes", None):
@@ -117,7 +115,7 @@ def cli_processes(args: argparse.Namespace, suite: Any) -> int:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    from harness.suite import builtin_suites, load_suite
+    from harness.suite import builtin_suites, load_suite  # deferred: --help without torch/pandas
     names = builtin_suites()
     width = max(map(len, names), default=0)
     for name in names:

@@ -61,7 +61,7 @@ def cpuinfo() -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     try:
-        import cpuinfo as _cpuinfo
+        import cpuinfo as _cpuinfo  # deferred: without py-cpuinfo (or with its probe failing) the OS's facts serve
         info = json.loads(json.dumps(_cpuinfo.get_cpu_info()))     # the same types as read back from disk
     except Exception as e:       # py-cpuinfo missing or its probe failing: degrade to what the OS says
         log.warning("py-cpuinfo failed (%s); using platform facts only", e)

@@ -23,6 +23,13 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+import torch
+
+import harness
+from harness.devices.cpu import cpuinfo, describe_cpu
+from harness.devices.gpu import describe_gpus
+
 #: Environment variables that change threading or math (stored; hashed into ``settings_id``).
 ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "ONEDNN_", "DNNL_", "OPENBLAS_", "BLIS_")
 ENV_NAMES = ("LD_PRELOAD", "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG", "TORCH_CUDNN_V8_API_DISABLED")
@@ -135,20 +142,13 @@ def _affinity() -> tuple[int, ...]:
 
 def describe_threading(threads: int | None = None) -> Threading:
     """Threads torch uses (``threads`` when the run sets them), affinity and environment."""
-    import torch
     return Threading(threads=threads or torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
                      affinity=_affinity(), env=threading_env(), parallel_info=torch.__config__.parallel_info())
 
 
 @functools.cache
 def _hardware() -> tuple[CpuId, int | None, tuple[GpuId, ...], Software]:
-    import psutil
-
-    import harness
-    from harness.devices.cpu import describe_cpu
-    from harness.devices.gpu import describe_gpus
     c = describe_cpu(check_load=False)
-    from harness.devices.cpu import cpuinfo
     cpu = CpuId(vendor=c.vendor, brand=c.brand, arch=c.arch, family=c.family, model=c.model,
                 stepping=cpuinfo().get("stepping"), flags=c.flags, logical_cpus=c.logical_cpus,
                 physical_cores=c.physical_cores, clock_ghz=c.clock_ghz, l1d_bytes=c.l1d_bytes,
@@ -156,7 +156,6 @@ def _hardware() -> tuple[CpuId, int | None, tuple[GpuId, ...], Software]:
     g = describe_gpus()
     gpus = tuple(GpuId(index=x.index, name=x.name, uuid=x.uuid, compute_capability=x.compute_capability,
                        sm_count=x.sm_count, memory_bytes=x.memory_total_bytes, l2_bytes=x.l2_bytes) for x in g.gpus)
-    import torch
     soft = Software(torch=torch.__version__, torch_git=getattr(torch.version, "git_version", None),
                     cuda=torch.version.cuda, cudnn=g.cudnn_version, driver=g.driver_version,
                     python=platform.python_version(), os=f"{platform.system()} {platform.release()}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from harness import record
 from harness.backends import device_type, get_backend
 from harness.fleet.plan import FleetError, Node, Placement, plan
 from harness.record import RunFiles
+from harness.runner import run_suite
+from harness.runner.loop import DUPLICATE, resolve_repeats
+from harness.store.dataset import publish, staging_dir
 from harness.suite import Suite
+from harness.timing import measure
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,6 @@ class _CaseCounter(logging.Handler):
 
 def _records_per_case(task: ShardTask) -> int:
     """How many records (progress lines) the runner makes of one case: its worker processes, else 1."""
-    from harness.runner.loop import resolve_repeats
     return resolve_repeats(task.suite, task.processes, task.omp_wait).processes
 
 
@@ -111,7 +117,7 @@ def shard_key(run_id: str, shard: tuple[int, int]) -> str:
 def _settle(ref: Any) -> None:
     """Wait for a report to the tally actor (so the driver reads it once the task's result is in)."""
     try:
-        import ray
+        import ray  # deferred: the optional extra 'fleet'
     except ImportError:
         return
     if isinstance(ref, ray.ObjectRef):
@@ -120,12 +126,6 @@ def _settle(ref: Any) -> None:
 
 def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tally: Any = None) -> ShardResult:
     """Run one shard (resuming what an earlier attempt staged) and publish it to the dataset."""
-    import socket
-
-    from harness.runner import run_suite
-    from harness.runner.loop import DUPLICATE
-    from harness.store.dataset import publish, staging_dir
-    from harness.timing import measure
     k, n = task.shard
     stage = Path(task.stage or staging_dir(task.dataset)) / f"{task.run_id}--{k}of{n}"
     resume = RunFiles.of(stage / task.run_id, task.shard).meta.exists()
@@ -156,7 +156,7 @@ def run_shard(task: ShardTask, measure_fn: Callable[..., Any] | None = None, tal
 
 def _ray() -> Any:
     try:
-        import ray
+        import ray  # deferred: the optional extra 'fleet'
     except ImportError:
         raise FleetError("--ray needs Ray: pip install 'layerbench[fleet]'") from None
     return ray
@@ -264,7 +264,6 @@ def _tally_actor(ray: Any) -> Any:
 
 
 def _follow(ray: Any, refs: dict[Any, ShardTask], tally: Any, total: int, progress: bool | None) -> list[ShardResult]:
-    from tqdm import tqdm
     bar = tqdm(total=total, desc="cases across the cluster", unit="case",
                disable=not (sys.stderr.isatty() if progress is None else progress))
     pending, results, failed = list(refs), [], []

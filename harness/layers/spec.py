@@ -389,7 +389,7 @@ class ElementwiseSpec(LayerSpec):
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 2)
         try:
-            import numpy
+            import numpy  # deferred: only broadcastable shapes need it; specs load without numpy (count --help)
             numpy.broadcast_shapes(*shapes)      # torch's imports sympy (0.5 s) for the same rule
         except ValueError:
             raise self._bad_input(shapes, "broadcastable shapes") from None

@@ -139,9 +139,22 @@ def glossary() -> list[tuple[str, str, str]]:
     return shown + [(c.name, c.unit, c.doc) for c in R.COLUMNS] + [(d.name, d.unit, d.doc) for d in DERIVED]
 
 
+#: The memory roofs, innermost first: (column, label); main memory's label is the row's ``main_memory``.
+LEVELS = ((R.CEILING_L1_BYTES, "L1"), (R.CEILING_L2_BYTES, "L2"), (R.CEILING_L3_BYTES, "L3"), (R.CEILING_BYTES, None))
+#: Main memory's label where a row does not name it (a pytest-benchmark file).
+MAIN_MEMORY = "main memory"
+
+
+def level_label(label: str | None, row: pd.Series | None) -> str:
+    """A roof's label: the cache level's name, or for main memory the row's ``main_memory``."""
+    if label is not None:
+        return label
+    name = row.get(R.MAIN_MEMORY) if row is not None else None
+    return str(name) if isinstance(name, str) and name else MAIN_MEMORY
+
+
 def memory_roofs(row: pd.Series) -> str:
     """The measured memory roofs stored with a row, innermost first: ``L1 1.2 TB/s, L2 410 GB/s, DRAM 8.95 GB/s``."""
-    from harness.report.plots import LEVELS, level_label
     parts = [f"{level_label(label, row)} {si(float(row[c]), 'B/s')}" for c, label in LEVELS
              if c in row and pd.notna(row[c])]
     return ", ".join(parts)

@@ -133,7 +133,13 @@ def _where(rows: pd.DataFrame) -> str:
 
 def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> list[Plot]:
     """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
-    from harness.report.plots import Style, heatmap, roofline, safe, time_vs_flops
+    from harness.report.plots import (  # deferred: matplotlib, only for plots
+        Style,
+        heatmap,
+        roofline,
+        safe,
+        time_vs_flops,
+    )
     plots: list[Plot | None] = []
     ok = table[table[R.STATUS] == "ok"]
     style = Style.of(table)

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from harness import record as R  # noqa: E402
 from harness.analysis.findings import describe_row  # noqa: E402
+from harness.report.format import LEVELS, level_label  # noqa: E402,F401
 from harness.report.points import drawable, outliers, unstable  # noqa: E402,F401
 from harness.units import si  # noqa: E402
 
@@ -33,18 +34,6 @@ matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element id
 #: Above this many points, plots draw plain rasterized markers (no error bars, no group lines, no labels).
 MANY_POINTS = 2000
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-#: The memory roofs, innermost first: (column, label); main memory's label is the row's ``main_memory``.
-LEVELS = ((R.CEILING_L1_BYTES, "L1"), (R.CEILING_L2_BYTES, "L2"), (R.CEILING_L3_BYTES, "L3"), (R.CEILING_BYTES, None))
-#: Main memory's label where a row does not name it (a pytest-benchmark file).
-MAIN_MEMORY = "main memory"
-
-
-def level_label(label: str | None, row: pd.Series | None) -> str:
-    """A roof's label: the cache level's name, or for main memory the row's ``main_memory``."""
-    if label is not None:
-        return label
-    name = row.get(R.MAIN_MEMORY) if row is not None else None
-    return str(name) if isinstance(name, str) and name else MAIN_MEMORY
 _FIGSIZE = (10.5, 5.6)
 #: Heatmaps print each cell's value up to this many cells (more would be unreadable, and slow to lay out).
 MAX_CELL_LABELS = 200

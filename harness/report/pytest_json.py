@@ -17,6 +17,7 @@ import pytest_benchmark
 from pytest_benchmark.stats import Stats
 
 from harness.analysis.findings import describe_row
+from harness.errors import SpecError
 from harness.record import SCHEMA_VERSION
 from harness.store import load_runs
 from harness.store.pytest_bench import MARK, STATS
@@ -53,10 +54,8 @@ def _commit_info(r: Mapping[str, Any]) -> dict[str, Any]:
 
 def pytest_benchmark_doc(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     """pytest-benchmark's JSON document of stored rows (``ok`` rows only: the others have no time)."""
-
     ok = [r for r in records if r.get("status") == "ok" and r.get("time_median_s") is not None]
     if not ok:
-        from harness.errors import SpecError
         raise SpecError("--benchmark-json", f"{len(records)} row(s), none ok", "at least one measured (ok) row")
     benchmarks = []
     for r in ok:
@@ -91,7 +90,6 @@ def _py(v: Any) -> Any:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return None
     try:
-        import pandas as pd
         if pd.isna(v):
             return None
     except (TypeError, ValueError):

@@ -26,14 +26,17 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from harness.errors import SpecError
-from harness.store import Loaded, load_runs, read_metadata
+from harness.record import ROW_ID, RUN_ID
+from harness.store.runs import Loaded, atomic_write_bytes, load_runs, read_metadata
 
 #: Partition keys, outermost first.
 PARTITIONS = ("bench", "machine", "date")
@@ -85,7 +88,6 @@ def _day(started: Any) -> str:
     """UTC day of a run's start (epoch seconds or an ISO string)."""
     if isinstance(started, (int, float)):
         return time.strftime("%Y-%m-%d", time.gmtime(float(started)))
-    from datetime import datetime, timezone
     try:
         when = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
     except ValueError:
@@ -104,7 +106,6 @@ def publish(parquet: str | Path, root: str) -> str:
     target = f"{base.rstrip('/')}/{shard.path}"
     parent = target.rsplit("/", 1)[0]
     if isinstance(fs, LocalFileSystem):
-        from harness.store import atomic_write_bytes
         os.makedirs(parent, exist_ok=True)
         atomic_write_bytes(Path(target), data)
     else:
@@ -168,9 +169,6 @@ def load_any(paths: str | Path | Iterable[str | Path]) -> Loaded:
     parts = [load_dataset(u) for u in urls] + ([load_runs(plain)] if plain else [])
     if len(parts) == 1:
         return parts[0]
-    import pandas as pd
-
-    from harness.record import ROW_ID, RUN_ID
     frames = [p.frame for p in parts if not p.frame.empty]
     frame = (pd.concat(frames, ignore_index=True).drop_duplicates([RUN_ID, ROW_ID], keep="last")
              .reset_index(drop=True) if frames else parts[0].frame)

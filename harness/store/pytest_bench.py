@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.errors import short as _short
 from harness.record import BY_NAME, BYTES_READ, BYTES_WRITTEN, COLUMN_NAMES, FLOPS, MACS, PARAMS, SCHEMA_VERSION
+from harness.timing.stability import NOISY_REL_IQR, verdict
 
 #: pytest-benchmark stats key -> record column (all seconds per call).
 STATS = {"median": "time_median_s", "q1": "time_q1_s", "q3": "time_q3_s", "iqr": "time_iqr_s", "min": "time_min_s",
@@ -214,7 +215,6 @@ def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], whe
 def _stability(samples: list[float] | None, rel_iqr: float | None, rounds: int | None) -> tuple[str, str]:
     """The verdict of ``harness.timing.stability`` over the file's samples (``stats.data``); without
     samples, its noise rule over the stats alone (relative IQR, at least 3 rounds)."""
-    from harness.timing.stability import NOISY_REL_IQR, verdict
     if samples:
         v, why = verdict([samples], None)
         return str(v), f"pytest-benchmark samples: {why}"

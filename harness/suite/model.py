@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,7 +189,6 @@ THREADS_AXIS = "threads"
 
 def usable_cpus() -> int:
     """CPUs this process may run on (affinity), else the CPU count."""
-    import os
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
