@@ -1,5 +1,5 @@
 """nox sessions: ``bench-cpu`` (the main job), ``bench-gpu`` (nightly GPU suites), ``tests``, ``lint``,
-``bench-count``, ``bench-timer``, ``bench-suite``, ``bench-analysis``, ``bench-gpu-timing``.
+``bench-count``, ``bench-timer``, ``bench-suite``, ``bench-analysis``, ``bench-gpu-timing``, ``bench-workers``.
 
 The CPU sessions install torch from ``LAYERBENCH_TORCH`` (default ``torch==2.13.0``, the CPU
 build this project's CI uses) before the package, so pip does not pull a CUDA build of a
@@ -42,9 +42,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests, benchmarks and this file."""
-    session.install("ruff>=0.6")
+    """ruff over the package, tests, benchmarks and this file; import-linter's architecture contracts
+    (``[tool.importlinter]`` in pyproject.toml: the pipeline's layers, no import circles)."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": "."})
 
 
 @nox.session(name="bench-count")
@@ -147,3 +149,11 @@ def bench_sweep(session: nox.Session) -> None:
     """Where a sweep's time goes: warm-up + sampling share of the quick suite; per-case overhead (1,000 tiny cases)."""
     _install(session)
     session.run("python", "benchmarks/sweep_cost.py", *session.posargs)
+
+
+@nox.session(name="bench-workers")
+def bench_workers(session: nox.Session) -> None:
+    """Worker start from the fork server and as a fresh interpreter (target: under 0.3 s), and the main job's
+    measuring share with --processes 1 and 3 (targets: 85 % and 75 %); ``-- --checkout DIR`` for a before/after."""
+    _install(session)
+    session.run("python", "benchmarks/worker_start.py", *session.posargs)

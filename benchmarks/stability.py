@@ -1,12 +1,15 @@
 """Do numbers hold in a second process? Two complete runs of the same suites, compared.
 
     python benchmarks/stability.py [--processes 3] [--suites shufflenet-guidelines,quick] [--hog]
+                                   [--worker-start fork-server|spawn|both]
 
 For each suite, two complete runs (each a ``layerbench run`` process of its own, each case measured
 in ``--processes`` fresh workers), then per case: whether the two runs' times agree within 3 % (rows
 ``stable`` in both), and whether every case that moved by more than 10 % is flagged (not
 ``stable``) in at least one run. ``--hog`` adds a third run beside a CPU hog (one spinning process
 per CPU) and prints the share of its rows marked ``contended``. Prints the figures and wall times.
+``--worker-start both`` runs everything with workers forked from the preloaded server and with
+fresh interpreters, so the two can be compared (a forked worker must be as fresh as a spawned one).
 Issue 11's goals: >= 90 % agree within 3 %; every > 10 % move flagged; >= 90 % contended under a hog.
 """
 
@@ -25,14 +28,15 @@ import pandas as pd
 from harness.store import load_results
 
 
-def one_run(suite: str, out: Path, processes: int) -> tuple[pd.DataFrame, float]:
+def one_run(suite: str, out: Path, processes: int, start: str = "fork-server") -> tuple[pd.DataFrame, float]:
     """One complete run in its own ``layerbench run`` process (so even ``--processes 1`` is a
     second process for the second run): its rows and wall time."""
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.iterdir())
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "harness.cli", "run", suite, "--out", str(out), "--processes",
-                    str(processes), "--quiet", "--no-report", "--calibrate", "never"], check=True,
+                    str(processes), "--quiet", "--no-report", "--calibrate", "never", "--worker-start", start],
+                   check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     (run_dir,) = set(out.iterdir()) - before
@@ -65,11 +69,11 @@ def moves(a: pd.DataFrame, b: pd.DataFrame, over: float = 0.03) -> pd.DataFrame:
     return m[m.move > over].sort_values("move", ascending=False)
 
 
-def hog_run(suite: str, out: Path, processes: int) -> tuple[float, float]:
+def hog_run(suite: str, out: Path, processes: int, start: str = "fork-server") -> tuple[float, float]:
     """(share of rows marked contended, wall s) of a run beside one spinning process per CPU."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
-        frame, wall = one_run(suite, out, processes)
+        frame, wall = one_run(suite, out, processes, start)
     finally:
         for h in hogs:
             h.kill()
@@ -83,29 +87,37 @@ def main() -> None:
     ap.add_argument("--suites", default="shufflenet-guidelines,quick")
     ap.add_argument("--hog", action="store_true", help="also run beside a CPU hog")
     ap.add_argument("--detail", action="store_true", help="list the cases that moved by more than 3 %%")
+    ap.add_argument("--worker-start", default="fork-server", choices=["fork-server", "spawn", "both"],
+                    help="how worker processes start (both: the whole benchmark once each way)")
     args = ap.parse_args()
+    starts = ["fork-server", "spawn"] if args.worker_start == "both" else [args.worker_start]
     with tempfile.TemporaryDirectory() as tmp:
-        for suite in args.suites.split(","):
-            a, wall_a = one_run(suite, Path(tmp) / "a", args.processes)
-            b, wall_b = one_run(suite, Path(tmp) / "b", args.processes)
-            fig = agreement(a, b)
-            verdicts = pd.concat([a, b]).stability.value_counts().to_dict()
-            print(f"{suite} (--processes {args.processes}): {fig['cases']} cases, wall {wall_a:.1f} s + {wall_b:.1f} s")
-            print(f"  stable in both runs: {fig['stable_in_both']}; of those within 3 %: "
-                  f"{100 * fig['agree_3pct']:.0f} %, within 10 %: {100 * fig['agree_10pct']:.0f} %")
-            print(f"  moved > 10 % between runs: {fig['moved_10pct']}, flagged in at least one run: "
-                  f"{fig['moved_and_flagged']}")
-            print(f"  rows flagged (not stable): run 1 {fig['flagged_a']}, run 2 {fig['flagged_b']}; "
-                  f"verdicts {verdicts}")
-            if args.detail:
-                for _, r in moves(a, b).iterrows():
-                    meds = ["/".join(f"{x * 1e6:.0f}" for x in r[f"process_medians_s_{k}"]) for k in "ab"]
-                    print(f"    {r['family']} {r['axes']}: {100 * r['move']:.0f} % ({meds[0]} vs {meds[1]} us): "
-                          f"{r['stability_a']} / {r['stability_b']}")
-            if args.hog:
-                share, wall = hog_run(suite, Path(tmp) / "hog", args.processes)
-                print(f"  beside a CPU hog: {100 * share:.0f} % of rows contended (wall {wall:.1f} s)")
+        for start in starts:
+            for suite in args.suites.split(","):
+                report(suite, Path(tmp) / start, args, start)
 
+
+def report(suite: str, tmp: Path, args: argparse.Namespace, start: str) -> None:
+    """Two runs of ``suite`` (and one beside a hog with ``--hog``): their agreement, printed."""
+    a, wall_a = one_run(suite, tmp / "a", args.processes, start)
+    b, wall_b = one_run(suite, tmp / "b", args.processes, start)
+    fig = agreement(a, b)
+    verdicts = pd.concat([a, b]).stability.value_counts().to_dict()
+    print(f"{suite} (--processes {args.processes}, workers: {start}): {fig['cases']} cases, "
+          f"wall {wall_a:.1f} s + {wall_b:.1f} s")
+    print(f"  stable in both runs: {fig['stable_in_both']}; of those within 3 %: "
+          f"{100 * fig['agree_3pct']:.0f} %, within 10 %: {100 * fig['agree_10pct']:.0f} %")
+    print(f"  moved > 10 % between runs: {fig['moved_10pct']}, flagged in at least one run: "
+          f"{fig['moved_and_flagged']}")
+    print(f"  rows flagged (not stable): run 1 {fig['flagged_a']}, run 2 {fig['flagged_b']}; verdicts {verdicts}")
+    if args.detail:
+        for _, r in moves(a, b).iterrows():
+            meds = ["/".join(f"{x * 1e6:.0f}" for x in r[f"process_medians_s_{k}"]) for k in "ab"]
+            print(f"    {r['family']} {r['axes']}: {100 * r['move']:.0f} % ({meds[0]} vs {meds[1]} us): "
+                  f"{r['stability_a']} / {r['stability_b']}")
+    if args.hog:
+        share, wall = hog_run(suite, tmp / "hog", args.processes, start)
+        print(f"  beside a CPU hog: {100 * share:.0f} % of rows contended (wall {wall:.1f} s)")
 
 if __name__ == "__main__":
     main()

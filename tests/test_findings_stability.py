@@ -146,6 +146,20 @@ def test_more_threads_slower_than_fewer_is_a_finding():
                                  row(threads=2, time_median_s=200e-6, case_id="b", **noisy))) == []
 
 
+
+def test_the_report_and_the_summary_tell_thread_findings():
+    """A ``threads`` axis's finding reaches what a user reads: the report model holds it, the
+    summary and the HTML report say it."""
+    from harness.report import build_model, render_text
+    from harness.store import Loaded
+    f = frame(row(threads=1, time_median_s=100e-6, case_id="t1", **SAME),
+              row(threads=2, time_median_s=140e-6, case_id="t2", **SAME))
+    model = build_model(Loaded(f), with_plots=False)
+    assert len(model.threads) == 1 and model.threads[0].spread == pytest.approx(1.4)
+    text = render_text(model, "summary")
+    assert "threads (slower with more of them):" in text and "1.40x as long with 2 threads as with 1" in text
+
+
 def test_thread_findings_stay_within_one_run_and_one_timing_mode():
     # run r1 measured 1 thread only, run r2 2 threads only, twice as slow: two runs are not a threads axis
     assert thread_findings(frame(row(threads=1, time_median_s=100e-6, case_id="a", run_id="r1", **SAME),

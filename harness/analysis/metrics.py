@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.verdicts import LABEL, labels
 
 #: A row whose time is within this factor of its launch floor is ``launch-bound``.
 LAUNCH_BOUND_FACTOR = 2.0
@@ -53,6 +54,8 @@ class Derived:
 
 #: The columns ``derive`` adds (README, "Derived columns").
 DERIVED = (
+    Derived("stability_label", "-", "the row's stability, or `no verdict` where none is stored "
+            "(harness.analysis.verdicts: the label every verdict and table shows)"),
     Derived("achieved_flops_s", "FLOP/s", "flops / time_median_s"),
     Derived("achieved_bytes_s", "B/s", "(bytes_read + bytes_written) / time_median_s"),
     Derived("util_peak", "fraction", "achieved_flops_s / peak_flops_s (the datasheet or formula peak)"),
@@ -130,7 +133,8 @@ def _num(f: pd.DataFrame, col: str) -> pd.Series:
 
 def derive(frame: pd.DataFrame) -> pd.DataFrame:
     """The result table with the ``DERIVED`` columns added (rows not ``ok`` get NaN/None)."""
-    f = frame.copy()
+    f = frame.drop(columns=[LABEL], errors="ignore")
+    f[LABEL] = labels(f)
     ok = f[R.STATUS].eq("ok") & (_num(f, R.TIME_MEDIAN) > 0)
     t = _num(f, R.TIME_MEDIAN).where(ok)
     flops = _num(f, R.FLOPS)

@@ -34,9 +34,15 @@ SET_ASIDE_RULE = ("compare and regress leave them out, findings use them only wh
 JUDGED = (STABLE, NO_VERDICT)
 
 
+#: The derived column holding ``labels`` (``harness.analysis.derive`` adds it once per table).
+LABEL = "stability_label"
+
+
 def labels(frame: pd.DataFrame) -> pd.Series:
     """Each row's stability label: the stored value, or ``NO_VERDICT`` where it is null (or the
-    column is absent)."""
+    column is absent); read from ``LABEL`` when the table is derived (computed once per table)."""
+    if LABEL in frame:
+        return frame[LABEL]
     col = frame[R.STABILITY] if R.STABILITY in frame else pd.Series(None, index=frame.index, dtype=object)
     return col.astype(object).where(col.notna(), NO_VERDICT).astype(str)
 

@@ -41,6 +41,7 @@ from harness.backends import Device, MemoryLevel, resolve_device
 from harness.devices.cpu import cache_dir
 from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
+from harness.record import now_iso
 from harness.timing import Measurement, hostload, measure, random_inputs
 from harness.timing.stability import BUSY_LIMIT
 
@@ -423,7 +424,7 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     if todo.memory:
         levels, copy = _levels(device, threads, budget_s, measure_fn)
         entries.append(copy)
-    result = Ceilings(key=key, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), entries=with_verdicts(entries),
+    result = Ceilings(key=key, measured_at=now_iso(), entries=with_verdicts(entries),
                       levels=levels)
     busy = busy_since(before) if device.host else None
     if persist and busy is not None and busy > BUSY_LIMIT:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ from harness.record.row import Peaks
 ISO_TIME = "%Y-%m-%dT%H:%M:%S%z"
 #: The time stamp in a run id (``quick-cpu-20261124T071037Z``): UTC, sortable.
 RUN_STAMP = "%Y%m%dT%H%M%SZ"
+#: A night (the dataset's ``date=`` partition, the history's x labels): the UTC day.
+DAY = "%Y-%m-%d"
+#: The files of a run directory, as globs: Parquet parts, rows journals, metadata.
+PART_GLOB, JOURNAL_GLOB, META_GLOB = "part-*.parquet", "rows-*.jsonl", "run-*.json"
 #: A name that becomes one directory under the results folder: letters, digits, ``.``, ``_``, ``-``,
 #: starting with a letter or digit (so never ``.``, ``..``, hidden, absolute, a separator or a glob).
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -38,6 +43,18 @@ def now_iso(when: float | None = None) -> str:
 def run_stamp(when: float | None = None) -> str:
     """``when`` (epoch seconds; default now) as a run id's ``RUN_STAMP``."""
     return time.strftime(RUN_STAMP, time.gmtime(when))
+
+
+def utc_day(started: object) -> str:
+    """The UTC day (``DAY``) of a run's start, stored as epoch seconds or an ISO string; today's
+    when it is missing or unreadable."""
+    if isinstance(started, (int, float)) and not isinstance(started, bool):
+        return time.strftime(DAY, time.gmtime(float(started)))
+    try:
+        when = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+    except ValueError:
+        return time.strftime(DAY, time.gmtime())
+    return (when.astimezone(timezone.utc) if when.tzinfo else when).strftime(DAY)
 
 
 def default_run_id(suite: str, device_type: str, when: float | None = None) -> str:

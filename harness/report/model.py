@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
-from harness.analysis.findings import Finding, device_label
+from harness.analysis.findings import Finding, device_label, thread_findings
 from harness.analysis.verdicts import counts
 from harness.record import RunMeta
 from harness.report.points import outliers, unstable
@@ -36,6 +36,8 @@ class ReportModel:
     groups: pd.DataFrame
     cross_device: pd.DataFrame | None
     plots: tuple[Plot, ...] = ()
+    #: Layers slower with more threads than with fewer (a ``threads`` axis; ``analysis.findings.thread_findings``).
+    threads: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = ()
     statuses: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
@@ -188,7 +190,8 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                      "compares them explicitly")
     plots = make_plots(table, groups, notes) if with_plots else []
     return ReportModel(table=table, runs=_run_rows(loaded, table), machines=machines(table),
-                       peaks=peak_table(table), findings=found, groups=groups,
+                       peaks=peak_table(table), findings=found, threads=tuple(thread_findings(table)),
+                       groups=groups,
                        cross_device=cross_device(table) if many or table[R.DEVICE].nunique() > 1 else None,
                        plots=tuple(plots), notes=tuple(notes),
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},

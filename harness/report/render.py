@@ -90,6 +90,7 @@ def _summary(model: ReportModel) -> dict[str, Any]:
             "machines": _records(model.machines), "peaks": _records(model.peaks),
             "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "rows": _records(f.rows)}
                          for f in model.findings],
+            "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
             "plots": [f"{p.name}.png" for p in model.plots]}
@@ -180,6 +181,8 @@ def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     md += ["## Findings: equal FLOPs, different speeds", ""]
     md += [f"{i}. {md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
           ["No equal-FLOPs group differs by more than 10 %."]
+    if model.threads:
+        md += ["", "## Threads: slower with more of them", ""] + [f"- {md_escape(f.text)}" for f in model.threads]
     md += ["", "## Outliers", ""] + ([f"- {md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
     md += ["", "## Machines", "", markdown_table(_machines_view(model)), "", "## Runs", "",
            markdown_table(_runs_view(model)), "", "## Peaks and measured ceilings (stored with the runs)", "",
@@ -225,6 +228,9 @@ def to_html(model: ReportModel, out: Path) -> list[Path]:
             *(f"<p class='note'>{html.escape(n)}</p>" for n in model.notes),
             "<h2>Findings: equal FLOPs, different speeds</h2>",
             f"<ol>{found}</ol>" if found else "<p>No equal-FLOPs group differs by more than 10 %.</p>",
+            *(["<h2>Threads: slower with more of them</h2>",
+               "<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in model.threads) + "</ul>"]
+              if model.threads else []),
             "<h2>Outliers (labelled in the plots)</h2>", f"<ul>{lines}</ul>" if lines else "<p>(no roofline)</p>",
             "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
     for i, f in enumerate(model.findings, 1):

@@ -19,6 +19,7 @@ from harness.analysis.changepoints import change_points
 from harness.analysis.compare import REGRESSION_THRESHOLD
 from harness.analysis.series import SERIES_KEY, nightly
 from harness.analysis.verdicts import judged, set_aside, set_aside_text
+from harness.record.run import DAY
 from harness.report.format import HTML_STYLE
 from harness.report.registry import render, renderer
 from harness.units import seconds
@@ -42,7 +43,7 @@ class SeriesSummary:
 
 
 def _label(row: pd.Series) -> str:
-    when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else row[R.RUN_ID]
+    when = row["when"].strftime(DAY) if pd.notna(row["when"]) else row[R.RUN_ID]
     commit = str(row.get(R.GIT_COMMIT) or "")[:9]
     return f"{when} {commit}".strip()
 

@@ -181,6 +181,16 @@ def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Fin
     return lines
 
 
+def thread_lines(found: Sequence[Finding], top: int = TOP_FINDINGS) -> list[str]:
+    """The layers slower with more threads than with fewer (none: no line)."""
+    if not found:
+        return []
+    lines = ["threads (slower with more of them):"]
+    for f in list(found)[:top]:
+        lines += textwrap.wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
+    return lines
+
+
 @renderer(ReportModel, "summary", text=True)
 def summary_text(model: ReportModel) -> str:
     """The end-of-run summary of a report model: its derived table and the findings it holds (nothing
@@ -193,6 +203,7 @@ def summary_text(model: ReportModel) -> str:
     lines = [head]
     if not ok.empty:
         lines += [counts_text(ok), *utilization_lines(ok), label_line(ok), *finding_lines(ok, found=model.findings)]
+        lines += thread_lines(model.threads)
     return "\n".join(lines)
 
 

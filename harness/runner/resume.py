@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.errors import SpecError
 from harness.record import Peaks, RunFiles, RunMeta, default_run_id
+from harness.record.run import META_GLOB, PART_GLOB
 from harness.runner.context import RunContext
 from harness.store import StoreError, new_run_dir, read_metadata, read_run_meta, run_path
 from harness.suite import Suite
@@ -43,8 +44,7 @@ def find_run(out: Path, suite: str, device_type: str, shard: tuple[int, int], ma
 
 def check_resumable(run_dir: Path, ctx: RunContext) -> None:
     """A run is resumed only by the machine and device that started it: rows never mix machines."""
-    metas = [read_metadata(p) for p in run_dir.glob("part-*.parquet")] + \
-        [read_run_meta(p) for p in run_dir.glob("run-*.json")]
+    metas = [read_metadata(p) for p in run_dir.glob(PART_GLOB)] + [read_run_meta(p) for p in run_dir.glob(META_GLOB)]
     for meta in (m for m in metas if m is not None):
         mid, dev = meta.machine_id, meta.device
         if mid is not None and mid != ctx.machine.machine_id:

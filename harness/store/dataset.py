@@ -23,10 +23,8 @@ import hashlib
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from harness.errors import SpecError
 from harness.record import ROW_ID, RUN_ID
+from harness.record.run import utc_day
 from harness.store.runs import Loaded, atomic_write_bytes, load_runs, read_metadata
 
 #: Partition keys, outermost first.
@@ -79,20 +78,9 @@ class Shard:
         if meta is None or missing:
             raise SpecError("run metadata", f"{parquet}: {', '.join(missing)} missing",
                             "a part written by layerbench run (schema 2 or later)")
-        day = _day(meta.started) if meta.started else time.strftime("%Y-%m-%d", time.gmtime())
+        day = utc_day(meta.started)
         label = Path(parquet).stem.removeprefix("part-")
         return cls(str(meta.suite), str(meta.machine_id), day, meta.run_id, label)
-
-
-def _day(started: Any) -> str:
-    """UTC day of a run's start (epoch seconds or an ISO string)."""
-    if isinstance(started, (int, float)):
-        return time.strftime("%Y-%m-%d", time.gmtime(float(started)))
-    try:
-        when = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
-    except ValueError:
-        return time.strftime("%Y-%m-%d", time.gmtime())
-    return (when.astimezone(timezone.utc) if when.tzinfo else when).strftime("%Y-%m-%d")
 
 
 def publish(parquet: str | Path, root: str) -> str:

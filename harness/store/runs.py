@@ -56,7 +56,7 @@ from harness.record import (
     names_in_version,
     to_table,
 )
-from harness.record.run import MAX_RUN_ID, META_FILE, RunFiles, RunMeta, meta_beside, safe_name
+from harness.record.run import JOURNAL_GLOB, MAX_RUN_ID, META_FILE, PART_GLOB, RunFiles, RunMeta, meta_beside, safe_name
 from harness.store.journal import append as journal_append
 from harness.store.journal import cut_torn_line, read_values
 from harness.store.pytest_bench import pytest_benchmark_records
@@ -524,7 +524,7 @@ NOT_RESULTS = re.compile(rf"{META_FILE.pattern}|report\.json", re.IGNORECASE)
 def _in_dir(p: Path) -> list[Path]:
     """The result files under a directory: Parquet parts and journals; where there are none (a
     pytest-benchmark storage folder, ``.benchmarks/``), its pytest-benchmark ``.json`` files."""
-    found = sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("rows-*.jsonl"))
+    found = sorted(p.rglob(PART_GLOB)) + sorted(p.rglob(JOURNAL_GLOB))
     if found:
         return found
     return sorted(f for f in p.rglob("*") if f.suffix.lower() == ".json" and f.is_file()

@@ -1,0 +1,118 @@
+"""Where a run's time goes, and what a worker process costs to start (``nox -s bench-workers``).
+
+Prints:
+  1. worker start: the seconds from asking for a worker to its exit, for a job with nothing to
+     measure, started from the fork server (``fork-server``, the default) and as a fresh interpreter
+     (``spawn``), each ``--workers`` times; and the fork server's own start (until it has imported
+     torch and the measuring code), which a run overlaps with resolving its context;
+  2. the main job's measuring share: ``layerbench run SUITE --processes P`` as a subprocess (the
+     report and summary included), its wall time net of one interpreter start (``python -c "import
+     torch, harness.runner"``), and the share of that spent warming up and sampling in every
+     process (the run's stored ``measuring_s``). Targets: worker start under 0.3 s; measuring
+     >= 85 % with ``--processes 1``, >= 75 % with the default 3.
+
+``--checkout DIR`` runs part 2 on another checkout of layerbench (its ``harness`` on PYTHONPATH),
+so a before/after pair is measured on the same machine, minutes apart. A checkout that stores no
+``measuring_s`` is measured by its rows (warm-up + sampling of the process each row keeps, times the
+processes: an estimate). Figures depend on what else runs on the machine: run it on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def worker_start(kind: str, n: int) -> tuple[list[float], float]:
+    """(seconds from start to exit of each of ``n`` empty workers, seconds until the server was ready)."""
+    from harness.backends import resolve_device
+    from harness.runner.context import make_context
+    from harness.runner.forkserver import launcher
+    from harness.runner.worker import WorkerJob
+    from harness.runner.workers import omp_env
+    from harness.suite import load_suite
+    from harness.timing import measure
+    suite = load_suite("quick")
+    t = time.perf_counter()
+    start = launcher(kind, omp_env(None))
+    ctx = make_context(suite, resolve_device("cpu"), ["fp32"], None, "hot", (1, 1), "bench")
+    out, ready = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            job = WorkerJob(ctx=ctx, cases=(), measure_fn=measure, profile=False, journal=f"{tmp}/j{i}.jsonl",
+                            parent_pid=start.worker_parent)
+            path = f"{tmp}/job{i}"
+            with open(path, "wb") as fh:
+                pickle.dump(job, fh)
+            if i == 0 and kind == "fork-server":
+                start.start(path).wait()            # the first answer waits for the server's imports
+                ready = time.perf_counter() - t
+                continue
+            t0 = time.perf_counter()
+            start.start(path).wait()
+            out.append(time.perf_counter() - t0)
+    start.close()
+    return out, ready
+
+
+def interpreter_start(pythonpath: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, harness.runner"], check=True,
+                   env=dict(os.environ, PYTHONPATH=pythonpath))
+    return time.perf_counter() - t
+
+
+def main_job(suite: str, processes: int, pythonpath: str) -> tuple[float, float, bool, int]:
+    """(wall s, measuring s, whether it was stored exactly, rows) of one CLI run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "harness.cli", "run", suite, "--processes", str(processes),
+                        "--out", tmp, "--quiet"], check=True, env=dict(os.environ, PYTHONPATH=pythonpath),
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        run_dir = next(p for p in Path(tmp).iterdir() if p.is_dir())
+        meta = json.loads(next(run_dir.glob("run-*.json")).read_text())
+        import pyarrow.parquet as pq
+        rows = pq.read_table(next(run_dir.glob("part-*.parquet"))).to_pandas()
+        if meta.get("measuring_s") is not None:
+            return wall, float(meta["measuring_s"]), True, len(rows)
+        spent = rows[["warmup_s", "estimate_s", "sampling_s"]].fillna(0.0).to_numpy().sum()
+        return wall, float(spent) * processes, False, len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=6, help="workers started per launcher (default 6)")
+    ap.add_argument("--suite", default="quick")
+    ap.add_argument("--processes", default="1,3", help="comma-separated --processes values (default 1,3)")
+    ap.add_argument("--checkout", default=None, help="another layerbench checkout for part 2 (before/after)")
+    ap.add_argument("--skip-workers", action="store_true", help="part 2 only")
+    args = ap.parse_args(argv)
+    root = Path(args.checkout or Path(__file__).resolve().parents[1]).resolve()
+    if not args.skip_workers:
+        for kind in ("fork-server", "spawn"):
+            times, ready = worker_start(kind, args.workers)
+            extra = f"; the server was ready after {ready:.2f} s" if kind == "fork-server" else ""
+            print(f"worker start ({kind}): median {statistics.median(times):.3f} s over {len(times)} workers "
+                  f"(min {min(times):.3f}, max {max(times):.3f}){extra}")
+    boot = interpreter_start(str(root))
+    print(f"interpreter start (import torch, harness.runner): {boot:.2f} s  [{root}]")
+    for p in (int(x) for x in args.processes.split(",")):
+        wall, spent, exact, rows = main_job(args.suite, p, str(root))
+        net = wall - boot
+        print(f"layerbench run {args.suite} --processes {p}: {rows} rows, {wall:.1f} s wall, {net:.1f} s net of the "
+              f"interpreter start; warm-up + sampling {spent:.1f} s = {100 * spent / net:.0f} % "
+              f"({'stored measuring_s' if exact else 'estimated from the rows'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
