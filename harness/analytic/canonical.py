@@ -26,6 +26,10 @@ conventions", has the same table):
   adaptive pools by their exact (overlapping) windows. Mean: 1 per input + 1 per output.
 * Data movement (clone, copy, cat, pad, repeat, where, ...): 0 FLOPs, bytes counted.
   Views (view, reshape, transpose, expand, flatten, ...): 0 FLOPs, 0 bytes.
+* Backward ops (``convolution_backward``, ``threshold_backward``, the norms' and pools'
+  backward, fused attention backward, ...): :mod:`harness.analytic.backward_formulas`, imported
+  at the end of this module so that this registry (and every convention derived from it) always
+  holds them.
 """
 
 from __future__ import annotations
@@ -278,3 +282,8 @@ register([aten.clone, aten.copy_, aten._to_copy, aten.cat, aten.stack, aten.repe
           aten.new_ones, aten.new_empty, aten.arange, aten.bernoulli_, aten.native_dropout,
           aten.logical_not, aten.logical_and, aten.logical_or],
          "movement")(per_element(0))
+
+
+# --- backward ops (their module registers into CANONICAL; imported last, CANONICAL being complete) ---
+
+from harness.analytic import backward_formulas  # noqa: E402, F401
