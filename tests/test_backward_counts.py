@@ -272,6 +272,21 @@ def test_batch_norm_training_backward() -> None:
     assert weight_only["bytes_read"] == 3200 + 3200 + 32 + 32   # no weight
 
 
+@pytest.mark.parametrize("op", ["native_batch_norm_backward", "batch_norm_backward"])
+def test_batch_norm_backward_ops_called_directly(op: str) -> None:
+    # batch_norm_backward is the backward of _batch_norm_with_update (CUDA's training path); same rule
+    aten = torch.ops.aten
+    extra = (torch.empty(0, device="meta"),) if op == "batch_norm_backward" else ()
+
+    def call(g, x, w, rm, rv, sm, si):  # noqa: ANN001, ANN202
+        return getattr(aten, op)(g, x, w, rm, rv, sm, si, True, 1e-5, [True, True, True], *extra)
+
+    row = work(harness.count(call, (4, 8, 5, 5), (4, 8, 5, 5), *[(8,)] * 5)).iloc[0]
+    assert row["flops"] == 9 * 800
+    assert row["bytes_read"] == 3200 + 3200 + 3 * 32     # running statistics unread in training
+    assert row["bytes_written"] == 3200 + 32 + 32
+
+
 def test_batch_norm_eval_backward() -> None:
     row = one(nn.BatchNorm2d(8).to("meta").eval(), (4, 8, 5, 5))
     assert row["flops"] == (1 + 3 + 1) * 800              # g*w*invstd 1, grad-weight 3, grad-bias 1

@@ -167,10 +167,12 @@ ROW_GRAD_INPUT = 7       # sum(g') 1, sum(g'*xhat) 2, rstd * (g' - c1 - xhat * c
 ROW_GRAD_WEIGHT = 2      # sum(g * xhat): multiply, accumulate
 
 
-@register(ops("native_batch_norm_backward"), "norm")
+@register(ops("native_batch_norm_backward", "batch_norm_backward"), "norm")
 def batch_norm_backward(call: OpCall) -> Cost:
     """Per input element. Training: grad-input 9 (its two reductions are also the weight and bias
     gradients), else grad-weight 3 and grad-bias 1; eval: grad-input 1, grad-weight 3, grad-bias 1.
+    ``batch_norm_backward`` (the backward of ``_batch_norm_with_update``) has the same positions
+    (``update`` for ``train``).
     Source: Ioffe & Szegedy 2015 (section 3, the chain rule through the batch statistics); ATen
     ``batch_norm_backward_cpu_template`` (aten/src/ATen/native/Normalization.cpp)."""
     x = call.args[1]
@@ -180,6 +182,13 @@ def batch_norm_backward(call: OpCall) -> Cost:
     else:
         per = (BN_EVAL_GRAD_INPUT if grad_input else 0) + NORM_GRAD_WEIGHT * grad_weight + NORM_GRAD_BIAS * grad_bias
     return Cost(flops=per * x.numel)
+
+
+@register(ops("cudnn_batch_norm_backward", "miopen_batch_norm_backward"), "norm")
+def cudnn_batch_norm_backward(call: OpCall) -> Cost:
+    """cuDNN's and MIOpen's training backward (input first, then grad_out; no mask: all three
+    gradients): 9 per input element, as ``native_batch_norm_backward`` in training."""
+    return Cost(flops=BN_TRAIN_GRAD_INPUT * call.args[0].numel)
 
 
 def _row_norm_backward(x: TensorMeta, affine: bool, grads: tuple[bool, ...]) -> Cost:

@@ -245,12 +245,13 @@ def _batch_norm_backward_unread(a: Mapping[str, Any]) -> frozenset[str]:
     """Training reads the saved batch statistics, eval the running ones; the weight scales grad-input
     only; grad-bias (sum of grad_out) reads neither the input nor the statistics."""
     grad_input, grad_weight, _ = _masked(a)
-    train = bool(a["train"])
-    unread = {"running_mean", "running_var"} if train else {"save_mean", "save_invstd"}
+    train = bool(a["train"] if "train" in a else a["update"])       # batch_norm_backward: update, save_var
+    saved = {"save_mean", "save_invstd" if "save_invstd" in a else "save_var"}
+    unread = {"running_mean", "running_var"} if train else set(saved)
     if not grad_input:
         unread.add("weight")
     if not (grad_weight or (train and grad_input)):
-        unread |= {"input", "save_mean", "save_invstd"} if train else {"input", "running_mean"}
+        unread |= {"input"} | saved if train else {"input", "running_mean"}
     if not train and not (grad_input or grad_weight):
         unread.add("running_var")
     return frozenset(unread)
@@ -278,6 +279,7 @@ def _self_is_shape_only(a: Mapping[str, Any]) -> frozenset[str]:
 _UNREAD: dict[torch._ops.OpOverloadPacket, Callable[[Mapping[str, Any]], frozenset[str]]] = {
     aten.convolution_backward: _conv_backward_unread,
     aten.native_batch_norm_backward: _batch_norm_backward_unread,
+    aten.batch_norm_backward: _batch_norm_backward_unread,
     aten.native_layer_norm_backward: _row_norm_backward_unread,
     aten.native_group_norm_backward: _row_norm_backward_unread,
     **{op: _self_is_shape_only for op in (
