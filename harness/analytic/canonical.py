@@ -26,6 +26,10 @@ conventions", has the same table):
   adaptive pools by their exact (overlapping) windows. Mean: 1 per input + 1 per output.
 * Data movement (clone, copy, cat, pad, repeat, where, ...): 0 FLOPs, bytes counted.
   Views (view, reshape, transpose, expand, flatten, ...): 0 FLOPs, 0 bytes.
+* Backward ops (``convolution_backward``, ``threshold_backward``, the norms' and pools'
+  backward, fused attention backward, ...): :mod:`harness.analytic.backward_formulas`, which
+  registers them here; ``harness.analytic.conventions`` imports it before any convention is built
+  from this registry, so every convention derived from it holds them.
 """
 
 from __future__ import annotations
@@ -278,3 +282,4 @@ register([aten.clone, aten.copy_, aten._to_copy, aten.cat, aten.stack, aten.repe
           aten.new_ones, aten.new_empty, aten.arange, aten.bernoulli_, aten.native_dropout,
           aten.logical_not, aten.logical_and, aten.logical_or],
          "movement")(per_element(0))
+

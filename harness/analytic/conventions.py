@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from harness.analytic import backward_formulas  # noqa: F401  (registers the backward ops into CANONICAL)
 from harness.analytic.canonical import CANONICAL
 from harness.analytic.counter import ModuleCall, OpRecord, RawCall
 from harness.analytic.registry import Cost, FormulaRegistry

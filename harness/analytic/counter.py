@@ -10,15 +10,20 @@ formula registry, and by ``torch.utils.flop_counter``'s own registry as an indep
 
 Bytes are the minimum traffic of the op as dispatched (seed 002's memory access cost): each
 tensor it reads counted once, each tensor it writes counted once, at the dtype's itemsize;
-broadcast (stride-0) dimensions are stored once; views move nothing.
+broadcast (stride-0) dimensions are stored once; views move nothing. A backward op is passed
+every tensor its gradients could need plus a mask of the gradients asked for; the arguments it
+does not read for that mask (``_UNREAD``: the saved input of a convolution when only grad-input
+is asked, the shape-only ``self`` of a pooling backward, ...) are not counted.
+
+The backward pass is traced by :mod:`harness.analytic.backward` with the same recorder.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -60,6 +65,9 @@ class RawCall:
     bytes_written: int
     flop_counter_flops: int | None
     is_view: bool
+    #: Why the canonical count differs from ``flop_counter_flops`` (``harness.analytic.disagreements``);
+    #: filled for traced backward passes only.
+    flop_counter_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +87,13 @@ class OpRecord:
     bytes_read: int = 0
     bytes_written: int = 0
     flop_counter_flops: int | None = None
+    flop_counter_reason: str | None = None
 
     @classmethod
     def of(cls, raw: RawCall, cost: Cost | None, category: str) -> OpRecord:
         return cls(str(raw.call.op), category, raw.module, raw.module_type, tuple(raw.call.tensors),
                    raw.call.outputs, cost, raw.params, raw.param_names, raw.bytes_read,
-                   raw.bytes_written, raw.flop_counter_flops)
+                   raw.bytes_written, raw.flop_counter_flops, raw.flop_counter_reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +150,17 @@ class _ModuleStack:
         self.handles.clear()
 
 
+class ModuleLocator(Protocol):
+    """Where an op runs: the innermost module's path and the module (``("", None)`` outside any).
+    :class:`_ModuleStack` answers for a forward pass; ``harness.analytic.backward`` for a backward one."""
+
+    def current(self) -> tuple[str, nn.Module | None]: ...
+
+
 class _Recorder(TorchDispatchMode):
     """Records each op; knows nothing of conventions (they price records afterwards)."""
 
-    def __init__(self, modules: _ModuleStack | None, params: dict[int, tuple[str, int]]) -> None:
+    def __init__(self, modules: ModuleLocator | None, params: dict[int, tuple[str, int]]) -> None:
         super().__init__()
         self.modules = modules
         self.params = params          # id(tensor) -> (parameter name, numel); views inherit
@@ -166,10 +182,11 @@ class _Recorder(TorchDispatchMode):
             return out
         is_view = func.is_view or packet in _UNSAFE_VIEWS
         read_params = self._params_read(args, kwargs)
-        if is_view and read_params:
+        viewed = self.params.get(id(_first_tensor(args))) if is_view and read_params else None
+        if viewed is not None:       # (the backward's recorder also knows parameters by storage, not id)
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
-                    self.params[id(t)] = self.params[id(_first_tensor(args))]
+                    self.params[id(t)] = viewed
                     self.keep.append(t)
         bytes_read, bytes_written = (0, 0) if is_view else _traffic(func, args, kwargs, out)
         path, mod = self.modules.current() if self.modules else ("", None)
@@ -213,18 +230,86 @@ def _nbytes(t: torch.Tensor) -> int:
     return TensorMeta.of(t).distinct_numel * t.element_size()
 
 
+def _masked(a: Mapping[str, Any], key: str = "output_mask") -> tuple[bool, ...]:
+    return tuple(bool(m) for m in a[key])
+
+
+def _conv_backward_unread(a: Mapping[str, Any]) -> frozenset[str]:
+    """grad-input = conv_transpose(grad_out, weight); grad-weight = conv(input, grad_out); grad-bias =
+    sum(grad_out): the weight is read for grad-input only, the saved input for grad-weight only."""
+    grad_input, grad_weight, _ = _masked(a)
+    return frozenset(({"weight"} if not grad_input else set()) | ({"input"} if not grad_weight else set()))
+
+
+def _batch_norm_backward_unread(a: Mapping[str, Any]) -> frozenset[str]:
+    """Training reads the saved batch statistics, eval the running ones; the weight scales grad-input
+    only; grad-bias (sum of grad_out) reads neither the input nor the statistics."""
+    grad_input, grad_weight, _ = _masked(a)
+    train = bool(a["train"] if "train" in a else a["update"])       # batch_norm_backward: update, save_var
+    saved = {"save_mean", "save_invstd" if "save_invstd" in a else "save_var"}
+    unread = {"running_mean", "running_var"} if train else set(saved)
+    if not grad_input:
+        unread.add("weight")
+    if not (grad_weight or (train and grad_input)):
+        unread |= {"input"} | saved if train else {"input", "running_mean"}
+    if not train and not (grad_input or grad_weight):
+        unread.add("running_var")
+    return frozenset(unread)
+
+
+def _row_norm_backward_unread(a: Mapping[str, Any]) -> frozenset[str]:
+    """Layer and group norm: the weight scales grad-input only, the bias is never read (grad-bias is a
+    sum of grad_out); the input and its statistics serve grad-input and grad-weight."""
+    grad_input, grad_weight, _ = _masked(a)
+    unread = {"bias"}
+    if not grad_input:
+        unread.add("weight")
+    if not (grad_input or grad_weight):
+        unread |= {"input", "mean", "rstd"}
+    return frozenset(unread)
+
+
+def _self_is_shape_only(a: Mapping[str, Any]) -> frozenset[str]:
+    """Pooling backward ops take the forward input ``self`` for its shape; its values are not read."""
+    return frozenset({"self"})
+
+
+#: Arguments an op is passed but does not read, by op: a rule of the bound arguments (name -> value)
+#: giving the names not read. Only backward ops are here, so forward counts never consult it.
+_UNREAD: dict[torch._ops.OpOverloadPacket, Callable[[Mapping[str, Any]], frozenset[str]]] = {
+    aten.convolution_backward: _conv_backward_unread,
+    aten.native_batch_norm_backward: _batch_norm_backward_unread,
+    aten.batch_norm_backward: _batch_norm_backward_unread,
+    aten.native_layer_norm_backward: _row_norm_backward_unread,
+    aten.native_group_norm_backward: _row_norm_backward_unread,
+    **{op: _self_is_shape_only for op in (
+        aten.max_pool2d_with_indices_backward, aten.max_pool3d_with_indices_backward,
+        aten.avg_pool2d_backward, aten.avg_pool3d_backward, aten._adaptive_avg_pool2d_backward,
+        aten._adaptive_avg_pool3d_backward, aten.adaptive_max_pool2d_backward,
+        aten.adaptive_max_pool3d_backward)},
+}
+
+
+def _unread(func: torch._ops.OpOverload, bound: list[tuple[Any, Any]]) -> frozenset[str]:
+    rule = _UNREAD.get(func.overloadpacket)
+    if rule is None:
+        return frozenset()
+    return rule({arg.name: value for arg, value in bound})
+
+
 def _traffic(func: torch._ops.OpOverload, args: Any, kwargs: Any, out: Any) -> tuple[int, int]:
-    """Bytes read (every tensor argument except write-only out= ones) and written (outputs and
-    mutated arguments), each distinct tensor once."""
+    """Bytes read (every tensor argument except write-only out= ones and those ``_UNREAD`` names) and
+    written (outputs and mutated arguments), each distinct tensor once."""
     schema = func._schema
     read: dict[int, torch.Tensor] = {}
     written: dict[int, torch.Tensor] = {}
     bound = list(zip(schema.arguments, args)) + [(a, kwargs[a.name]) for a in schema.arguments
                                                  if a.name in kwargs]
+    unread = _unread(func, bound)
     for arg, value in bound:
         tensors = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
         for t in tensors:
-            if not arg.is_out:
+            if not arg.is_out and arg.name not in unread:
                 read[id(t)] = t
             if arg.alias_info is not None and arg.alias_info.is_write:
                 written[id(t)] = t

@@ -148,6 +148,27 @@ class _SymbolicShapes(_StandIn):
         return _eq(x, y) if _plain(x) and _plain(y) else self._real("sym_eq", x, y)
 
 
+class _BackwardSymbolicShapes(_SymbolicShapes):
+    """The stand-in for a backward trace: also ``free_unbacked_symbols``, which the meta kernels of
+    ``select_scatter`` and ``slice_scatter`` (the backward of ``select`` and ``slice``: attention's
+    packed projections) ask of a tensor; none for a tensor of plain sizes."""
+
+    def free_unbacked_symbols(self, x: Any) -> Any:
+        return set() if _plain_sizes(x) else self._real("free_unbacked_symbols", x)
+
+
+def _plain_sizes(x: Any) -> bool:
+    """True for ``None``, plain values, and tensors whose sizes, strides and offset are plain ints (a
+    meta tensor's): nothing in them can hold a symbol."""
+    if x is None:
+        return True
+    if isinstance(x, torch.Tensor):
+        return _plain((tuple(x.shape), tuple(x.stride()), x.storage_offset()))
+    if isinstance(x, (list, tuple)):
+        return all(_plain_sizes(v) for v in x)
+    return _plain(x)
+
+
 def _eq(x: Any, y: Any) -> bool:
     """``sym_eq`` on plain values: recursive equality of lists/tuples of ints."""
     if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
@@ -286,9 +307,10 @@ _TRACE_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def meta_mode() -> Iterator[None]:
+def meta_mode(backward: bool = False) -> Iterator[None]:
     """The context for a trace on meta tensors: the stand-ins (where the real modules are not
-    imported yet) and attention dispatched as on the CPU; one such trace at a time."""
-    with _TRACE_LOCK, _standing_in(_Dynamo()), _standing_in(_SymbolicShapes()), _standing_in(_Sympy()), \
-            AttentionAsOnCpu():
+    imported yet) and attention dispatched as on the CPU; one such trace at a time. ``backward``: the
+    trace runs autograd's backward too (:class:`_BackwardSymbolicShapes`)."""
+    shapes = _BackwardSymbolicShapes() if backward else _SymbolicShapes()
+    with _TRACE_LOCK, _standing_in(_Dynamo()), _standing_in(shapes), _standing_in(_Sympy()), AttentionAsOnCpu():
         yield
