@@ -16,7 +16,6 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
 from harness import record as R
 from harness.analysis.changepoints import baseline
@@ -246,6 +245,7 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     j["z"] = np.log(j["slowdown"].astype(float)) / j["noise"]
     # the noise is estimated from the history itself: Student's t with the history's degrees of freedom, halved
     # for the median-of-differences estimator's lower efficiency (~0.37 of the standard deviation's)
+    from scipy.stats import t as student_t  # deferred: scipy.stats takes ~2 s to import; only regress needs it
     j["z_limit"] = student_t.isf(budget, np.maximum(1.0, (j["history_runs"] - 1) / 2))
     use_z = (j["segment_runs"] >= 3) & (j["history_runs"] >= MIN_NIGHTS_FOR_Z)
     beyond = np.where(use_z, j["z"] > j["z_limit"], j["low"] > j["band_high_s"])

@@ -39,6 +39,10 @@ PRELOAD = ("harness.runner.worker", "torch._subclasses.fake_tensor", "torch.auto
 READY_TIMEOUT_S = 120.0
 #: How workers start: ``fork-server`` (default) or ``spawn`` (a fresh interpreter each).
 LAUNCHERS = ("fork-server", "spawn")
+#: The code a fresh worker interpreter and the server run (``-c``, not ``-m``: the package imports
+#: these modules, and running one as ``__main__`` too would load it twice).
+SPAWN = "import sys; from harness.runner.worker import run_job; run_job(sys.argv[1])"
+SERVE = "import sys; from harness.runner.forkserver import serve; serve(int(sys.argv[1]))"
 
 
 class WorkerHandle(Protocol):
@@ -87,8 +91,7 @@ class Spawn:
         self.worker_parent = os.getpid()
 
     def start(self, job_path: str) -> WorkerHandle:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.runner.worker", job_path], env=self.env,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", SPAWN, job_path], env=self.env, stdin=subprocess.DEVNULL)
         return _Spawned(proc)
 
     def close(self) -> None:
@@ -124,7 +127,7 @@ class ForkServer:
     it returns at once; the first ``start`` waits until the server has imported ``PRELOAD``."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.runner.forkserver", str(os.getpid())],
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVE, str(os.getpid())],
                                      env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.worker_parent = self.proc.pid
         self.ready = False
@@ -188,7 +191,7 @@ def launcher(kind: str, env: Mapping[str, str]) -> Launcher:
 
 # --- the server process ------------------------------------------------------------------------------------
 
-def _serve(parent_pid: int) -> None:
+def serve(parent_pid: int) -> None:
     """The server's loop: import ``PRELOAD``, say ``ready``, then fork one worker per job line."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C stops the run's process, which stops this
@@ -234,6 +237,3 @@ def _say(out: IO[bytes], text: str) -> None:
     out.write(f"{text}\n".encode())
     out.flush()
 
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))

@@ -6,8 +6,8 @@ journal. The worker builds nothing the parent already knows. Its journal is a ro
 (``harness.store.journal``: one record per line, fsync'd) with a ``{"start": case_id}`` line before
 each case, so that a worker that dies mid-case leaves which case killed it.
 
-``python -m harness.runner.worker JOBFILE`` runs one job in a fresh interpreter (``spawn``); the fork
-server (``harness.runner.forkserver``) calls ``run_job`` in a forked child.
+``run_job(path)`` runs one job: in a fresh interpreter (``spawn``), or in a child forked by the fork
+server (``harness.runner.forkserver``).
 """
 
 from __future__ import annotations
@@ -81,6 +81,3 @@ def die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:                                                # died before prctl
         os._exit(0)
 
-
-if __name__ == "__main__":
-    run_job(sys.argv[1])
