@@ -8,7 +8,7 @@ knows it needs workers, while the run resolves its context. It imports torch and
 thread pool, no allocator cache and no oneDNN primitive cache for a worker to inherit. Each worker
 is a ``fork`` of it: as fresh as a spawned process in what affects timing, and ready in
 milliseconds instead of seconds (an interpreter start plus ``import torch``). Workers run one at a
-time (never side by side: they would contend), each ``python -m harness.runner.worker`` in spirit.
+time (never side by side: they would contend).
 
 Protocol (text lines over the server's stdin/stdout): the parent writes a job file's path; the
 server forks, answers ``pid N``, waits for the worker and answers ``exit C`` (C as
@@ -66,7 +66,7 @@ class Launcher(Protocol):
 
 
 class _Spawned:
-    """A worker that is its own fresh interpreter (``python -m harness.runner.worker JOB``)."""
+    """A worker that is its own fresh interpreter (``python -c SPAWN JOB``)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc, self.pid = proc, proc.pid
