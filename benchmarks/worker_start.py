@@ -65,7 +65,7 @@ def worker_start(kind: str, n: int) -> tuple[list[float], float]:
 
 def interpreter_start(pythonpath: str) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, harness.runner"], check=True,
+    subprocess.run([sys.executable, "-c", "import torch, harness.runner"], check=True, cwd=pythonpath,
                    env=dict(os.environ, PYTHONPATH=pythonpath))
     return time.perf_counter() - t
 
@@ -76,6 +76,7 @@ def main_job(suite: str, processes: int, pythonpath: str) -> tuple[float, float,
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "harness.cli", "run", suite, "--processes", str(processes),
                         "--out", tmp, "--quiet"], check=True, env=dict(os.environ, PYTHONPATH=pythonpath),
+                       cwd=pythonpath,
                        stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t
         run_dir = next(p for p in Path(tmp).iterdir() if p.is_dir())

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import ruptures as rpt
 
 #: Nights a segment holds at least: a single noisy night never forms one.
 MIN_SEGMENT = 2
@@ -46,6 +45,7 @@ def change_points(values: Sequence[float], penalty: float = PENALTY, min_size: i
                   min_shift: float = MIN_SHIFT) -> list[int]:
     """Indices (into ``values``) where a new segment starts; ``[]`` for a steady series."""
 
+    import ruptures as rpt  # deferred: it imports scipy (~1.5 s); only history and regress need change points
     v = np.asarray(values, dtype=float)
     if len(v) < 2 * min_size or not np.all(v > 0):
         return []

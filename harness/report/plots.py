@@ -13,7 +13,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from harness import record as R  # noqa: E402
@@ -40,14 +42,20 @@ MAX_CELL_LABELS = 200
 _DPI = 110
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Plot:
-    """One rendered figure: ``name`` is a safe file stem (letters, digits, ``_``, ``-``)."""
+    """One rendered figure: ``name`` is a safe file stem (letters, digits, ``_``, ``-``); ``png`` its
+    PNG bytes (every report embeds them); ``svg`` its SVG bytes, rendered on first use (the HTML
+    report needs none: the end of a run does not pay for them)."""
 
     name: str
     title: str
     png: bytes
-    svg: bytes
+    vector: Callable[[], bytes] = field(repr=False, compare=False)
+
+    @property
+    def svg(self) -> bytes:
+        return self.vector()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +95,34 @@ def plain(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _render(fig: plt.Figure, name: str, title: str) -> Plot:
-    """PNG and SVG bytes cropped to what was drawn (legends outside the axes included); the crop box is
-    computed once for both."""
-    png, svg = io.BytesIO(), io.BytesIO()
+def _render(fig: Figure, name: str, title: str) -> Plot:
+    """PNG bytes cropped to what was drawn (legends outside the axes included), and the SVG of the
+    same crop when first asked for (the figure is kept until then; it is not pyplot's, so nothing
+    holds it once the plot is gone)."""
+    png = io.BytesIO()
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     fig.savefig(png, format="png", metadata={"Software": None}, bbox_inches=box)
-    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=box)
-    plt.close(fig)
-    return Plot(name=safe_name(name), title=title, png=png.getvalue(), svg=svg.getvalue())
+    return Plot(name=safe_name(name), title=title, png=png.getvalue(), vector=_svg_once(fig, box))
+
+
+def _svg_once(fig: Figure, box: Any) -> Callable[[], bytes]:
+    """A function that renders ``fig`` to SVG (cropped to ``box``) the first time it is called."""
+    done: list[bytes] = []
+
+    def svg() -> bytes:
+        if not done:
+            out = io.BytesIO()
+            fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=box)
+            done.append(out.getvalue())
+        return done[0]
+    return svg
+
+
+def _figure(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure and its axes, outside pyplot's registry (freed with the plot that holds it)."""
+    fig = Figure(figsize=figsize, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any) -> Plot | None:
@@ -103,7 +130,6 @@ def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any)
     try:
         return draw(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any plotting failure is a note, not a crash
-        plt.close("all")
         notes.append(f"plot {kwargs.get('title', draw.__name__)} left out ({type(e).__name__}: {str(e)[:120]})")
         return None
 
@@ -160,7 +186,7 @@ def time_vs_flops(frame: pd.DataFrame, name: str, title: str, style: Style | Non
     and their height difference is the speed difference to explain. Bars span the interquartile range."""
     ok = drawable(frame)
     style = style or Style.of(frame)
-    fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
+    fig, ax = _figure(_FIGSIZE)
     _points(ax, ok, R.FLOPS, R.TIME_MEDIAN, style, scale=1e6, errors=True)
     _label_outliers(ax, ok, R.FLOPS, R.TIME_MEDIAN, "time", scale=1e6)
     _finish(ax, "FLOPs per call (canonical convention)", "median time per call (us)", title)
@@ -178,7 +204,7 @@ def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | 
     ok = drawable(frame)
     ok = ok[ok["achieved_flops_s"].notna() & (ok[R.INTENSITY] > 0)]
     style = style or Style.of(frame)
-    fig, ax = plt.subplots(figsize=_FIGSIZE, dpi=_DPI)
+    fig, ax = _figure(_FIGSIZE)
     xs = ok[R.INTENSITY]
     lo, hi = (xs.min() / 4, xs.max() * 4) if len(xs) else (0.01, 1000)
     grid = np.logspace(np.log10(lo), np.log10(hi), 200)
@@ -244,7 +270,7 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: s
     """``value`` (median over other axes) over two swept axes ``x`` and ``y`` (columns of ``frame``)."""
     ok = frame[frame[R.STATUS] == "ok"]
     grid = ok.pivot_table(index=y, columns=x, values=value, aggfunc="median").sort_index().sort_index(axis=1)
-    fig, ax = plt.subplots(figsize=(min(2.4 + 0.9 * grid.shape[1], 12), min(1.6 + 0.6 * grid.shape[0], 9)), dpi=_DPI)
+    fig, ax = _figure((min(2.4 + 0.9 * grid.shape[1], 12), min(1.6 + 0.6 * grid.shape[0], 9)))
     im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
     xs, ys = _thin(grid.shape[1]), _thin(grid.shape[0])
     ax.set_xticks(xs, [plain(_tick(grid.columns[k])) for k in xs])

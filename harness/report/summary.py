@@ -222,7 +222,8 @@ def _with_report(text: str, report: str | Path | None) -> str:
 
 def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
     """Load ``run_dir`` once, build its report model once (plots only when the report is written),
-    write the HTML report to ``report_dir`` (None: skip) and print the summary from the same model;
+    write the HTML report to ``report_dir`` (None: skip; ``layerbench report`` writes Markdown and
+    JSON too) and print the summary from the same model;
     returns the stored rows (None when they could not be read). Never raises: a failure becomes one
     line on stderr."""
     try:
@@ -241,8 +242,7 @@ def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
     html = None
     if report_dir is not None:
         try:
-            render(model, "html", report_dir)
-            render(model, "markdown", report_dir)
+            render(model, "html", report_dir)          # self-contained; `layerbench report` writes the others
             html = Path(report_dir) / "report.html"
         except Exception as e:          # the report never fails the run
             print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
