@@ -35,9 +35,8 @@ def worker_start(kind: str, n: int) -> tuple[list[float], float]:
     """(seconds from start to exit of each of ``n`` empty workers, seconds until the server was ready)."""
     from harness.backends import resolve_device
     from harness.runner.context import make_context
-    from harness.runner.forkserver import launcher
+    from harness.runner.launch import launcher, omp_env
     from harness.runner.worker import WorkerJob
-    from harness.runner.workers import omp_env
     from harness.suite import load_suite
     from harness.timing import measure
     suite = load_suite("quick")

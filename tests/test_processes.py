@@ -146,7 +146,7 @@ def journal_job(tmp_path, monkeypatch, first: int):
     from harness.backends import resolve_device
     from harness.runner import workers as W
     from harness.runner.context import make_context
-    from harness.runner.forkserver import ForkServer
+    from harness.runner.launch import ForkServer, omp_env
     fake_dir = tmp_path / "fake"
     fake_dir.mkdir()
     monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
@@ -156,7 +156,7 @@ def journal_job(tmp_path, monkeypatch, first: int):
     ctx = make_context(suite, resolve_device("cpu"), ["fp32"], 1, "hot", (1, 1), "r")
     job = W.WorkerJob(ctx=ctx, cases=tuple(cases[:first]), measure_fn=recording_fake, profile=False,
                       journal=str(journal))
-    return job, cases, journal, fake_dir, ForkServer(W.omp_env(None))
+    return job, cases, journal, fake_dir, ForkServer(omp_env(None))
 
 
 def test_an_interrupted_pass_resumes_from_its_journal(tmp_path, monkeypatch):

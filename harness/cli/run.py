@@ -37,11 +37,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.store.dataset import is_url  # deferred: --help without torch/pandas
     if args.ray is not None or args.devices or is_url(args.out):
         return cmd_run_fleet(args)
-    from harness.runner import run_suite  # deferred: --help without torch/pandas
+    early = early_workers(args)      # before this process imports torch: the server imports it meanwhile
     suite, dtypes, device, kwargs = prepare_run(args)
+    from harness.runner import run_suite  # deferred: --help without torch/pandas
     print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}" + (f", shard {args.shard}" if args.shard else ""),
           file=sys.stderr)
-    summary = run_suite(suite, out=args.out, **kwargs)
+    policy = kwargs["omp_wait"] if kwargs["omp_wait"] is not None else getattr(suite, "omp_wait", None)
+    if early is not None and policy != args.omp_wait:
+        early.close()                # the suite asks for another OpenMP policy: run_suite starts the right server
+        early = None
+    summary = run_suite(suite, out=args.out, workers=early, **kwargs)
     print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
@@ -92,6 +97,20 @@ def cmd_run_fleet(args: argparse.Namespace) -> int:
         print("interrupted: rows measured so far are stored and published; --resume continues", file=sys.stderr)
         return 130
     return 0
+
+
+def early_workers(args: argparse.Namespace) -> Any:
+    """The fork server of a run whose flags (``--processes``, ``$LAYERBENCH_PROCESSES``, the CLI
+    default, ``--omp-wait``) say it measures in workers, started now, before this process imports
+    torch (``harness.runner.launch`` imports none); ``None`` otherwise. A suite that sets
+    ``processes = 1`` makes ``run_suite`` close it unused."""
+    from harness.runner.launch import launcher, omp_env  # deferred: --help without torch/pandas
+    try:
+        n = args.processes if args.processes is not None else int(os.environ.get("LAYERBENCH_PROCESSES")
+                                                                   or CLI_PROCESSES)
+    except ValueError:
+        return None                  # cli_processes names the bad value in one line
+    return launcher(args.worker_start, omp_env(args.omp_wait)) if n > 1 or args.omp_wait else None
 
 
 #: Worker processes per case for ``layerbench run`` when neither --processes nor the suite says, and

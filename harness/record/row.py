@@ -52,6 +52,9 @@ class Stability(_Word):
 #: Timing modes (``Timing.mode``; ``auto`` settles on one of the others before sampling and is never stored):
 #: ``hot`` (back-to-back calls), ``cold`` (GPU L2 flushed before each call), ``graph`` (CUDA-graph replays).
 MODES = ("hot", "cold", "graph", "auto")
+#: OpenMP wait policies a run may set in its measuring processes (``CaseFields.omp_wait_policy``; the
+#: suite key ``omp_wait``, ``--omp-wait``).
+OMP_WAIT_POLICIES = ("active", "passive")
 
 
 class Status(_Word):
@@ -434,12 +437,12 @@ IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
 
 __all__ = [
-    'MODES', 'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key', 'CaseFields',
-    'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column', 'COLUMNS',
-    'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table', 'check_required',
-    'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME', 'SETTINGS_ID',
-    'HOST', 'LAYER', 'CONFIG', 'AXES', 'INPUT_SHAPES', 'MEMORY_FORMAT', 'DTYPE', 'DEVICE', 'DEVICE_TYPE',
-    'DEVICE_NAME', 'THREADS', 'MAIN_MEMORY', 'DEVICE_LABEL', 'FLOPS', 'MACS', 'PARAMS', 'BYTES_READ',
+    'MODES', 'OMP_WAIT_POLICIES', 'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
+    'CaseFields', 'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column',
+    'COLUMNS', 'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table',
+    'check_required', 'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME',
+    'SETTINGS_ID', 'HOST', 'LAYER', 'CONFIG', 'AXES', 'INPUT_SHAPES', 'MEMORY_FORMAT', 'DTYPE', 'DEVICE',
+    'DEVICE_TYPE', 'DEVICE_NAME', 'THREADS', 'MAIN_MEMORY', 'DEVICE_LABEL', 'FLOPS', 'MACS', 'PARAMS', 'BYTES_READ',
     'BYTES_WRITTEN', 'INTENSITY', 'OMP_WAIT_POLICY', 'PROCESSES', 'PROCESS_MEDIANS', 'PROCESS_MEDIAN',
     'PROCESS_SPREAD', 'HOST_BUSY', 'STABILITY', 'STABILITY_REASON', 'ONEDNN_PRIMITIVES', 'ONEDNN_REORDERS',
     'CEILING_L1_BYTES', 'CEILING_L2_BYTES', 'CEILING_L3_BYTES', 'CEILING_LEVELS', 'TIME_MEDIAN', 'TIME_Q1',

@@ -1,18 +1,14 @@
-"""Starting worker processes: a fork server with the measuring code imported once, or a fresh
-interpreter per worker (``spawn``, as before the server; the stability benchmark runs both).
+"""The fork server: the process workers are forked from (its parent's side, ``ForkServer``, is in
+``harness.runner.launch``).
 
-The fork server (``ForkServer``) is one interpreter per run, started with the workers' environment
-(the OpenMP wait policy is read when libgomp loads, so it is fixed per server) as soon as the run
-knows it needs workers, while the run resolves its context. It imports torch and the measuring code
-(``PRELOAD``) and nothing else happens in it: it never runs a tensor op, so it holds no OpenMP
-thread pool, no allocator cache and no oneDNN primitive cache for a worker to inherit. Each worker
-is a ``fork`` of it: as fresh as a spawned process in what affects timing, and ready in
+It is one interpreter per run, started with the workers' environment. It imports torch and the
+measuring code (``PRELOAD``) and nothing else happens in it: it never runs a tensor op, so it holds
+no OpenMP thread pool, no allocator cache and no oneDNN primitive cache for a worker to inherit.
+Each worker is a ``fork`` of it: as fresh as a spawned process in what affects timing, and ready in
 milliseconds instead of seconds (an interpreter start plus ``import torch``). Workers run one at a
 time (never side by side: they would contend).
 
-Protocol (text lines over the server's stdin/stdout): the parent writes a job file's path; the
-server forks, answers ``pid N``, waits for the worker and answers ``exit C`` (C as
-``subprocess`` reports it: negative for a signal). The server dies with its parent
+It speaks the protocol ``harness.runner.launch`` describes, and dies with its parent
 (``PR_SET_PDEATHSIG``, and the end of its stdin), each worker with the server.
 """
 
@@ -21,175 +17,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import select
 import signal
-import subprocess
 import sys
-import time
 import traceback
-from collections.abc import Mapping
-from typing import IO, Protocol
+from typing import IO
 
 from harness.runner.worker import die_with_parent, run_job
 
 #: What the server imports before it forks: the worker's code (torch, counting, timing, profiling)
 #: and what counting imports on first use (attention is counted under FakeTensorMode).
 PRELOAD = ("harness.runner.worker", "torch._subclasses.fake_tensor", "torch.autograd.profiler")
-#: Seconds the parent waits for the server to import ``PRELOAD`` and for a fork to answer.
-READY_TIMEOUT_S = 120.0
-#: How workers start: ``fork-server`` (default) or ``spawn`` (a fresh interpreter each).
-LAUNCHERS = ("fork-server", "spawn")
-#: The code a fresh worker interpreter and the server run (``-c``, not ``-m``: the package imports
-#: these modules, and running one as ``__main__`` too would load it twice).
-SPAWN = "import sys; from harness.runner.worker import run_job; run_job(sys.argv[1])"
-SERVE = "import sys; from harness.runner.forkserver import serve; serve(int(sys.argv[1]))"
-
-
-class WorkerHandle(Protocol):
-    """One running worker: ``poll`` its exit code (``None`` while it runs), ``kill`` it."""
-
-    pid: int
-
-    def poll(self, timeout: float = 0.0) -> int | None: ...
-    def kill(self) -> None: ...
-    def wait(self) -> int: ...
-
-
-class Launcher(Protocol):
-    """Starts one worker on a job file; ``close`` when the run is done with workers.
-    ``worker_parent``: the pid a worker's parent has (it stops when that process is gone)."""
-
-    worker_parent: int
-
-    def start(self, job_path: str) -> WorkerHandle: ...
-    def close(self) -> None: ...
-
-
-class _Spawned:
-    """A worker that is its own fresh interpreter (``python -c SPAWN JOB``)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc, self.pid = proc, proc.pid
-
-    def poll(self, timeout: float = 0.0) -> int | None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return self.proc.wait(timeout) if timeout > 0 else self.proc.poll()
-        return None
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def wait(self) -> int:
-        return self.proc.wait()
-
-
-class Spawn:
-    """``Launcher`` of fresh interpreters: each worker imports torch itself (about 2 s)."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = dict(env)
-        self.worker_parent = os.getpid()
-
-    def start(self, job_path: str) -> WorkerHandle:
-        proc = subprocess.Popen([sys.executable, "-c", SPAWN, job_path], env=self.env, stdin=subprocess.DEVNULL)
-        return _Spawned(proc)
-
-    def close(self) -> None:
-        pass
-
-
-class _Forked:
-    """A worker forked by the server: its exit code arrives as the server's next line."""
-
-    def __init__(self, server: ForkServer, pid: int) -> None:
-        self.server, self.pid = server, pid
-        self.code: int | None = None
-
-    def poll(self, timeout: float = 0.0) -> int | None:
-        if self.code is None:
-            line = self.server.read_line(timeout)
-            if line is not None:
-                self.code = _answer(line, "exit")
-        return self.code
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-    def wait(self) -> int:
-        while self.code is None:
-            self.poll(READY_TIMEOUT_S)
-        return self.code
-
-
-class ForkServer:
-    """``Launcher`` that forks workers from one preloaded interpreter (module docstring). Starting
-    it returns at once; the first ``start`` waits until the server has imported ``PRELOAD``."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVE, str(os.getpid())],
-                                     env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-        self.worker_parent = self.proc.pid
-        self.ready = False
-        self._buffer = b""
-
-    def start(self, job_path: str) -> WorkerHandle:
-        if not self.ready:
-            _answer(self._expect(), "ready")
-            self.ready = True
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{job_path}\n".encode())
-        return _Forked(self, _answer(self._expect(), "pid"))
-
-    def _expect(self) -> str:
-        line = self.read_line(READY_TIMEOUT_S)
-        if line is None:
-            raise RuntimeError(f"the worker fork server did not answer within {READY_TIMEOUT_S:g} s "
-                               f"(exit code {self.proc.poll()})")
-        return line
-
-    def read_line(self, timeout: float) -> str | None:
-        """The server's next line, waiting at most ``timeout`` seconds; ``RuntimeError`` if it died."""
-        deadline = time.monotonic() + timeout
-        stdout = self.proc.stdout
-        assert stdout is not None
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([stdout], [], [], max(0.0, left))
-            if not ready:
-                return None
-            chunk = os.read(stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(f"the worker fork server exited (code {self.proc.wait()})")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _answer(line: str, word: str) -> int:
-    """The number after ``word`` in a server line (``pid 123``, ``exit -9``), or ``ready`` -> 0."""
-    head, _, value = line.partition(" ")
-    if head != word:
-        raise RuntimeError(f"the worker fork server said {line!r}, expected {word!r}")
-    return int(value) if value else 0
-
-
-def launcher(kind: str, env: Mapping[str, str]) -> Launcher:
-    """A ``Launcher`` of ``kind`` (``LAUNCHERS``) for workers with environment ``env``."""
-    return ForkServer(env) if kind == "fork-server" else Spawn(env)
-
-
-# --- the server process ------------------------------------------------------------------------------------
 
 def serve(parent_pid: int) -> None:
     """The server's loop: import ``PRELOAD``, say ``ready``, then fork one worker per job line."""

@@ -23,13 +23,13 @@ from harness.errors import SpecError
 from harness.layers.dtypes import parse_dtype
 from harness.record import MODES, Repeats, now_iso
 from harness.runner.context import CALIBRATE, RunContext, make_context
-from harness.runner.forkserver import LAUNCHERS, Launcher, launcher
+from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
 from harness.runner.progress import Progress
 from harness.runner.repeats import single
 from harness.runner.resume import check_resumable, open_run_dir, stored_peaks
 from harness.runner.rows import build_row
 from harness.runner.tally import Tally
-from harness.runner.workers import OMP_WAIT, measure_in_workers, omp_env
+from harness.runner.workers import measure_in_workers
 from harness.store import RunWriter
 from harness.suite import Case, Suite
 from harness.suite.load import BOUNDS
@@ -76,7 +76,7 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
               progress: bool | None = None, run_id: str | None = None, mode: str | None = None,
               calibrate: str = "never", ceilings: str | Path | None = None, profile: bool = True,
               processes: int | None = None, omp_wait: str | None = None,
-              worker_start: str = "fork-server") -> RunSummary:
+              worker_start: str = "fork-server", workers: Launcher | None = None) -> RunSummary:
     """Run every case of ``suite`` in this shard on ``device``; store each row as it comes.
 
     Args:
@@ -104,6 +104,10 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
             one process.
         worker_start: how workers start: ``fork-server`` (forked from one preloaded interpreter,
             milliseconds each) or ``spawn`` (a fresh interpreter each, seconds).
+        workers: a launcher the caller already started (``harness.runner.launch.launcher``, with the
+            environment ``omp_env(omp_wait)`` gives), used when the run measures in workers and
+            closed at its end; a command starts one before importing torch, so that the fork
+            server imports torch on another core meanwhile.
 
     Returns:
         A ``RunSummary``. Ctrl-C stops after storing what is done (``interrupted=True``).
@@ -118,7 +122,11 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
     _check_choice("--calibrate", calibrate, CALIBRATE)
     _check_choice("--worker-start", worker_start, LAUNCHERS)
     repeats = resolve_repeats(suite, processes, omp_wait)
-    workers = launcher(worker_start, omp_env(repeats.omp_wait)) if repeats.in_workers else None
+    if not repeats.in_workers and workers is not None:
+        workers.close()
+        workers = None
+    elif repeats.in_workers and workers is None:
+        workers = launcher(worker_start, omp_env(repeats.omp_wait))
     try:        # the fork server imports torch while the context is resolved
         out = Path(out)
         machine_id = describe_machine_identity().machine_id

@@ -27,7 +27,6 @@ import itertools
 import os
 import pickle
 import random
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 
 from harness.record import Repeats, Row, Status, shard_label
 from harness.runner.context import RunContext
-from harness.runner.forkserver import Launcher, WorkerHandle
+from harness.runner.launch import Launcher, WorkerHandle
 from harness.runner.progress import Progress
 from harness.runner.repeats import merge
 from harness.runner.rows import failed
@@ -44,12 +43,9 @@ from harness.runner.worker import WorkerJob
 from harness.store import RunWriter
 from harness.store.journal import JournalTail, append, cut_torn_line, dumps, read_values
 from harness.suite import Case
-from harness.suite.load import OMP_WAIT as SUITE_OMP_WAIT
 
 #: Seconds between reads of a running worker's journal (progress).
 POLL_S = 0.25
-#: Policies ``--omp-wait`` accepts (the suite key's, ``harness.suite.load.OMP_WAIT``), as OMP_WAIT_POLICY spells them.
-OMP_WAIT = {p: p.upper() for p in SUITE_OMP_WAIT}
 #: Cases in a run's first block of worker passes; each next block doubles, up to ``MAX_BLOCK``.
 FIRST_BLOCK = 64
 MAX_BLOCK = 4096
@@ -120,16 +116,6 @@ def read_journal(path: str | Path) -> tuple[dict[str, Row], list[str]]:
     journal = WorkerJournal(path)
     journal.update()
     return journal.rows, journal.started
-
-
-def omp_env(omp_wait: str | None) -> dict[str, str]:
-    """The environment of a worker: this one, with OMP_WAIT_POLICY set when asked, and Python's
-    path so that the job's functions import."""
-    env = dict(os.environ)
-    if omp_wait is not None:
-        env["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def run_worker(job: WorkerJob, start: Launcher, on_row: Callable[[Row], None], journal: WorkerJournal) -> int:

@@ -16,7 +16,7 @@ from harness.backends import backend_types
 from harness.errors import LayerbenchError, SpecError, shown
 from harness.layers.dtypes import parse_dtype
 from harness.layers.spec import LAYERS
-from harness.record import MODES, SAFE_NAME, safe_name
+from harness.record import MODES, OMP_WAIT_POLICIES, SAFE_NAME, safe_name
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
 from harness.suite.model import THREADS_AXIS, Solve, Suite, Sweep
 
@@ -53,7 +53,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "warmup_s": (0, 60, "seconds in [0, 60]"), "min_reps": (1, 100_000, "an integer in [1, 100000]"),
     "threads": (1, 4096, "an integer in [1, 4096]"), "processes": (1, 64, "an integer in [1, 64]")}
 #: ``omp_wait``: the OpenMP wait policy the measuring processes get (``OMP_WAIT_POLICY``).
-OMP_WAIT = ("active", "passive")
+OMP_WAIT = OMP_WAIT_POLICIES
 SWEEP_KEYS: dict[str, Any] = {
     "family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list, "params": dict,
     "axes": dict, "zip": dict, "derive": dict, "solve": dict}
