@@ -4,8 +4,10 @@
 
 runs each case of the suite (a built-in name or a ``.toml`` path) as one test through
 pytest-benchmark's ``benchmark`` fixture (its calibrated rounds and host clock; on CUDA each call is
-synchronised), with ids naming what tells the cases apart (family, layer, varying sweep values,
-layout, dtype) and the row identity, counts and peaks in ``extra_info``; ``layerbench report``
+synchronised), each call on the next of the input sets ``layerbench run`` rotates (spanning twice the
+last-level cache: the same inputs a run times; ``rotation`` in ``extra_info``), with ids naming
+what tells the cases apart (family, layer, varying sweep values, layout, dtype) and the row
+identity, counts and peaks in ``extra_info``; ``layerbench report``
 reads the JSON back (``harness.store.pytest_bench``). Without ``--layerbench-suite`` the plugin only adds
 its options: nothing else is imported (no torch) and no test is added.
 """
@@ -13,6 +15,7 @@ its options: nothing else is imported (no torch) and no test is added.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--layerbench-device", dest="layerbench_device", default=None,
                 help="cpu or cuda[:N] (default: the suite's first device)")
     g.addoption("--layerbench-dtype", dest="layerbench_dtype", default=None,
-                help="comma-separated dtypes overriding the suite's (fp32,bf16)")
+                help="comma-separated dtypes replacing the suite's: fp32, fp16, bf16, fp64")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,7 +65,8 @@ def _session(config: pytest.Config) -> _Session:
     from harness.suite import load_suite  # deferred: idle without --layerbench-suite
     suite = load_suite(config.getoption(_OPTION))
     text = config.getoption("layerbench_dtype")
-    dtypes = [d.strip() for d in text.split(",") if d.strip()] if text else None
+    from harness.layers.dtypes import canonical_dtype  # deferred: idle without --layerbench-suite
+    dtypes = [canonical_dtype(d.strip(), "--layerbench-dtype") for d in text.split(",") if d.strip()] if text else None
     return _Session(suite, config.getoption("layerbench_device") or suite.devices[0], dtypes)
 
 
@@ -122,11 +126,11 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
         benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
     from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite
     from harness.store.pytest_bench import PLUGIN_MARK  # deferred: idle without --layerbench-suite
-    benchmark.extra_info.update({"seed": seed, PLUGIN_MARK: SCHEMA_VERSION})
-    args = inputs[0]
+    benchmark.extra_info.update({"seed": seed, "rotation": len(inputs), PLUGIN_MARK: SCHEMA_VERSION})
+    sets = itertools.cycle([tuple(a) for a in inputs])     # the input sets a run rotates, one per call
 
     def call() -> None:
-        module(*args)
+        module(*next(sets))
         ctx.backend.synchronize(ctx.device)
 
     with torch.inference_mode():

@@ -75,6 +75,7 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
             R.MACHINE_ID: f"machine_{tag}"}
     out = ok[list(cols)].rename(columns=cols)
     out[f"stability_{tag}"] = labels(ok)
+    out[f"timing_{tag}"] = timing_text(ok)
     for stat, col in FAIL_STATS.items():
         if stat != "median" and col in ok:
             out[f"{stat}_{tag}_s"] = ok[col]
@@ -88,7 +89,9 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
             across_machines: bool = False) -> pd.DataFrame:
     """Per case present in both (ok rows), ``ratio`` = time b / time a, the utilization of each when
     derived, and ``verdict``: ``slower``, ``faster`` or ``same``; ``set aside`` when either side's
-    row is set aside (``harness.analysis.verdicts``: a stability other than ``stable`` or null).
+    row is set aside (``harness.analysis.verdicts``: a stability other than ``stable`` or null);
+    ``timing differs`` when the two rows were timed differently (another timer, another number of
+    rotating input sets: ``timing_text``), whose ratio means nothing.
     ``attrs["stability"]`` counts each side's labels (null as ``no verdict``), ``attrs["set_aside"]``
     each side's set-aside rows per value.
 
@@ -108,9 +111,12 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
     slower = (j["low_b_s"] > j["high_a_s"]) & (j["ratio"] > 1 + threshold)
     faster = (j["high_b_s"] < j["low_a_s"]) & (j["ratio"] < 1 - threshold)
     used = usable(j["stability_a"]) & usable(j["stability_b"])
-    j["verdict"] = np.where(~used, SET_ASIDE, np.where(slower, "slower", np.where(faster, "faster", "same")))
+    differs = j["timing_a"] != j["timing_b"]
+    j["verdict"] = np.where(differs, TIMING_DIFFERS, np.where(~used, SET_ASIDE, np.where(
+        slower, "slower", np.where(faster, "faster", "same"))))
     out = j.reset_index()
-    out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(), notes=_setting_notes(sa, sb),
+    out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(),
+                     notes=_setting_notes(sa, sb) + _timing_notes(out),
                      stability={t: count(out[f"stability_{t}"]) for t in "ab"},
                      set_aside={t: set_aside_of(out[f"stability_{t}"]) for t in "ab"})
     return out
@@ -118,12 +124,37 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
 
 #: Verdict of a case whose row is set aside on either side (``harness.analysis.verdicts``).
 SET_ASIDE = "set aside"
+#: Verdict of a case timed one way in A and another in B (another timer, or another number of
+#: rotating input sets): the ratio is shown, no verdict is drawn from it.
+TIMING_DIFFERS = "timing differs"
+#: Verdicts that judge nothing (excluded from geometric means, ``--fail-on`` and the coverage gate).
+UNJUDGED = (SET_ASIDE, TIMING_DIFFERS)
+
+
+def timing_text(rows: pd.DataFrame) -> pd.Series:
+    """How each row was timed, as two sides of a comparison must agree on: the timer and the number
+    of input sets rotated (``perf_counter_ns, 16 input sets``)."""
+    timer = rows[R.TIMER].astype(object).where(rows[R.TIMER].notna(), "unknown timer") if R.TIMER in rows \
+        else pd.Series("unknown timer", index=rows.index)
+    sets = pd.to_numeric(rows[R.ROTATION], errors="coerce") if R.ROTATION in rows else \
+        pd.Series(np.nan, index=rows.index)
+    return timer.astype(str) + ", " + sets.map(lambda n: "? input sets" if pd.isna(n) else
+                                               f"{int(n)} input set{'s' if n != 1 else ''}")
+
+
+def _timing_notes(table: pd.DataFrame) -> list[str]:
+    differ = table[table["verdict"] == TIMING_DIFFERS]
+    if differ.empty:
+        return []
+    pairs = sorted({f"{a} vs {b}" for a, b in zip(differ["timing_a"], differ["timing_b"])})
+    return [f"{len(differ)} case(s) were timed differently in A and B ({'; '.join(pairs[:3])}): their ratio is "
+            "shown without a verdict"]
 
 
 def family_geomeans(table: pd.DataFrame) -> pd.DataFrame:
     """Per family, the geometric mean of ``ratio`` over its cases with a verdict (judged on both sides),
     and how many cases that is."""
-    t = table[table["verdict"] != SET_ASIDE]
+    t = table[~table["verdict"].isin(UNJUDGED)]
     if t.empty:
         return pd.DataFrame(columns=["family", "cases", "geomean_ratio"])
     g = t.assign(log_ratio=np.log(t["ratio"])).groupby("family")["log_ratio"].agg(["size", "mean"])
@@ -164,7 +195,7 @@ class FailOn:
         if a is None or b is None:
             return pd.Series(False, index=table.index)
         over = (b - a) / a > self.limit if self.relative else (b - a) > self.limit
-        return over.fillna(False) & (table["verdict"] != SET_ASIDE)
+        return over.fillna(False) & ~table["verdict"].isin(UNJUDGED)
 
 
 def _setting_notes(sa: Side, sb: Side) -> list[str]:

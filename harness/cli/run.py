@@ -15,11 +15,13 @@ from harness.errors import SpecError
 def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, dict[str, Any]]:
     """What ``run`` and its fleet form share: logging, the suite, its dtypes and device, and the
     ``run_suite`` keyword arguments the flags set (everything but ``out``)."""
-    from harness.runner import parse_shard  # deferred: --help without torch/pandas
+    from harness.layers.dtypes import canonical_dtype  # deferred: --help without torch/pandas
+    from harness.runner import parse_shard  # deferred: as above
     from harness.suite import load_suite  # deferred: as above
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     suite = load_suite(args.suite)
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
+    dtypes = [canonical_dtype(d.strip(), "--dtype") for d in args.dtype.split(",") if d.strip()] if args.dtype \
+        else None
     device = args.device or suite.devices[0]
     kwargs = dict(device=device, dtypes=dtypes, resume=args.resume, threads=args.threads,
                   shard=parse_shard(args.shard) if args.shard else (1, 1), progress=None if not args.quiet else False,
@@ -39,7 +41,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_run_fleet(args)
     early = early_workers(args)      # before this process imports torch: the server imports it meanwhile
     suite, dtypes, device, kwargs = prepare_run(args)
-    from harness.runner import run_suite  # deferred: --help without torch/pandas
+    from harness.backends import resolve_device  # deferred: --help without torch/pandas
+    from harness.runner import run_suite  # deferred: as above
+    try:
+        kwargs["device"] = device = resolve_device(device)    # once: a device there is not stops here, silently
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     print(f"{suite.name}: {suite.count(dtypes):,} cases on {device}" + (f", shard {args.shard}" if args.shard else ""),
           file=sys.stderr)
     policy = kwargs["omp_wait"] if kwargs["omp_wait"] is not None else getattr(suite, "omp_wait", None)
@@ -147,7 +156,9 @@ def add(sub: Any) -> None:
     p = sub.add_parser("run", help="run a suite on a device; rows stored as they are measured")
     p.add_argument("suite", help="a built-in suite name (layerbench suites) or a .toml file")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the suite's first device)")
-    p.add_argument("--dtype", default=None, help="comma-separated dtypes, overriding the suite's (fp32,bf16)")
+    p.add_argument("--dtype", default=None, metavar="DTYPES",
+                   help="comma-separated dtypes replacing the suite's: fp32, fp16, bf16, fp64 (aliases float32, "
+                        "float16, half, bfloat16, float64, double)")
     p.add_argument("--out", default="results",
                    help="results folder (default results/), or a dataset URL (s3://, gs://, file://): the run is "
                         "staged locally and each committed shard published there")

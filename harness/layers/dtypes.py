@@ -27,6 +27,23 @@ _ALIASES: dict[str, str] = {
     "double": "fp64",
 }
 _NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+#: The dtypes layers are timed in (floating point: a layer's weights and activations); a suite, ``--dtype``
+#: and the pytest plugin accept these (and their aliases) only.
+TIMED = ("fp32", "fp16", "bf16", "fp64")
+#: How a one-line error lists what a dtype may be.
+TIMED_TEXT = "fp32, fp16, bf16 or fp64 (aliases: float32, float, float16, half, bfloat16, float64, double)"
+
+
+def canonical_dtype(name: object, field: str = "dtype") -> str:
+    """The short name a timed dtype is stored under (``"float16"`` -> ``"fp16"``): a suite's
+    ``dtypes``, ``--dtype`` and the rows' ``dtype`` column use it, so two spellings of one dtype make
+    one case id. ``SpecError`` naming ``field`` for anything else (integer dtypes: layers are timed
+    in floating point)."""
+    key = _ALIASES.get(str(name).lower(), str(name).lower()) if isinstance(name, str) else None
+    if key in TIMED:
+        return key
+    why = " (integer dtypes are not timed: layers run in floating point)" if key in DTYPES else ""
+    raise SpecError(field, name, TIMED_TEXT + why)
 
 
 def parse_dtype(name: str | torch.dtype, field: str = "dtype") -> torch.dtype:

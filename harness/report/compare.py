@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.compare import SET_ASIDE, FailOn, family_geomeans
+from harness.analysis.compare import SET_ASIDE, TIMING_DIFFERS, UNJUDGED, FailOn, family_geomeans
 from harness.analysis.findings import describe_row
 from harness.analysis.verdicts import set_aside_text
 from harness.report.format import markdown_table
@@ -42,7 +42,7 @@ class CompareModel:
         failed: set[Any] = set()
         for rule in rules if not table.empty else ():
             failed |= set(table.index[rule.crossed(table)])
-        judged = 0 if table.empty else int((table["verdict"] != SET_ASIDE).sum())
+        judged = 0 if table.empty else int((~table["verdict"].isin(UNJUDGED)).sum())
         return cls(table, threshold, tuple(rules), only_changed, frozenset(failed), judged, family_geomeans(table))
 
     @property
@@ -63,8 +63,9 @@ class CompareModel:
 
     def tail(self) -> str:
         c = self.counts
+        shown = ("slower", "faster", "same", SET_ASIDE) + ((TIMING_DIFFERS,) if c.get(TIMING_DIFFERS) else ())
         return (f"B vs A over {len(self.table)} cases (threshold {self.threshold:.0%}, beyond each side's noise "
-                "band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in ("slower", "faster", "same", SET_ASIDE)))
+                "band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in shown))
 
     def set_aside_lines(self) -> list[str]:
         """The set-aside sentence of each side (``harness.analysis.verdicts.set_aside_text``)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.backends import Device, resolve_device
 from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
-from harness.layers.dtypes import parse_dtype
+from harness.layers.dtypes import canonical_dtype
 from harness.record import MODES, Repeats, now_iso
 from harness.runner.context import CALIBRATE, RunContext, make_context
 from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
@@ -115,8 +115,7 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
     start = time.time()
     set_up = sample()
     device = resolve_device(device)
-    for d in dtypes or ():
-        parse_dtype(d, "--dtype")
+    dtypes = [canonical_dtype(d, "--dtype") for d in dtypes] if dtypes else None
     mode = mode or suite.mode
     _check_choice("--mode", mode, MODES)
     _check_choice("--calibrate", calibrate, CALIBRATE)

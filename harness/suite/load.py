@@ -4,6 +4,7 @@ value and what was expected, or expands into cases (README, "Suites" and "Hostil
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import math
 import re
@@ -14,8 +15,8 @@ from typing import Any
 
 from harness.backends import backend_types
 from harness.errors import LayerbenchError, SpecError, shown
-from harness.layers.dtypes import parse_dtype
-from harness.layers.spec import LAYERS
+from harness.layers.dtypes import canonical_dtype
+from harness.layers.spec import LAYERS, LayerSpec
 from harness.record import MODES, OMP_WAIT_POLICIES, SAFE_NAME, safe_name
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
 from harness.suite.model import THREADS_AXIS, Solve, Suite, Sweep
@@ -167,15 +168,13 @@ def _scalar(x: Any, file: str, key: str) -> Any:
 
 
 def _dtypes(values: Any, file: str, key: str) -> tuple[str, ...]:
+    """The dtypes under their canonical names (``float16`` -> ``fp16``: one case id for one dtype)."""
     out = []
     for d in _list(values, file, key):
         try:
-            parse_dtype(str(d))
-            if not isinstance(d, str):
-                raise SpecError("dtype", d, "a string")
-        except SpecError:
-            raise SuiteError(file, key, d, "a dtype: fp32, fp16, bf16 (or fp64)") from None
-        out.append(d.lower())
+            out.append(canonical_dtype(d))
+        except SpecError as e:
+            raise SuiteError(file, key, d, e.expected) from None
     if len(set(out)) != len(out):
         raise SuiteError(file, key, values, "distinct dtypes")
     return tuple(out)
@@ -245,6 +244,11 @@ def _solve(s: dict[str, Any], params: tuple[tuple[str, Any], ...], derive: tuple
     return Solve(axis=s["axis"], keep=keep, keep_text=s["keep"], target=target, multiple_of=mult, max=top)
 
 
+def _missing_input(sweep: Sweep, p: str) -> SuiteError:
+    return SuiteError(sweep.file, f"{p}input", None, f"an input shape template: {sweep.layer} has no default "
+                      "input (e.g. input = \"{batch}x{in}x56x56\")")
+
+
 def _check_names(sweep: Sweep, templates_read: set[str], p: str) -> None:
     """Every name is used (a layer parameter, a template name, or read by a formula) and every name
     read is defined: a typo fails loudly."""
@@ -268,6 +272,8 @@ def _check_names(sweep: Sweep, templates_read: set[str], p: str) -> None:
                              "each name defined once (in params, axes, zip, derive or solve)")
         seen.add(name)
         if name not in keys and name not in fields and name not in read and name != THREADS_AXIS:
+            if sweep.input is None and not difflib.get_close_matches(name, list(keys) + list(fields), cutoff=0.75):
+                raise _missing_input(sweep, p)          # a name of the template the sweep does not have
             raise SuiteError(sweep.file, f"{p}{where}", name, f"a parameter of {sweep.layer} ("
                              + ", ".join(sorted(keys)) + "), a name in the input template, or a name a formula reads")
     for name in sorted(read - seen):
@@ -308,6 +314,8 @@ def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str
                   dtypes=_dtypes(raw["dtypes"], file, f"{p}dtypes") if "dtypes" in raw else dtypes,
                   params=params, axes=axes, zipped=zipped, derive=derive, solve=solve)
     _check_names(sweep, {m for t in templates or () for m in re.findall(r"{(\w+)}", t)}, p)
+    if templates is None and LAYERS[layer].default_inputs is LayerSpec.default_inputs:
+        raise _missing_input(sweep, p)
     return sweep
 
 
