@@ -1,17 +1,21 @@
 """Equal-FLOPs findings: layers doing the same arithmetic at different speeds, and why.
 
 Judged rows (``harness.analysis.verdicts``: ok, and stable or with no recorded verdict) are grouped
-per run, machine, device, dtype, thread count and timing mode by FLOPs equal within
-a relative tolerance; a group's spread is its slowest median time over its fastest. The explanation compares
-the slowest and fastest rows on what the table records: memory traffic and intensity, layout,
-channel groups, output size (parallelism), the implementation that ran, and the row labels.
+per run, machine, device, dtype, thread count and timing mode by FLOPs equal within a relative
+tolerance, within one layer kind or one family (``KINDS``: equal FLOPs across kinds and families are
+a coincidence, told apart and after every finding); a group's spread is its slowest median time
+over its fastest. The explanation compares the slowest and fastest rows on what the table records
+and names only what the slow row has and the fast one has not: memory traffic, output written,
+unequal input/output widths (ShuffleNet V2's G1), channel groups, layout, output size
+(parallelism), the implementation that ran, oneDNN reorders, and the row labels.
 
 Set-aside rows (not stable) carry no finding by their medians. They may carry one **across
 processes** (``cross_process_findings``): when each of two equal-FLOPs rows of a run was measured in
 at least ``MIN_PROCESSES`` worker processes and every process of the slow one took at least
 ``min_spread`` x as long as every process of the fast one (``min(slow) / max(fast)``, no
 assumption that the k-th process of one row is the k-th of the other), however much either time
-moved between processes.
+moved between processes. Rows measured beside busy processes (``contended``) carry none: a host
+slowdown moves every process alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.verdicts import is_set_aside, judged, labels, measured
 from harness.units import seconds, si
+
+#: A set-aside row measured beside other busy processes carries no finding (not even across
+#: processes): a host slowdown moves every process of it alike.
+CONTENDED = R.Stability.CONTENDED.value
 
 #: ``Finding.basis`` of a finding told by the medians of judged rows.
 MEDIANS = "medians"
@@ -44,11 +52,34 @@ PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS
 THREAD_KEYS = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE, MODE)
 
 
-def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2) -> pd.DataFrame:
+#: ``Finding.kind``: what the two layers of a finding have in common besides their FLOPs. A pair of
+#: one layer kind (conv2d vs conv2d) or of one declared family (a suite's equal-FLOPs family, which
+#: may hold several kinds) is a finding; two kinds from different families that happen to have equal
+#: FLOPs (attention vs a linear layer) are a coincidence, listed apart and never ahead of findings.
+SAME_LAYER, SAME_FAMILY, COINCIDENCE = "same layer", "same family", "coincidence"
+KINDS = (SAME_LAYER, SAME_FAMILY, COINCIDENCE)
+
+
+def equal_flops_groups(frame: pd.DataFrame, tol: float = EQUAL_FLOPS_TOL, min_size: int = 2,
+                       kind: str = SAME_LAYER) -> pd.DataFrame:
     """The table's judged rows (``verdicts.judged``) with a ``group`` column (groups of at least
-    ``min_size``), and per row ``group_spread`` (the group's slowest / fastest median time) and
+    ``min_size`` rows of equal FLOPs within ``tol``, and of one layer kind, one family, or any:
+    ``kind``), and per row ``group_spread`` (the group's slowest / fastest median time) and
     ``speed_rank`` (1 = fastest)."""
-    return _groups(judged(frame), [c for c in PARTITION if c in frame], tol, min_size)
+    return kind_groups(judged(frame), [c for c in PARTITION if c in frame], tol, min_size, kind)
+
+
+def kind_groups(rows: pd.DataFrame, part: list[str], tol: float, min_size: int, kind: str) -> pd.DataFrame:
+    """``_groups`` within one layer kind (``SAME_LAYER``), within one family and spanning several
+    kinds (``SAME_FAMILY``), or spanning several kinds and families (``COINCIDENCE``)."""
+    if kind == SAME_LAYER:
+        return _groups(rows, part + [R.LAYER], tol, min_size)
+    grouped = _groups(rows, part + ([R.FAMILY] if kind == SAME_FAMILY else []), tol, min_size)
+    if grouped.empty:
+        return grouped
+    spans = grouped.groupby("group")[[R.LAYER, R.FAMILY]].nunique()
+    keep = spans[R.LAYER] > 1 if kind == SAME_FAMILY else (spans[R.LAYER] > 1) & (spans[R.FAMILY] > 1)
+    return grouped[grouped["group"].isin(spans.index[keep])]
 
 
 def _groups(rows: pd.DataFrame, part: list[str], tol: float, min_size: int) -> pd.DataFrame:
@@ -88,6 +119,8 @@ class Finding:
     #: ``MEDIANS`` (judged rows: slowest over fastest median) or ``ACROSS`` (``cross_process_findings``:
     #: a bound over every process of both rows). ``group`` is -1 for the latter.
     basis: str = "medians"
+    #: ``SAME_LAYER``, ``SAME_FAMILY`` or ``COINCIDENCE`` (``KINDS``).
+    kind: str = SAME_LAYER
 
 
 #: Short names for canonical parameters in sentences (``in_channels`` -> ``in``).
@@ -143,80 +176,145 @@ def _param(row: pd.Series, key: str) -> object:
     return config(row).get(key)
 
 
+#: Traffic or output of one row this many times the other's is a reason; within ``SAME_TRAFFIC`` both
+#: ways, the two move "the same traffic". 1.2 makes ShuffleNet V2's G1 effect visible: unequal input and
+#: output widths at equal FLOPs move 1.4x the bytes (52 -> 312 channels against 128 -> 128 on 56x56).
+TRAFFIC_RATIO = 1.2
+SAME_TRAFFIC = 1.1
+#: Output elements this many times fewer on the slow side: less parallelism to spread over the cores.
+PARALLELISM_RATIO = 2.0
+
+
+def _moved(row: pd.Series) -> float:
+    return float(row["bytes_read"] + row["bytes_written"])
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf") if a > 0 else 1.0
+
+
 def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
-    """Why ``slow`` takes longer than ``fast`` for the same FLOPs, from the recorded columns."""
+    """Why ``slow`` takes longer than ``fast`` for the same FLOPs, from the recorded columns: each
+    reason names a property the slow row has and the fast one has not (a property of the fast row,
+    such as being grouped, is never given as the slow row's reason)."""
     out = []
     if slow.get("label") == "launch-bound":
         out.append("it is launch-bound: dispatch overhead, not arithmetic, sets its time")
-    moved_s = slow["bytes_read"] + slow["bytes_written"]
-    moved_f = fast["bytes_read"] + fast["bytes_written"]
-    if moved_s > 1.5 * moved_f:
-        out.append(f"it moves {moved_s / moved_f:.1f}x the bytes (intensity {slow[R.INTENSITY]:.1f} vs "
-                   f"{fast[R.INTENSITY]:.1f} FLOP/B)")
-    g_s, g_f = _param(slow, "groups") or 1, _param(fast, "groups") or 1
-    if g_s != g_f:
-        c_s, c_f = _param(slow, "in_channels"), _param(fast, "in_channels")
-        per = (f"each output sums over {c_s // g_s} input channels instead of {c_f // g_f}: "
-               if isinstance(c_s, int) and isinstance(c_f, int) else "")
-        out.append(f"it has {g_s} channel groups against {g_f}; {per}less reuse per byte loaded, and a "
-                   "grouped/depthwise kernel")
+    out += _traffic(slow, fast) + _widths(slow, fast) + _groups_reason(slow, fast)
     if slow.get("memory_format") != fast.get("memory_format"):
         out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
     out_s, out_f = slow[R.BYTES_WRITTEN], fast[R.BYTES_WRITTEN]     # same dtype within a group
-    if out_s > 0 and out_f > 2 * out_s:
+    if out_s > 0 and out_f >= PARALLELISM_RATIO * out_s:
         out.append(f"it has {out_f / out_s:.1f}x fewer output elements to spread over the cores (less parallelism)")
+    out += _implementation(slow, fast)
+    if not out:
+        same = max(_ratio(_moved(slow), _moved(fast)), _ratio(_moved(fast), _moved(slow))) <= SAME_TRAFFIC
+        out.append("same traffic, layout and implementation: the kernel is simply less efficient on this shape"
+                   if same else f"it moves {_ratio(_moved(slow), _moved(fast)):.2f}x the bytes, layout and "
+                   "implementation alike: the kernel is less efficient on this shape")
+    return out
+
+
+def _traffic(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """The slow row's extra traffic and output, when ``TRAFFIC_RATIO`` or more."""
+    out = []
+    moved = _ratio(_moved(slow), _moved(fast))
+    if moved >= TRAFFIC_RATIO:
+        out.append(f"it moves {moved:.1f}x the bytes ({si(_moved(slow))}B vs {si(_moved(fast))}B; intensity "
+                   f"{slow[R.INTENSITY]:.1f} vs {fast[R.INTENSITY]:.1f} FLOP/B)")
+    written = _ratio(float(slow[R.BYTES_WRITTEN]), float(fast[R.BYTES_WRITTEN]))
+    if written >= TRAFFIC_RATIO:
+        out.append(f"it writes {written:.1f}x the output")
+    return out
+
+
+def _widths(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """ShuffleNet V2's guideline G1 on the slow side: its input and output widths differ where the
+    fast row's are (nearer) equal; at equal FLOPs, equal widths move the fewest bytes."""
+    c_in, c_out = _param(slow, "in_channels"), _param(slow, "out_channels")
+    f_in, f_out = _param(fast, "in_channels"), _param(fast, "out_channels")
+    if not all(isinstance(c, int) and c > 0 for c in (c_in, c_out, f_in, f_out)):
+        return []
+    if max(c_in, c_out) / min(c_in, c_out) <= max(f_in, f_out) / min(f_in, f_out):
+        return []
+    return [f"its input and output widths differ ({c_in} -> {c_out} channels against {f_in} -> {f_out}): at equal "
+            "FLOPs, equal widths move the fewest bytes (ShuffleNet V2's guideline G1)"]
+
+
+def _groups_reason(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """The slow row's extra channel groups (a grouped or depthwise kernel), never the fast row's."""
+    g_s, g_f = _param(slow, "groups") or 1, _param(fast, "groups") or 1
+    if not (isinstance(g_s, int) and isinstance(g_f, int)) or g_s <= g_f:
+        return []
+    c_s, c_f = _param(slow, "in_channels"), _param(fast, "in_channels")
+    per = (f"each output sums over {c_s // g_s} input channels instead of {c_f // g_f}: "
+           if isinstance(c_s, int) and isinstance(c_f, int) else "")
+    return [f"it has {g_s} channel groups against {g_f}; {per}less reuse per byte loaded, and a grouped/depthwise "
+            "kernel"]
+
+
+def _implementation(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """Another kernel, or oneDNN reorders (layout conversions) the fast row runs fewer of."""
+    out = []
     k_s, k_f = str(slow.get("kernels") or ""), str(fast.get("kernels") or "")
     if k_s and k_f and k_s.split(";")[0] != k_f.split(";")[0]:
         out.append(f"a different implementation ran ({k_s.split(';')[0]} vs {k_f.split(';')[0]})")
     r_s, r_f = (pd.to_numeric(pd.Series([r.get(R.ONEDNN_REORDERS)]), errors="coerce")[0] for r in (slow, fast))
-    if r_s > 0 and not r_s == r_f:      # NaN (not traced) compares False; equal counts explain nothing
+    if r_s > 0 and not r_s <= r_f:      # NaN (not traced) compares False; as many or fewer explain nothing
         versus = f" (the fast one: {int(r_f)})" if pd.notna(r_f) else ""
         out.append(f"oneDNN runs {int(r_s)} reorders (layout conversions to and from its blocked format) per "
                    f"call around it{versus}")
-    if not out:
-        out.append("same traffic, layout and implementation: the kernel is simply less efficient on this shape")
     return out
 
 
 def findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
              grouped: pd.DataFrame | None = None) -> list[Finding]:
-    """The ``top`` findings: those of judged rows by their medians (``median_findings``), then
-    those of set-aside rows across processes (``cross_process_findings``), each by spread."""
+    """The ``top`` findings: pairs of one layer kind or one family by their medians
+    (``median_findings``), then such pairs of set-aside rows across processes
+    (``cross_process_findings``), each by spread; coincidences (``COINCIDENCE``: equal FLOPs across
+    kinds and families) only after them, when fewer than ``top`` were found."""
     found = median_findings(frame, top, tol, min_spread, grouped)
-    return found + cross_process_findings(frame, top - len(found), tol, min_spread)
+    found += cross_process_findings(frame, top - len(found), tol, min_spread)
+    return found + median_findings(frame, top - len(found), tol, min_spread, kinds=(COINCIDENCE,))
 
 
 def median_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUAL_FLOPS_TOL, min_spread: float = 1.1,
-                    grouped: pd.DataFrame | None = None) -> list[Finding]:
-    """The ``top`` equal-FLOPs groups of judged rows by spread (at least ``min_spread``), each as a
-    sentence. ``grouped``: ``equal_flops_groups(frame, tol)`` when the caller already has it."""
-    if grouped is None:
-        grouped = equal_flops_groups(frame, tol)
-    if grouped.empty:
+                    grouped: pd.DataFrame | None = None,
+                    kinds: tuple[str, ...] = (SAME_LAYER, SAME_FAMILY)) -> list[Finding]:
+    """The ``top`` equal-FLOPs groups of judged rows of ``kinds`` by spread (at least
+    ``min_spread``), each as a sentence. ``grouped``: ``equal_flops_groups(frame, tol)`` (the
+    same-layer groups) when the caller already has it. The same pair of cases in several runs, or
+    in several kinds of group, is one finding ("seen in N runs"), told at its largest spread."""
+    if top <= 0:
         return []
-    spreads = grouped.groupby("group")["group_spread"].first().sort_values(ascending=False)
-    spreads = spreads[spreads >= min_spread]
-    # the same pair of cases in several runs is one finding ("seen in N runs"), told at its largest spread
-    pairs: dict[tuple, list[int]] = {}
-    for g in spreads.index:
-        rows = grouped[grouped["group"] == g]
+    candidates: list[tuple[float, str, pd.DataFrame]] = []
+    for kind in kinds:
+        g = grouped if kind == SAME_LAYER and grouped is not None else equal_flops_groups(frame, tol, kind=kind)
+        for _, rows in g.groupby("group", sort=False):
+            spread = float(rows["group_spread"].iloc[0])
+            if spread >= min_spread:
+                candidates.append((spread, kind, rows))
+    pairs: dict[tuple[str, str], list[tuple[float, str, pd.DataFrame]]] = {}
+    for c in sorted(candidates, key=lambda c: (-c[0], KINDS.index(c[1]))):
+        rows = c[2]
         fast, slow = rows.loc[rows["time_median_s"].idxmin()], rows.loc[rows["time_median_s"].idxmax()]
-        pairs.setdefault((fast["row_id"], slow["row_id"]), []).append(g)
-    out = []
-    for groups_of_pair in pairs.values():
-        if len(out) >= top:
-            break
-        g = groups_of_pair[0]
-        spread = spreads[g]
-        rows = grouped[grouped["group"] == g].sort_values("time_median_s")
-        fast, slow = rows.iloc[0], rows.iloc[-1]
-        text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)} takes "
-                f"{spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
-                f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + "."
-                + (f" Seen in {len(groups_of_pair)} runs." if len(groups_of_pair) > 1 else ""))
-        cols = [c for c in EXPLAIN_COLUMNS if c in rows]
-        out.append(Finding(group=int(g), spread=float(spread), text=text, rows=rows[cols]))
-    return out
+        pairs.setdefault((fast["row_id"], slow["row_id"]), []).append(c)
+    return [_median_finding(seen) for seen in list(pairs.values())[:top]]
+
+
+def _median_finding(seen: list[tuple[float, str, pd.DataFrame]]) -> Finding:
+    """One finding from the groups that hold its pair (largest spread first)."""
+    spread, kind, rows = seen[0]
+    rows = rows.sort_values("time_median_s")
+    fast, slow = rows.iloc[0], rows.iloc[-1]
+    runs = len({r for _, _, g in seen for r in g[R.RUN_ID]}) if R.RUN_ID in rows else 1
+    lead = ", by coincidence (layers of different kinds)" if kind == COINCIDENCE else ""
+    text = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs{lead}: {describe_row(slow)} "
+            f"takes {spread:.1f}x as long as {describe_row(fast)} ({_time(slow['time_median_s'])} vs "
+            f"{_time(fast['time_median_s'])}): " + "; ".join(reasons(slow, fast)) + "."
+            + (f" Seen in {runs} runs." if runs > 1 else ""))
+    cols = [c for c in EXPLAIN_COLUMNS if c in rows]
+    return Finding(group=int(rows["group"].iloc[0]), spread=float(spread), text=text, rows=rows[cols], kind=kind)
 
 
 #: Fewest processes each row of a finding across processes was measured in.
@@ -246,11 +344,12 @@ def cross_process_findings(frame: pd.DataFrame, top: int = 10, tol: float = EQUA
     rows = _multi_process_rows(frame)
     if rows.empty or top <= 0:
         return []
-    grouped = _groups(rows, [c for c in PARTITION if c in rows], tol, min_size=2)
+    part = [c for c in PARTITION if c in rows]
     pairs: dict[tuple[str, str], list[Bound]] = {}
-    for _, g in grouped.groupby("group", sort=False):
-        if (b := _bound(g, min_spread)) is not None:
-            pairs.setdefault((b.slow["row_id"], b.fast["row_id"]), []).append(b)
+    for kind in (SAME_LAYER, SAME_FAMILY):
+        for _, g in kind_groups(rows, part, tol, 2, kind).groupby("group", sort=False):
+            if (b := _bound(g, min_spread)) is not None:
+                pairs.setdefault((b.slow["row_id"], b.fast["row_id"]), []).append(b)
     told = [(max(bs, key=lambda b: b.lo), len(bs)) for bs in pairs.values()]
     return [_cross_finding(b, runs) for b, runs in sorted(told, key=lambda t: -t[0].lo)[:top]]
 
@@ -260,7 +359,7 @@ def _multi_process_rows(frame: pd.DataFrame) -> pd.DataFrame:
     ``slowest_s`` (their smallest and largest), ``processes_n``, ``set_aside`` and ``label_stability``."""
     if R.PROCESS_MEDIANS not in frame:
         return frame.iloc[:0]
-    ok = frame[measured(frame)]
+    ok = frame[measured(frame) & labels(frame).ne(CONTENDED)]      # a host slowdown hits every process alike
     arrays = [process_medians(v) for v in ok[R.PROCESS_MEDIANS]]
     keep = np.array([a is not None and a.size >= MIN_PROCESSES for a in arrays], dtype=bool)
     ok, arrays = ok[keep], [a for a, k in zip(arrays, keep) if k]

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.findings import ACROSS, MEDIANS, Finding, describe_row
+from harness.analysis.findings import ACROSS, COINCIDENCE, MEDIANS, Finding, describe_row
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import set_aside, set_aside_text
 from harness.report.format import (
@@ -88,7 +88,7 @@ def _summary(model: ReportModel) -> dict[str, Any]:
     return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION,
             "runs": [dataclasses.asdict(r) for r in model.runs],
             "machines": _records(model.machines), "peaks": _records(model.peaks),
-            "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "rows": _records(f.rows)}
+            "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "kind": f.kind, "rows": _records(f.rows)}
                          for f in model.findings],
             "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
@@ -163,7 +163,8 @@ def _cross_view(model: ReportModel) -> pd.DataFrame | None:
 def _spread(f: Finding) -> str:
     """``spread 1.59x`` (slowest over fastest median), or for a finding across processes
     ``at least 2.23x in every process`` (its bound: every process of one over every process of the other)."""
-    return f"spread {f.spread:.2f}x" if f.basis == MEDIANS else f"at least {f.spread:.2f}x in every process"
+    text = f"spread {f.spread:.2f}x" if f.basis == MEDIANS else f"at least {f.spread:.2f}x in every process"
+    return text + (" (a coincidence: layers of different kinds)" if f.kind == COINCIDENCE else "")
 
 
 def _finding_view(model: ReportModel, f: Finding, where: bool | None = None) -> pd.DataFrame:
