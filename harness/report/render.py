@@ -88,8 +88,8 @@ def _summary(model: ReportModel) -> dict[str, Any]:
     return {"headline": model.headline, "schema_version": R.SCHEMA_VERSION,
             "runs": [dataclasses.asdict(r) for r in model.runs],
             "machines": _records(model.machines), "peaks": _records(model.peaks),
-            "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "kind": f.kind, "rows": _records(f.rows)}
-                         for f in model.findings],
+            "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "kind": f.kind,
+                          "rows": _records(f.rows)} for f in model.findings],
             "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
