@@ -241,3 +241,18 @@ def test_regress_that_judges_nothing_fails_unless_allowed(tmp_path, capsys):
     assert main(["regress", str(tmp_path / "partly"), "--baseline", str(tmp_path / "h")]) == 0
     out = capsys.readouterr().out
     assert "1 case(s) of NEW have no stable baseline" in out and "1 case(s) judged against 2 baseline run(s)" in out
+
+
+def test_a_nightly_check_that_judged_too_few_cases_is_not_green(tmp_path, capsys):
+    """1 of NEW's 4 cases has a baseline: regress judged 25 %, under the default --min-judged 50 %:
+    exit 3 with one line saying how many; --min-judged 0.25 accepts it."""
+    from harness.cli import main
+    hist = frame(*[row(case_id="p", run_id=r, time_median_s=1.0) for r in ("h1", "h2")])
+    new = frame(*[row(case_id=c, run_id="n", time_median_s=1.0) for c in "pwxy"])
+    for name, fr in (("h", hist), ("n", new)):
+        (tmp_path / name).mkdir()
+        write_parquet(fr, tmp_path / name / "part-1of1.parquet")
+    assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "h")]) == 3
+    assert capsys.readouterr().err.strip() == ("regress: 1 of 4 case(s) judged (25%), under --min-judged 50% "
+                                               "(exit 3; --allow-empty accepts it)")
+    assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "h"), "--min-judged", "0.25"]) == 0

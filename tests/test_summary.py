@@ -50,6 +50,11 @@ def with_peaks(frame: pd.DataFrame) -> pd.DataFrame:
     return f
 
 
+def reflowed(text: str) -> str:
+    """The summary's lines joined as one paragraph (its long sentences are wrapped, indented)."""
+    return " ".join(line.strip() for line in text.splitlines())
+
+
 def test_summary_figures(stored):
     text = summarize(with_peaks(load_runs([stored]).frame), "r/report.html")
     lines = text.splitlines()
@@ -65,7 +70,7 @@ def test_summary_figures(stored):
     assert any(x.strip().startswith("(* a row set aside, not stable") for x in lines)
     assert ("stability: 3 stable, 1 noisy; 1 measured row set aside, not stable (1 noisy): compare and regress "
             "leave them out, findings use them only where every process of one layer took 1.1x or more of every "
-            "process of the other") in lines
+            "process of the other") in reflowed(text)               # wrapped to the summary's width
     # at most 15 % of the compute roof, whose side of the ridge they fall on (intensity >= 5e8 / 1e12 FLOP/B)
     assert any(x.startswith("roofline: 4 under-utilised") for x in lines)
     assert any("takes 4.0x as long as" in x for x in lines)   # the equal-FLOPs pair, one sentence

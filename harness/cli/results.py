@@ -12,6 +12,20 @@ from typing import Any
 from harness.errors import SpecError
 
 NOTHING_JUDGED = 3  # regress, or compare with --fail-on, judged no case: a nightly check that checked nothing fails
+#: The share of cases a nightly check must judge (``--min-judged``): below it, it exits ``NOTHING_JUDGED``.
+MIN_JUDGED = 0.5
+
+
+def _coverage(judged: int, total: int, args: argparse.Namespace, nothing: str, what: str) -> int | None:
+    """The exit status when a check judged too few of its cases (``--min-judged``), after one line on
+    stderr saying so (``nothing`` when it judged none); ``None`` when it judged enough."""
+    share = judged / total if total else 0.0
+    if judged and share >= args.min_judged:
+        return None
+    text = nothing if not judged else (f"{what}: {judged} of {total} case(s) judged ({share:.0%}), under "
+                                       f"--min-judged {args.min_judged:.0%}")
+    print(text + ("" if args.allow_empty else f" (exit {NOTHING_JUDGED}; --allow-empty accepts it)"), file=sys.stderr)
+    return 0 if args.allow_empty else NOTHING_JUDGED
 
 
 def _load(paths: list[str], what: str) -> Any:
@@ -99,10 +113,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if model.failed:
         print(f"--fail-on {args.fail_on}: {len(model.failed)} case(s) crossed it", file=sys.stderr)
         return 1
-    if rules and not model.judged:
-        print(f"--fail-on {args.fail_on}: nothing judged (no case in common judged on both sides)"
-              + ("" if args.allow_empty else f"; exit {NOTHING_JUDGED} (--allow-empty accepts it)"), file=sys.stderr)
-        return 0 if args.allow_empty else NOTHING_JUDGED
+    if rules:
+        gate = _coverage(model.judged, len(model.table), args, f"--fail-on {args.fail_on}: nothing judged (no "
+                         "case in common judged on both sides)", f"--fail-on {args.fail_on}")
+        if gate is not None:
+            return gate
     return 0
 
 
@@ -121,11 +136,11 @@ def cmd_regress(args: argparse.Namespace) -> int:
     model = RegressModel(regressions(history, new, threshold=args.threshold, budget=args.budget),
                          history["run_id"].nunique(), args.threshold, args.budget)
     sys.stdout.write(render_text(model, "text"))
-    if not model.judged:
-        print(f"nothing judged: no case of NEW has a stable baseline in {model.runs} baseline run(s)"
-              + ("" if args.allow_empty else f" (exit {NOTHING_JUDGED}; --allow-empty accepts it)"), file=sys.stderr)
-        return 0 if args.allow_empty else NOTHING_JUDGED
-    return 1 if not model.bad.empty else 0
+    if not model.bad.empty:
+        return 1
+    gate = _coverage(model.judged, model.cases, args, f"nothing judged: no case of NEW has a stable baseline in "
+                     f"{model.runs} baseline run(s)", "regress")
+    return gate if gate is not None else 0
 
 
 def add(sub: Any) -> None:
@@ -154,7 +169,10 @@ def add(sub: Any) -> None:
                    help="exit 1 when a case (set aside on neither side) is worse by more than LIMIT: median:10%%, "
                         "min:5%%, mean:0.001 (seconds); comma-separated; STAT: min, max, mean, median, stddev, iqr")
     p.add_argument("--allow-empty", action="store_true",
-                   help=f"with --fail-on: exit 0, not {NOTHING_JUDGED}, when no case is judged on both sides")
+                   help=f"with --fail-on: exit 0, not {NOTHING_JUDGED}, when too few cases are judged on both sides")
+    p.add_argument("--min-judged", type=float, default=MIN_JUDGED, metavar="SHARE",
+                   help=f"with --fail-on: the share of cases in common that must be judged on both sides (not set "
+                        f"aside, timed alike), else exit {NOTHING_JUDGED} (default {MIN_JUDGED})")
     p.add_argument("--only-changed", action="store_true", help="show only cases with a verdict other than same")
     p.add_argument("--across-machines", action="store_true",
                    help="compare runs of different machines (an explicit cross-device comparison on case_id)")
@@ -170,7 +188,11 @@ def add(sub: Any) -> None:
     p.add_argument("--accept-other-settings", action="store_true",
                    help="use baseline runs with other threading settings")
     p.add_argument("--allow-empty", action="store_true",
-                   help=f"exit 0, not {NOTHING_JUDGED}, when no case of NEW has a baseline to be judged against")
+                   help=f"exit 0, not {NOTHING_JUDGED}, when too few cases of NEW are judged against a baseline")
+    p.add_argument("--min-judged", type=float, default=MIN_JUDGED, metavar="SHARE",
+                   help=f"the share of NEW's measured cases that must be judged against a stable baseline, else "
+                        f"exit {NOTHING_JUDGED} (default {MIN_JUDGED}): a green night that judged 3 of 20 cases "
+                        "is not green")
     p.add_argument("--same-machine-only", action="store_true",
                    help="leave out baseline runs of other machines or settings (and say how many)")
     p.set_defaults(func=cmd_regress)

@@ -145,6 +145,11 @@ class RegressModel:
         return int(self.bad.attrs.get("without_baseline", 0))
 
     @property
+    def cases(self) -> int:
+        """The new run's measured cases: judged, without a baseline, or set aside."""
+        return self.judged + self.without_baseline + sum(self.bad.attrs.get("set_aside", {}).values())
+
+    @property
     def basis(self) -> str:
         return (f"{self.threshold:.0%} and noise (false-positive budget {self.budget:g} per case and night; "
                 "baseline: the nights since each case's last change point)")

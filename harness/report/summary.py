@@ -31,6 +31,8 @@ from harness.analysis.verdicts import counts_text, is_set_aside, judged
 from harness.report.model import ReportModel, build_model
 from harness.report.registry import render, render_text, renderer
 from harness.store import Loaded
+from harness.timing.stability import BUSY_LIMIT, SPLIT
+from harness.timing.stats import NOISY_REL_IQR
 
 #: Findings the summary tells.
 TOP_FINDINGS = 3
@@ -181,6 +183,30 @@ def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Fin
     return lines
 
 
+def spread_lines(ok: pd.DataFrame) -> list[str]:
+    """When rows are set aside: how far their times spread against the thresholds that set them aside
+    (``harness.timing.stability``), and what to try; wrapped to ``WIDTH``."""
+    if not is_set_aside(ok).any():
+        return []
+    parts = []
+    processes = pd.to_numeric(ok.get(R.PROCESSES, pd.Series(dtype=float)), errors="coerce")
+    spread = pd.to_numeric(ok.get(R.PROCESS_SPREAD, pd.Series(dtype=float)), errors="coerce")[processes > 1]
+    if spread.notna().any():
+        parts.append(f"processes of a row spread {100 * spread.median():.1f} % (median; stable within "
+                     f"{100 * SPLIT:.0f} %)")
+    iqr = pd.to_numeric(ok.get(R.REL_IQR, pd.Series(dtype=float)), errors="coerce")
+    if iqr.notna().any():
+        parts.append(f"samples within a process {100 * iqr.median():.1f} % (median IQR / median; noisy above "
+                     f"{100 * NOISY_REL_IQR:.0f} %)")
+    busy = pd.to_numeric(ok.get(R.HOST_BUSY, pd.Series(dtype=float)), errors="coerce")
+    if busy.notna().any():
+        parts.append(f"other processes took up to {100 * busy.max():.0f} % of the CPUs (contended above "
+                     f"{100 * BUSY_LIMIT:.0f} %)")
+    text = ("spread: " + "; ".join(parts) + ". To set fewer rows aside: more processes (--processes 5), fewer "
+            "threads than CPUs (--threads 1), or a quieter host (README, Shared hosts)")
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+
+
 def thread_lines(found: Sequence[Finding], top: int = TOP_FINDINGS) -> list[str]:
     """The layers slower with more threads than with fewer (none: no line)."""
     if not found:
@@ -202,7 +228,9 @@ def summary_text(model: ReportModel) -> str:
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
     lines = [head]
     if not ok.empty:
-        lines += [counts_text(ok), *utilization_lines(ok), label_line(ok), *finding_lines(ok, found=model.findings)]
+        lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
+                  *utilization_lines(ok), label_line(ok),
+                  *finding_lines(ok, found=model.findings)]
         lines += thread_lines(model.threads)
     return "\n".join(lines)
 
