@@ -3,6 +3,7 @@ nowhere else; a steady series and a single noisy night give no change point; the
 segment since the last change point; ``regress`` on that model (one noisy night does not loosen it);
 the static site (one page per case, inline SVG, no network) and ``layerbench history``."""
 
+import json
 import re
 
 import numpy as np
@@ -105,6 +106,27 @@ def test_site_and_cli(tmp_path, capsys):
         assert not re.search(r"""(src|href)=["']?https?:""", text) and "<script" not in text and "<link" not in text
     (tmp_path / "runs").mkdir()
     write_parquet(frame, tmp_path / "runs" / "part-1of1.parquet")
-    assert main(["history", str(tmp_path / "runs"), "--out", str(tmp_path / "cli")]) == 0
+    assert main(["history", str(tmp_path / "runs"), "--out", str(tmp_path / "cli"), "--all-machines"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("2 series, 1 regressed ->") and "regressed: f relu 8x8 nchw fp32 on cpu" in out
+    assert out.startswith("2 series, 1 regressed ->") and "regressed: f: relu on 8x8 fp32 on cpu" in out
+
+
+def test_cases_are_told_apart_pages_name_their_machine_and_nights_of_one_day_have_distinct_labels(tmp_path):
+    """k=1, 3, 5 of one family are three titles; a page names its machine; two runs on one day get
+    their times (or run ids) in their labels."""
+    rows = []
+    for k in (1, 3, 5):
+        cfg = json.dumps({"in_channels": 64, "out_channels": 64, "kernel_size": [k, k], "padding": [k // 2] * 2})
+        for night, hour in enumerate((1, 9, 17)):
+            rows.append(row(case_id=f"k{k}", family="conv-kernel", layer="conv2d", config=cfg,
+                            input_shapes="1x64x28x28", run_id=f"r{night}", time_median_s=1e-3,
+                            timestamp=f"2026-11-10T{hour:02d}:00:00+0000"))
+    summaries = build_site(pd.DataFrame(rows), tmp_path / "site")
+    titles = sorted(s.title for s in summaries)
+    assert titles == ["conv-kernel: conv2d in=64 out=64 k=1 on 1x64x28x28 fp32 on cpu",      # p=0 is the default
+                      "conv-kernel: conv2d in=64 out=64 k=3 p=1 on 1x64x28x28 fp32 on cpu",
+                      "conv-kernel: conv2d in=64 out=64 k=5 p=2 on 1x64x28x28 fp32 on cpu"]
+    page = (tmp_path / "site" / summaries[0].page).read_text()
+    assert "Machine: X (2 CPUs) [mmmmmmmmmmmm]" in page
+    assert all(t in page for t in ("2026-11-10 01:00", "2026-11-10 09:00", "2026-11-10 17:00"))
+

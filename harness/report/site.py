@@ -17,6 +17,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.changepoints import change_points
 from harness.analysis.compare import REGRESSION_THRESHOLD
+from harness.analysis.findings import describe_row
 from harness.analysis.series import SERIES_KEY, nightly
 from harness.analysis.verdicts import judged, set_aside, set_aside_text
 from harness.record.run import DAY
@@ -42,10 +43,25 @@ class SeriesSummary:
     regressed: bool
 
 
-def _label(row: pd.Series) -> str:
-    when = row["when"].strftime(DAY) if pd.notna(row["when"]) else row[R.RUN_ID]
+def _label(row: pd.Series, clock: bool = False) -> str:
+    """A night as the x axis and the tables name it: its day (and time, ``clock``, when one day holds
+    several runs of the series) and commit."""
+    when = row["when"].strftime(f"{DAY} %H:%M" if clock else DAY) if pd.notna(row["when"]) else row[R.RUN_ID]
     commit = str(row.get(R.GIT_COMMIT) or "")[:9]
     return f"{when} {commit}".strip()
+
+
+def _labels(g: pd.DataFrame) -> list[str]:
+    """Each night's label, distinct: runs sharing a day are told apart by their time (and run id)."""
+    days = [_label(r) for _, r in g.iterrows()]
+    clock = len(set(days)) < len(days)
+    out = [_label(r, clock) for _, r in g.iterrows()]
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            out[i] = f"{label} ({g.iloc[i][R.RUN_ID]})"
+    return out
 
 
 def _svg(g: pd.DataFrame, cps: list[int], title: str) -> str:
@@ -59,9 +75,9 @@ def _svg(g: pd.DataFrame, cps: list[int], title: str) -> str:
     for c in cps:
         ax.axvline(c - 0.5, color="red", ls="--", lw=1)
     ax.set_ylabel("ms per call")
-    ax.set_xticks(list(x)[:: max(1, len(g) // 10)])
-    ax.set_xticklabels([_label(r) for _, r in g.iloc[:: max(1, len(g) // 10)].iterrows()], rotation=30,
-                       fontsize=7, ha="right")
+    step = max(1, len(g) // 10)
+    ax.set_xticks(list(x)[::step])
+    ax.set_xticklabels(_labels(g)[::step], rotation=30, fontsize=7, ha="right")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -72,12 +88,14 @@ def _svg(g: pd.DataFrame, cps: list[int], title: str) -> str:
     return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)          # a date and RDF namespaces
 
 
-def _series_page(g: pd.DataFrame, cps: list[int], title: str) -> str:
-    rows = "".join(f"<tr><td>{html.escape(_label(r))}</td><td>{html.escape(str(r[R.RUN_ID]))}</td>"
+def _series_page(g: pd.DataFrame, cps: list[int], title: str, machine: str) -> str:
+    rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(r[R.RUN_ID]))}</td>"
                    f"<td>{seconds(r[R.TIME_MEDIAN])}</td><td>{seconds(r['low_s'])} - {seconds(r['high_s'])}</td>"
-                   f"<td>{'change point' if i in cps else ''}</td></tr>" for i, (_, r) in enumerate(g.iterrows()))
+                   f"<td>{'change point' if i in cps else ''}</td></tr>"
+                   for i, ((_, r), label) in enumerate(zip(g.iterrows(), _labels(g))))
     return (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{_STYLE}</style>"
-            f"<p><a href=index.html>all cases</a></p><h1>{html.escape(title)}</h1>{_svg(g, cps, title)}"
+            f"<p><a href=index.html>all cases</a></p><h1>{html.escape(title)}</h1>"
+            f"<p>Machine: {html.escape(machine)}</p>{_svg(g, cps, title)}"
             f"<table><tr><th>night</th><th>run</th><th>median</th><th>band</th><th></th></tr>{rows}</table>")
 
 
@@ -113,8 +131,7 @@ def history_model(frame: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD) 
 
 def _summary(g: pd.DataFrame, cps: list[int], page: str, threshold: float) -> SeriesSummary:
     first = g.iloc[0]
-    title = (f"{first[R.FAMILY]} {first[R.LAYER]} {first[R.INPUT_SHAPES] or ''} {first[R.MEMORY_FORMAT]} "
-             f"{first[R.DTYPE]} on {first[R.DEVICE]}").replace("  ", " ")
+    title = f"{first[R.FAMILY]}: {describe_row(first)} {first[R.DTYPE]} on {first[R.DEVICE]}"
     seg_start = cps[-1] if cps else 0
     base = float(g[R.TIME_MEDIAN].iloc[seg_start:].median())
     change, regressed = "", False
@@ -134,7 +151,8 @@ def history_html(model: HistoryModel, out: Path) -> list[Path]:
     files = []
     for s in model.series:
         page = out / s.summary.page
-        page.write_text(_series_page(s.nights, list(s.change_points), s.summary.title), encoding="utf-8")
+        page.write_text(_series_page(s.nights, list(s.change_points), s.summary.title, s.summary.machine),
+                        encoding="utf-8")
         files.append(page)
     index = out / "index.html"
     index.write_text(_index([s.summary for s in model.series], model.aside), encoding="utf-8")

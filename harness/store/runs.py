@@ -521,14 +521,22 @@ class Loaded:
 NOT_RESULTS = re.compile(rf"{META_FILE.pattern}|report\.json", re.IGNORECASE)
 
 
+#: A folder of committed evidence runs (``results/reference/``, other machines' among them): a folder
+#: above it never reads it; naming it (or a path inside it) does.
+REFERENCE = "reference"
+
+
 def _in_dir(p: Path) -> list[Path]:
     """The result files under a directory: Parquet parts and journals; where there are none (a
-    pytest-benchmark storage folder, ``.benchmarks/``), its pytest-benchmark ``.json`` files."""
-    found = sorted(p.rglob(PART_GLOB)) + sorted(p.rglob(JOURNAL_GLOB))
+    pytest-benchmark storage folder, ``.benchmarks/``), its pytest-benchmark ``.json`` files.
+    Files inside a ``REFERENCE`` folder below ``p`` are left out."""
+    def mine(f: Path) -> bool:
+        return REFERENCE not in f.relative_to(p).parts[:-1]
+    found = [f for f in sorted(p.rglob(PART_GLOB)) + sorted(p.rglob(JOURNAL_GLOB)) if mine(f)]
     if found:
         return found
     return sorted(f for f in p.rglob("*") if f.suffix.lower() == ".json" and f.is_file()
-                  and not NOT_RESULTS.fullmatch(f.name))
+                  and not NOT_RESULTS.fullmatch(f.name) and mine(f))
 
 
 def _expand(paths: str | Path | Iterable[str | Path]) -> tuple[list[Path], list[str]]:
