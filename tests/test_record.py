@@ -127,3 +127,21 @@ def test_version_2_files_upgrade_and_are_checked_against_their_own_columns(tmp_p
     assert list(f["process_median_s"]) == list(f["time_median_s"])
     assert set(f["stability"]) <= {"stable", "noisy"} and f["stability_reason"].str.contains("schema v2").all()
     assert f["host_busy"].isna().all() and f["ceiling_l1_bytes_s"].isna().all()
+
+
+def test_a_results_folder_leaves_its_reference_runs_out_unless_named(tmp_path):
+    """``results/reference/`` holds committed evidence of other machines: reading ``results`` leaves
+    it out; naming it (or a run inside it) reads it."""
+    import shutil
+
+    from harness.store import write_parquet
+    src = next((ROOT / "results" / "reference").rglob("part-*.parquet"))
+    theirs = load_runs(src).frame
+    (tmp_path / "results" / "reference" / "r").mkdir(parents=True)
+    (tmp_path / "results" / "mine").mkdir()
+    shutil.copy(src, tmp_path / "results" / "reference" / "r" / "part-1of1.parquet")
+    write_parquet(theirs.assign(run_id="mine-1"), tmp_path / "results" / "mine" / "part-1of1.parquet")
+    assert set(load_runs(tmp_path / "results").frame["run_id"]) == {"mine-1"}
+    assert set(load_runs(tmp_path / "results" / "reference").frame["run_id"]) == set(theirs["run_id"])
+    assert set(load_runs([tmp_path / "results" / "reference" / "r", tmp_path / "results"]).frame["run_id"]) == \
+        {"mine-1", *theirs["run_id"]}
