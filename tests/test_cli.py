@@ -175,3 +175,34 @@ def test_an_interrupted_command_whose_reader_is_gone_still_exits_130():
     p.stdout.close()                                  # the reader is gone before anything is written
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 130 and "Traceback" not in err, err
+
+
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored_and_says_one_true_thing(tmp_path):
+    """A shell that starts a job in the background ignores SIGINT in it: ``layerbench`` restores the
+    default handler, so Ctrl-C still stops the run (exit 130), and stderr says once what is stored."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    suite = tmp_path / "slow.toml"
+    suite.write_text('name = "slow"\nbudget_s = 0.2\nwarmup_s = 0\nmin_reps = 3\n[[sweep]]\nlayer = "relu"\n'
+                     'input = "{b}x4096"\naxes = { b = { start = 1, stop = 400, step = 1 } }\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(out), "--quiet",
+                             "--calibrate", "never", "--processes", "1", "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                j.read_bytes().count(b"\n") >= 2 for j in out.glob("slow-cpu-*/rows-1of1.jsonl")):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    said = [line for line in stderr.splitlines() if "interrupt" in line or "report" in line or "no rows" in line]
+    assert len(said) == 1 and said[0].startswith("interrupted: ") and "row(s) stored in" in said[0], stderr
+    assert said[0].endswith(f"layerbench run {suite} --resume continues") and "nothing new" not in stdout

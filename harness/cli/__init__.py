@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,8 @@ def entry() -> None:
     measured is stored and fsync'd by then, and the teardown of native libraries after a Ctrl-C
     landed inside their threads (libtorch, OpenMP) can segfault (twice in about 40 full test runs,
     exit -11 after "interrupted", no Python frame). Not with Ray loaded: its shutdown hook must run."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # started with SIGINT ignored: Ctrl-C still stops
     rc = main()
     if rc == 130 and "ray" not in sys.modules:
         for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):

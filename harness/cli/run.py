@@ -56,6 +56,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         early.close()                # the suite asks for another OpenMP policy: run_suite starts the right server
         early = None
     summary = run_suite(suite, out=args.out, workers=early, **kwargs)
+    if summary.interrupted:
+        print(f"interrupted: {interrupted_text(summary)}; layerbench run {args.suite} --resume continues",
+              file=sys.stderr)
+        return 130
     print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
@@ -66,10 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             from harness.report.pytest_json import write_pytest_benchmark  # deferred: --help without torch/pandas
             written = write_pytest_benchmark(rows if rows is not None else summary.run_dir, args.benchmark_json)
             print(f"pytest-benchmark JSON: {written}")
-    if summary.interrupted:
-        print("interrupted: rows measured so far are stored; --resume continues", file=sys.stderr)
-        return 130
     return 0
+
+
+def interrupted_text(summary: Any) -> str:
+    """What an interrupted run stored, in one clause: ``12 rows stored in <dir> (8 before this start)``."""
+    new = sum(n for status, n in summary.statuses.items() if status != "duplicate")
+    stored = new + summary.already_done
+    before = f" ({summary.already_done} before this start)" if summary.already_done else ""
+    return f"{stored} row(s) stored in {summary.run_dir}{before}" if stored else f"no row stored in {summary.run_dir}"
 
 
 def cmd_run_fleet(args: argparse.Namespace) -> int:
