@@ -6,11 +6,13 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import harness.ceilings.calibrate as ce
 from harness.backends import resolve_device
 from harness.backends.base import CalibrationSizes, MemoryLevel
 from harness.backends.cpu import CpuBackend
+from harness.devices.clock import ClockReading
 from harness.errors import SpecError
 from harness.timing import Measurement
 
@@ -27,9 +29,14 @@ def _measurement(t):
                        rotation=1, stop_reason="converged", target_rel_ci=0.01)
 
 
-def fake_measure(gemm=GEMM_RATE, scale=1.0):
-    """Seconds per call from the inputs' shapes: 2n^3 / rate for a GEMM, bytes / bandwidth of the
-    level holding the buffer for a read (sum) or copy (counted read + written)."""
+#: The speed of ``F.linear`` and the 1x1 convolution against ``torch.mm`` of the same product.
+KERNEL_SPEED = {"linear": 0.9, "conv1x1": 0.8}
+
+
+def fake_measure(gemm=GEMM_RATE, scale=1.0, kernels=KERNEL_SPEED):
+    """Seconds per call from the inputs' shapes: 2n^3 / rate for a GEMM (``kernels`` x that rate
+    through ``F.linear`` or a 1x1 convolution: 2 C^2 HW FLOP), bytes / bandwidth of the level holding
+    the buffer for a read (sum) or copy (counted read + written)."""
     calls = []
 
     def m(fn, inputs, threads=None, **kw):
@@ -38,6 +45,12 @@ def fake_measure(gemm=GEMM_RATE, scale=1.0):
         if fn is torch.mm:
             n = x.shape[0]
             return _measurement(2 * n**3 / (gemm[n] * scale))
+        if fn is F.linear:
+            n = x.shape[0]
+            return _measurement(2 * n**3 / (gemm[n] * scale * kernels["linear"]))
+        if fn is F.conv2d:
+            _, c, h, w = x.shape
+            return _measurement(2 * c * c * h * w / (gemm[c] * scale * kernels["conv1x1"]))
         held = x.untyped_storage().nbytes()
         bw = next(b for size, b in HIERARCHY if size is None or held <= size)
         moved = x.numel() * 4 * (1 if fn is torch.sum else 2)
@@ -47,6 +60,8 @@ def fake_measure(gemm=GEMM_RATE, scale=1.0):
 
 @pytest.fixture
 def fake_cpu(monkeypatch):
+    monkeypatch.setattr(ce, "measure_clock", lambda cpus: ClockReading(tuple(3000.0 + 10 * i for i, _ in
+                                                                              enumerate(cpus))))
     monkeypatch.setattr(CpuBackend, "calibration", CalibrationSizes((64, 96, 128, 192, 256, 384), 2**20,
                                                                     2**30, True))
     monkeypatch.setattr(CpuBackend, "memory_levels", lambda self, device: LEVELS)
@@ -90,6 +105,7 @@ def test_native_verdict_needs_the_margin_over_fp32():
 
 def test_plan_measures_what_is_missing():
     assert ce.plan(["bf16"], None, False, True) == ce.Plan(("fp32", "bf16"), True, True)   # fp32: the reference
+    assert ce.plan(["bf16"], None, False, True, clock=True).clock                        # host: the clock too
     stored = ce.Ceilings({"k": 1}, "t", (ce.Ceiling("compute", "fp32", 1.0, 8, 1, 0, 1),
                                          ce.Ceiling("one_thread", "fp32", 1.0, 8, 1, 0, 1),
                                          ce.Ceiling("memory", "fp32", 1.0, 8, 1, 0, 1)))
@@ -199,3 +215,47 @@ def test_ceilings_measured_on_a_busy_host_are_used_but_not_stored(fake_cpu, tmp_
     monkeypatch.setattr(ce, "busy_since", lambda before: 0.1)      # under BUSY_LIMIT (20 %): stored
     ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=m)
     assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_ceiling_is_the_fastest_kernel_of_the_product(fake_cpu, tmp_path):
+    """CPU fp16 ``torch.mm`` can take a slow path where ``F.linear`` does not: the ceiling is the
+    fastest of the kernels at the winning n, and says which."""
+    m, calls = fake_measure(kernels={"linear": 1.5, "conv1x1": 1.2})
+    c = ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m)
+    fp32 = c.entry("compute", "fp32")
+    assert (fp32.op, fp32.size) == ("linear", 128) and fp32.value == pytest.approx(1.5 * 30e9)
+    assert "the fastest of mm, linear, conv1x1 at n=128: linear" in fp32.note
+    conv = [shape for fn, shape, _ in calls if fn is F.conv2d]
+    assert conv == [(1, 128, 11, 11)]                     # 128 channels over ~128 pixels
+    m, _ = fake_measure()
+    assert ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m, force=True).entry(
+        "compute", "fp32").op == "mm"
+
+
+def test_clock_entry_and_the_peak_at_the_measured_clock(fake_cpu, tmp_path):
+    m, _ = fake_measure()
+    c = ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m)
+    assert c.clock_mhz == pytest.approx(3005.0)            # median of 3000 and 3010 MHz
+    tick = c.entry("clock")
+    assert tick.size == 2 and tick.rel_iqr == pytest.approx(10 / 3005)
+    device = resolve_device("cpu")
+    p = device.backend.peak(device, "fp32", 2, None, clock_mhz=3005.0)
+    q = device.backend.peak(device, "fp32", 2, None, clock_mhz=1502.5)
+    assert p.flops == pytest.approx(2 * q.flops)          # the formula is linear in the clock it is given
+    assert "dependent-add chain" in p.source
+    assert ce.Ceilings.from_json(json.loads(json.dumps(c.to_json()))).clock_mhz == pytest.approx(3005.0)
+
+
+def test_a_ceiling_above_the_theoretical_peak_is_said_not_stored_silently(fake_cpu, tmp_path, caplog):
+    device = resolve_device("cpu")
+    peak = device.backend.peak(device, "fp32", 2, None, clock_mhz=3005.0).flops
+    fast = {n: 1.25 * peak for n in GEMM_RATE}
+    m, _ = fake_measure(gemm=fast, kernels={"linear": 0.5, "conv1x1": 0.5})
+    c = ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m)
+    lines = ce.defects(c, device, 2)
+    assert len(lines) == 1 and lines[0].startswith("fp32 mm ceiling") and "is 125% of the theoretical peak" in lines[0]
+    assert "ABOVE THE THEORETICAL PEAK" in c.entry("compute", "fp32").note
+    assert any("a defect of the peak" in r.message for r in caplog.records)
+    m, _ = fake_measure()
+    assert ce.defects(ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m, force=True),
+                      device, 2) == []

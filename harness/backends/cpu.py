@@ -109,14 +109,15 @@ class CpuBackend:
         return None            # no device kernels: "what ran" reads the ATen implementations
 
     def peak(self, device: Device, dtype: str, threads: int | None,
-             one_thread_flops_s: float | None = None) -> Peak | None:
-        """The ISA formula, at the higher of the reported clock and the one a measured one-thread
-        fp32 GEMM (``one_thread_flops_s``) implies."""
+             one_thread_flops_s: float | None = None, clock_mhz: float | None = None) -> Peak | None:
+        """The ISA formula at the measured clock (``clock_mhz``, the dependent-add chain of
+        ``harness.devices.clock``), else the higher of the reported clock and the one a measured
+        one-thread fp32 GEMM (``one_thread_flops_s``) implies."""
         if dtype not in ("fp32", "fp16", "bf16", "fp64"):
             return None
         cpu = describe_cpu(check_load=False)
         cores = min(threads, cpu.cores_for_peak) if threads else None
-        return cpu.peak(dtype, cores=cores, one_thread_flops_s=one_thread_flops_s)
+        return cpu.peak(dtype, cores=cores, one_thread_flops_s=one_thread_flops_s, clock_mhz=clock_mhz)
 
     def peak_dtype(self, layer: str, dtype: str, settings: Mapping[str, Any]) -> str:
         return dtype

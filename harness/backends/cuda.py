@@ -316,7 +316,8 @@ class CudaBackend:
         return next((g for g in describe_gpus().gpus if g.index == device.index), None)
 
     def peak(self, device: Device, dtype: str, threads: int | None,
-             one_thread_flops_s: float | None = None) -> Peak | None:
+             one_thread_flops_s: float | None = None, clock_mhz: float | None = None) -> Peak | None:
+        """The datasheet formula at NVML's max SM clock (``clock_mhz`` is a host CPU's: unused)."""
         if dtype not in ("fp32", "tf32", "fp16", "bf16", "fp64"):
             return None
         gpu = self._gpu(device)

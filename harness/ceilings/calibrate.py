@@ -3,11 +3,17 @@ streaming read per cache level and a large copy (bytes/s), stored per machine, t
 software, and reused.
 
 Compute: ``torch.mm`` of two n x n matrices, ``2 n^3`` FLOP per call, swept over the backend's
-sizes (CPU 256 to 4096) per dtype; the ceiling is the best rate of the sweep (its fastest sample)
-and its n is stored. The sweep stops after ``PATIENCE`` sizes in a row that do not beat the best by
-``IMPROVE``, before a size whose projected call exceeds ``CALL_CAP_S``, or once ``DTYPE_BUDGET_S``
-is spent. A dtype is *native* only where its ceiling is at least ``NATIVE_MARGIN`` x the fp32 one.
-CPU: a one-thread fp32 GEMM gives the effective clock (``harness.devices.cpu.effective_clock_ghz``).
+sizes (CPU 256 to 4096) per dtype; the sweep stops after ``PATIENCE`` sizes in a row that do not
+beat the best by ``IMPROVE``, before a size whose projected call exceeds ``CALL_CAP_S``, or once
+``DTYPE_BUDGET_S`` is spent. Then the same product through the other kernels a layer of that dtype
+runs (``KERNELS``: ``F.linear`` and a 1x1 convolution, which torch sends to oneDNN where ``torch.mm``
+may take a slow path: CPU fp16 ``mm`` ran at a tenth of fp16 ``linear``) at the winning n: the
+ceiling is the fastest of them all (its fastest sample), and its op and n are stored. A dtype is
+*native* only where its ceiling is at least ``NATIVE_MARGIN`` x the fp32 one. CPU: a one-thread fp32
+GEMM gives the effective clock (``harness.devices.cpu.effective_clock_ghz``), and the dependent-add
+chain of ``harness.devices.clock`` the clock each CPU runs at (the ``clock`` entry): the formula
+peak uses it. A ceiling above the formula peak is a defect of the peak (its clock or FLOP per cycle),
+said with the numbers (``defects``), never stored silently.
 
 Memory levels (ERT-style): for each cache level, ``x.expand(r, n).sum(1)`` (r row sums, split over
 the threads, each streaming the whole buffer) over an fp32 buffer of
@@ -36,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from harness.backends import Device, MemoryLevel, resolve_device
+from harness.devices.clock import measure_clock
 from harness.devices.cpu import cache_dir
 from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
@@ -80,7 +88,8 @@ def default_store() -> Path:
 class Ceiling:
     """One measured ceiling. ``value`` is FLOP/s (``compute``) or bytes/s (``memory``)."""
 
-    kind: str          # "compute", "one_thread" (fp32 GEMM on one thread) or "memory" (the main-memory copy)
+    kind: str          # "compute", "one_thread" (fp32 GEMM on one thread), "memory" (the main-memory copy)
+    #                    or "clock" (the CPU clock, Hz, measured by a dependent-add chain on each CPU)
     dtype: str         # dtype of the GEMM ("tf32": fp32 with TF32 allowed); "fp32" for the copy
     value: float       # best rate: work / fastest sample
     size: int          # GEMM n (the sweep's winner), or copy buffer bytes
@@ -90,6 +99,7 @@ class Ceiling:
     note: str = ""
     native: bool | None = None                        # compute: >= NATIVE_MARGIN x the fp32 ceiling
     sweep: tuple[tuple[int, float], ...] = ()         # compute: (n, FLOP/s) per size tried, in order
+    op: str = "mm"                                    # compute: the kernel that set the ceiling (``KERNELS``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,12 @@ class Ceilings:
         """Measured one-thread fp32 GEMM FLOP/s (CPU), or ``None``."""
         e = self.entry("one_thread")
         return e.value if e else None
+
+    @property
+    def clock_mhz(self) -> float | None:
+        """The CPU clock measured by the dependent-add chain (MHz), or ``None``."""
+        e = self.entry("clock")
+        return e.value / 1e6 if e else None
 
     def level(self, name: str) -> LevelCeiling | None:
         return next((lv for lv in self.levels if lv.level == name), None)
@@ -264,10 +280,52 @@ def _gemm(device: Device, dtype: str, size_budget_s: float, dtype_budget_s: floa
             if clock() - t0 >= dtype_budget_s:
                 reason = f"{dtype_budget_s:g} s spent"
                 break
-    assert best is not None
-    n, rate, m = best
-    note = f"best of {len(sweep)} sizes (stopped: {reason})" + ("; tf32 allowed" if dtype == "tf32" else "")
-    return Ceiling("compute", dtype, rate, n, m.median, m.stats.rel_iqr, m.stats.n, note, sweep=tuple(sweep))
+        assert best is not None
+        n, rate, m = best
+        op, rate, m = max([("mm", rate, m), *_kernels(device, tdtype, n, size_budget_s, threads, measure_fn)],
+                          key=lambda k: k[1])
+    note = (f"best of {len(sweep)} sizes (stopped: {reason}); the fastest of {', '.join(KERNELS)} at n={n}: {op}"
+            + ("; tf32 allowed" if dtype == "tf32" else ""))
+    return Ceiling("compute", dtype, rate, n, m.median, m.stats.rel_iqr, m.stats.n, note, sweep=tuple(sweep), op=op)
+
+
+#: The kernels a dtype's GEMM ceiling is the fastest of: ``torch.mm``, ``F.linear`` (addmm, oneDNN's
+#: matmul on CPU) and a 1x1 convolution (oneDNN's convolution), the same n x n x n product.
+KERNELS = ("mm", "linear", "conv1x1")
+
+
+def _kernels(device: Device, dtype: torch.dtype, n: int, size_budget_s: float, threads: int | None,
+             measure_fn: MeasureFn) -> list[tuple[str, float, Measurement]]:
+    """(op, FLOP/s, measurement) of the n x n x n product through ``F.linear`` and a 1x1 convolution
+    (an n-channel 1 x 1 conv over an image of about n pixels: 2 n^2 HW FLOP)."""
+    side = max(1, round(math.sqrt(n)))
+    (a, b), = random_inputs([(n, n), (n, n)], dtype, device.tensors, seed=1)
+    (x, w), = random_inputs([(1, n, side, side), (n, n, 1, 1)], dtype, device.tensors, seed=2)
+    out = []
+    for op, fn, args, flops in (("linear", F.linear, (a, b), 2 * n**3), ("conv1x1", F.conv2d, (x, w),
+                                                                           2 * n * n * side * side)):
+        m = measure_fn(fn, device=device, inputs=[args], threads=threads, budget_s=size_budget_s, warmup_s=0.05)
+        out.append((op, flops / _best(m), m))
+    return out
+
+
+def _clock(device: Device, threads: int) -> Ceiling | None:
+    """The clock of the CPUs a run of ``threads`` threads uses (``harness.devices.clock``), as a
+    ``clock`` entry: value Hz (the median over CPUs), size the CPUs read, rel_iqr their spread."""
+    cpus = sorted(_cpus())[: max(1, threads)]
+    reading = measure_clock(cpus)
+    if reading is None:
+        return None
+    per_cpu = ", ".join(f"{x:.0f}" for x in reading.per_cpu_mhz)
+    return Ceiling("clock", "-", reading.mhz * 1e6, len(cpus), 0.0, reading.spread, len(cpus),
+                   f"dependent-add chain on CPUs {cpus}: {per_cpu} MHz")
+
+
+def _cpus() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:
+        return set(range(os.cpu_count() or 1))
 
 
 def _one_thread(device: Device, n: int, size_budget_s: float, measure_fn: MeasureFn) -> Ceiling:
@@ -346,21 +404,25 @@ def lookup(device: str | Device, threads: int | None, store: str | Path | None =
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What a ``calibrate`` call measures: GEMM dtypes (fp32 first), the one-thread GEMM, the memory levels."""
+    """What a ``calibrate`` call measures: GEMM dtypes (fp32 first), the one-thread GEMM, the memory
+    levels, the CPU clock."""
 
     dtypes: tuple[str, ...]
     one_thread: bool
     memory: bool
+    clock: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.dtypes or self.one_thread or self.memory)
+        return not (self.dtypes or self.one_thread or self.memory or self.clock)
 
 
-def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_gemm: bool) -> Plan:
+def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_gemm: bool,
+         clock: bool = False) -> Plan:
     """What is missing from ``old`` (everything with ``force``): the dtypes not stored (plus fp32,
     the native verdict's reference, when a half dtype is measured and no fp32 is stored), the
-    one-thread GEMM where the backend has one, and the memory levels (old files have none)."""
+    one-thread GEMM where the backend has one, the memory levels (old files have none), and the CPU
+    clock where the device is the host (``clock``; measured again with any GEMM)."""
     todo = [d for d in dtypes if force or old is None or old.compute(d) is None]
     has_fp32 = old is not None and not force and old.compute("fp32") is not None
     if todo and "fp32" not in todo and not has_fp32 and any(d != "tf32" for d in todo):
@@ -368,7 +430,37 @@ def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_ge
     todo.sort(key=lambda d: d != "fp32")
     one = one_thread_gemm and (force or old is None or old.one_thread is None or "fp32" in todo)
     memory = force or old is None or not old.bandwidth or not old.levels
-    return Plan(tuple(dict.fromkeys(todo)), one, memory)
+    tick = clock and (force or old is None or old.clock_mhz is None or bool(todo))
+    return Plan(tuple(dict.fromkeys(todo)), one, memory, tick)
+
+
+def defects(ceilings: Ceilings, device: Device, threads: int) -> list[str]:
+    """One sentence per GEMM ceiling above the theoretical peak its device's backend gives (at the
+    measured clock): the peak is wrong (its clock or its FLOP per cycle), not the measurement."""
+    out = []
+    for e in ceilings.entries:
+        if e.kind != "compute":
+            continue
+        p = device.backend.peak(device, e.dtype, threads, ceilings.one_thread, clock_mhz=ceilings.clock_mhz)
+        if p is not None and p.flops and e.value > p.flops:
+            out.append(f"{e.dtype} {e.op} ceiling {e.value / 1e9:.4g} GFLOP/s is {e.value / p.flops:.0%} of the "
+                       f"theoretical peak {p.flops / 1e9:.4g} GFLOP/s ({p.source}): a defect of the peak (its clock "
+                       "or FLOP per cycle), not of the measurement")
+    return out
+
+
+def with_defects(ceilings: Ceilings, device: Device, threads: int) -> Ceilings:
+    """``ceilings`` with each defect of the peak (``defects``) logged as a warning and kept in its
+    entry's note (never stored silently)."""
+    found = defects(ceilings, device, threads)
+    for line in found:
+        log.warning("calibrate: %s", line)
+    if not found:
+        return ceilings
+    entries = tuple(dataclasses.replace(e, note=f"{e.note}; ABOVE THE THEORETICAL PEAK: {line}")
+                    if e.kind == "compute" and (line := next((x for x in found if x.startswith(f"{e.dtype} ")), None))
+                    else e for e in ceilings.entries)
+    return dataclasses.replace(ceilings, entries=entries)
 
 
 def busy_since(before: Any) -> float | None:
@@ -407,15 +499,17 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     backend = device.backend
     key = machine_key(device, threads)
     old = load_ceilings(key, store) if persist and not force else None
-    todo = plan(dtypes, old, force, backend.calibration.one_thread_gemm)
+    todo = plan(dtypes, old, force, backend.calibration.one_thread_gemm, device.host)
     if old is not None and todo.empty:
         log.info("reusing ceilings measured %s", old.measured_at)
         return old
     before = hostload.sample()
+    tick = _clock(device, threads or torch.get_num_threads()) if todo.clock else None   # first: a quiet CPU
     fresh = [_gemm(device, d, budget_s, dtype_budget_s, threads, measure_fn) for d in todo.dtypes]
     entries = [e for e in (old.entries if old is not None else ()) if not (
         (e.kind == "compute" and e.dtype in todo.dtypes) or (e.kind == "one_thread" and todo.one_thread)
-        or (e.kind == "memory" and todo.memory))] + fresh
+        or (e.kind == "memory" and todo.memory) or (e.kind == "clock" and todo.clock))] + fresh
+    entries += [tick] if tick is not None else []
     if todo.one_thread:
         fp32 = next((e for e in entries if e.kind == "compute" and e.dtype == "fp32"), None)
         n = min(fp32.size, ONE_THREAD_N_CAP) if fp32 else ONE_THREAD_N_CAP
@@ -424,8 +518,8 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     if todo.memory:
         levels, copy = _levels(device, threads, budget_s, measure_fn)
         entries.append(copy)
-    result = Ceilings(key=key, measured_at=now_iso(), entries=with_verdicts(entries),
-                      levels=levels)
+    result = Ceilings(key=key, measured_at=now_iso(), entries=with_verdicts(entries), levels=levels)
+    result = with_defects(result, device, threads or torch.get_num_threads())
     busy = busy_since(before) if device.host else None
     if persist and busy is not None and busy > BUSY_LIMIT:
         log.warning("calibrate: other processes used %.0f %% of the CPUs while the ceilings were measured: they are "

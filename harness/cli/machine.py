@@ -31,7 +31,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch  # deferred: --help without torch/pandas
 
     from harness.backends import resolve_device  # deferred: as above
-    from harness.ceilings.calibrate import calibrate  # deferred: as above
+    from harness.ceilings.calibrate import calibrate, defects  # deferred: as above
     from harness.report import render_text  # deferred: as above
     from harness.report.machine import CeilingsModel  # deferred: as above
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
@@ -40,8 +40,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     c = calibrate(device, dtypes, threads=args.threads, budget_s=args.budget, store=args.store, force=args.force)
     wall = time.perf_counter() - t0
     threads = args.threads or torch.get_num_threads()
-    peaks = {e.dtype: device.backend.peak(device, e.dtype, threads, c.one_thread) for e in c.entries}
+    peaks = {e.dtype: device.backend.peak(device, e.dtype, threads, c.one_thread, clock_mhz=c.clock_mhz)
+             for e in c.entries}
     sys.stdout.write(render_text(CeilingsModel(c, peaks), "table"))
+    for line in defects(c, device, threads):
+        print(f"warning: {line}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10 if resource else None   # Linux: KiB
     print(f"calibrate took {wall:.1f} s" + (f"; peak RSS {rss:.0f} MiB" if rss else ""))
     return 0

@@ -233,17 +233,24 @@ class CpuDescription:
         core = cpu_flop_per_cycle(frozenset(self.flags), "fp32", self.vendor, self.family, self.model)
         return effective_clock_ghz(one_thread_flops_s, core.flop_per_cycle)
 
-    def peak(self, dtype: str, cores: int | None = None, one_thread_flops_s: float | None = None) -> Peak | None:
-        """Theoretical peak for ``dtype`` on ``cores`` (default: all usable physical cores), at the
-        higher of the reported clock and the effective one implied by ``one_thread_flops_s``."""
+    def peak(self, dtype: str, cores: int | None = None, one_thread_flops_s: float | None = None,
+             clock_mhz: float | None = None) -> Peak | None:
+        """Theoretical peak for ``dtype`` on ``cores`` (default: all usable physical cores): cores x
+        clock x FLOP/cycle/core. The clock is the measured one (``clock_mhz``: the dependent-add
+        chain of ``harness.devices.clock``, what the cores run at) where given, else the higher of the
+        reported clock and the effective one implied by ``one_thread_flops_s``."""
+        core = cpu_flop_per_cycle(frozenset(self.flags), dtype, self.vendor, self.family, self.model)
+        reported = f"{self.clock_ghz:.3f} GHz" if self.clock_ghz else "none"
+        if clock_mhz:
+            peak = cpu_peak(cores or self.cores_for_peak, clock_mhz / 1e3, core)
+            return dataclasses.replace(peak, source=peak.source + f"; clock: measured by a dependent-add chain "
+                                       f"(reported {reported})")
         effective = self.effective_clock(one_thread_flops_s)
         clock = max(self.clock_ghz or 0.0, effective or 0.0)
         if not clock:
             return None
-        core = cpu_flop_per_cycle(frozenset(self.flags), dtype, self.vendor, self.family, self.model)
         peak = cpu_peak(cores or self.cores_for_peak, clock, core)
         if effective and effective > (self.clock_ghz or 0.0):
-            reported = f"{self.clock_ghz:.3f} GHz" if self.clock_ghz else "none"
             peak = dataclasses.replace(peak, source=peak.source + f"; clock: effective, from the 1-thread fp32 "
                                        f"GEMM (reported {reported})")
         return peak

@@ -48,22 +48,24 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
     c = m.cpu
     simd = " ".join(f for f in SIMD_FLAGS if f in c.flags) or "-"
     one = ceilings.one_thread if ceilings is not None else None
+    mhz = ceilings.clock_mhz if ceilings is not None else None
     caches = ", ".join(f"{x.name} {binary_bytes(x.reported_bytes)}"
                        + (f" (used: {binary_bytes(x.used_bytes)}, capped)" if x.capped else "") for x in c.caches)
     lines = [f"CPU   {c.brand} ({c.vendor}, family {c.family} model {c.model}), {c.arch}"
              + ("; under a hypervisor" if c.hypervisor else ""),
              f"      {c.logical_cpus} logical CPUs, {c.physical_cores} physical cores, {c.usable_cpus} usable; "
              f"clock {c.clock_ghz or 0:.3f} GHz ({'max' if c.clock_reported_max else 'reported, no max exposed'})"
-             + _effective(c, one),
+             + _effective(c, one) + (f"; measured {mhz / 1e3:.3f} GHz (dependent-add chain)" if mhz else ""),
              f"      caches (one instance, as reported) {caches or '-'}; SIMD {simd}; torch kernels "
              f"{c.torch_capability}",
              f"      torch threads {c.threads}; load average "
              + (" ".join(f"{x:.2f}" for x in c.load_avg) if c.load_avg else "-")
              + (f"; busy {c.busy_percent:.0f}%" if c.busy_percent is not None else "")]
     peaks = [f"{d} {si(p.flops, 'FLOP/s')}" + ("" if p.native else " (not native)")
-             for d in ("fp32", "fp64", "bf16", "fp16") if (p := c.peak(d, one_thread_flops_s=one)) is not None]
+             for d in ("fp32", "fp64", "bf16", "fp16")
+             if (p := c.peak(d, one_thread_flops_s=one, clock_mhz=mhz)) is not None]
     if peaks:
-        src = c.peak("fp32", one_thread_flops_s=one)
+        src = c.peak("fp32", one_thread_flops_s=one, clock_mhz=mhz)
         lines.append(f"      peak ({src.source if src else 'formula'}): " + ", ".join(peaks))
     lines += [f"      warning: {w}" for w in c.warnings]
     lines += _gpu_lines(m.gpu)
@@ -144,20 +146,24 @@ def ceilings_table(m: CeilingsModel) -> str:
     return render_ceilings(m.ceilings, m.peaks.get) + "\n"
 
 
+def _ceiling_row(e: Any, p: Any) -> dict[str, Any]:
+    """One ceiling's table row beside its theoretical peak ``p`` (the one-thread GEMM and the clock
+    have none: the peak is of all threads)."""
+    theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
+    unit = {"memory": "B/s", "clock": "Hz"}.get(e.kind, "FLOP/s")
+    size = {"memory": binary_bytes(e.size), "clock": f"{e.size} CPUs"}.get(e.kind, f"n={e.size}")
+    return {"ceiling": e.kind, "dtype": e.dtype if e.kind not in ("memory", "clock") else "-",
+            "op": e.op if e.kind == "compute" else "-", "size": size,
+            "measured": si(e.value, unit), "median": si(e.median_s, "s") if e.kind != "clock" else "-",
+            "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
+            "native": _verdict(e) if e.kind == "compute" else "-",
+            "theoretical": si(theo, unit) + ("" if p is None or p.native else " (not native)"),
+            "of_theoretical": f"{e.value / theo:.0%}" if theo else "-"}
+
+
 def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
     """``layerbench calibrate`` table: each ceiling beside the theoretical peak it is measured against."""
-    rows = []
-    for e in c.entries:
-        p = peak_of(e.dtype) if e.kind != "one_thread" else None      # the peak is of all threads
-        theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
-        unit = "B/s" if e.kind == "memory" else "FLOP/s"
-        rows.append({"ceiling": e.kind, "dtype": e.dtype if e.kind != "memory" else "-",
-                     "size": f"n={e.size}" if e.kind != "memory" else binary_bytes(e.size),
-                     "measured": si(e.value, unit), "median": si(e.median_s, "s"),
-                     "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
-                     "native": _verdict(e) if e.kind == "compute" else "-",
-                     "theoretical": si(theo, unit) + ("" if p is None or p.native else " (not native)"),
-                     "of_theoretical": f"{e.value / theo:.0%}" if theo else "-"})
+    rows = [_ceiling_row(e, peak_of(e.dtype) if e.kind in ("compute", "memory") else None) for e in c.entries]
     head = (f"{c.key.get('device_name')} ({c.key['device']}, {c.key.get('threads', '-')} threads), "
             f"measured {c.measured_at}")
     sweeps = [f"sweep {e.dtype}: " + ", ".join(f"n={n} {si(v, 'FLOP/s')}" for n, v in e.sweep) + f"; {e.note}"

@@ -107,18 +107,21 @@ def _no_peaks(source: str = "none") -> Peaks:
 def resolve_peaks(device: Device, dtypes: Sequence[str], threads: int, ceilings: Ceilings | None) -> dict[str, Peaks]:
     """Per peak dtype (the run's dtypes, and ``tf32`` beside fp32 on CUDA): the theoretical peak
     and the measured ceilings (GEMM, copy, each memory level), as every row of that dtype will
-    store them. The formula takes the effective clock of a stored one-thread GEMM where higher; a
+    store them. The formula takes the stored measured clock (``clock`` entry), else the effective
+    clock of a stored one-thread GEMM where higher than the reported one; a
     dtype whose measured GEMM is not native (``harness.ceilings.calibrate.NATIVE_MARGIN``) gets the
     fp32 peak."""
     wanted = with_variants(device.backend, dtypes)
     one = ceilings.one_thread if ceilings is not None else None
-    theory = {d: _theoretical(device, d, threads, one) for d in dict.fromkeys(wanted + ["fp32"])}
+    mhz = ceilings.clock_mhz if ceilings is not None else None
+    theory = {d: _theoretical(device, d, threads, one, mhz) for d in dict.fromkeys(wanted + ["fp32"])}
     return {d: _peaks(device, d, theory, ceilings) for d in wanted}
 
 
-def _theoretical(device: Device, dtype: str, threads: int, one_thread: float | None) -> Peak | None:
+def _theoretical(device: Device, dtype: str, threads: int, one_thread: float | None,
+                 clock_mhz: float | None) -> Peak | None:
     try:
-        return device.backend.peak(device, dtype, threads, one_thread)
+        return device.backend.peak(device, dtype, threads, one_thread, clock_mhz=clock_mhz)
     except Exception as e:          # a failing probe leaves the peak unknown, never the run dead
         log.warning("peak for %s %s unknown: %s", device, dtype, e)
         return None
