@@ -5,10 +5,14 @@ pytorch backend, fvcore 0.1.5.post20221221, torchinfo 1.8.0, torchstat 0.0.7, to
 2.13 ``torch.utils.flop_counter``). Tools that report MACs put them in ``macs`` (with
 ``flops = 2 * macs``); ``headline`` names the column the tool itself prints. Where a tool
 disagrees with its own stated definition, the README's "Where the tools disagree" says so.
+The module-level presets (thop, ptflops, torchinfo, torchstat) put a module's cost on the row of
+the op that computes it (``ModuleConvention``: nn.Linear's on its ``addmm``, not its ``t`` view).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from math import prod
 
 import torch
@@ -16,8 +20,8 @@ from torch import nn
 from torch.utils.flop_counter import flop_registry
 
 from harness.analytic.canonical import CANONICAL, aten, convolution, ops
-from harness.analytic.conventions import Convention, register_convention
-from harness.analytic.counter import ModuleCall
+from harness.analytic.conventions import Convention, _root_batch, register_convention
+from harness.analytic.counter import ModuleCall, OpRecord, RawCall
 from harness.analytic.registry import Cost, FormulaRegistry, OpCall, TensorMeta
 
 register_convention(Convention("canonical", CANONICAL.description, "flops", CANONICAL))
@@ -126,6 +130,54 @@ def _fv_adaptive_avg(call: OpCall) -> Cost | None:
 register_convention(Convention("fvcore", FVCORE.description, "macs", FVCORE))
 
 
+# --- module-level presets: where a module's cost lands ---------------------------------------
+
+def computing_op(calls: Sequence[RawCall], start: int, end: int) -> int:
+    """The index of the op that does a module call's work among ``calls[start:end]``: the non-view
+    op with the most canonical FLOPs (the last of equals), so nn.Linear's cost lands on its
+    ``addmm``, not on the ``t`` view of its weight; ``start`` when the call dispatched only views."""
+    candidates = [i for i in range(start, end) if not calls[i].is_view]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else start
+    return max(candidates, key=lambda i: (_canonical_flops(calls[i]), i))
+
+
+def _canonical_flops(raw: RawCall) -> int:
+    entry = CANONICAL.lookup(raw.call.op)
+    if entry is None:
+        return 0
+    try:
+        cost = entry.formula(raw.call)
+    except Exception:  # an op variant its formula does not cover: it does no work we can rank
+        return 0
+    return cost.flops if cost is not None else 0
+
+
+class ModuleConvention(Convention):
+    """A module-level convention (thop, ptflops, torchinfo, torchstat) whose module costs land on
+    the row of the op that computes them (:func:`computing_op`) rather than on the first row the
+    module dispatched. Only the rows change: the totals are :class:`Convention`'s."""
+
+    def price(self, calls: Sequence[RawCall], module_calls: Sequence[ModuleCall]) -> list[OpRecord]:
+        records = super().price(calls, module_calls)
+        rows = [i for i, r in enumerate(records) if r.category != "none"]   # rows[k] is calls[k]'s row
+        divisor = _root_batch(module_calls) if self.per_sample_modules else 1
+        for mc in module_calls:
+            rule = self._rule(mc.module)
+            if rule is None or mc.start == mc.end or (self.leaf_only and not mc.is_leaf):
+                continue
+            target = computing_op(calls, mc.start, mc.end)
+            cost = rule(mc) if target != mc.start else None
+            if cost is None:
+                continue
+            if divisor != 1:
+                cost = Cost(cost.flops // divisor, cost.macs // divisor)
+            src, dst = records[rows[mc.start]], records[rows[target]]
+            records[rows[mc.start]] = replace(src, cost=Cost(src.cost.flops - cost.flops, src.cost.macs - cost.macs))
+            records[rows[target]] = replace(dst, cost=Cost(dst.cost.flops + cost.flops, dst.cost.macs + cost.macs))
+        return records
+
+
 # --- thop (thop/profile.py register_hooks, thop/vision/basic_hooks.py; type(m) exact) ---------
 
 def _thop_conv(mc: ModuleCall) -> Cost:
@@ -166,7 +218,7 @@ _on(_THOP, (nn.Softmax,), _thop_softmax)
 _on(_THOP, AVGPOOLS, lambda mc: _macs(mc.outputs[0].numel))
 _on(_THOP, ADAPTIVE_AVG, _thop_adaptive_avg)
 _on(_THOP, (nn.Linear,), lambda mc: _macs(mc.module.in_features * mc.outputs[0].numel))
-register_convention(Convention(
+register_convention(ModuleConvention(
     "thop", "thop.profile: MACs of registered module types only (exact type); functionals "
             "and unregistered modules (GELU, SiLU, GroupNorm, MultiheadAttention) count 0",
     "macs", FormulaRegistry("thop-functional"), _THOP))
@@ -244,7 +296,7 @@ def _pt_elementwise(call: OpCall) -> Cost:
     return _macs(call.out.numel)
 
 
-register_convention(Convention(
+register_convention(ModuleConvention(
     "ptflops", "ptflops get_model_complexity_info (pytorch backend, count_functional=True): "
                "MACs of hooked modules per sample (divided by the batch) plus patched functionals "
                "and tensor ops for the whole batch",
@@ -271,7 +323,7 @@ def _torchinfo(mc: ModuleCall) -> Cost | None:
     return _macs(macs)
 
 
-register_convention(Convention(
+register_convention(ModuleConvention(
     "torchinfo", "torchinfo.summary total_mult_adds: parameters x output positions per leaf "
                  "layer; parameter-free layers and functionals count 0",
     "macs", FormulaRegistry("torchinfo-functional"), {nn.Module: _torchinfo},
@@ -343,7 +395,7 @@ _on(_TORCHSTAT, (nn.MaxPool2d, nn.AvgPool2d), _ts_pool2d)
 _on(_TORCHSTAT, (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU), _ts_relu)
 _on(_TORCHSTAT, (nn.Softmax,), _ts_softmax)
 _on(_TORCHSTAT, (nn.Linear,), _ts_linear)
-register_convention(Convention(
+register_convention(ModuleConvention(
     "torchstat", "torchstat.stat: 'MAdd' (the 2n-1 convention) in flops, its 'Flops' "
                  "(multiplications, + bias) in macs; 2-D layers only",
     "flops", FormulaRegistry("torchstat-functional"), _TORCHSTAT, subclasses=True, leaf_only=True))
