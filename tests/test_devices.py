@@ -139,6 +139,7 @@ def test_unknown_gpu_peak_from_formula():
     g = describe_gpus(nvml=Nvml(fake_pynvml([], init_error=NVMLError("x"))), cuda=FakeTorchCuda([p])).gpus[0]
     pk = g.peak("bf16")
     assert pk.flops == pytest.approx(132 * 4096 * 1.98e9) and "formula" in pk.source
+    assert "1980 MHz, the maximum SM clock" in pk.source and "upper bound" in pk.source    # not the rated boost
     assert pk.bandwidth == pytest.approx(2 * 2619e6 * 5120 / 8)
 
 

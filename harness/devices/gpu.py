@@ -46,7 +46,9 @@ class GpuDescription:
 
     def peak(self, dtype: str) -> Peak | None:
         """Theoretical peak for ``dtype``: the datasheet row for this model, else the formula from
-        the compute capability, SM count and max SM clock; bandwidth likewise."""
+        the compute capability, SM count and maximum SM clock (an upper bound: NVIDIA rates tensor
+        peaks at a boost clock below it, 1830 of 1980 MHz on H100 SXM; the source says so);
+        bandwidth likewise."""
         sheet = datasheet_peak(self.name, dtype)
         if sheet is not None:
             return sheet
@@ -58,7 +60,8 @@ class GpuDescription:
             if flops is not None:
                 return Peak(flops=flops, bandwidth=bw, native=True,
                             source=f"formula: {self.sm_count} SMs x CC {self.compute_capability} rate x "
-                                   f"{self.sm_clock_max_mhz} MHz")
+                                   f"{self.sm_clock_max_mhz} MHz, the maximum SM clock (an upper bound: vendors "
+                                   f"rate tensor peaks at a lower boost clock)")
         return None if bw is None else Peak(flops=None, bandwidth=bw, native=True, source="formula: memory only")
 
 
