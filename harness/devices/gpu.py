@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness.devices.nvml import CLOCK_MEM, CLOCK_SM, TEMPERATURE_GPU, Nvml, nvml_session, reason_names, uuid_key
+from harness.devices.nvml import CLOCK_MEM, CLOCK_SM, TEMPERATURE_GPU, Nvml, nvml_session, reason_names
 from harness.devices.peaks import Peak, datasheet_peak, gpu_formula_peak, memory_bandwidth
 
 
@@ -94,13 +94,11 @@ def describe_gpus(nvml: Nvml | None = None, cuda: Any = None) -> GpuReport:
     except Exception as e:
         notes.append(f"torch.cuda failed: {type(e).__name__}: {e}")
     handles = nvml.handles() if nvml.ok else []
-    by_uuid = {uuid_key(nvml.query("nvmlDeviceGetUUID", h)): h for h in handles}
     gpus = []
     used: set[int] = set()
-    for i, p in enumerate(props):
-        h = by_uuid.get(uuid_key(getattr(p, "uuid", ""))) if getattr(p, "uuid", None) is not None else None
-        if h is None and i < len(handles):
-            h = handles[i]
+    for i, p in enumerate(props):       # matched by UUID (a MIG instance: its GPU), never by index
+        uuid = getattr(p, "uuid", None)
+        h = nvml.handle_for_uuid(uuid, handles) if nvml.ok and uuid is not None else None
         if h is not None:
             used.add(id(h))
         gpus.append(_describe(i, nvml, h, p))
