@@ -265,6 +265,18 @@ class FakeNode:
     def seen(self) -> list[FakeGpu]:
         return list(self.gpus) if self.visible is None else [self.gpus[i] for i in self.visible]
 
+    def masked(self, cuda_visible_devices: str) -> FakeNode:
+        """This node as torch sees it under ``CUDA_VISIBLE_DEVICES``: indices or UUIDs (a unique
+        prefix will do), in that order; the first entry that names no GPU ends the list, as in CUDA."""
+        picked: list[int] = []
+        for item in (x.strip() for x in cuda_visible_devices.split(",")):
+            found = [i for i, g in enumerate(self.gpus) if item.isdigit() and int(item) == i
+                     or not item.isdigit() and item and g.uuid.startswith(item)]
+            if len(found) != 1:
+                break
+            picked.append(found[0])
+        return FakeNode(self.gpus, picked)
+
 
 class FakeTorchCuda:
     """The parts of ``torch.cuda`` the harness calls, over a fake node."""

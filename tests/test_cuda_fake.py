@@ -97,9 +97,10 @@ def test_nvml_clocks_fall_when_idle_and_sit_at_the_power_cap_under_load():
 
 
 def test_masked_devices_and_sticky_errors():
-    node = FakeNode([FakeGpu(uuid="GPU-aaaa-1"), FakeGpu(uuid="GPU-bbbb-2")], visible=[1])
+    node = FakeNode([FakeGpu(uuid="GPU-aaaa-1"), FakeGpu(uuid="GPU-bbbb-2")]).masked("1")
     cuda = FakeTorchCuda(node)
     assert cuda.device_count() == 1 and cuda.get_device_properties(0).uuid == "bbbb-2"
+    assert FakeNode(node.gpus).masked("GPU-bbbb,0").visible == [1, 0] and not FakeNode(node.gpus).masked("2,0").visible
     assert fake_pynvml(node).nvmlDeviceGetCount() == 2                     # NVML sees the node
     gpu = node.gpus[1]
     gpu.poison()

@@ -71,9 +71,9 @@ def test_machine_id_does_not_change_with_cuda_visible_devices():
     nvml = Nvml(fake_pynvml(node))
     base = describe_machine_identity()
     ids = set()
-    for visible in (None, [1], [0], [1, 0]):
-        gpus = gpu_ids(describe_gpus(nvml, FakeTorchCuda(FakeNode(node.gpus, visible))).gpus)
-        assert len(gpus) == 2 and sum(g.visible for g in gpus) == len(visible or node.gpus)   # each GPU once
+    for visible, seen in (("0,1", 2), ("1", 1), ("GPU-aaaa", 1), ("1,0", 2), ("GPU-bbbb,7,0", 1)):
+        gpus = gpu_ids(describe_gpus(nvml, FakeTorchCuda(node.masked(visible))).gpus)
+        assert len(gpus) == 2 and sum(g.visible for g in gpus) == seen      # each GPU once, seen by torch or not
         ids.add(dataclasses.replace(base, gpus=gpus).machine_id)
     assert len(ids) == 1
     h200 = FakeNode([FakeGpu(name="NVIDIA H200"), FakeGpu(name="NVIDIA H200")])
