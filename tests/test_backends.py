@@ -11,7 +11,7 @@ import pytest
 from harness.backends import backend_types, get_backend
 from harness.backends.base import Backend, CalibrationSizes, Device, with_variants
 from harness.backends.cpu import CpuBackend
-from harness.backends.cuda import CudaBackend
+from harness.backends.cuda import CudaBackend, cuda_settings
 from harness.ceilings.calibrate import Ceiling, Ceilings, LevelCeiling
 from harness.devices.peaks import Peak
 from harness.errors import SpecError
@@ -155,9 +155,10 @@ def test_variants_and_gemm_dtype_per_backend():
         assert dt == torch.bfloat16
     with pytest.raises(SpecError, match="tf32 only on cuda"), CpuBackend().gemm_dtype("tf32"):
         pass
-    before = torch.backends.cuda.matmul.allow_tf32                # the flag exists without a GPU
+    before = torch.backends.cuda.matmul.fp32_precision           # the switch exists without a GPU
     with CudaBackend().gemm_dtype("tf32") as dt:
-        assert dt == torch.float32 and torch.backends.cuda.matmul.allow_tf32 is True
+        assert dt == torch.float32 and cuda_settings()["allow_tf32_matmul"] is True
     with CudaBackend().gemm_dtype("fp32") as dt:
-        assert dt == torch.float32 and torch.backends.cuda.matmul.allow_tf32 is False
-    assert torch.backends.cuda.matmul.allow_tf32 == before
+        assert dt == torch.float32 and cuda_settings()["allow_tf32_matmul"] is False
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    assert torch.backends.cuda.matmul.allow_tf32 is False          # restored: the legacy flag reads again

@@ -99,7 +99,8 @@ def test_without_driver():
     nvml = Nvml(fake_pynvml([h100()], init_error=NVMLError_LibraryNotFound("NVML Shared Library Not Found")))
     assert not nvml.ok and "NVMLError_LibraryNotFound" in nvml.error
     assert describe_gpus(nvml=nvml, cuda=FakeTorchCuda()).gpus == ()
-    assert clock_monitor("cuda:0", nvml) is None
+    mon = clock_monitor("1111", 1980, nvml)                   # no NVML: the trial clocks alone, no reasons
+    assert mon.nvml is None and mon.limit_mhz == 1980 and mon.summary() is None
 
 
 def test_without_driver_but_torch_sees_the_device():
@@ -139,6 +140,7 @@ def test_unknown_gpu_peak_from_formula():
     g = describe_gpus(nvml=Nvml(fake_pynvml([], init_error=NVMLError("x"))), cuda=FakeTorchCuda([p])).gpus[0]
     pk = g.peak("bf16")
     assert pk.flops == pytest.approx(132 * 4096 * 1.98e9) and "formula" in pk.source
+    assert "1980 MHz, the maximum SM clock" in pk.source and "upper bound" in pk.source    # not the rated boost
     assert pk.bandwidth == pytest.approx(2 * 2619e6 * 5120 / 8)
 
 
@@ -149,29 +151,31 @@ def test_reason_names():
     assert THROTTLE_MASK & 0x1 == 0 and THROTTLE_MASK & 0x4
 
 
-def test_monitor_flags_power_cap_and_low_clock():
+def test_monitor_records_the_power_cap_and_judges_the_clock():
     gpu = h100(reasons=0x1)
     nvml = Nvml(fake_pynvml([gpu]))
     mon = NvmlClockMonitor(nvml, gpu)
     mon.sample()
     s = mon.summary()
-    assert not s.throttled and s.sm_clock_min_mhz == 1980 and s.sm_clock_limit_mhz == 1980
+    assert not s.throttled and s.sm_clock_min_mhz is None and s.sm_clock_limit_mhz == 1980   # an idle sample: no clock
     gpu["reasons"] = 0x4
     mon.sample()
-    assert mon.summary().throttled and mon.summary().reasons == ("gpu_idle", "sw_power_cap")
+    s = mon.summary()
+    assert not s.throttled and s.reasons == ("sw_power_cap",) and s.sm_clock_min_mhz == 1980 and s.source == "nvml"
     slow = h100(sm=int(1980 * THROTTLE_CLOCK_FRACTION) - 10, reasons=0)
     mon2 = NvmlClockMonitor(Nvml(fake_pynvml([slow])), slow)
     mon2.sample()
     assert mon2.summary().throttled and mon2.summary().reasons == ()
+    mon2.trial(1900.0)                                          # a trial's measured clock outranks NVML's
+    assert not mon2.summary().throttled and mon2.summary().source == "trial"
     assert NvmlClockMonitor(nvml, gpu).summary() is None        # nothing sampled
 
 
-def test_nvml_handle_by_uuid_then_index():
+def test_nvml_handle_by_uuid_never_by_index():
     a, b = h100("GPU-aaaa"), h100("GPU-bbbb")
     nvml = Nvml(fake_pynvml([a, b]))
-    assert nvml_handle(nvml, 0, "bbbb") is b
-    assert nvml_handle(nvml, 1, None) is b
-    assert nvml_handle(nvml, 5, None) is None
+    assert nvml_handle(nvml, "bbbb") is b and nvml_handle(nvml, "GPU-AAAA") is a
+    assert nvml_handle(nvml, None) is None and nvml_handle(nvml, "cccc") is None
 
 
 def test_describe_this_cpu():

@@ -4,9 +4,12 @@ another machine."""
 import dataclasses
 
 import pytest
+from fake_cuda import FakeGpu, FakeNode, FakeTorchCuda, fake_pynvml
 
 import harness.runner.context as context
-from harness.devices.identity import describe_machine_identity, describe_threading
+from harness.devices.gpu import describe_gpus
+from harness.devices.identity import describe_machine_identity, describe_threading, gpu_ids
+from harness.devices.nvml import Nvml
 from harness.runner import run_suite
 from harness.store import StoreError
 from harness.suite import parse_suite
@@ -59,3 +62,26 @@ def test_resume_refuses_another_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(context, "describe_machine_identity", real)
     again = run_suite(s, out=tmp_path, resume=True, measure_fn=fake_measure(), progress=False)
     assert again.run_id == first.run_id and again.already_done == 1 and sum(again.statuses.values()) == 2
+
+
+def test_machine_id_does_not_change_with_cuda_visible_devices():
+    """Ray's num_gpus=1 shows a task one GPU of the node: the machine, its stored ceilings and its
+    history stay the same (the masked GPU used to hash with no SM count)."""
+    node = FakeNode([FakeGpu(uuid="GPU-aaaa-1"), FakeGpu(uuid="GPU-bbbb-2")])
+    nvml = Nvml(fake_pynvml(node))
+    base = describe_machine_identity()
+    ids = set()
+    for visible, seen in (("0,1", 2), ("1", 1), ("GPU-aaaa", 1), ("1,0", 2), ("GPU-bbbb,7,0", 1)):
+        gpus = gpu_ids(describe_gpus(nvml, FakeTorchCuda(node.masked(visible))).gpus)
+        assert len(gpus) == 2 and sum(g.visible for g in gpus) == seen      # each GPU once, seen by torch or not
+        ids.add(dataclasses.replace(base, gpus=gpus).machine_id)
+    assert len(ids) == 1
+    h200 = FakeNode([FakeGpu(name="NVIDIA H200"), FakeGpu(name="NVIDIA H200")])
+    gpus = gpu_ids(describe_gpus(Nvml(fake_pynvml(h200)), FakeTorchCuda(h200)).gpus)
+    assert dataclasses.replace(base, gpus=gpus).machine_id not in ids          # other GPUs: another machine
+
+
+def test_a_mig_instance_is_described_as_the_gpu_it_lives_on():
+    node = FakeNode([FakeGpu(uuid="GPU-aaaa-1"), FakeGpu(uuid="GPU-cccc-3", mig=("MIG-dddd-4",))], visible=[1])
+    gpus = describe_gpus(Nvml(fake_pynvml(node)), FakeTorchCuda(node)).gpus
+    assert [(g.uuid, g.source) for g in gpus] == [("GPU-cccc-3", "nvml+torch"), ("GPU-aaaa-1", "nvml")]

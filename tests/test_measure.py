@@ -1,18 +1,18 @@
-"""The measuring loop driven by fake clocks: CPU, and the CUDA paths (hot, cold/L2 flush, graph)
-with a fake device, so their logic is tested without a GPU. One real CPU measurement at the end."""
+"""The measuring loop driven by fake clocks: CPU, and the CUDA paths (hot, cold/L2 flush, graph,
+auto) on a fake GPU (tests/fake_cuda.py), so their logic is tested without one. One real CPU
+measurement at the end."""
 
-import contextlib
 import gc
 import math
 
 import pytest
 import torch
+from fake_cuda import FakeGpu, FakeModule, measure_on, rig
 
-from harness.backends import Device
 from harness.backends.cpu import CpuBackend, CpuTimer
-from harness.backends.cuda import CudaBackend, CudaEventTimer
+from harness.backends.cuda import GRAPH_REPLAY_S, CudaBackend
 from harness.errors import SpecError
-from harness.timing import ClockSummary, FixedCount, measure, random_inputs, rotation_sets
+from harness.timing import FixedCount, measure, random_inputs, rotation_sets
 from harness.timing.inputs import ALIGN_BYTES, POOL_BLOCK, InputPool, _tiled
 from harness.timing.measure import ESTIMATE_CALLS, MIN_WARMUP_CALLS
 
@@ -225,158 +225,69 @@ def test_bad_arguments_name_the_field(kwargs, field):
         measure(lambda: None, **kwargs)
 
 
-# --- CUDA paths on a fake device ---------------------------------------------------------------
-
-class FakeEvent:
-    def __init__(self, dev):
-        self.dev, self.t, self.synced = dev, None, False
-
-    def record(self):
-        self.t = self.dev.t
-        self.dev.unsynced.append(self)
-
-    def elapsed_time(self, end):
-        assert self.synced and end.synced, "event read before synchronize"
-        return (end.t - self.t) * 1e3          # ms, as torch.cuda.Event
-
-
-class FakeCuda:
-    """A device whose clock advances by the work enqueued on it (launches run at once, in order).
-
-    Each launch from the host costs ``overhead`` (the GPU idles while it is issued) plus ``cost``;
-    a graph replay pays ``overhead`` once for all its launches; the flush takes ``flush_cost``."""
-
-    device = "cuda:0"
-
-    def __init__(self, cost, overhead=0.0, flush_cost=0.0, l2=50 * 2**20):
-        self.cost, self.overhead, self.flush_cost, self.l2 = cost, overhead, flush_cost, l2
-        self.t = 0.0
-        self.unsynced = []
-        self.flushes = self.syncs = 0
-        self.captured = []
-        self.autotune = None
-        self.log = []
-
-    def launch(self, *args):
-        self.t += self.overhead + self.cost
-        self.log.append("call")
-
-    def event(self):
-        return FakeEvent(self)
-
-    def synchronize(self):
-        self.syncs += 1
-        for e in self.unsynced:
-            e.synced = True
-        self.unsynced = []
-
-    def make_flush(self):
-        def flush():
-            self.flushes += 1
-            self.t += self.flush_cost
-            self.log.append("flush")
-        return flush, 2 * self.l2
-
-    def capture(self, call, number):
-        self.captured.append(number)
-
-        def replay():
-            self.t += self.overhead + number * self.cost
-        return replay
-
-    def settings(self):
-        return {"cudnn_benchmark": self.autotune, "allow_tf32_matmul": False}
-
-    @contextlib.contextmanager
-    def scope(self, autotune):
-        self.autotune = autotune
-        yield
-        self.autotune = None
-
-
-class FakeMonitor:
-    def __init__(self):
-        self.samples = 0
-
-    def sample(self):
-        self.samples += 1
-
-    def summary(self):
-        return ClockSummary(samples=self.samples, sm_clock_min_mhz=1400, sm_clock_max_mhz=1980,
-                            sm_clock_limit_mhz=1980, reasons_mask=0x4, reasons=("sw_power_cap",), throttled=True)
-
-
-#: A resolved CUDA device without the hardware: the fake API stands for it.
-FAKE_GPU = Device(type="cuda", index=0, name="fake GPU", main_memory="HBM", modes=CudaBackend.modes, host=False,
-                  tensors="cuda:0", llc_bytes=50 * 2**20, backend=CudaBackend())
-
-
-def cuda_measure(api, mode, monitor=None, **kw):
-    timer = CudaEventTimer(api, "hot" if mode == "auto" else mode, monitor, host_clock=lambda: api.t)
-    return measure(api.launch, device=FAKE_GPU, mode=mode, cuda_api=api, timer=timer, monitor=monitor,
-                   warmup_s=kw.pop("warmup_s", 0.001), **kw)
-
+# --- CUDA paths on a fake GPU (tests/fake_cuda.py: an asynchronous queue, event ticks, capture) --------
 
 def test_cuda_hot_times_blocks_with_events():
-    api = FakeCuda(cost=10e-6)
-    m = cuda_measure(api, "hot", monitor=FakeMonitor())
+    gpu = FakeGpu()
+    r = rig(gpu)
+    m = measure(FakeModule(gpu, kernels=(10e-6,)), device=r.device, timer=r.timer, cuda_api=r.api,
+                monitor=r.monitor, warmup_s=1e-3)
     assert m.timer == "cuda_event" and m.device == "cuda:0" and m.mode == "hot"
     assert m.number == round(CUDA_BLOCK_S / 10e-6)            # 20 launches per event pair
     assert m.median == pytest.approx(10e-6)
     assert m.settings["cudnn_benchmark"] is True               # autotuning on during warm-up and timing
-    assert api.autotune is None                                # scope left
-    assert api.syncs >= 2
+    assert gpu.syncs >= 2
 
 
 def test_cuda_cold_flushes_l2_before_every_sample_untimed():
-    api = FakeCuda(cost=10e-6, flush_cost=5e-3)
-    m = cuda_measure(api, "cold")
+    gpu = FakeGpu(write_bytes_s=20e9)                          # a 5 ms flush of 2 x 50 MiB
+    r = rig(gpu, "cold")
+    m = measure(FakeModule(gpu, kernels=(10e-6,)), device=r.device, mode="cold", timer=r.timer, cuda_api=r.api,
+                monitor=r.monitor, warmup_s=1e-3)
     assert m.number == 1
-    assert m.median == pytest.approx(10e-6)                    # the 5 ms flush is outside the events
-    assert api.flushes == m.stats.n + ESTIMATE_CALLS            # the estimate's single calls are cold too
+    assert m.median == pytest.approx(10e-6)                    # the flush is outside the events
+    assert gpu.log.count("flush") == m.stats.n + ESTIMATE_CALLS  # the estimate's single calls are cold too
     assert m.stats.n < 20                                        # chunks sized with the flush time included
-    i = api.log.index("flush")
-    assert api.log[i:i + 4] == ["flush", "call", "flush", "call"]
+    i = len(gpu.log) - 1 - gpu.log[::-1].index("flush")
+    assert gpu.log[i:i + 3] == ["flush", "sleep", "kernel"]     # flush, the lead spin, the timed call
     assert m.settings["l2_flush_bytes"] == 2 * 50 * 2**20
 
 
 def test_cuda_graph_mode_removes_launch_overhead():
-    hot = cuda_measure(FakeCuda(cost=1e-6, overhead=5e-6), "hot")
-    api = FakeCuda(cost=1e-6, overhead=5e-6)
-    graph = cuda_measure(api, "graph")
-    assert hot.median == pytest.approx(6e-6)                   # every launch pays the 5 us
-    k = math.ceil(CUDA_BLOCK_S / 6e-6)                         # 34 launches captured in one graph
-    assert api.captured == [k] and graph.number == k
-    assert graph.timer == "cuda_graph"
-    assert graph.median == pytest.approx(1e-6 + 5e-6 / k)      # overhead paid once per replay
-    assert graph.median < hot.median / 4
+    hot_gpu, gpu = FakeGpu(), FakeGpu()
+    hot = measure_on(hot_gpu, FakeModule(hot_gpu, kernels=(1e-6,)))
+    graph = measure_on(gpu, FakeModule(gpu, kernels=(1e-6,)), "graph")
+    assert hot.median == pytest.approx(5e-6)                   # every launch costs the host 5 us: host-bound
+    assert graph.timer == "cuda_graph" and graph.mode == "graph"
+    per_call = 1e-6 + gpu.node_s
+    assert graph.number == math.ceil(GRAPH_REPLAY_S / per_call)    # a replay of 2 ms, sized from a replay
+    assert graph.median == pytest.approx(per_call, rel=1e-3)   # launch cost paid once per 2 ms replay
+    assert graph.median < hot.median / 3
 
 
-def test_cuda_auto_mode_graphs_tiny_ops_only():
-    tiny = FakeCuda(cost=1e-6, overhead=5e-6)
-    m = cuda_measure(tiny, "auto")
-    assert m.mode == "graph" and m.timer == "cuda_graph" and tiny.captured   # 6 us estimated < GRAPH_BELOW_S
-    big = FakeCuda(cost=1e-3, overhead=5e-6)
-    m = cuda_measure(big, "auto")
-    assert m.mode == "hot" and m.timer == "cuda_event" and not big.captured
+def test_cuda_auto_mode_graphs_host_bound_calls_only():
+    tiny_gpu, big_gpu = FakeGpu(), FakeGpu()
+    m = measure_on(tiny_gpu, FakeModule(tiny_gpu, kernels=(1e-6,)), "auto")
+    assert m.mode == "graph" and m.timer == "cuda_graph"      # 5 us eager (host) vs 1.5 us replayed
+    m = measure_on(big_gpu, FakeModule(big_gpu, kernels=(1e-3,)), "auto")
+    assert m.mode == "hot" and m.timer == "cuda_event" and m.median == pytest.approx(1e-3)
     clock = FakeClock()
     fn, _ = cpu_work(clock, lambda n: 1e-6)
     assert measure(fn, timer=CpuTimer(clock), warmup_s=0, mode="auto").mode == "hot"
 
 
 def test_cuda_stopping_rule_on_device_time():
-    api = FakeCuda(cost=1e-3)
-    m = cuda_measure(api, "hot", min_reps=12)
-    assert m.stop_reason == "converged" and m.stats.n >= 12 and m.stats.rel_ci == 0
+    gpu = FakeGpu()
+    m = measure_on(gpu, FakeModule(gpu, kernels=(1e-3,)), min_reps=12)
+    assert m.stop_reason == "converged" and m.stats.n >= 12 and m.stats.rel_ci < 1e-9
 
 
-def test_cuda_monitor_sampled_while_work_is_queued_and_flags_throttling():
-    api = FakeCuda(cost=1e-3)
-    mon = FakeMonitor()
-    m = cuda_measure(api, "hot", monitor=mon)
-    assert mon.samples >= 1 and m.clocks.samples == mon.samples
-    assert m.throttled and m.summary()["clock_reasons"] == "sw_power_cap"
-    assert m.summary()["sm_clock_min_mhz"] == 1400
+def test_cuda_monitor_takes_trial_clocks_and_reasons():
+    gpu = FakeGpu()
+    m = measure_on(gpu, FakeModule(gpu, kernels=(1e-3,)))
+    assert m.clocks.samples >= 1 and m.clocks.source == "trial"
+    assert not m.throttled and m.summary()["clock_reasons"] == "sw_power_cap"
+    assert m.summary()["sm_clock_min_mhz"] == pytest.approx(gpu.load_mhz, rel=0.01)
 
 
 def test_summary_is_flat_and_names_units():

@@ -20,6 +20,9 @@ from harness.errors import SpecError
     ("NVIDIA H100 PCIe", "H100 PCIe"),
     ("NVIDIA H100 NVL", None),                      # a different part: no silent misattribution
     ("NVIDIA H200", "H200 SXM"),
+    ("NVIDIA H200 NVL", "H200 NVL"),                # 600 W, 60 TF fp32: not the SXM part
+    ("NVIDIA GH200 480GB", "GH200 96GB HBM3"),      # 4 TB/s, not the H200's 4.8
+    ("NVIDIA GH200 144G HBM3e", "GH200 144GB HBM3e"),
     ("NVIDIA A100-SXM4-80GB", "A100 SXM4 80GB"),
     ("NVIDIA A100-SXM4-40GB", "A100 SXM4 40GB"),
     ("NVIDIA A100-PCIE-40GB", "A100 PCIe 40GB"),
@@ -42,7 +45,7 @@ def test_datasheet_name_matching(name, model):
 def test_datasheet_covers_the_issue_list_with_sources():
     models = {r.model for r in DATASHEETS}
     for needed in ["V100 SXM2", "A100 SXM4 40GB", "A100 PCIe 40GB", "A10", "L4", "L40S", "H100 SXM5", "H100 PCIe",
-                   "H200 SXM", "B200", "RTX 4090"]:
+                   "H200 SXM", "H200 NVL", "GH200 96GB HBM3", "GH200 144GB HBM3e", "B200", "RTX 4090"]:
         assert needed in models
     assert all(r.source for r in DATASHEETS)
 
@@ -127,3 +130,32 @@ def test_cpu_no_native_half_precision():
     assert not core.native and core.flop_per_cycle == 32        # bounded by fp32, flagged not native
     assert not cpu_peak(2, 2.0, core).native
     assert not cpu_flop_per_cycle({"avx2", "fma"}, "fp16", "GenuineIntel").native
+
+
+@pytest.mark.parametrize("name, model, gbs", [("NVIDIA H200", "H200 SXM", 4800), ("NVIDIA H200 NVL", "H200 NVL", 4800),
+                                               ("NVIDIA GH200 480GB", "GH200 96GB HBM3", 4000),
+                                               ("NVIDIA GH200 144G HBM3e", "GH200 144GB HBM3e", 4900)])
+def test_h200_variants_have_their_own_rows(name, model, gbs):
+    assert datasheet_for(name).model == model and datasheet_peak(name, "fp32").bandwidth == gbs * 1e9
+
+
+def test_h200_nvl_and_gh200_figures():
+    nvl = datasheet_peak("NVIDIA H200 NVL", "bf16")
+    assert nvl.flops == 835.5e12 and "H200 NVL" in nvl.source              # 1,671 TF sparse, halved
+    assert datasheet_peak("NVIDIA H200 NVL", "fp32").flops == 60e12
+    assert datasheet_peak("NVIDIA GH200 480GB", "bf16").flops == 990e12
+
+
+def test_fp64_peaks_are_the_tensor_core_rate_where_there_is_one():
+    assert datasheet_peak("NVIDIA H100 80GB HBM3", "fp64").flops == 67e12          # not the 34 TF vector rate
+    assert datasheet_peak("NVIDIA A100-SXM4-80GB", "fp64").flops == 19.5e12
+    assert datasheet_peak("NVIDIA H200 NVL", "fp64").flops == 60e12
+    assert datasheet_peak("Tesla V100-SXM2-16GB", "fp64").flops == 7.8e12          # no FP64 tensor cores
+    assert datasheet_peak("NVIDIA L4", "fp64").native is False                      # no fp64 figure: fp32 bounds it
+
+
+@pytest.mark.parametrize("cc, sms, mhz, tflops", [((9, 0), 132, 1980, 67), ((8, 0), 108, 1410, 19.5),
+                                                  ((7, 0), 80, 1530, 7.8), ((8, 9), 128, 2520, 1.3)])
+def test_gpu_formula_fp64(cc, sms, mhz, tflops):
+    # H100 SXM and A100 at their FP64 tensor-core rate, V100 and RTX 4090 at the vector rate
+    assert gpu_formula_peak(cc, sms, mhz, "fp64") == pytest.approx(tflops * 1e12, rel=0.01)

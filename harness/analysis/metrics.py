@@ -15,6 +15,11 @@ row's working set, ``bytes_read + bytes_written``, is set against the capacities
 levels, gets main memory (``ceiling_bytes_s``, else ``peak_bytes_s``). ``roof_level`` names the
 largest of the three lower bounds on its time: compute (``flops / compute roof``), that memory
 level (``working set / its bandwidth``) and the launch floor.
+
+Both depend on how the row was timed (its ``mode``): only back-to-back launches (``hot``) pay host
+dispatch per call, so only they have a launch floor (a graph replay launches once for all its calls;
+a cold call is queued behind its flush); a cold row's cache is flushed before every call, so its
+working set is judged against main memory whatever its size.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ NEAR_ROOF = 0.5
 LABELS = ("launch-bound", "memory-bound", "compute-bound", "under-utilised")
 #: ``roof_mem_level`` of a row that does not name its device's main memory (a pytest-benchmark file).
 MAIN_MEMORY = "main memory"
+#: The row's timing mode column; the modes that pay host dispatch per call (rows without a mode, as
+#: pytest-benchmark files, do too) and those whose data can stay in a cache between calls.
+MODE = "mode"
+DISPATCH_MODES, CACHED_MODES = ("hot",), ("hot", "graph")
 
 
 def is_cache_level(level: object, row: pd.Series) -> bool:
@@ -69,12 +78,13 @@ DERIVED = (
     Derived("roofline_time_s", "s", "max(flops / compute roof, bytes / memory roof)"),
     Derived("roofline_fraction", "fraction", "roofline_time_s / time_median_s (above 1: the row beats the "
             "memory roof, its data sat in cache)"),
-    Derived("launch_floor_s", "s", "kernel_launches (CPU: ATen ops) x launch_overhead_s"),
+    Derived("launch_floor_s", "s", "kernel_launches (CPU: ATen ops) x launch_overhead_s, for rows timed hot; "
+            "null for graph replays (one launch per replay) and cold calls (queued behind the flush)"),
     Derived("label", "-", "`launch-bound` (time <= 2 x launch floor), `memory-bound` or `compute-bound` (>= 50 % "
             "of the roofline), else `under-utilised`"),
     Derived("roof_mem_level", "-", "`L1`, `L2`, `L3`, `DRAM` (CPU) or `L2`, `HBM` (GPU): the innermost measured "
             "level of ceiling_levels whose capacity holds the working set (bytes_read + bytes_written); main "
-            "memory when none does or no levels are stored"),
+            "memory when none does, no levels are stored or the row was timed cold (cache flushed each call)"),
     Derived("roof_mem_cache", "-", "whether roof_mem_level is one of the device's caches (a level with a "
             "capacity), not its main memory"),
     Derived("roof_level_bytes_s", "B/s", "bandwidth of roof_mem_level (main memory: ceiling_bytes_s, else "
@@ -156,7 +166,7 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["roofline_time_s"] = np.maximum(flops / roof_f, moved / roof_b)
     f["roofline_fraction"] = f["roofline_time_s"] / t
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
-    f["launch_floor_s"] = launches * _num(f, R.LAUNCH_OVERHEAD)
+    f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
     f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
     _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
     return f
@@ -170,7 +180,7 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     bw = main_b.copy()
     cache = pd.Series(False, index=f.index, dtype=bool)
     if R.CEILING_LEVELS in f:
-        texts = f[R.CEILING_LEVELS].dropna()
+        texts = f[R.CEILING_LEVELS].where(_in_modes(f, CACHED_MODES)).dropna()
         for text, idx in texts.groupby(texts).groups.items():
             lv_name, lv_bw, lv_cache = memory_levels(moved.loc[idx], parse_levels(str(text)))
             has = lv_name.notna()
@@ -187,6 +197,12 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     f["roof_level"] = pd.Series(level, index=f.index, dtype=object).where(known, None)
     f["roof_level_time_s"] = bound.where(known)
     f["roof_level_fraction"] = f["roof_level_time_s"] / t
+
+
+def _in_modes(f: pd.DataFrame, modes: tuple[str, ...]) -> pd.Series:
+    """Rows timed in one of ``modes``, or with no mode stored."""
+    mode = f[MODE] if MODE in f else pd.Series(None, index=f.index, dtype=object)
+    return mode.isna() | mode.isin(modes)
 
 
 def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: pd.Series,

@@ -24,10 +24,14 @@ Call = Callable[[], object]
 
 @dataclass(frozen=True, slots=True)
 class ClockSummary:
-    """Device clock and clock-event (throttle) reasons sampled while the timed work was queued.
+    """Device clock over the timed work and the clock-event reasons seen while it was queued.
 
-    ``throttled`` is true when a power or thermal reason was set in any sample, or the clock fell
-    below the backend's threshold of its maximum while work was running.
+    ``sm_clock_min_mhz``/``sm_clock_max_mhz`` are the slowest and fastest clock measured over a
+    trial (``source="trial"``: cycles of a spin kernel over event time, one per chunk of samples),
+    else the clocks NVML reported while the device was busy (``source="nvml"``). ``throttled`` is
+    true when a trial's clock fell below the backend's threshold of the rated clock (NVBench's
+    rule, ``nvbench/detail/gpu_frequency.cxx``); reasons such as the software power cap are
+    recorded in ``reasons`` without making a row throttled.
     """
 
     samples: int
@@ -37,12 +41,15 @@ class ClockSummary:
     reasons_mask: int
     reasons: tuple[str, ...]
     throttled: bool
+    source: str = "nvml"
 
 
 class Monitor(Protocol):
-    """Samples device clocks while timed work is queued."""
+    """Samples device clocks while timed work is queued (``sample``) and takes the clock measured
+    over each trial (``trial``, MHz)."""
 
     def sample(self) -> None: ...
+    def trial(self, mhz: float) -> None: ...
     def summary(self) -> ClockSummary | None: ...
 
 
@@ -56,7 +63,7 @@ class SampleTimer(Protocol):
     def now(self) -> float: ...                     # host seconds, monotonic (budgets)
     def sync(self) -> None: ...                     # wait for queued work
     def use_mode(self, mode: str) -> None: ...      # ``auto`` settles on a mode after the estimate
-    def prepare(self, call: Call, number: int) -> None: ...
+    def prepare(self, call: Call, number: int) -> int | None: ...   # the calls per sample it settled on
     def samples(self, call: Call, number: int, count: int) -> list[float]: ...
 
 
@@ -71,6 +78,8 @@ class TimingContext:
         chunked: samples are enqueued asynchronously and read after one sync per chunk (GPUs).
         settings: backend flags in force (cudnn autotuning, TF32 switches, flush bytes, ...).
         monitor: the clock monitor, or ``None``.
+        tick_s: the clock's resolution (CUDA events: 0.5 us); 0 when negligible.
+        notes: what the timer had to do differently (a graph capture that failed and was timed hot).
     """
 
     timer: SampleTimer
@@ -79,6 +88,14 @@ class TimingContext:
     chunked: bool
     settings: dict[str, Any] = field(default_factory=dict)
     monitor: Monitor | None = None
+    tick_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class GraphTrial(Protocol):
+    """A timer that can replay a one-call graph (``auto`` mode compares it with eager calls)."""
+
+    def graph_call_s(self, call: Call) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,16 +25,24 @@ copy convention: write-allocate traffic not counted).
 
 A run looks its ceilings up when it starts (``lookup``) and stores them in every row, so analysis
 never reads this store.
+
+An accelerator (CUDA) is calibrated in a worker process (``calibrate_in_worker``): the GEMMs and
+buffers would leave a CUDA context and the allocator's cache (1-2 GB) in the run's own process
+while its workers measure, and on an EXCLUSIVE_PROCESS GPU no worker could then open the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -472,7 +480,7 @@ def busy_since(before: Any) -> float | None:
 def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf16", "fp16"), *,
               threads: int | None = None, budget_s: float = SIZE_BUDGET_S, dtype_budget_s: float = DTYPE_BUDGET_S,
               store: str | Path | None = None, persist: bool = True, force: bool = False,
-              measure_fn: MeasureFn = measure) -> Ceilings:
+              measure_fn: MeasureFn = measure, isolate: bool | None = None) -> Ceilings:
     """Measure (or reuse) the GEMM ceiling per dtype, the one-thread fp32 GEMM (CPU) and the
     bandwidth of each memory level of ``device``.
 
@@ -486,6 +494,9 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
         persist: read and write the store (``False``: always measure, keep nothing).
         force: measure everything again even when stored ceilings match.
         measure_fn: the timer (tests inject a fake).
+        isolate: measure in a worker process (``calibrate_in_worker``); default: for an
+            accelerator, unless this process is that worker or ``measure_fn`` cannot be imported
+            by name there (a test's closure).
 
     Returns:
         ``Ceilings``: the stored ones when the key (machine, device, threads, torch/CUDA/cuDNN/driver
@@ -496,6 +507,9 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
         if d not in CALIBRATE_DTYPES:
             raise SpecError("dtype", d, "one of " + ", ".join(CALIBRATE_DTYPES))
     device = resolve_device(device)
+    if _isolate(device, measure_fn, isolate):
+        return calibrate_in_worker(device, dtypes, threads=threads, budget_s=budget_s, dtype_budget_s=dtype_budget_s,
+                                   store=store, persist=persist, force=force, measure_fn=measure_fn)
     backend = device.backend
     key = machine_key(device, threads)
     old = load_ceilings(key, store) if persist and not force else None
@@ -528,3 +542,74 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     elif persist:
         save_ceilings(result, store)
     return result
+
+
+# --- calibration in a worker process ----------------------------------------------------------------------
+
+#: Set in a calibration worker's environment: calibrate measures in that process.
+WORKER_ENV = "LAYERBENCH_CALIBRATION_WORKER"
+#: What a calibration worker runs (``-c``: the package imports this module; ``-m`` would load it twice).
+WORKER_CODE = "import sys; from harness.ceilings.calibrate import worker_main; worker_main(sys.argv[1], sys.argv[2])"
+
+
+def _import_name(fn: Callable[..., Any]) -> str | None:
+    """``module:qualname`` of a module-level function (a worker imports it), else ``None``."""
+    name = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    return None if "<" in name or name.startswith(("__main__", ":")) or name.endswith(":") else name
+
+
+def _isolate(device: Device, measure_fn: MeasureFn, isolate: bool | None) -> bool:
+    if os.environ.get(WORKER_ENV):
+        return False
+    if isolate is None:
+        return bool(device.backend.accelerator) and _import_name(measure_fn) is not None
+    if isolate and _import_name(measure_fn) is None:
+        raise SpecError("measure_fn", measure_fn, "a module-level function (a calibration worker imports it)")
+    return isolate
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment, marked as a calibration worker's, with Python's path (``measure_fn`` imports)."""
+    env = dict(os.environ)
+    env[WORKER_ENV] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one calibration job in a fresh interpreter (``WORKER_CODE``) and return its ``Ceilings``
+    JSON. The worker's log goes to this process's stderr; ``RuntimeError`` when it fails."""
+    with tempfile.TemporaryDirectory(prefix="layerbench-calibrate-") as tmp:
+        src, dst = Path(tmp) / "job.json", Path(tmp) / "ceilings.json"
+        src.write_text(json.dumps(job))
+        code = subprocess.run([sys.executable, "-c", WORKER_CODE, str(src), str(dst)], env=_worker_env()).returncode
+        if code != 0 or not dst.exists():
+            raise RuntimeError(f"the calibration worker exited with code {code} (its log is above)")
+        return json.loads(dst.read_text())
+
+
+def calibrate_in_worker(device: Device, dtypes: Sequence[str], *, threads: int | None = None,
+                        budget_s: float = SIZE_BUDGET_S, dtype_budget_s: float = DTYPE_BUDGET_S,
+                        store: str | Path | None = None, persist: bool = True, force: bool = False,
+                        measure_fn: MeasureFn = measure) -> Ceilings:
+    """``calibrate`` in a fresh process (``run_worker``): this process never opens the device for
+    it, so it holds no context or cached memory while a run's workers measure. The worker resolves
+    the same device spec (CUDA_VISIBLE_DEVICES is inherited) and reads and writes the same store."""
+    name = _import_name(measure_fn)
+    if name is None:
+        raise SpecError("measure_fn", measure_fn, "a module-level function (a calibration worker imports it)")
+    job = {"device": device.spec, "dtypes": list(dtypes), "threads": threads, "budget_s": budget_s,
+           "dtype_budget_s": dtype_budget_s, "store": str(store) if store is not None else None,
+           "persist": persist, "force": force, "measure_fn": name}
+    return Ceilings.from_json(run_worker(job))
+
+
+def worker_main(job_path: str, out_path: str) -> None:
+    """In a calibration worker: calibrate as the job says and write the ``Ceilings`` JSON."""
+    job = json.loads(Path(job_path).read_text())
+    module, _, qualname = job.pop("measure_fn").partition(":")
+    fn: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    result = calibrate(job.pop("device"), job.pop("dtypes"), measure_fn=fn, isolate=False, **job)
+    Path(out_path).write_text(json.dumps(result.to_json(), default=str))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness.devices.nvml import CLOCK_MEM, CLOCK_SM, TEMPERATURE_GPU, Nvml, nvml_session, reason_names, uuid_key
+from harness.devices.nvml import CLOCK_MEM, CLOCK_SM, TEMPERATURE_GPU, Nvml, nvml_session, reason_names
 from harness.devices.peaks import Peak, datasheet_peak, gpu_formula_peak, memory_bandwidth
 
 
@@ -46,7 +46,9 @@ class GpuDescription:
 
     def peak(self, dtype: str) -> Peak | None:
         """Theoretical peak for ``dtype``: the datasheet row for this model, else the formula from
-        the compute capability, SM count and max SM clock; bandwidth likewise."""
+        the compute capability, SM count and maximum SM clock (an upper bound: NVIDIA rates tensor
+        peaks at a boost clock below it, 1830 of 1980 MHz on H100 SXM; the source says so);
+        bandwidth likewise."""
         sheet = datasheet_peak(self.name, dtype)
         if sheet is not None:
             return sheet
@@ -58,7 +60,8 @@ class GpuDescription:
             if flops is not None:
                 return Peak(flops=flops, bandwidth=bw, native=True,
                             source=f"formula: {self.sm_count} SMs x CC {self.compute_capability} rate x "
-                                   f"{self.sm_clock_max_mhz} MHz")
+                                   f"{self.sm_clock_max_mhz} MHz, the maximum SM clock (an upper bound: vendors "
+                                   f"rate tensor peaks at a lower boost clock)")
         return None if bw is None else Peak(flops=None, bandwidth=bw, native=True, source="formula: memory only")
 
 
@@ -91,13 +94,11 @@ def describe_gpus(nvml: Nvml | None = None, cuda: Any = None) -> GpuReport:
     except Exception as e:
         notes.append(f"torch.cuda failed: {type(e).__name__}: {e}")
     handles = nvml.handles() if nvml.ok else []
-    by_uuid = {uuid_key(nvml.query("nvmlDeviceGetUUID", h)): h for h in handles}
     gpus = []
     used: set[int] = set()
-    for i, p in enumerate(props):
-        h = by_uuid.get(uuid_key(getattr(p, "uuid", ""))) if getattr(p, "uuid", None) is not None else None
-        if h is None and i < len(handles):
-            h = handles[i]
+    for i, p in enumerate(props):       # matched by UUID (a MIG instance: its GPU), never by index
+        uuid = getattr(p, "uuid", None)
+        h = nvml.handle_for_uuid(uuid, handles) if nvml.ok and uuid is not None else None
         if h is not None:
             used.add(id(h))
         gpus.append(_describe(i, nvml, h, p))

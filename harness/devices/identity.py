@@ -4,9 +4,11 @@ environment) that every row carries. Like pytest-benchmark's ``machine_info`` an
 ``machine.json``, but complete enough to tell an AMD EPYC Zen 1 VM from a Zen 3 one.
 
 ``machine_id`` hashes what decides speed and does not change between nights: CPU vendor, brand,
-family/model/stepping, ISA flags, logical CPUs, physical cores, memory (GiB), and each GPU's name,
-SM count and memory. Not the hostname (ephemeral fleet nodes of one type are one machine) and not
-GPU UUIDs (a swapped board of the same model is the same machine). ``settings_id`` hashes the
+family/model/stepping, ISA flags, logical CPUs, physical cores, memory (GiB), and the model name of
+every GPU on the node as NVML lists them (``node_gpus``), whatever CUDA_VISIBLE_DEVICES hides from
+torch (Ray's ``num_gpus=1`` shows each task one GPU: the machine is the same). Not the hostname
+(ephemeral fleet nodes of one type are one machine) and not GPU UUIDs (a swapped board of the same
+model is the same machine). Without NVML only the GPUs torch sees can be named. ``settings_id`` hashes the
 torch thread count, the CPU affinity size and the threading/math environment variables; the
 software versions are stored beside it but kept out of it, so a nightly torch upgrade is measured,
 not refused (``regress`` names the change).
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +31,7 @@ import torch
 
 import harness
 from harness.devices.cpu import cpuinfo, describe_cpu
-from harness.devices.gpu import describe_gpus
+from harness.devices.gpu import GpuDescription, describe_gpus
 
 #: Environment variables that change threading or math (stored; hashed into ``settings_id``).
 ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "ONEDNN_", "DNNL_", "OPENBLAS_", "BLIS_")
@@ -54,6 +57,8 @@ class CpuId:
 
 @dataclass(frozen=True, slots=True)
 class GpuId:
+    """One GPU of the node; ``visible``: torch sees it (not hidden by CUDA_VISIBLE_DEVICES)."""
+
     index: int
     name: str
     uuid: str | None
@@ -61,6 +66,13 @@ class GpuId:
     sm_count: int | None
     memory_bytes: int | None
     l2_bytes: int | None
+    visible: bool = True
+
+
+def node_gpus(gpus: tuple[GpuId, ...]) -> list[str]:
+    """What ``machine_id`` takes of the GPUs: every model name on the node, sorted (the SM count
+    and memory torch reports exist only for the GPUs it sees, so they are left out)."""
+    return sorted(g.name for g in gpus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +112,7 @@ class MachineInfo:
         """12 hex digits identifying the hardware (module docstring)."""
         c = self.cpu
         hw = [c.vendor, c.brand, c.arch, c.family, c.model, c.stepping, sorted(c.flags), c.logical_cpus,
-              c.physical_cores, round((self.memory_bytes or 0) / 2**30),
-              [[g.name, g.sm_count, round((g.memory_bytes or 0) / 2**30)] for g in self.gpus]]
+              c.physical_cores, round((self.memory_bytes or 0) / 2**30), node_gpus(self.gpus)]
         return _digest(hw)
 
     @property
@@ -146,6 +157,13 @@ def describe_threading(threads: int | None = None) -> Threading:
                      affinity=_affinity(), env=threading_env(), parallel_info=torch.__config__.parallel_info())
 
 
+def gpu_ids(gpus: Iterable[GpuDescription]) -> tuple[GpuId, ...]:
+    """The GPUs a run records, from ``describe_gpus``: those torch sees and those only NVML lists."""
+    return tuple(GpuId(index=x.index, name=x.name, uuid=x.uuid, compute_capability=x.compute_capability,
+                       sm_count=x.sm_count, memory_bytes=x.memory_total_bytes, l2_bytes=x.l2_bytes,
+                       visible=x.source != "nvml") for x in gpus)
+
+
 @functools.cache
 def _hardware() -> tuple[CpuId, int | None, tuple[GpuId, ...], Software]:
     c = describe_cpu(check_load=False)
@@ -154,8 +172,7 @@ def _hardware() -> tuple[CpuId, int | None, tuple[GpuId, ...], Software]:
                 physical_cores=c.physical_cores, clock_ghz=c.clock_ghz, l1d_bytes=c.l1d_bytes,
                 l2_bytes=c.l2_bytes, l3_bytes=c.l3_bytes)
     g = describe_gpus()
-    gpus = tuple(GpuId(index=x.index, name=x.name, uuid=x.uuid, compute_capability=x.compute_capability,
-                       sm_count=x.sm_count, memory_bytes=x.memory_total_bytes, l2_bytes=x.l2_bytes) for x in g.gpus)
+    gpus = gpu_ids(g.gpus)
     soft = Software(torch=torch.__version__, torch_git=getattr(torch.version, "git_version", None),
                     cuda=torch.version.cuda, cudnn=g.cudnn_version, driver=g.driver_version,
                     python=platform.python_version(), os=f"{platform.system()} {platform.release()}",

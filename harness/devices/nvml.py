@@ -20,8 +20,12 @@ REASONS: dict[int, str] = {
     0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x10: "sync_boost",
     0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake", 0x100: "display_clock",
 }
-#: The reasons that mean the clock was held down by power or heat: a row timed under one is ``throttled``.
+#: The reasons that mean the clock was held down by power or heat. Recorded with a row, not its
+#: verdict: a Hopper board sits at its software power cap (0x4) under sustained tensor work, and a row
+#: is ``throttled`` only when the clock measured over a trial is low (``harness.backends.cuda``).
 THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+#: The GPU was idle when NVML was asked: the clock it reports then is not the clock work ran at.
+GPU_IDLE = 0x1
 
 
 def reason_names(mask: int) -> tuple[str, ...]:
@@ -76,6 +80,21 @@ class Nvml:
         count = self.query("nvmlDeviceGetCount") or 0
         return [h for h in (self.query("nvmlDeviceGetHandleByIndex", i) for i in range(count)) if h is not None]
 
+    def handle_for_uuid(self, uuid: object, handles: list[Any] | None = None) -> Any | None:
+        """The GPU (one of ``handles``, default all) whose UUID is ``uuid``, or the GPU a MIG
+        instance with that UUID lives on (clocks are the physical GPU's); ``None`` when none matches."""
+        key = uuid_key(uuid)
+        handles = self.handles() if handles is None else handles
+        for h in handles:
+            if uuid_key(self.query("nvmlDeviceGetUUID", h)) == key:
+                return h
+        for h in handles:
+            for i in range(self.query("nvmlDeviceGetMaxMigDeviceCount", h) or 0):
+                mig = self.query("nvmlDeviceGetMigDeviceHandleByIndex", h, i)
+                if mig is not None and uuid_key(self.query("nvmlDeviceGetUUID", mig)) == key:
+                    return h
+        return None
+
     def clock_reasons(self, handle: Any) -> int | None:
         """Current clock-event reasons mask (new name first, the deprecated throttle name as fallback)."""
         mask = self.query("nvmlDeviceGetCurrentClocksEventReasons", handle)
@@ -91,5 +110,6 @@ def nvml_session() -> Nvml:
 
 
 def uuid_key(uuid: object) -> str:
-    """UUIDs from NVML (``GPU-xxxxxxxx-...``) and torch (``xxxxxxxx-...``) in one comparable form."""
-    return str(uuid).lower().removeprefix("gpu-")
+    """UUIDs from NVML (``GPU-xxxxxxxx-...``, MIG instances ``MIG-xxxxxxxx-...``) and torch
+    (``xxxxxxxx-...``) in one comparable form."""
+    return str(uuid).lower().removeprefix("gpu-").removeprefix("mig-")

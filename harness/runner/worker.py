@@ -8,6 +8,11 @@ each case, so that a worker that dies mid-case leaves which case killed it.
 
 ``run_job(path)`` runs one job: in a fresh interpreter (``spawn``), or in a child forked by the fork
 server (``harness.runner.forkserver``).
+
+After an ``error`` row the worker asks its device to synchronise: a sticky CUDA error (an illegal
+memory access, a device-side assert) poisons the process's context and every later case would fail
+with it, so the worker exits (``DEVICE_LOST``) once the row is journaled and the parent starts a
+fresh one for the cases left (``harness.runner.workers.run_pass``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.record import Status
 from harness.runner.context import RunContext
 from harness.runner.repeats import single
 from harness.runner.rows import build_row
@@ -28,6 +34,9 @@ from harness.store.journal import append, cut_torn_line
 from harness.suite import Case
 from harness.timing.hostload import host_busy, sample
 from harness.timing.measure import gc_settled
+
+#: Exit code of a worker whose device no longer answers (a sticky error): not a crash, its row is stored.
+DEVICE_LOST = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,18 @@ def worker_main(job: WorkerJob) -> None:
             before = sample()
             row = build_row(case, job.ctx, job.measure_fn, job.profile)
             append(fh, single(row, host_busy(before, sample())).to_record())
+            if row.health.status == Status.ERROR and device_lost(job.ctx):
+                raise SystemExit(DEVICE_LOST)
+
+
+def device_lost(ctx: RunContext) -> bool:
+    """Whether the run's device fails to synchronise: after a sticky error every call of this process
+    fails with it (an ordinary error, a shape mismatch say, leaves the device answering)."""
+    try:
+        ctx.backend.synchronize(ctx.device)
+    except Exception:
+        return True
+    return False
 
 
 def run_job(path: str) -> None:

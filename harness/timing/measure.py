@@ -4,9 +4,12 @@ The loop (the same for every backend; the backend supplies the clock):
 1. warm-up: call until ``warmup_s`` has passed and at least ``MIN_WARMUP_CALLS`` were made
    (module loading, allocator growth, cuDNN autotuning happen here);
 2. estimate the per-call time from a few single-call samples;
-3. size a sample: ``number`` calls so that a block lasts ``block_s`` (1 call in cold mode);
-4. take samples until the stopping rule says stop (default: the median's 95 % CI within 1 %,
-   at least 10 samples, or the time budget spent).
+3. ``auto`` on a GPU: one block of eager calls against a one-call graph replay decides hot or graph;
+4. size a sample: ``number`` calls so that a block lasts ``block_s`` (1 call in cold mode; graph
+   replays are re-sized by the timer from a timed one-call replay);
+5. take samples until the stopping rule says stop (default: the median's 95 % CI within 1 %,
+   at least 10 samples, or the time budget spent). One-call samples within a few clock ticks are
+   judged on their mean (the median snaps to ticks) and the measurement says so.
 Garbage collection is paused and the thread count fixed for the whole of it.
 """
 
@@ -26,19 +29,24 @@ from harness.backends import Device, Monitor, SampleTimer, TimingContext, resolv
 from harness.errors import SpecError
 from harness.record import MODES
 from harness.timing.measurement import Measurement
-from harness.timing.stopping import RelativeCI, StoppingRule
+from harness.timing.stats import CI_Z
+from harness.timing.stopping import CONVERGED, RelativeCI, StoppingRule
 
-#: ``auto`` mode on a GPU: calls estimated shorter than this are timed as graph replays (launch
-#: overhead, a few microseconds, would otherwise dominate them); longer ones hot.
-GRAPH_BELOW_S = 20e-6
+#: ``auto`` mode on a GPU: graph replays when a block of eager calls takes more than this factor of
+#: a one-call graph replay per call (host dispatch, not the device, sets the eager time).
+AUTO_GRAPH_GAIN = 1.1
 #: Warm-up always makes at least this many calls, whatever ``warmup_s``.
 MIN_WARMUP_CALLS = 2
 #: Single-call samples taken after warm-up to estimate the per-call time.
 ESTIMATE_CALLS = 3
-#: Most calls in one sample (CPU/hot) and in one captured graph.
-MAX_NUMBER, MAX_GRAPH_CALLS = 1_000_000, 1000
+#: Most calls in one sample.
+MAX_NUMBER = 1_000_000
 #: Chunked (GPU) timers: samples are enqueued in chunks of about this many seconds between syncs.
 CHUNK_S, MAX_CHUNK = 0.01, 100
+#: One-call samples whose median is within this many clock ticks: the median snaps to ticks, so the
+#: mean is reported beside it and convergence is judged on the mean's confidence interval (NVBench's
+#: cold measurement reports the mean GPU time, nvbench/detail/measure_cold.cu).
+NEAR_TICKS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +72,8 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
             from cache alone (make them with ``harness.timing.random_inputs``).
         mode: ``hot``; on GPUs also ``cold`` (L2 flushed before every call, untimed),
             ``graph`` (calls captured in a CUDA graph and replayed: launch overhead removed) or
-            ``auto`` (graph for calls estimated under ``GRAPH_BELOW_S``, hot otherwise; hot on CPU).
+            ``auto`` (graph when eager calls take ``AUTO_GRAPH_GAIN`` x a one-call replay or more,
+            hot otherwise; hot on CPU).
         threads: ``torch.set_num_threads`` for the measurement (restored after); default: as is.
         warmup_s: seconds of warm-up calls (at least ``MIN_WARMUP_CALLS``).
         target_rel_ci, min_reps, min_time_s, budget_s, max_reps: the default stopping rule
@@ -76,7 +85,8 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         timer, cuda_api, monitor: injection seams (tests use fake clocks and devices).
 
     Returns:
-        A ``Measurement``: ``samples_s`` in seconds per call and ``stats`` computed from them.
+        A ``Measurement``: ``samples_s`` in seconds per call and ``stats`` computed from them;
+        ``notes`` (also after ``stop_reason``) say what was timed differently from what was asked.
     """
     device = resolve_device(device)
     backend = device.backend
@@ -86,19 +96,23 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
     call = _rotating(fn, inputs)
     with _threads(threads), _gc_paused() as paused, \
             backend.timing(device, mode, cudnn_benchmark, timer=timer, api=cuda_api, monitor=monitor) as ctx:
+        block = ctx.block_s if block_s is None else block_s
         warm = _warm_up(ctx.timer, call, warmup_s)
-        mode = _settle_mode(mode, warm.estimate_s, backend.modes, ctx.timer)
-        number = _calls_per_sample(mode, warm.estimate_s, ctx.block_s if block_s is None else block_s)
-        ctx.timer.prepare(call, number)
+        mode = _settle_mode(mode, warm.estimate_s, backend.modes, ctx.timer, call, block)
+        number = _calls_per_sample(mode, warm.estimate_s, block)
+        number = ctx.timer.prepare(call, number) or number
+        mode = ctx.timer.mode or mode                   # a failed graph capture is timed hot
+        rule = _tick_aware(rule, ctx.tick_s, number)
         samples, reason, sampling = _sample(ctx, call, number, rule)
         used_threads = torch.get_num_threads()
     clocks = ctx.monitor.summary() if ctx.monitor is not None else None
+    notes = tuple(ctx.notes) + _tick_note(samples, number, ctx.tick_s)
     return Measurement(
         device=ctx.device, timer=ctx.timer.name, mode=mode, samples_s=tuple(samples), number=number,
         warmup_calls=warm.calls + ESTIMATE_CALLS, warmup_s=warm.seconds, estimate_s=warm.estimate_s,
         sampling_s=sampling, threads=used_threads, gc_paused=paused,
-        rotation=len(inputs) if inputs is not None else 1, stop_reason=reason,
-        target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks)
+        rotation=len(inputs) if inputs is not None else 1, stop_reason="; ".join((reason, *notes)),
+        target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks, notes=notes)
 
 
 def _check(mode: str, threads: int | None, warmup_s: float, inputs: Sequence[Sequence[Any]] | None) -> None:
@@ -124,22 +138,73 @@ def _warm_up(timer: SampleTimer, call: Callable[[], object], warmup_s: float) ->
     return _Warm(calls=calls, seconds=timer.now() - t0, estimate_s=est)
 
 
-def _settle_mode(mode: str, estimate_s: float, supported: Sequence[str], timer: SampleTimer) -> str:
-    """``auto``: graph replays for calls under ``GRAPH_BELOW_S`` where the backend has graphs, else hot."""
+def _settle_mode(mode: str, estimate_s: float, supported: Sequence[str], timer: SampleTimer,
+                 call: Callable[[], object], block_s: float) -> str:
+    """Step 3, ``auto``: where the backend has graphs and the timer replays one (``GraphTrial``),
+    graph when a block of eager calls takes over ``AUTO_GRAPH_GAIN`` x the one-call replay per
+    call (the eager time is host dispatch), else hot."""
     if mode != "auto":
         return mode
-    mode = "graph" if estimate_s < GRAPH_BELOW_S and "graph" in supported else "hot"
+    mode = "hot"
+    trial = getattr(timer, "graph_call_s", None)
+    if "graph" in supported and trial is not None:
+        n = _calls_per_sample("hot", estimate_s, block_s)
+        eager = timer.samples(call, n, 1)[0] / n
+        graph = trial(call)
+        if graph is not None and eager > AUTO_GRAPH_GAIN * graph:
+            mode = "graph"
     timer.use_mode(mode)
     return mode
 
 
 def _calls_per_sample(mode: str, estimate_s: float, block_s: float) -> int:
-    """Step 3: 1 call per sample in cold mode; else enough calls for one block (graphs: at most
-    ``MAX_GRAPH_CALLS`` captured)."""
+    """Step 4: 1 call per sample in cold mode; else enough calls for one block (a graph timer
+    re-sizes its replays in ``prepare``)."""
     if mode == "cold":
         return 1
-    cap = MAX_GRAPH_CALLS if mode == "graph" else MAX_NUMBER
-    return _clamp(math.ceil(block_s / estimate_s) if estimate_s > 0 else cap, 1, cap)
+    return _clamp(math.ceil(block_s / estimate_s) if estimate_s > 0 else MAX_NUMBER, 1, MAX_NUMBER)
+
+
+def _near_tick(median: float, number: int, tick_s: float) -> bool:
+    return number == 1 and tick_s > 0 and median < NEAR_TICKS * tick_s
+
+
+@dataclass(frozen=True, slots=True)
+class _TickAware:
+    """``rule``, except that while one-call samples sit within ``NEAR_TICKS`` ticks of zero a
+    ``converged`` needs the mean's confidence interval within ``target`` too: the median of samples
+    snapped to ticks has a CI of zero width long before it means anything."""
+
+    rule: StoppingRule
+    target: float
+    tick_s: float
+
+    def reason(self, sorted_samples: Sequence[float], elapsed_s: float) -> str | None:
+        why = self.rule.reason(sorted_samples, elapsed_s)
+        n = len(sorted_samples)
+        if why != CONVERGED or not _near_tick(sorted_samples[n // 2], 1, self.tick_s):
+            return why
+        mean = sum(sorted_samples) / n
+        var = sum((x - mean) ** 2 for x in sorted_samples) / (n - 1) if n > 1 else math.inf
+        return why if mean > 0 and CI_Z * math.sqrt(var / n) <= self.target * mean else None
+
+
+def _tick_aware(rule: StoppingRule, tick_s: float, number: int) -> StoppingRule:
+    target = getattr(rule, "target", None)
+    return _TickAware(rule, target, tick_s) if number == 1 and tick_s > 0 and target else rule
+
+
+def _tick_note(samples: Sequence[float], number: int, tick_s: float) -> tuple[str, ...]:
+    """A note when one-call samples have their median within ``NEAR_TICKS`` clock ticks."""
+    if not samples:
+        return ()
+    ordered = sorted(samples)
+    median = ordered[len(ordered) // 2] if len(ordered) % 2 else sum(ordered[len(ordered) // 2 - 1:][:2]) / 2
+    if not _near_tick(median, number, tick_s):
+        return ()
+    mean = sum(samples) / len(samples)
+    return (f"one-call median {median * 1e6:.2f} us is within {NEAR_TICKS} ticks of {tick_s * 1e6:g} us: "
+            f"samples snap to ticks; mean {mean * 1e6:.3f} us",)
 
 
 def _sample(ctx: TimingContext, call: Callable[[], object], number: int,

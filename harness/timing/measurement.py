@@ -33,10 +33,14 @@ class Measurement:
         threads: ``torch.get_num_threads()`` during the measurement.
         gc_paused: whether Python's garbage collector was disabled while timing.
         rotation: number of input sets the calls cycled through (1 = the same inputs every call).
-        stop_reason: ``converged``, ``budget``, ``max_reps`` or ``fixed``.
+        stop_reason: ``converged``, ``budget``, ``max_reps`` or ``fixed``, followed by the ``notes``
+            (``; ``-joined), so that a row's ``stop_reason`` column carries them.
         target_rel_ci: the confidence-interval target of the stopping rule (``nan`` if none).
         settings: backend flags in force (cudnn_benchmark, TF32 switches, L2 flush bytes, ...).
-        clocks: GPU clock/throttle summary, ``None`` on CPU or without NVML.
+        clocks: GPU clock/throttle summary, ``None`` on CPU.
+        notes: what was timed differently from what was asked, or needs reading with care: a graph
+            capture that failed and was timed hot (with the error), one-call samples within a few
+            event ticks (with their mean).
     """
 
     device: str
@@ -55,6 +59,7 @@ class Measurement:
     target_rel_ci: float
     settings: Mapping[str, Any] = field(default_factory=dict)
     clocks: ClockSummary | None = None
+    notes: tuple[str, ...] = ()
 
     @cached_property
     def stats(self) -> Stats:
@@ -69,11 +74,11 @@ class Measurement:
     @property
     def converged(self) -> bool:
         """Whether sampling stopped because the noise target was met."""
-        return self.stop_reason == "converged"
+        return self.stop_reason.split(";", 1)[0] == "converged"
 
     @property
     def throttled(self) -> bool:
-        """Whether the GPU reported a power/thermal clock limit during the measurement."""
+        """Whether a trial's SM clock fell under the backend's threshold of the rated clock."""
         return bool(self.clocks and self.clocks.throttled)
 
     def summary(self) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class Measurement:
             "sm_clock_max_mhz": c.sm_clock_max_mhz if c else None,
             "clock_reasons": ",".join(c.reasons) if c else "",
             "throttled": self.throttled,
+            "notes": "; ".join(self.notes),
         })
         return out
 
