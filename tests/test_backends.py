@@ -73,7 +73,7 @@ class FakeGpuBackend:
     launch_overhead_s = 5e-6
     variants = CudaBackend.variants
 
-    def peak(self, device, dtype, threads, one_thread_flops_s=None):
+    def peak(self, device, dtype, threads, one_thread_flops_s=None, clock_mhz=None):
         if dtype == "fp16":
             raise RuntimeError("NVML exploded")
         return Peak(flops={"fp32": 67e12, "tf32": 495e12}[dtype], bandwidth=3.35e12, native=True,
@@ -101,7 +101,7 @@ class FakeCpuBackend:
     launch_overhead_s = 2e-6
     variants = CpuBackend.variants
 
-    def peak(self, device, dtype, threads, one_thread_flops_s=None):
+    def peak(self, device, dtype, threads, one_thread_flops_s=None, clock_mhz=None):
         clock = max(2.6, (one_thread_flops_s or 0) / 64 / 1e9)
         per_cycle = {"fp32": 64, "fp16": 128, "bf16": 128}[dtype]
         return Peak(flops=2 * clock * 1e9 * per_cycle, bandwidth=None, native=True, source=f"formula {clock} GHz")

@@ -1,0 +1,71 @@
+"""A row at two speeds told as its modes (medians, shares, which holds the row's time); the modes
+that follow the host's canary; the canary's block rejection (injected slow blocks)."""
+
+import json
+
+import pytest
+
+import harness.timing.canary as C
+import harness.timing.modes as M
+
+
+def test_process_modes_two_of_three():
+    a, b = M.process_modes([[0.75e-3] * 10, [1.08e-3] * 12, [0.76e-3] * 10])
+    assert (a.median_s, a.processes, a.samples, a.holds_row) == (pytest.approx(0.755e-3), 2, 20, True)
+    assert (b.median_s, b.processes, b.samples, b.holds_row) == (pytest.approx(1.08e-3), 1, 12, False)
+    text = M.describe((a, b), 3)
+    assert text == "two speeds: 755 us (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first"
+    assert json.loads(M.to_json((a, b)))[1] == {"median_s": 1.08e-3, "samples": 12, "processes": 1,
+                                                 "holds_row": False}
+
+
+def test_row_time_in_the_slow_mode():
+    a, b = M.process_modes([[1.0e-3] * 5, [2.0e-3] * 5, [2.1e-3] * 5])
+    assert not a.holds_row and b.holds_row and M.describe((a, b), 3).endswith("is the second")
+
+
+def test_sample_modes_shares():
+    xs = [1.0e-3] * 13 + [1.5e-3] * 7
+    a, b = M.sample_modes(xs, 1.0e-3)
+    assert (a.samples, b.samples, a.holds_row) == (13, 7, True)
+    assert M.describe((a, b), 1) == "two speeds: 1 ms (65% of samples) and 1.5 ms (35%); the row's time is the first"
+    assert M.sample_modes([1.0] * 3, 1.0) is None                  # too few for two sides of 2
+    assert M.sample_modes([1.0, 2.0], 1.0) is None
+
+
+def test_modes_that_follow_the_canary_are_the_host():
+    # process 2 ran 1.44x slower and its canary ran 1.45x slower: the host, not the layer
+    why = M.follows_host([1.0e-3, 1.44e-3, 1.01e-3], [30e-6, 43.5e-6, 30.2e-6])
+    assert why is not None and "follow their canaries" in why and "1.45x" in why
+    # the same split with canaries that agree: the layer itself runs at two speeds
+    assert M.follows_host([1.0e-3, 1.44e-3, 1.01e-3], [30e-6, 30.3e-6, 30.2e-6]) is None
+    assert M.follows_host([1.0e-3, 1.44e-3], [30e-6, None]) is None            # a process without a canary
+    assert M.follows_host([1.0e-3, 1.01e-3], [30e-6, 45e-6]) is None            # no split to explain
+
+
+def test_judge_rejects_blocks_beside_a_slow_canary():
+    samples = [1.0, 1.0, 1.3, 1.3, 1.0, 1.0]
+    # readings around each block: blocks 2 and 3 sit between slow readings (the host slowed 20 %)
+    readings = [10.0, 10.1, 12.0, 12.0, 12.0, 10.0, 10.2]
+    kept, report = C.judge(samples, readings, burst=[10.0] * 3)
+    assert kept == [1.0, 1.0, 1.0, 1.0] and report.rejected == 2
+    assert report.fastest_s == 10.0 and report.kept_s == (10.0, 10.1, 10.0, 10.0)
+    # one slow reading beside a block is not enough: the faster neighbour counts
+    kept, report = C.judge([1.0, 1.0], [10.0, 13.0, 10.0], burst=[10.0])
+    assert report.rejected == 0 and kept == [1.0, 1.0]
+
+
+def test_judge_keeps_everything_when_the_host_was_slow_throughout():
+    kept, report = C.judge([1.0] * 5, [13.0] * 6, burst=[10.0])
+    assert kept == [1.0] * 5 and report.kept_all and report.rejected == 0
+    assert report.slowdown == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="5 blocks need 6 canary readings"):
+        C.judge([1.0] * 5, [10.0] * 5, burst=[])
+
+
+def test_canary_sizes_itself_to_the_target():
+    ticks = iter(range(0, 10**12, 5_000))          # every clock read: +5 us; one step costs one interval
+    can = C.Canary(clock=lambda: next(ticks), step=lambda: None)
+    can.size()
+    assert can.steps == round(C.TARGET_S / 5e-6)
+    assert can.read() == pytest.approx(5e-6)        # the fake clock advances once per read
