@@ -316,3 +316,44 @@ def test_real_cuda_modes_agree_on_a_large_matmul():
     assert hot.timer == "cuda_event" and graph.timer == "cuda_graph"
     for m in (cold, graph):
         assert m.median == pytest.approx(hot.median, rel=0.1)   # a 137 GFLOP matmul: launch cost invisible
+
+
+def test_cpu_blocks_beside_a_slow_canary_are_rejected_and_counted():
+    """A host slowed 30 % for a while: the layer's calls and the canary's steps both take 1.3x.
+    The blocks in that window are rejected (not samples, not counted by the rule); the others kept."""
+    from harness.timing.canary import Canary
+    clock = FakeClock()
+    slow = {"on": False}
+    calls = {"n": 0}
+
+    def layer():
+        calls["n"] += 1
+        slow["on"] = 40 <= calls["n"] < 60            # the host slows while calls 40-59 run
+        clock.advance(1e-3 * (1.3 if slow["on"] else 1.0))
+
+    bird = Canary(clock=clock, step=lambda: clock.advance(10e-6 * (1.3 if slow["on"] else 1.0)))
+    m = measure(layer, timer=CpuTimer(clock), warmup_s=0.0, min_reps=80, target_rel_ci=1e-9, max_reps=80,
+                canary=bird)
+    r = m.canary
+    # 20 slowed blocks; the first has a quick canary before it (the faster neighbour counts): 19 rejected
+    assert r is not None and r.rejected == 19 and not r.kept_all
+    assert m.stats.n == 80 and len(r.kept_s) == 80          # the rule counted kept samples only
+    assert sorted(m.samples_s)[-2] == pytest.approx(1e-3)   # one slowed block (the first) among them
+    assert r.fastest_s == pytest.approx(bird.steps * 10e-6) and r.slowdown == pytest.approx(0.0)
+
+
+def test_cpu_canary_slow_throughout_keeps_every_sample_and_says_so():
+    from harness.timing.canary import GIVE_UP, Canary
+    clock = FakeClock()
+    n = {"c": 0}
+
+    def step():                                      # the burst is quick, then the host stays slow
+        n["c"] += 1
+        clock.advance(10e-6 * (1.0 if n["c"] <= 5 + 3 * 11 else 1.5))
+
+    fn, _ = cpu_work(clock, lambda i: 1e-3)
+    m = measure(fn, timer=CpuTimer(clock), warmup_s=0.0, min_reps=10, max_reps=10, canary=Canary(clock=clock,
+                                                                                                   step=step))
+    # GIVE_UP blocks rejected while sampling, then 10 counted: 20 blocks, every one kept and said
+    assert m.canary.kept_all and m.canary.rejected == 0 and m.stats.n == 10 + GIVE_UP
+    assert "host slow throughout" in m.stop_reason

@@ -59,6 +59,9 @@ def test_judge_keeps_everything_when_the_host_was_slow_throughout():
     kept, report = C.judge([1.0] * 5, [13.0] * 6, burst=[10.0])
     assert kept == [1.0] * 5 and report.kept_all and report.rejected == 0
     assert report.slowdown == pytest.approx(0.3)
+    # half the blocks beside a slow canary: the same; fewer than half: those rejected
+    assert C.judge([1.0] * 4, [10.0, 13.0, 13.0, 13.0, 10.0], burst=[10.0])[1].kept_all
+    assert C.judge([1.0] * 5, [10.0, 13.0, 13.0, 10.0, 10.0, 10.0], burst=[10.0])[1].rejected == 1
     with pytest.raises(ValueError, match="5 blocks need 6 canary readings"):
         C.judge([1.0] * 5, [10.0] * 5, burst=[])
 

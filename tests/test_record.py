@@ -52,7 +52,7 @@ def test_round_trip(tmp_path):
     r = run_suite(s, out=tmp_path, measure_fn=fake(), progress=False)
     table = pq.read_table(r.parquet)
     assert table.schema.equals(R.SCHEMA, check_metadata=False)
-    assert table.schema.metadata[R.VERSION_KEY] == b"4" and read_metadata(r.parquet).schema_version == 4
+    assert table.schema.metadata[R.VERSION_KEY] == b"5" and read_metadata(r.parquet).schema_version == 5
     loaded = load_runs(r.run_dir)
     assert not loaded.refused and len(loaded.frame) == 3
     again = pq.read_table(r.parquet).to_pylist()
@@ -127,6 +127,19 @@ def test_version_2_files_upgrade_and_are_checked_against_their_own_columns(tmp_p
     assert list(f["process_median_s"]) == list(f["time_median_s"])
     assert set(f["stability"]) <= {"stable", "noisy"} and f["stability_reason"].str.contains("schema v2").all()
     assert f["host_busy"].isna().all() and f["ceiling_l1_bytes_s"].isna().all()
+
+
+def test_version_4_files_upgrade_as_forward_passes(tmp_path):
+    s = parse_suite({"name": "v4", "sweep": [{"layer": "relu", "input": "{b}x8", "axes": {"b": [1, 2]}}]})
+    good = run_suite(s, out=tmp_path / "good", measure_fn=fake(), progress=False)
+    table = pq.read_table(good.parquet)
+    d = tmp_path / "v4"
+    d.mkdir()
+    _write(d / "part-v4.parquet", table.select(list(R.names_in_version(4))), b"4")
+    f = load_runs([d]).frame
+    assert len(f) == 2 and (f["pass"] == "forward").all() and f["grads"].isna().all()
+    assert f["clock_mhz"].isna().all() and f["samples_rejected"].isna().all()
+    assert list(f["case_id"]) == list(load_runs([tmp_path / "good"]).frame["case_id"])   # forward ids unchanged
 
 
 def test_a_results_folder_leaves_its_reference_runs_out_unless_named(tmp_path):

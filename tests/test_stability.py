@@ -3,6 +3,8 @@ hand-made samples; the cross-process merge (harness.runner.repeats) on hand-made
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.record import Row, Stability
@@ -65,8 +67,8 @@ def test_host_busy_subtracts_own_time_and_scales_by_cpus():
     assert host_busy(a, CpuSample(1.0, 100.5, 11.0, 2)) == 0.0          # clamped (ticks land unevenly)
 
 
-def _rec(median: float, busy: float | None, samples: list[float], status: str = "ok") -> Row:
-    return Row.from_record({
+def _rec(median: float, busy: float | None, samples: list[float], status: str = "ok", **extra) -> Row:
+    return Row.from_record(extra | {
             "run_id": "r", "row_id": "m:cpu:c", "case_id": "c", "config_id": "c", "suite": "s", "family": "f",
             "machine_id": "m", "machine_name": "m", "settings_id": "s", "host": "h", "layer": "relu",
             "config": "{}", "axes": "{}", "memory_format": "nchw", "dtype": "fp32", "device": "cpu",
@@ -85,6 +87,31 @@ def test_merge_keeps_the_lower_median_process_and_every_median():
     assert t.process_medians_s == [2.8e-3, 0.6e-3, 2.9e-3]
     assert t.process_spread == pytest.approx((2.9 - 0.6) / 2.8)
     assert h.host_busy == 0.03 and h.stability == "bimodal"
+
+
+def test_merge_tells_a_bimodal_row_as_its_two_speeds():
+    row = merge([_rec(2.8e-3, 0.0, tight(2.8e-3)), _rec(0.6e-3, 0.0, tight(0.6e-3)), _rec(2.9e-3, 0.0, tight(2.9e-3))])
+    h = row.health
+    assert h.stability == "bimodal"
+    assert h.stability_reason.startswith("two speeds: 600 us (1 of 3 processes) and 2.85 ms (2 of 3); the row's "
+                                         "time is the second")
+    modes = json.loads(h.modes)
+    assert [(m["processes"], m["holds_row"]) for m in modes] == [(1, False), (2, True)]
+
+
+def test_merge_calls_modes_that_follow_the_canary_host_slowed():
+    """Process 2 ran 1.45x slower and so did its canary: the host, not the layer."""
+    def rec(median, canary):
+        return _rec(median, 0.0, tight(median), canary_s=30e-6, process_canaries_s=[canary], samples_rejected=2)
+    row = merge([rec(1.0e-3, 30e-6), rec(1.45e-3, 43.5e-6), rec(1.01e-3, 30.3e-6)])
+    h, t = row.health, row.timing
+    assert h.stability == "host-slowed" and "follow their canaries" in h.stability_reason
+    assert h.stability_reason.startswith("two speeds: ")
+    assert t.samples_rejected == 6 and t.process_canaries_s == [30e-6, 43.5e-6, 30.3e-6]
+    assert h.canary_slowdown == pytest.approx(0.45)
+    # the same split with quiet canaries stays bimodal: the layer runs at two speeds
+    same = merge([rec(1.0e-3, 30e-6), rec(1.45e-3, 30.1e-6), rec(1.01e-3, 30.3e-6)])
+    assert same.health.stability == "bimodal"
 
 
 def test_merge_with_a_failed_process_is_noisy_and_says_why():

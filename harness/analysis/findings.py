@@ -14,8 +14,8 @@ processes** (``cross_process_findings``): when each of two equal-FLOPs rows of a
 at least ``MIN_PROCESSES`` worker processes and every process of the slow one took at least
 ``min_spread`` x as long as every process of the fast one (``min(slow) / max(fast)``, no
 assumption that the k-th process of one row is the k-th of the other), however much either time
-moved between processes. Rows measured beside busy processes (``contended``) carry none: a host
-slowdown moves every process alike.
+moved between processes. Rows measured beside busy processes (``contended``) or whose process times
+followed the host's canary (``host-slowed``) carry none: a host slowdown can move every process alike.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from harness.units import seconds, si
 #: A set-aside row measured beside other busy processes carries no finding (not even across
 #: processes): a host slowdown moves every process of it alike.
 CONTENDED = R.Stability.CONTENDED.value
+#: Verdicts that say the host, not the layer, set the times: no finding from them, even across processes.
+HOST_MADE = (CONTENDED, R.Stability.HOST_SLOWED.value)
 
 #: ``Finding.basis`` of a finding told by the medians of judged rows.
 MEDIANS = "medians"
@@ -359,7 +361,7 @@ def _multi_process_rows(frame: pd.DataFrame) -> pd.DataFrame:
     ``slowest_s`` (their smallest and largest), ``processes_n``, ``set_aside`` and ``label_stability``."""
     if R.PROCESS_MEDIANS not in frame:
         return frame.iloc[:0]
-    ok = frame[measured(frame) & labels(frame).ne(CONTENDED)]      # a host slowdown hits every process alike
+    ok = frame[measured(frame) & ~labels(frame).isin(HOST_MADE)]   # a host slowdown can hit every process alike
     arrays = [process_medians(v) for v in ok[R.PROCESS_MEDIANS]]
     keep = np.array([a is not None and a.size >= MIN_PROCESSES for a in arrays], dtype=bool)
     ok, arrays = ok[keep], [a for a, k in zip(arrays, keep) if k]

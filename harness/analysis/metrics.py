@@ -71,6 +71,10 @@ DERIVED = (
     Derived("util_ceiling", "fraction", "achieved_flops_s / ceiling_flops_s (the measured GEMM ceiling)"),
     Derived("bw_util_peak", "fraction", "achieved_bytes_s / peak_bytes_s"),
     Derived("bw_util_ceiling", "fraction", "achieved_bytes_s / ceiling_bytes_s (the measured copy bandwidth)"),
+    Derived("above_peak", "-", "achieved_flops_s above peak_flops_s: a defect of the peak (its clock or FLOP per "
+            "cycle), said in the summary, never a utilization to believe"),
+    Derived("above_ceiling", "-", "achieved_flops_s above ceiling_flops_s: the layer ran a kernel faster than every "
+            "one the calibration measured for its dtype (calibrate again; README, Ceilings)"),
     Derived("roof_source", "-", "`measured` (both roofs measured), `datasheet` or `formula` (both theoretical), "
             "`mixed`, or null (no roof stored)"),
     Derived("attainable_flops_s", "FLOP/s", "min(compute roof, intensity x memory roof)"),
@@ -157,6 +161,8 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["util_ceiling"] = f["achieved_flops_s"] / ceil_f
     f["bw_util_peak"] = f["achieved_bytes_s"] / peak_b
     f["bw_util_ceiling"] = f["achieved_bytes_s"] / ceil_b
+    f["above_peak"] = (f["util_peak"] > 1).where(f["util_peak"].notna())
+    f["above_ceiling"] = (f["util_ceiling"] > 1).where(f["util_ceiling"].notna())
     roof_f, roof_b = ceil_f.where(ceil_f.notna(), peak_f), ceil_b.where(ceil_b.notna(), peak_b)
     f["roof_source"] = _roof_source(f, ceil_f, ceil_b, roof_f, roof_b)
     intensity = flops / moved.replace(0, np.nan)

@@ -10,7 +10,8 @@ The rule, on the ``stability`` column:
   when its ``stability`` is ``stable`` or null. Null on a measured row means no verdict was
   recorded (a hand-built frame, or a file whose rows carry none): nothing says it is unstable, so
   it is used, but it is counted as ``no verdict``, never as ``stable``;
-- a measured row whose ``stability`` is anything else (``noisy``, ``bimodal``, ``contended``) is
+- a measured row whose ``stability`` is anything else (``noisy``, ``bimodal``, ``contended``,
+  ``host-slowed``) is
   **set aside**: counted by its value and left out of every verdict on its median. It may still
   carry a finding **across processes** (``harness.analysis.findings.cross_process_findings``):
   measured in at least 3 worker processes, when every process of one layer took at least 1.1x as

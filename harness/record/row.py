@@ -24,8 +24,10 @@ import pyarrow as pa
 #: reads every older version. 1: the first store (no version in the file); 2: typed record, machine
 #: identity, stored peaks; 3: cross-process repeats, per-row host load and stability verdict, threading
 #: policy, oneDNN primitives, per-level bandwidth ceilings; 4: the device's main-memory name and label
-#: (stored from the run's ``Device``, so the analysis never asks a device string what it is).
-SCHEMA_VERSION = 4
+#: (stored from the run's ``Device``, so the analysis never asks a device string what it is); 5: the pass
+#: and its gradients, the measured CPU clock, the canary and the samples it rejected, a bimodal row's
+#: modes, timing notes, the pass's peak memory (older rows upgrade as forward passes).
+SCHEMA_VERSION = 5
 #: Parquet schema-metadata keys: the schema version and the run's metadata (JSON).
 VERSION_KEY = b"layerbench.schema_version"
 META_KEY = b"layerbench"
@@ -47,6 +49,7 @@ class Stability(_Word):
     NOISY = "noisy"
     BIMODAL = "bimodal"
     CONTENDED = "contended"
+    HOST_SLOWED = "host-slowed"
 
 
 #: Timing modes (``Timing.mode``; ``auto`` settles on one of the others before sampling and is never stored):
@@ -67,11 +70,18 @@ class Status(_Word):
     ERROR = "error"
 
 
-def col(unit: str, doc: str, *, required: bool = False, added: int = 0) -> Any:
+def col(unit: str, doc: str, *, required: bool = False, added: int = 0, name: str | None = None,
+        default: Any = None) -> Any:
     """A column: its unit (``-`` for none) and meaning; ``required`` columns are never null. Columns
-    ``added`` after version 2 default to null, so code that does not fill them still builds rows."""
-    meta = {"unit": unit, "doc": doc, "required": required, "added": added}
-    return field(metadata=meta, default=None) if added else field(metadata=meta)
+    ``added`` after version 2 default to ``default`` (null), so code that does not fill them still
+    builds rows. ``name``: the column's name where it is not a Python name (``pass``)."""
+    meta = {"unit": unit, "doc": doc, "required": required, "added": added, "name": name}
+    return field(metadata=meta, default=default) if added else field(metadata=meta)
+
+
+def column_name(f: Any) -> str:
+    """The column a dataclass field of a row part stores (its ``name`` metadata, else its own name)."""
+    return f.metadata.get("name") or f.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,11 @@ class CaseFields:
     device_label: str | None = col("-", "the device as findings and tables name it: a GPU's name; for the host CPU "
                                    "the machine's label (`AMD EPYC (family 25 model 1, 2 CPUs)`), which says more "
                                    "than its brand", added=4)
+    pass_: str = col("-", "`forward`, `backward` (the gradients of `grads` from a stored forward) or "
+                     "`forward+backward` (both in one call); README, The backward pass", added=5, name="pass",
+                     default="forward")
+    grads: str | None = col("-", "backward rows: the gradients computed, `,`-joined (`input,weight`, `weight`, "
+                            "`input`); null for forward rows", added=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +150,12 @@ class Counts:
     intensity_flop_per_byte: float = col("FLOP/byte", "flops / (bytes_read + bytes_written)")
     flop_counter_flops: int | None = col("FLOP", "torch.utils.flop_counter's count of the ops it covers")
     flop_counter_agrees: bool | None = col("-", "whether it equals ours on those ops (null when it covers none)")
-    aten_ops: int = col("count", "ATen ops the forward dispatches")
+    aten_ops: int = col("count", "ATen ops the pass dispatches")
+    peak_memory_bytes: int | None = col("byte", "memory the pass holds at its peak beyond its inputs and weights: "
+                                        "CUDA `max_memory_allocated` over a call; CPU the saved activations and "
+                                        "gradients, counted (see peak_memory_source)", added=5)
+    peak_memory_source: str | None = col("-", "`measured` (the device's allocator) or `analytic` (counted from "
+                                         "the shapes)", added=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +204,15 @@ class Timing:
                                          "(equals time_median_s for one process)", added=3)
     process_spread: float | None = col("fraction", "(largest - smallest process median) / process_median_s; "
                                        "0 for one process", added=3)
+    samples_rejected: int | None = col("count", "sample blocks set aside because the canary beside them ran more "
+                                       "than 5 % slow (every process); README, Shared hosts", added=5)
+    canary_s: float | None = col("s", "host CPU rows: the canary's fastest reading in the process whose statistics "
+                                 "are kept (the host at its quickest)", added=5)
+    process_canaries_s: list[float] | None = col("s", "each process's median canary beside its kept blocks, in "
+                                                 "the order of process_medians_s", added=5)
+    timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "
+                                   "failed, timed hot), or needs care (one-call samples near the clock tick, with "
+                                   "their mean; the host slow throughout)", added=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +243,17 @@ class Health:
                                 "or samples split into separated clusters), `contended` (host_busy over the "
                                 "threshold); null for rows not measured", added=3)
     stability_reason: str | None = col("-", "the figures behind the verdict", added=3)
+    modes: str | None = col("-", "bimodal and host-slowed rows: JSON list of the two speeds, each "
+                            "`{median_s, samples, processes, holds_row}`", added=5)
+    canary_slowdown: float | None = col("fraction", "how much slower the host ran beside the kept blocks than at "
+                                        "its quickest: the largest process median canary / the fastest canary "
+                                        "reading of the row - 1", added=5)
+    clock_mhz: float | None = col("MHz", "host CPU rows: the clock the row's CPUs ran at, measured by a "
+                                  "dependent-add chain before and after the row (median)", added=5)
+    clock_spread: float | None = col("fraction", "host CPU rows: (highest - lowest clock reading) / clock_mhz "
+                                     "around the row", added=5)
+    sm_clock_source: str | None = col("-", "GPU: `trial` (the SM clock measured by a timed spin kernel after "
+                                      "each chunk) or `nvml` (sampled from NVML)", added=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +324,7 @@ class Row:
         for part_cls, part in zip(PARTS, (self.key, self.case, self.counts, self.timing, self.ran, self.health,
                                           self.peaks, self.provenance)):
             for f in fields(part_cls):
-                out[f.name] = _plain(getattr(part, f.name)) if part is not None else None
+                out[column_name(f)] = _plain(getattr(part, f.name)) if part is not None else None
         return out
 
     @property
@@ -297,7 +337,7 @@ class Row:
         null are ``None``."""
         parts: dict[str, Any] = {}
         for name, part_cls in zip(_PART_NAMES, PARTS):
-            values = {f.name: record.get(f.name) for f in fields(part_cls)}
+            values = {f.name: record.get(column_name(f)) for f in fields(part_cls)}
             if part_cls is Health and values["status"] is not None:
                 values["status"] = Status(values["status"])
             if name in _OPTIONAL_PARTS and all(v is None for v in values.values()):
@@ -354,7 +394,7 @@ def _columns() -> tuple[Column, ...]:
         hints = typing.get_type_hints(part)
         for f in fields(part):
             arrow, py = _arrow_type(hints[f.name])
-            out.append(Column(f.name, part.__name__, arrow, py, f.metadata["unit"], f.metadata["doc"],
+            out.append(Column(column_name(f), part.__name__, arrow, py, f.metadata["unit"], f.metadata["doc"],
                               f.metadata["required"], f.metadata.get("added") or 2))
     names = [c.name for c in out]
     dup = {n for n in names if names.count(n) > 1}
@@ -411,6 +451,10 @@ LAYER, CONFIG, AXES, INPUT_SHAPES, MEMORY_FORMAT, DTYPE = "layer", "config", "ax
     "dtype"
 DEVICE, DEVICE_TYPE, DEVICE_NAME, THREADS = "device", "device_type", "device_name", "threads"
 MAIN_MEMORY, DEVICE_LABEL = "main_memory", "device_label"
+PASS, GRADS, PEAK_MEMORY, PEAK_MEMORY_SOURCE = "pass", "grads", "peak_memory_bytes", "peak_memory_source"
+SAMPLES_REJECTED, CANARY, PROCESS_CANARIES, TIMING_NOTES = "samples_rejected", "canary_s", "process_canaries_s", \
+    "timing_notes"
+MODES_COLUMN, CANARY_SLOWDOWN, CLOCK_MHZ, CLOCK_SPREAD = "modes", "canary_slowdown", "clock_mhz", "clock_spread"
 FLOPS, MACS, PARAMS, BYTES_READ, BYTES_WRITTEN = "flops", "macs", "params", "bytes_read", "bytes_written"
 INTENSITY = "intensity_flop_per_byte"
 OMP_WAIT_POLICY = "omp_wait_policy"
@@ -442,7 +486,9 @@ __all__ = [
     'COLUMNS', 'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table',
     'check_required', 'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME',
     'SETTINGS_ID', 'HOST', 'LAYER', 'CONFIG', 'AXES', 'INPUT_SHAPES', 'MEMORY_FORMAT', 'DTYPE', 'DEVICE',
-    'DEVICE_TYPE', 'DEVICE_NAME', 'THREADS', 'MAIN_MEMORY', 'DEVICE_LABEL', 'FLOPS', 'MACS', 'PARAMS', 'BYTES_READ',
+    'DEVICE_TYPE', 'DEVICE_NAME', 'THREADS', 'MAIN_MEMORY', 'DEVICE_LABEL', 'PASS', 'GRADS', 'PEAK_MEMORY',
+    'PEAK_MEMORY_SOURCE', 'SAMPLES_REJECTED', 'CANARY', 'PROCESS_CANARIES', 'TIMING_NOTES', 'MODES_COLUMN',
+    'CANARY_SLOWDOWN', 'CLOCK_MHZ', 'CLOCK_SPREAD', 'column_name', 'FLOPS', 'MACS', 'PARAMS', 'BYTES_READ',
     'BYTES_WRITTEN', 'INTENSITY', 'OMP_WAIT_POLICY', 'PROCESSES', 'PROCESS_MEDIANS', 'PROCESS_MEDIAN',
     'PROCESS_SPREAD', 'HOST_BUSY', 'STABILITY', 'STABILITY_REASON', 'ONEDNN_PRIMITIVES', 'ONEDNN_REORDERS',
     'CEILING_L1_BYTES', 'CEILING_L2_BYTES', 'CEILING_L3_BYTES', 'CEILING_LEVELS', 'TIME_MEDIAN', 'TIME_Q1',

@@ -41,7 +41,7 @@ SHOWN = {
     "bound": Shown("bound", "the roofline label (label) and, where stored, the memory level bounding the row "
                    "(roof_level); for rows not measured, their status", False),
     "stability": Shown("stability", "`stable`; `no verdict` (none recorded: the row is still used); or why "
-                       "the row is set aside: noisy, bimodal, contended (stability)", False),
+                       "the row is set aside: noisy, bimodal, contended, host-slowed (stability)", False),
     "per_process": Shown("per process", "each worker process's median time, in process order (process_medians_s); "
                          "shown under a finding across processes (every process of the slow row took at least "
                          "the stated multiple of every process of the fast one)", False),

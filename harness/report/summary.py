@@ -30,6 +30,7 @@ from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import counts_text, is_set_aside, judged
 from harness.report.model import ReportModel, build_model
 from harness.report.registry import render, render_text, renderer
+from harness.report.trust import trust_lines
 from harness.store import Loaded
 from harness.timing.stability import BUSY_LIMIT, SPLIT
 from harness.timing.stats import NOISY_REL_IQR
@@ -229,7 +230,7 @@ def summary_text(model: ReportModel) -> str:
     lines = [head]
     if not ok.empty:
         lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
-                  *utilization_lines(ok), label_line(ok),
+                  *trust_lines(ok), *utilization_lines(ok), label_line(ok),
                   *finding_lines(ok, found=model.findings)]
         lines += thread_lines(model.threads)
     return "\n".join(lines)

@@ -2,7 +2,10 @@
 
 ``merge`` takes the rows of one case from each process (``harness.runner.workers``); ``single``
 finishes a row measured in one process. Both fill ``processes``, ``process_medians_s``,
-``process_median_s``, ``process_spread``, ``host_busy`` and ``stability`` (``harness.timing.stability``).
+``process_median_s``, ``process_spread``, ``host_busy`` and ``stability`` (``harness.timing.stability``),
+the canary's columns (blocks rejected over every process, each process's canary, the slowdown), and
+for a row at two speeds its ``modes`` (``harness.timing.modes``): ``host-slowed`` where the process
+medians follow their canaries, else the verdict's, told as "two speeds: ...".
 Rows stay typed throughout: a worker's journal line becomes a ``Row`` once, in the parent, and the
 merged ``Row`` goes to the store's writer.
 """
@@ -13,7 +16,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from harness.record import Row, Status, now_iso
+from harness.record import Health, Row, Stability, Status, Timing, now_iso
+from harness.timing import modes as M
 from harness.timing.stability import median_low, verdict
 
 
@@ -42,16 +46,60 @@ def merge(rows: Sequence[Row]) -> Row:
     rep = ok[medians.index(mid)]
     busy_values = [r.health.host_busy for r in ok if r.health.host_busy is not None]
     busy = max(busy_values) if busy_values else None
-    stab, why = verdict([r.timing.samples_s or [] for r in ok], busy)   # type: ignore[union-attr]
+    samples = [r.timing.samples_s or [] for r in ok]   # type: ignore[union-attr]
+    stab, why = verdict(samples, busy)
+    canaries = [(r.timing.process_canaries_s or [None])[0] for r in ok]   # type: ignore[union-attr]
+    stab, why, modes = _told(stab, why, samples, medians, canaries, mid)
     failures = [r for r in rows if not _ok(r)]
     if failures:
-        stab = stab if stab.value == "contended" else type(stab).NOISY
+        stab = stab if stab is Stability.CONTENDED else Stability.NOISY
         why = f"{len(failures)} of {len(rows)} processes failed ({failures[0].health.error}); {why}"
     timing = dataclasses.replace(rep.timing, processes=len(ok), process_medians_s=medians, process_median_s=mid,
-                                 process_spread=(max(medians) - min(medians)) / mid if mid > 0 else 0.0)
-    health = dataclasses.replace(rep.health, host_busy=busy, stability=stab.value, stability_reason=why[:2000])
+                                 process_spread=(max(medians) - min(medians)) / mid if mid > 0 else 0.0,
+                                 **_canary_columns([r.timing for r in ok]))   # type: ignore[misc]
+    health = dataclasses.replace(rep.health, host_busy=busy, stability=stab.value, stability_reason=why[:2000],
+                                 modes=modes, **_host_columns([r.health for r in ok], [r.timing for r in ok]))
     provenance = dataclasses.replace(rep.provenance, timestamp=now_iso())
     return dataclasses.replace(rep, timing=timing, health=health, provenance=provenance)
+
+
+def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians: Sequence[float],
+          canaries: Sequence[float | None], mid: float) -> tuple[Stability, str, str | None]:
+    """(verdict, reason, modes JSON): ``host-slowed`` where the process medians follow their canaries;
+    a bimodal or host-slowed row's two speeds told first in its reason."""
+    if stab in (Stability.BIMODAL, Stability.NOISY):
+        follows = M.follows_host(medians, canaries)
+        if follows is not None:
+            stab, why = Stability.HOST_SLOWED, f"{follows}; {why}"
+    if stab not in (Stability.BIMODAL, Stability.HOST_SLOWED):
+        return stab, why, None
+    two = M.process_modes(samples) if why.startswith("process medians") or stab is Stability.HOST_SLOWED \
+        else next((m for xs in samples if (m := M.sample_modes(xs, mid)) and M.splits(xs)), None)
+    if two is None:
+        return stab, why, None
+    return stab, f"{M.describe(two, len(samples))}; {why}", M.to_json(two)
+
+
+def _canary_columns(timings: Sequence[Timing]) -> dict[str, object]:
+    """Blocks rejected over every process and each process's canary (null without a canary)."""
+    rejected = [t.samples_rejected for t in timings if t.samples_rejected is not None]
+    per = [c for t in timings for c in (t.process_canaries_s or [])]
+    return {"samples_rejected": sum(rejected) if rejected else None,
+            "process_canaries_s": per if len(per) == len(timings) else None}
+
+
+def _host_columns(healths: Sequence[Health], timings: Sequence[Timing]) -> dict[str, object]:
+    """The row's canary slowdown (its slowest process's canary over the fastest reading of any) and
+    the CPU clock over every process (median of their clocks; spread over them and within each)."""
+    fastest = [t.canary_s for t in timings if t.canary_s]
+    per = [c for t in timings for c in (t.process_canaries_s or [])]
+    slowdown = max(per) / min(fastest) - 1 if fastest and per else None
+    clocks = [h.clock_mhz for h in healths if h.clock_mhz]
+    spreads = [h.clock_spread for h in healths if h.clock_spread is not None]
+    mhz = median_low(clocks) if clocks else None
+    across = (max(clocks) - min(clocks)) / mhz if mhz else None
+    return {"canary_slowdown": slowdown, "clock_mhz": mhz,
+            "clock_spread": max([*spreads, across]) if across is not None else None}
 
 
 def single(row: Row, host_busy: float | None) -> Row:
@@ -62,7 +110,9 @@ def single(row: Row, host_busy: float | None) -> Row:
         return dataclasses.replace(row, case=case)
     t = row.timing
     stab, why = verdict([t.samples_s], host_busy)
+    stab, why, modes = _told(stab, why, [t.samples_s], [t.time_median_s], [None], t.time_median_s)
     timing = dataclasses.replace(t, processes=1, process_medians_s=[t.time_median_s],
                                  process_median_s=t.time_median_s, process_spread=0.0)
-    health = dataclasses.replace(row.health, host_busy=host_busy, stability=stab.value, stability_reason=why)
+    health = dataclasses.replace(row.health, host_busy=host_busy, stability=stab.value, stability_reason=why,
+                                 modes=modes)
     return dataclasses.replace(row, case=case, timing=timing, health=health)

@@ -14,6 +14,7 @@ import torch
 
 from harness.analytic.count import count_totals
 from harness.backends import Device
+from harness.devices import clock
 from harness.errors import SpecError
 from harness.layers.dtypes import itemsize, parse_dtype
 from harness.layers.modules import build_module
@@ -73,20 +74,29 @@ def timing_of(m: Measurement, seed: int) -> Timing:
                   time_median_s=st.median, time_q1_s=st.q1, time_q3_s=st.q3, time_iqr_s=st.iqr, time_min_s=st.min,
                   time_max_s=st.max, time_mean_s=st.mean, time_std_s=st.std, time_ci_low_s=st.ci_low,
                   time_ci_high_s=st.ci_high, rel_iqr=st.rel_iqr, rel_std=st.rel_std, rel_ci=st.rel_ci,
-                  outliers=st.outliers, noisy=st.noisy, stop_reason=m.stop_reason, target_rel_ci=m.target_rel_ci,
+                  outliers=st.outliers, noisy=st.noisy, stop_reason=m.stop_reason.split(";", 1)[0],
+                  target_rel_ci=m.target_rel_ci,
                   estimate_s=m.estimate_s, sampling_s=m.sampling_s, warmup_calls=m.warmup_calls,
                   warmup_s=m.warmup_s, gc_paused=m.gc_paused, rotation=m.rotation, seed=seed,
                   input_distribution=INPUT_DISTRIBUTION, cudnn_benchmark=s.get("cudnn_benchmark"),
                   allow_tf32_matmul=s.get("allow_tf32_matmul"), allow_tf32_cudnn=s.get("allow_tf32_cudnn"),
-                  float32_matmul_precision=s.get("float32_matmul_precision"), l2_flush_bytes=s.get("l2_flush_bytes"))
+                  float32_matmul_precision=s.get("float32_matmul_precision"), l2_flush_bytes=s.get("l2_flush_bytes"),
+                  samples_rejected=m.canary.rejected if m.canary else None,
+                  canary_s=m.canary.fastest_s if m.canary else None,
+                  process_canaries_s=[m.canary.median_s] if m.canary else None,
+                  timing_notes="; ".join(m.notes) or None)
 
 
-def health_of(m: Measurement) -> Health:
+def health_of(m: Measurement, cpu_clock: clock.ClockReading | None = None) -> Health:
+    """The health part of a measured row: GPU clocks, the host canary's slowdown, the CPU clock read
+    around the row (``cpu_clock``)."""
     c = m.clocks
     return Health(status=Status.OK, error=None, throttled=m.throttled if c is not None else None,
                   sm_clock_min_mhz=c.sm_clock_min_mhz if c else None,
                   sm_clock_max_mhz=c.sm_clock_max_mhz if c else None,
-                  clock_reasons=",".join(c.reasons) if c else None)
+                  clock_reasons=",".join(c.reasons) if c else None, sm_clock_source=c.source if c else None,
+                  canary_slowdown=m.canary.slowdown if m.canary else None,
+                  clock_mhz=cpu_clock.mhz if cpu_clock else None, clock_spread=cpu_clock.spread if cpu_clock else None)
 
 
 def failed(status: Status, error: str) -> Health:
@@ -117,15 +127,18 @@ def measure_case(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurem
     module, inputs, seed = prepare_case(case, device)
     s = ctx.suite
     mode = ctx.mode if ctx.mode in device.modes or ctx.mode == "auto" else "hot"
+    threads = case.threads or ctx.threads
+    before = clock.around(threads) if device.host else None
     with torch.inference_mode():
-        m = measure_fn(module, device=device, inputs=inputs, threads=case.threads or ctx.threads,
+        m = measure_fn(module, device=device, inputs=inputs, threads=threads,
                        budget_s=s.budget_s, target_rel_ci=s.target_rel_ci, warmup_s=s.warmup_s, min_reps=s.min_reps,
                        mode=mode)
+    cpu_clock = clock.combined(before, clock.around(threads)) if device.host else None
     ran = None
     if profile:
         with torch.inference_mode():
             ran = WhatRan(**what_ran(module, inputs[0], device))
-    return Measured(counts=counts, timing=timing_of(m, seed), ran=ran, health=health_of(m),
+    return Measured(counts=counts, timing=timing_of(m, seed), ran=ran, health=health_of(m, cpu_clock),
                     settings=dict(m.settings), threads=m.threads)
 
 

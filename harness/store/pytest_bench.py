@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import short as _short
-from harness.record import BY_NAME, BYTES_READ, BYTES_WRITTEN, COLUMN_NAMES, FLOPS, MACS, PARAMS, SCHEMA_VERSION
+from harness.record import BY_NAME, BYTES_READ, BYTES_WRITTEN, COLUMN_NAMES, FLOPS, MACS, PARAMS, PASS, SCHEMA_VERSION
 from harness.timing.stability import NOISY_REL_IQR, verdict
 
 #: pytest-benchmark stats key -> record column (all seconds per call).
@@ -166,9 +166,11 @@ def _user_counts(extra: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _ours(extra: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(full, layerbench's): a full layerbench row (``MARK`` of this schema and a timer), or any row
-    layerbench wrote (full, the plugin's mark, or the plugin's identity keys)."""
-    full = extra.get(MARK) == SCHEMA_VERSION and extra.get("timer") is not None
+    """(full, layerbench's): a full layerbench row (``MARK`` of schema 2 to this one, and a timer;
+    columns added since are null, the pass ``forward``), or any row layerbench wrote (full, the
+    plugin's mark, or the plugin's identity keys)."""
+    mark = extra.get(MARK)
+    full = type(mark) is int and 2 <= mark <= SCHEMA_VERSION and extra.get("timer") is not None
     return full, full or extra.get(PLUGIN_MARK) is not None or MARK in extra or all(k in extra for k in IDENTITY)
 
 
@@ -209,6 +211,8 @@ def _record(b: Any, i: int, doc: Mapping[str, Any], machine: dict[str, Any], whe
         if row.get("stability") is None:
             row["stability"], row["stability_reason"] = _stability(row.get("samples_s"), row["rel_iqr"], rounds)
         row["row_id"] = f"{row['machine_id']}:{row['device']}:{row['case_id']}"
+    if row.get(PASS) is None:
+        row[PASS] = "forward"                   # the plugin and rows before version 5 time the forward pass
     return {k: row.get(k) for k in COLUMN_NAMES}
 
 

@@ -128,14 +128,24 @@ def v3_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
 
 
+def v4_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One version-4 row as a version-5 record: a forward pass (nothing else was measured before
+    version 5); the clock, canary, modes and peak-memory columns null (not recorded)."""
+    out = {k: row.get(k) for k in COLUMN_NAMES}
+    out["pass"] = "forward"
+    return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
+
+
 def upgrade_records(rows: list[dict[str, Any]], version: int, meta: RunMeta | None) -> list[dict[str, Any]]:
     """Records of schema ``version`` as current records (``ValueError`` for an unknown version).
     ``meta``: the file's run metadata; a version-1 file's is read as the JSON object it stored."""
     if version == 1:
         legacy = meta.to_json() if meta is not None else {}
-        return [v3_record(v2_record(v1_record(r, legacy), 1)) for r in rows]
+        return [v4_record(v3_record(v2_record(v1_record(r, legacy), 1))) for r in rows]
     if version == 2:
-        return [v3_record(v2_record(r)) for r in rows]
+        return [v4_record(v3_record(v2_record(r))) for r in rows]
     if version == 3:
-        return [v3_record(r) for r in rows]
-    raise ValueError(f"schema version {version}: expected 1 to 4 (a newer layerbench wrote it?)")
+        return [v4_record(v3_record(r)) for r in rows]
+    if version == 4:
+        return [v4_record(r) for r in rows]
+    raise ValueError(f"schema version {version}: expected 1 to 5 (a newer layerbench wrote it?)")

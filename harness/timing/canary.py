@@ -7,8 +7,10 @@ once per measurement to take about ``TARGET_S``. It is read ``BURST`` times duri
 between consecutive blocks, so that each block has a reading before and after it. A block's canary
 is the faster of the two (one slow reading beside a block is as likely a hiccup of the canary as of
 the block); a block whose canary ran more than ``REJECT`` slower than the fastest reading of the
-measurement is rejected: not a sample, but counted. NVBench does the same for GPU samples with the
-measured clock (``nvbench/detail/measure_cold.cu``: throttled trials are discarded).
+measurement is rejected: not a sample, but counted. Where half the blocks or more would be rejected,
+the host was slow throughout: every block is kept and the measurement says so. NVBench does the
+same for GPU trials with the measured clock (``nvbench/detail/gpu_frequency.cxx``: trials run at a
+throttled clock are discarded).
 
 Units: seconds per canary call.
 """
@@ -28,9 +30,10 @@ TARGET_S = 30e-6
 BURST = 10
 #: A block whose canary is more than this fraction slower than the fastest reading is rejected.
 REJECT = 0.05
-#: A measurement keeps at least this many samples: when rejection would leave fewer, every block is
-#: kept and the measurement says the host was slow throughout.
-MIN_KEPT = 3
+#: While sampling, blocks are rejected until this many are and they outnumber the kept ones; past
+#: that the host is slow throughout and every block counts (the budget is not spent waiting for it).
+#: After sampling, half the blocks or more beside a slow canary: every block is kept, and said.
+GIVE_UP = 10
 #: GEMM side and copy elements of one canary step (about 0.3 MFLOP and 256 KiB moved).
 GEMM_N, COPY_ELEMENTS = 48, 2**15
 
@@ -43,7 +46,8 @@ class CanaryReport:
         fastest_s: the fastest reading (the host at its quickest during the measurement).
         kept_s: each kept block's canary, in sample order (aligned with the samples).
         rejected: blocks rejected for a canary more than ``REJECT`` slow.
-        kept_all: rejection would have left fewer than ``MIN_KEPT`` samples: every block was kept.
+        kept_all: half the blocks or more ran beside a slow canary (the host was slow throughout):
+            every block was kept.
     """
 
     fastest_s: float
@@ -108,7 +112,7 @@ def judge(samples: Sequence[float], readings: Sequence[float], burst: Sequence[f
     fastest = min([*burst, *readings])
     beside = [min(readings[i], readings[i + 1]) for i in range(len(samples))]
     keep = [i for i, c in enumerate(beside) if c <= (1 + REJECT) * fastest]
-    if len(keep) < min(MIN_KEPT, len(samples)):
+    if samples and 2 * len(keep) <= len(samples):
         return list(samples), CanaryReport(fastest, tuple(beside), 0, kept_all=True)
     return ([samples[i] for i in keep],
             CanaryReport(fastest, tuple(beside[i] for i in keep), len(samples) - len(keep)))

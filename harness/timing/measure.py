@@ -9,7 +9,9 @@ The loop (the same for every backend; the backend supplies the clock):
    replays are re-sized by the timer from a timed one-call replay);
 5. take samples until the stopping rule says stop (default: the median's 95 % CI within 1 %,
    at least 10 samples, or the time budget spent). One-call samples within a few clock ticks are
-   judged on their mean (the median snaps to ticks) and the measurement says so.
+   judged on their mean (the median snaps to ticks) and the measurement says so. On the host CPU a
+   canary (``harness.timing.canary``) is read between blocks; a block beside a slow canary is
+   rejected (not a sample, not counted by the stopping rule) and the measurement counts it.
 Garbage collection is paused and the thread count fixed for the whole of it.
 """
 
@@ -28,6 +30,7 @@ import torch
 from harness.backends import Device, Monitor, SampleTimer, TimingContext, resolve_device
 from harness.errors import SpecError
 from harness.record import MODES
+from harness.timing.canary import BURST, GIVE_UP, REJECT, Canary, CanaryReport, judge
 from harness.timing.measurement import Measurement
 from harness.timing.stats import CI_Z
 from harness.timing.stopping import CONVERGED, RelativeCI, StoppingRule
@@ -61,7 +64,8 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
             warmup_s: float = 0.1, target_rel_ci: float = 0.01,
             min_reps: int = 10, min_time_s: float = 0.0, budget_s: float = 2.0, max_reps: int = 100_000,
             block_s: float | None = None, cudnn_benchmark: bool = True, rule: StoppingRule | None = None,
-            timer: SampleTimer | None = None, cuda_api: Any = None, monitor: Monitor | None = None) -> Measurement:
+            timer: SampleTimer | None = None, cuda_api: Any = None, monitor: Monitor | None = None,
+            canary: Canary | bool | None = None) -> Measurement:
     """Time ``fn`` on ``device``; return every sample and the conditions they were taken under.
 
     Args:
@@ -83,6 +87,9 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         cudnn_benchmark: ``torch.backends.cudnn.benchmark`` during warm-up and timing (CUDA).
         rule: a stopping rule replacing the default one.
         timer, cuda_api, monitor: injection seams (tests use fake clocks and devices).
+        canary: read between sample blocks to reject those a slow host spoiled: a ``Canary``, ``True``,
+            ``False``, or ``None`` (default: on for the host CPU with unchunked samples timed by its real
+            clock, off otherwise).
 
     Returns:
         A ``Measurement``: ``samples_s`` in seconds per call and ``stats`` computed from them;
@@ -103,16 +110,44 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         number = ctx.timer.prepare(call, number) or number
         mode = ctx.timer.mode or mode                   # a failed graph capture is timed hot
         rule = _tick_aware(rule, ctx.tick_s, number)
-        samples, reason, sampling = _sample(ctx, call, number, rule)
+        bird = _canary(canary, device, ctx, injected=timer is not None)
+        burst = _burst(bird)
+        samples, reason, sampling, readings = _sample(ctx, call, number, rule, bird)
         used_threads = torch.get_num_threads()
+    samples, report = judge(samples, readings, burst) if bird is not None else (samples, None)
     clocks = ctx.monitor.summary() if ctx.monitor is not None else None
-    notes = tuple(ctx.notes) + _tick_note(samples, number, ctx.tick_s)
+    notes = tuple(ctx.notes) + _tick_note(samples, number, ctx.tick_s) + _canary_note(report)
     return Measurement(
         device=ctx.device, timer=ctx.timer.name, mode=mode, samples_s=tuple(samples), number=number,
         warmup_calls=warm.calls + ESTIMATE_CALLS, warmup_s=warm.seconds, estimate_s=warm.estimate_s,
         sampling_s=sampling, threads=used_threads, gc_paused=paused,
         rotation=len(inputs) if inputs is not None else 1, stop_reason="; ".join((reason, *notes)),
-        target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks, notes=notes)
+        target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks, notes=notes,
+        canary=report)
+
+
+def _canary(canary: Canary | bool | None, device: Device, ctx: TimingContext, injected: bool) -> Canary | None:
+    """The canary to read between blocks: the one given, a new one (``True``, or ``None`` on the host
+    CPU with unchunked samples and its real clock), or none."""
+    if isinstance(canary, Canary):
+        return canary
+    on = canary if canary is not None else device.host and not ctx.chunked and not injected
+    return Canary(device.tensors) if on else None
+
+
+def _burst(bird: Canary | None) -> list[float]:
+    """The canary sized and read ``BURST`` times (the first reference), or nothing."""
+    if bird is None:
+        return []
+    bird.size()
+    return [bird.read() for _ in range(BURST)]
+
+
+def _canary_note(report: CanaryReport | None) -> tuple[str, ...]:
+    if report is None or not report.kept_all:
+        return ()
+    return (f"the canary ran over {REJECT:.0%} slow beside nearly every block (host slow throughout, "
+            f"{report.slowdown:.0%} beside the median block): every sample kept",)
 
 
 def _check(mode: str, threads: int | None, warmup_s: float, inputs: Sequence[Sequence[Any]] | None) -> None:
@@ -207,13 +242,19 @@ def _tick_note(samples: Sequence[float], number: int, tick_s: float) -> tuple[st
             f"samples snap to ticks; mean {mean * 1e6:.3f} us",)
 
 
-def _sample(ctx: TimingContext, call: Callable[[], object], number: int,
-            rule: StoppingRule) -> tuple[list[float], str, float]:
-    """Step 4: samples (seconds per call) until ``rule`` stops; chunked timers enqueue a chunk of
-    samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time."""
+def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: StoppingRule,
+            canary: Canary | None = None) -> tuple[list[float], str, float, list[float]]:
+    """Step 4: samples (seconds per call) until ``rule`` stops, and the canary readings (one before
+    the first block and one after each; none without a canary). Chunked timers enqueue a chunk of
+    samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time. A block beside two
+    canary readings over ``REJECT`` slower than the fastest so far is not shown to ``rule`` (until
+    ``GIVE_UP`` blocks were, outnumbering the kept ones: then the host is slow throughout)."""
     timer = ctx.timer
     samples: list[float] = []
     ordered: list[float] = []
+    readings = [canary.read()] if canary is not None else []
+    fastest = min(readings, default=math.inf)
+    rejected = 0
     chunk = 1
     start = timer.now()
     reason = None
@@ -221,13 +262,19 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int,
         t_chunk = timer.now()
         for s in timer.samples(call, number, chunk):
             samples.append(s / number)
+            if canary is not None:
+                readings.append(canary.read())
+                fastest = min(fastest, readings[-1])
+                if min(readings[-2:]) > (1 + REJECT) * fastest and rejected < max(GIVE_UP, len(ordered)):
+                    rejected += 1
+                    continue
             bisect.insort(ordered, s / number)
         now = timer.now()
         reason = rule.reason(ordered, now - start)
         if ctx.chunked:
             per_sample = (now - t_chunk) / chunk
             chunk = _clamp(math.ceil(CHUNK_S / per_sample) if per_sample > 0 else MAX_CHUNK, 1, MAX_CHUNK)
-    return samples, reason, timer.now() - start
+    return samples, reason, timer.now() - start, readings
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from harness.backends.base import ClockSummary
+from harness.timing.canary import CanaryReport
 from harness.timing.stats import Stats
 
 
@@ -40,7 +41,9 @@ class Measurement:
         clocks: GPU clock/throttle summary, ``None`` on CPU.
         notes: what was timed differently from what was asked, or needs reading with care: a graph
             capture that failed and was timed hot (with the error), one-call samples within a few
-            event ticks (with their mean).
+            event ticks (with their mean), a host slow beside every block.
+        canary: what the host canary said (``harness.timing.canary``): the blocks it rejected (not in
+            ``samples_s``) and its readings beside the kept ones; ``None`` without a canary.
     """
 
     device: str
@@ -60,6 +63,7 @@ class Measurement:
     settings: Mapping[str, Any] = field(default_factory=dict)
     clocks: ClockSummary | None = None
     notes: tuple[str, ...] = ()
+    canary: CanaryReport | None = None
 
     @cached_property
     def stats(self) -> Stats:

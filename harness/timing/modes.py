@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from harness.timing.stability import MIN_CLUSTER_SHARE, SPLIT, median_low
+from harness.timing.stability import MIN_CLUSTER_SHARE, SPLIT, median_low, split_samples
 from harness.units import seconds
 
 
@@ -57,6 +57,11 @@ def process_modes(samples: Sequence[Sequence[float]]) -> tuple[Mode, Mode] | Non
         out.append(Mode(statistics.median([medians[i] for i in side]), sum(len(procs[i]) for i in side), len(side),
                         (row <= edge) == low_side))
     return out[0], out[1]
+
+
+def splits(samples: Sequence[float]) -> bool:
+    """Whether one process's samples split into two clusters (``stability``'s rule)."""
+    return split_samples(samples) is not None
 
 
 def sample_modes(samples: Sequence[float], row_median: float) -> tuple[Mode, Mode] | None:

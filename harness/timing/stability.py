@@ -46,7 +46,7 @@ def median_low(values: Sequence[float]) -> float:
     return sorted(values)[(len(values) - 1) // 2]
 
 
-def _split_samples(xs: Sequence[float]) -> str | None:
+def split_samples(xs: Sequence[float]) -> str | None:
     """A gap splitting one process's samples into two clusters, described, or ``None``."""
     if len(xs) < MIN_CLUSTER_N:
         return None
@@ -86,7 +86,7 @@ def verdict(samples: Sequence[Sequence[float]], host_busy: float | None) -> tupl
     else:
         spread_text = None
     for xs in procs:                                   # rule 2 before rule 3, as the docstring orders them
-        split = _split_samples(xs)
+        split = split_samples(xs)
         if split:
             return Stability.BIMODAL, f"{split}; {figures}"
     if spread_text is not None:

@@ -1,0 +1,85 @@
+"""The summary's lines on how far a run's numbers can be trusted beyond their stability counts: the
+rows at two speeds told as their modes, what the host canary set aside, the CPU clock measured
+against the one reported, and every row faster than its peak or its ceiling (a defect of the peak
+or of the calibration, said with the numbers, never a utilization to believe)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pandas as pd
+
+from harness import record as R
+from harness.analysis.findings import describe_row
+from harness.timing.canary import REJECT
+from harness.units import percent
+
+#: Summary width, and the most rows a line names.
+WIDTH, SHOWN = 100, 3
+
+
+def _num(frame: pd.DataFrame, col: str) -> pd.Series:
+    return pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(float("nan"), index=frame.index)
+
+
+def modes_lines(ok: pd.DataFrame) -> list[str]:
+    """Each row at two speeds (its reason starts ``two speeds:``), named, up to ``SHOWN``."""
+    if R.STABILITY_REASON not in ok:
+        return []
+    two = ok[ok[R.STABILITY_REASON].fillna("").str.startswith("two speeds:")]
+    if two.empty:
+        return []
+    lines = [f"two speeds ({len(two)} row{'s' if len(two) != 1 else ''}; the row's time is one of them):"]
+    for _, row in two.head(SHOWN).iterrows():
+        speeds = str(row[R.STABILITY_REASON]).split(";", 1)[0].removeprefix("two speeds: ")
+        host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
+        lines += textwrap.wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ",
+                               subsequent_indent="    ")
+    return lines
+
+
+def canary_lines(ok: pd.DataFrame) -> list[str]:
+    """Blocks the host canary set aside, and the rows whose processes followed it."""
+    rejected = _num(ok, R.SAMPLES_REJECTED)
+    if rejected.isna().all():
+        return []
+    slowed = int(ok.get(R.STABILITY, pd.Series(dtype=str)).eq(R.Stability.HOST_SLOWED.value).sum())
+    total = int(rejected.fillna(0).sum())
+    rows = int((rejected > 0).sum())
+    text = (f"host canary: {total} sample block{'s' if total != 1 else ''} set aside in {rows} row(s) (the canary "
+            f"beside them over {REJECT:.0%} slow)")
+    if slowed:
+        text += f"; {slowed} row(s) host-slowed (their processes' times followed the canary)"
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+
+
+def clock_lines(ok: pd.DataFrame) -> list[str]:
+    """The CPU clock measured around the rows (median, range)."""
+    mhz = _num(ok, R.CLOCK_MHZ).dropna()
+    if mhz.empty:
+        return []
+    text = (f"CPU clock measured around the rows: {mhz.median() / 1e3:.2f} GHz (median; {mhz.min() / 1e3:.2f} to "
+            f"{mhz.max() / 1e3:.2f}), widest spread within a row {percent(_num(ok, R.CLOCK_SPREAD).max())}")
+    return textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+
+
+def above_lines(ok: pd.DataFrame) -> list[str]:
+    """Rows faster than their theoretical peak (a defect of the peak) or their measured ceiling."""
+    lines = []
+    for col, util, what in (("above_peak", "util_peak", "the theoretical peak (a defect of the peak: its clock or "
+                                                        "FLOP per cycle)"),
+                            ("above_ceiling", "util_ceiling", "the measured GEMM ceiling (a kernel the "
+                                                              "calibration did not reach: calibrate --force)")):
+        if col not in ok:
+            continue
+        over = ok[ok[col].eq(True)].sort_values(util, ascending=False)
+        if over.empty:
+            continue
+        named = "; ".join(f"{describe_row(r)} {percent(r[util], 0)}" for _, r in over.head(SHOWN).iterrows())
+        lines += textwrap.wrap(f"above {what}: {len(over)} row(s): {named}", WIDTH, subsequent_indent="  ")
+    return lines
+
+
+def trust_lines(ok: pd.DataFrame) -> list[str]:
+    """Every line above, in reading order."""
+    return [*modes_lines(ok), *canary_lines(ok), *clock_lines(ok), *above_lines(ok)]
