@@ -55,12 +55,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if early is not None and policy != args.omp_wait:
         early.close()                # the suite asks for another OpenMP policy: run_suite starts the right server
         early = None
-    summary = run_suite(suite, out=args.out, workers=early, **kwargs)
+    from harness.analysis.confirmed import select  # deferred: as above
+    summary = run_suite(suite, out=args.out, workers=early, confirm=None if args.no_confirm else select, **kwargs)
     if summary.interrupted:
         print(f"interrupted: {interrupted_text(summary)}; layerbench run {args.suite} --resume continues",
               file=sys.stderr)
         return 130
-    print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
+    confirmed = f"; {summary.confirmed} interleaved timing(s) of candidate findings" if summary.confirmed else ""
+    print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored{confirmed}) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
     if summary.parquet.exists():
         from harness.report.summary import finish_run  # deferred: --help without torch/pandas
@@ -195,6 +197,9 @@ def add(sub: Any) -> None:
                    help="where the HTML report of this run goes (default: <run dir>/report); a summary "
                         "(utilization, roofline labels, findings) is printed at the end either way")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="do not time the candidate findings again interleaved (ABAB blocks in each of the run's "
+                        "processes) once the rows are stored; findings then rest on medians and process bounds")
     p.add_argument("--benchmark-json", default=None, metavar="FILE",
                    help="also write the run's ok rows as pytest-benchmark JSON (`pytest-benchmark compare` reads it; "
                         "layerbench reads it back)")

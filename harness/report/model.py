@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
+from harness.analysis.confirmed import interleaved_findings
 from harness.analysis.findings import Finding, device_label, thread_findings
 from harness.analysis.verdicts import counts
 from harness.record import RunMeta
@@ -45,6 +46,8 @@ class ReportModel:
     stability: dict[str, int] = field(default_factory=dict)
     #: (``slowest vs roofline`` / ``fastest vs roofline``, index into ``table``) per machine, device and dtype.
     outliers: tuple[tuple[str, Any], ...] = ()
+    #: Candidate findings the interleaved re-measurement did not confirm (``harness.analysis.confirmed``).
+    unconfirmed: tuple[Finding, ...] = ()
     #: ``rows.csv`` files already written from this model (html and markdown share one).
     csv_written: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -178,7 +181,7 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
         raise ValueError("no result rows" + (f" ({len(loaded.refused)} file(s) refused)" if loaded.refused else ""))
     table = derive(loaded.frame)
     groups = equal_flops_groups(table)
-    found = tuple(findings(table, top=top, grouped=groups))
+    found, unconfirmed = _findings(table, loaded.confirmations, groups, top)
     notes = [f"refused: {r}" for r in loaded.refused]
     legacy = sorted(table.loc[table[R.PEAK_SOURCE] == "not stored", R.RUN_ID].unique())
     if legacy:
@@ -197,7 +200,22 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
                        labels={str(k): int(v) for k, v in table["label"].value_counts().items()},
                        stability=counts(table),
-                       outliers=_outliers(table))
+                       outliers=_outliers(table), unconfirmed=unconfirmed)
+
+
+def _findings(table: pd.DataFrame, confirmations: pd.DataFrame, groups: pd.DataFrame,
+              top: int) -> tuple[tuple[Finding, ...], tuple[Finding, ...]]:
+    """(findings, unconfirmed): runs with interleaved confirmations take their findings from them
+    (``harness.analysis.confirmed``); the others by medians and across processes (``findings``)."""
+    confirmed_runs = set(confirmations["run_id"]) if not confirmations.empty else set()
+    mine = table[R.RUN_ID].isin(confirmed_runs)
+    if not mine.any():
+        return tuple(findings(table, top=top, grouped=groups)), ()
+    found, unconfirmed = interleaved_findings(table[mine], confirmations, top=top)
+    rest = table[~mine]
+    if not rest.empty:
+        found += findings(rest, top=top - len(found))
+    return tuple(sorted(found, key=lambda f: -f.spread)[:top]), tuple(unconfirmed)
 
 
 def _outliers(table: pd.DataFrame) -> tuple[tuple[str, Any], ...]:

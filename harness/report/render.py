@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness import record as R
+from harness.analysis.confirmed import INTERLEAVED
 from harness.analysis.findings import ACROSS, COINCIDENCE, MEDIANS, Finding, describe_row
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import set_aside, set_aside_text
@@ -90,6 +91,7 @@ def _summary(model: ReportModel) -> dict[str, Any]:
             "machines": _records(model.machines), "peaks": _records(model.peaks),
             "findings": [{"text": f.text, "spread": f.spread, "basis": f.basis, "kind": f.kind,
                           "rows": _records(f.rows)} for f in model.findings],
+            "unconfirmed": [{"text": f.text, "spread": f.spread, "rows": _records(f.rows)} for f in model.unconfirmed],
             "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
@@ -163,13 +165,15 @@ def _cross_view(model: ReportModel) -> pd.DataFrame | None:
 def _spread(f: Finding) -> str:
     """``spread 1.59x`` (slowest over fastest median), or for a finding across processes
     ``at least 2.23x in every process`` (its bound: every process of one over every process of the other)."""
-    text = f"spread {f.spread:.2f}x" if f.basis == MEDIANS else f"at least {f.spread:.2f}x in every process"
+    text = {MEDIANS: f"spread {f.spread:.2f}x",
+            INTERLEAVED: f"{f.spread:.2f}x timed interleaved (median over processes)"}.get(
+        f.basis, f"at least {f.spread:.2f}x in every process")
     return text + (" (a coincidence: layers of different kinds)" if f.kind == COINCIDENCE else "")
 
 
 def _finding_view(model: ReportModel, f: Finding, where: bool | None = None) -> pd.DataFrame:
     """A finding's rows; a finding across processes shows each process's median too."""
-    return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis == ACROSS)
+    return rows_view(model.table.loc[f.rows.index], where=where, per_process=f.basis in (ACROSS, INTERLEAVED))
 
 
 @renderer(ReportModel, "markdown")
@@ -182,6 +186,9 @@ def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     md += ["## Findings: equal FLOPs, different speeds", ""]
     md += [f"{i}. {md_escape(f.text)}" for i, f in enumerate(model.findings, 1)] or \
           ["No equal-FLOPs group differs by more than 10 %."]
+    if model.unconfirmed:
+        md += ["", "## Unconfirmed: medians differ, interleaved runs do not every time", ""]
+        md += [f"- {md_escape(f.text)}" for f in model.unconfirmed]
     if model.threads:
         md += ["", "## Threads: slower with more of them", ""] + [f"- {md_escape(f.text)}" for f in model.threads]
     md += ["", "## Outliers", ""] + ([f"- {md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
@@ -229,6 +236,9 @@ def to_html(model: ReportModel, out: Path) -> list[Path]:
             *(f"<p class='note'>{html.escape(n)}</p>" for n in model.notes),
             "<h2>Findings: equal FLOPs, different speeds</h2>",
             f"<ol>{found}</ol>" if found else "<p>No equal-FLOPs group differs by more than 10 %.</p>",
+            *(["<h2>Unconfirmed: medians differ, interleaved runs do not every time</h2>",
+               "<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in model.unconfirmed) + "</ul>"]
+              if model.unconfirmed else []),
             *(["<h2>Threads: slower with more of them</h2>",
                "<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in model.threads) + "</ul>"]
               if model.threads else []),

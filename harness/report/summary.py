@@ -25,6 +25,7 @@ import pandas as pd
 from harness import record as R
 from harness import store
 from harness.analysis import findings
+from harness.analysis.confirmed import INTERLEAVED
 from harness.analysis.findings import MIN_PROCESSES, Finding
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import counts_text, is_set_aside, judged
@@ -164,11 +165,26 @@ def label_line(ok: pd.DataFrame) -> str:
     return "roofline: " + ", ".join(parts)
 
 
-def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Finding] | None = None) -> list[str]:
+def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Finding] | None = None,
+                  unconfirmed: Sequence[Finding] = ()) -> list[str]:
     """The ``top`` equal-FLOPs findings of the measured rows ``ok`` (``found``: those the report model
     already holds, else ``analysis.findings``: judged rows by their medians, then set-aside rows
-    across processes), one sentence each, wrapped to ``WIDTH``; or why there is none."""
+    across processes), one sentence each, wrapped to ``WIDTH``; or why there is none; then the
+    candidates interleaving did not confirm (``unconfirmed``)."""
     found = list(findings(ok, top=top) if found is None else found)[:top]
+    return _found_lines(ok, found) + _unconfirmed_lines(unconfirmed)
+
+
+def _unconfirmed_lines(unconfirmed: Sequence[Finding]) -> list[str]:
+    if not unconfirmed:
+        return []
+    lines = ["unconfirmed (medians differ; interleaved in the same processes they do not every time):"]
+    for f in unconfirmed[:TOP_FINDINGS]:
+        lines += textwrap.wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
+    return lines
+
+
+def _found_lines(ok: pd.DataFrame, found: list[Finding]) -> list[str]:
     if not found:
         if not judged(ok).empty:
             return ["findings: no equal-FLOPs layers differ by 10 % or more"]
@@ -178,7 +194,8 @@ def finding_lines(ok: pd.DataFrame, top: int = TOP_FINDINGS, found: Sequence[Fin
                     "of another in every process)"]
         return [f"findings: none (every measured row set aside; rows measured in {MIN_PROCESSES} or more "
                 "processes, --processes, may still carry one)"]
-    lines = ["findings (equal FLOPs, slowest vs fastest):"]
+    interleaved = any(f.basis == INTERLEAVED for f in found)
+    lines = ["findings (equal FLOPs, slowest vs fastest" + (", confirmed interleaved):" if interleaved else "):")]
     for i, f in enumerate(found, 1):
         lines += textwrap.wrap(f.text, WIDTH, initial_indent=f"  {i}. ", subsequent_indent="     ")
     return lines
@@ -231,7 +248,7 @@ def summary_text(model: ReportModel) -> str:
     if not ok.empty:
         lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
                   *trust_lines(ok), *utilization_lines(ok), label_line(ok),
-                  *finding_lines(ok, found=model.findings)]
+                  *finding_lines(ok, found=model.findings, unconfirmed=model.unconfirmed)]
         lines += thread_lines(model.threads)
     return "\n".join(lines)
 

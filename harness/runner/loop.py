@@ -9,6 +9,7 @@ resolved once, here, and the run's context travels whole to every worker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
 from harness.layers.dtypes import canonical_dtype
 from harness.record import MODES, Repeats, now_iso
+from harness.runner.confirm import Selector, confirm_main, journals, pairs_of, store
 from harness.runner.context import CALIBRATE, RunContext, make_context
 from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
 from harness.runner.progress import Progress
@@ -29,7 +31,7 @@ from harness.runner.repeats import single
 from harness.runner.resume import check_resumable, open_run_dir, stored_peaks
 from harness.runner.rows import build_row
 from harness.runner.tally import Tally
-from harness.runner.workers import measure_in_workers
+from harness.runner.workers import confirm_in_workers, measure_in_workers
 from harness.store import RunWriter
 from harness.suite import Case, Suite
 from harness.suite.load import BOUNDS
@@ -59,6 +61,8 @@ class RunSummary:
     interrupted: bool
     seconds: float
     machine_id: str = ""
+    #: Interleaved timings stored for candidate findings (pairs x processes; ``harness.runner.confirm``).
+    confirmed: int = 0
 
 
 def work_items(suite: Suite, dtypes: Sequence[str] | None, shard: tuple[int, int],
@@ -76,7 +80,8 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
               progress: bool | None = None, run_id: str | None = None, mode: str | None = None,
               calibrate: str = "never", ceilings: str | Path | None = None, profile: bool = True,
               processes: int | None = None, omp_wait: str | None = None,
-              worker_start: str = "fork-server", workers: Launcher | None = None) -> RunSummary:
+              worker_start: str = "fork-server", workers: Launcher | None = None,
+              confirm: Selector | None = None) -> RunSummary:
     """Run every case of ``suite`` in this shard on ``device``; store each row as it comes.
 
     Args:
@@ -108,6 +113,9 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
             environment ``omp_env(omp_wait)`` gives), used when the run measures in workers and
             closed at its end; a command starts one before importing torch, so that the fork
             server imports torch on another core meanwhile.
+        confirm: names the candidate findings of the stored run (pairs of case ids: slow, fast) to
+            time interleaved in each of the run's processes once every row is stored
+            (``harness.runner.confirm``); ``None``: none.
 
     Returns:
         A ``RunSummary``. Ctrl-C stops after storing what is done (``interrupted=True``).
@@ -136,7 +144,11 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
         if resumed:
             check_resumable(run_dir, ctx)
             ctx = ctx.with_peaks(stored_peaks(run_dir, shard) or ctx.peaks)
-        return _run(ctx, run_dir, Job(dtypes, measure_fn, profile, repeats, start, set_up), progress, workers)
+        job = Job(dtypes, measure_fn, profile, repeats, start, set_up)
+        summary = _run(ctx, run_dir, job, progress, workers)
+        if confirm is None or summary.interrupted:
+            return summary
+        return _confirm(ctx, run_dir, job, workers, confirm, summary)
     finally:
         if workers is not None:
             workers.close()
@@ -230,6 +242,26 @@ def _run(ctx: RunContext, run_dir: Path, job: Job, progress: bool | None, worker
     return RunSummary(run_id=ctx.run_id, run_dir=run_dir, parquet=parquet, statuses=dict(tally.statuses),
                       already_done=len(done), interrupted=interrupted, seconds=time.time() - job.start,
                       machine_id=ctx.machine.machine_id)
+
+
+def _confirm(ctx: RunContext, run_dir: Path, job: Job, workers: Launcher | None, select: Selector,
+             summary: RunSummary) -> RunSummary:
+    """Time the selected candidate pairs interleaved in the run's processes and store them; Ctrl-C
+    stops it (the findings then stand unconfirmed) and marks the run interrupted."""
+    try:
+        pairs = pairs_of(select(run_dir), work_items(ctx.suite, job.dtypes, ctx.shard, ctx.device.type))
+        if not pairs:
+            return summary
+        log.info("timing %d candidate finding(s) interleaved", len(pairs))
+        if workers is not None:
+            n = confirm_in_workers(ctx, run_dir, pairs, workers, job.measure_fn, job.repeats)
+        else:
+            paths = journals(ctx, run_dir, 1)
+            confirm_main(ctx, pairs, 0, str(paths[0]))
+            n = store(ctx, run_dir, paths)
+    except KeyboardInterrupt:
+        return dataclasses.replace(summary, interrupted=True)
+    return dataclasses.replace(summary, confirmed=n, seconds=time.time() - job.start)
 
 
 def _serially(ctx: RunContext, cases: Iterator[Case], job: Job, writer: RunWriter, tally: Tally,

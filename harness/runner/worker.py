@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.record import Status
+from harness.runner.confirm import confirm_main
 from harness.runner.context import RunContext
 from harness.runner.repeats import single
 from harness.runner.rows import build_row
@@ -49,6 +50,9 @@ class WorkerJob:
     profile: bool
     journal: str
     parent_pid: int = 0           # the worker stops when its parent is gone (0: no check)
+    #: (slow, fast) cases to time interleaved instead of ``cases`` (``harness.runner.confirm``)
+    pairs: tuple[tuple[Case, Case], ...] = ()
+    process: int = 0              # which of the run's processes this is (the interleaving's seed)
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -56,8 +60,12 @@ class WorkerJob:
 
 
 def worker_main(job: WorkerJob) -> None:
-    """Measure ``job.cases`` in order and journal each row (host load sampled around it)."""
+    """Measure ``job.cases`` in order and journal each row (host load sampled around it); or time
+    ``job.pairs`` interleaved (``harness.runner.confirm``)."""
     cut_torn_line(job.journal)                # a worker killed mid-write left half a line
+    if job.pairs:
+        confirm_main(job.ctx, job.pairs, job.process, job.journal)
+        return
     with gc_settled(), open(job.journal, "a", encoding="utf-8") as fh:
         for case in job.cases:
             if job.parent_pid and os.getppid() != job.parent_pid:

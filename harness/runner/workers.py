@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.record import Repeats, Row, Status, shard_label
+from harness.runner import confirm
 from harness.runner.context import RunContext
 from harness.runner.launch import Launcher, WorkerHandle
 from harness.runner.progress import Progress
@@ -261,3 +262,15 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob, journals: 
             tally.stored(row, rows)
             stored += 1
     return stored == len(pending)
+
+
+def confirm_in_workers(ctx: RunContext, run_dir: Path, pairs: Sequence[tuple[Case, Case]], start: Launcher,
+                       measure_fn: Callable[..., Any], repeats: Repeats) -> int:
+    """Time ``pairs`` interleaved in ``repeats.processes`` fresh workers, one after another, each
+    taking them in its own order (``order_for``); store the records (``harness.runner.confirm``)."""
+    paths = confirm.journals(ctx, run_dir, repeats.processes)
+    for k, path in enumerate(paths):
+        job = WorkerJob(ctx=ctx, cases=(), measure_fn=measure_fn, profile=False, journal=str(path),
+                        pairs=tuple(order_for(list(pairs), k)), process=k)
+        run_worker(job, start, lambda row: None, WorkerJournal(path))
+    return confirm.store(ctx, run_dir, paths)

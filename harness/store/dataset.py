@@ -35,7 +35,8 @@ from fsspec.implementations.local import LocalFileSystem
 from harness.errors import SpecError
 from harness.record import ROW_ID, RUN_ID
 from harness.record.run import utc_day
-from harness.store.runs import Loaded, atomic_write_bytes, load_runs, read_metadata
+from harness.store.atomic import atomic_write_bytes
+from harness.store.runs import Loaded, load_runs, read_metadata
 
 #: Partition keys, outermost first.
 PARTITIONS = ("bench", "machine", "date")

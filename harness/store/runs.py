@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,8 @@ from harness.record import (
     to_table,
 )
 from harness.record.run import JOURNAL_GLOB, MAX_RUN_ID, META_FILE, PART_GLOB, RunFiles, RunMeta, meta_beside, safe_name
+from harness.store.atomic import atomic_write_bytes, atomic_write_table
+from harness.store.confirmations import read_confirmations
 from harness.store.journal import append as journal_append
 from harness.store.journal import cut_torn_line, read_values
 from harness.store.pytest_bench import pytest_benchmark_records
@@ -77,9 +78,6 @@ class StoreError(LayerbenchError, RuntimeError):
 
 #: Longest string any stored cell may hold when read (a layerbench row's longest, its config, is < 2 KiB).
 MAX_CELL_CHARS = 1 << 16
-#: Fault-injection seam (tests/test_faults.py): seconds to sleep inside the Parquet commit window,
-#: after the new part is written and fsync'ed and before it is renamed over the old one.
-COMMIT_DELAY_ENV = "LAYERBENCH_COMMIT_DELAY_S"
 
 
 def run_path(out: str | Path, run_id: str) -> Path:
@@ -182,7 +180,7 @@ class RunWriter:
         try:
             records = [_finite(r) for r in _dedupe_records(self.stored_records())]
             table = self._fitting_table(records)
-            _atomic_write_table(table, self.parquet)
+            atomic_write_table(table, self.parquet)
             self._write_meta()
         except OSError as e:
             raise StoreError(f"{self.parquet}: could not write ({e.strerror or e}); the rows stay in "
@@ -245,45 +243,6 @@ def _unlock(fh: Any) -> None:
         fh.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all or nothing: a fsync'd temporary beside it, renamed over it,
-    then the directory fsync'd."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        delay = float(os.environ.get(COMMIT_DELAY_ENV) or 0)
-        if delay > 0:
-            time.sleep(delay)                                   # fault injection: inside the commit window
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a journal (``harness.store.journal``): JSON objects with a string ``run_id`` and ``row_id``;
     a torn last line, a line that is not JSON and a JSON value that is not such an object are skipped."""
@@ -314,7 +273,7 @@ def write_parquet(frame: pd.DataFrame, path: str | Path, metadata: Mapping[str, 
     """Write a result table (every schema column, in any order) to ``path`` atomically."""
     path = Path(path)
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    _atomic_write_table(to_table(records, metadata), path)
+    atomic_write_table(to_table(records, metadata), path)
     return path
 
 
@@ -515,6 +474,8 @@ class Loaded:
     frame: pd.DataFrame
     runs: dict[str, RunMeta] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
+    #: the interleaved confirmations stored in the runs' directories (``harness.store.confirmations``)
+    confirmations: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 #: JSON files layerbench writes beside its rows (run metadata, the JSON report): never result files.
@@ -616,7 +577,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> Loaded:
         return Loaded(pd.DataFrame(columns=list(COLUMN_NAMES)), runs, refused)
     frame = pa.concat_tables(tables).to_pandas()
     frame = frame.drop_duplicates(subset=[RUN_ID, ROW_ID], keep="last").reset_index(drop=True)
-    return Loaded(frame, runs, refused)
+    return Loaded(frame, runs, refused, read_confirmations(dict.fromkeys(Path(p).parent for p in files
+                                                                         if isinstance(p, Path))))
 
 
 def load_results(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:

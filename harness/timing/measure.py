@@ -100,13 +100,13 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
     _check(mode, threads, warmup_s, inputs)
     rule = rule or RelativeCI(target=target_rel_ci, min_reps=min_reps, min_time_s=min_time_s, budget_s=budget_s,
                               max_reps=max_reps)
-    call = _rotating(fn, inputs)
-    with _threads(threads), _gc_paused() as paused, \
+    call = rotating(fn, inputs)
+    with fixed_threads(threads), gc_paused() as paused, \
             backend.timing(device, mode, cudnn_benchmark, timer=timer, api=cuda_api, monitor=monitor) as ctx:
         block = ctx.block_s if block_s is None else block_s
-        warm = _warm_up(ctx.timer, call, warmup_s)
+        warm = warm_up(ctx.timer, call, warmup_s)
         mode = _settle_mode(mode, warm.estimate_s, backend.modes, ctx.timer, call, block)
-        number = _calls_per_sample(mode, warm.estimate_s, block)
+        number = calls_per_sample(mode, warm.estimate_s, block)
         number = ctx.timer.prepare(call, number) or number
         mode = ctx.timer.mode or mode                   # a failed graph capture is timed hot
         rule = _tick_aware(rule, ctx.tick_s, number)
@@ -161,7 +161,7 @@ def _check(mode: str, threads: int | None, warmup_s: float, inputs: Sequence[Seq
         raise SpecError("inputs", inputs, "at least one argument tuple")
 
 
-def _warm_up(timer: SampleTimer, call: Callable[[], object], warmup_s: float) -> _Warm:
+def warm_up(timer: SampleTimer, call: Callable[[], object], warmup_s: float) -> _Warm:
     """Steps 1 and 2: warm-up calls for ``warmup_s``, then the median of ``ESTIMATE_CALLS`` single calls."""
     t0 = timer.now()
     calls = 0
@@ -183,7 +183,7 @@ def _settle_mode(mode: str, estimate_s: float, supported: Sequence[str], timer: 
     mode = "hot"
     trial = getattr(timer, "graph_call_s", None)
     if "graph" in supported and trial is not None:
-        n = _calls_per_sample("hot", estimate_s, block_s)
+        n = calls_per_sample("hot", estimate_s, block_s)
         eager = timer.samples(call, n, 1)[0] / n
         graph = trial(call)
         if graph is not None and eager > AUTO_GRAPH_GAIN * graph:
@@ -192,7 +192,7 @@ def _settle_mode(mode: str, estimate_s: float, supported: Sequence[str], timer: 
     return mode
 
 
-def _calls_per_sample(mode: str, estimate_s: float, block_s: float) -> int:
+def calls_per_sample(mode: str, estimate_s: float, block_s: float) -> int:
     """Step 4: 1 call per sample in cold mode; else enough calls for one block (a graph timer
     re-sizes its replays in ``prepare``)."""
     if mode == "cold":
@@ -281,7 +281,7 @@ def _clamp(v: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, v))
 
 
-def _rotating(fn: Callable[..., object], inputs: Sequence[Sequence[Any]] | None) -> Callable[[], object]:
+def rotating(fn: Callable[..., object], inputs: Sequence[Sequence[Any]] | None) -> Callable[[], object]:
     if inputs is None:
         return fn
     sets = [tuple(args) for args in inputs]
@@ -300,7 +300,7 @@ def _rotating(fn: Callable[..., object], inputs: Sequence[Sequence[Any]] | None)
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def fixed_threads(n: int | None) -> Iterator[None]:
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -326,7 +326,7 @@ def gc_settled() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[bool]:
+def gc_paused() -> Iterator[bool]:
     """GC off for the measurement. No ``gc.collect()`` here: the runner settles the collector once
     per run (``gc_settled``)."""
     was = gc.isenabled()

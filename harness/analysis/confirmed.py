@@ -1,0 +1,131 @@
+"""Findings confirmed by interleaving: the candidate pairs a run re-measured alternately in the same
+fresh processes (``harness.runner.confirm``; stored by ``harness.store.confirmations``), judged.
+
+*Candidates* (``candidate_pairs``): in each equal-FLOPs group of one layer kind or one family, over a
+run's measured rows whatever their stability, the slowest and the fastest by median when they differ
+by ``min_spread`` or more; the largest first, at most ``MAX_PAIRS``.
+
+*Judged* (``interleaved_findings``): a pair's ratio in one process is the median over its pairs of
+blocks of slow / fast; the pair **holds** when that ratio is ``min_spread`` or more in every process
+that timed it. A pair that holds is a finding whose size is the median of its process ratios, and
+whose spread is their range; one that does not is *unconfirmed*, told with both numbers (the medians'
+ratio and the interleaved ones). A run with confirmations takes its findings from them; rows set
+aside (even ``contended``) may carry one, since a slow host slowed both layers alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import record as R
+from harness.analysis.findings import (
+    EQUAL_FLOPS_TOL,
+    EXPLAIN_COLUMNS,
+    PARTITION,
+    SAME_FAMILY,
+    SAME_LAYER,
+    Finding,
+    describe_row,
+    device_label,
+    kind_groups,
+    reasons,
+)
+from harness.analysis.verdicts import labels, measured
+from harness.store import load_runs
+from harness.units import seconds, si
+
+#: Most candidate pairs a run re-measures.
+MAX_PAIRS = 8
+#: ``Finding.basis`` of a finding from interleaved blocks.
+INTERLEAVED = "interleaved"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A candidate finding: its run, the slow and the fast row (ids, and their labels in the frame
+    they were drawn from) and their medians' ratio."""
+
+    run_id: str
+    slow_row_id: str
+    fast_row_id: str
+    slow_case_id: str
+    fast_case_id: str
+    ratio: float
+    slow_index: object = None
+    fast_index: object = None
+
+
+def candidate_pairs(frame: pd.DataFrame, top: int = MAX_PAIRS, tol: float = EQUAL_FLOPS_TOL,
+                    min_spread: float = 1.1) -> list[Pair]:
+    """The pairs to re-measure (module docstring), largest medians' ratio first."""
+    rows = frame[measured(frame)]
+    part = [c for c in PARTITION if c in rows]
+    found: dict[tuple[str, str, str], Pair] = {}
+    for kind in (SAME_LAYER, SAME_FAMILY):
+        for _, g in kind_groups(rows, part, tol, 2, kind).groupby("group", sort=False):
+            slow, fast = g.loc[g[R.TIME_MEDIAN].idxmax()], g.loc[g[R.TIME_MEDIAN].idxmin()]
+            ratio = float(slow[R.TIME_MEDIAN] / fast[R.TIME_MEDIAN])
+            if ratio >= min_spread:
+                found.setdefault((slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID]), Pair(
+                    slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID], slow[R.CASE_ID], fast[R.CASE_ID], ratio,
+                    slow.name, fast.name))
+    return sorted(found.values(), key=lambda p: -p.ratio)[:top]
+
+
+def select(run_dir: Path) -> list[tuple[str, str]]:
+    """(slow case id, fast case id) of the candidate pairs of the run stored in ``run_dir``: what
+    ``run_suite(confirm=...)`` times interleaved."""
+    return [(p.slow_case_id, p.fast_case_id) for p in candidate_pairs(load_runs([run_dir]).frame)]
+
+
+def process_ratios(confirmations: pd.DataFrame, pair: Pair) -> list[float]:
+    """Each process's median slow / fast ratio over its interleaved blocks of ``pair`` (process order)."""
+    c = confirmations
+    mine = c[(c["run_id"] == pair.run_id) & (c["slow_row_id"] == pair.slow_row_id)
+             & (c["fast_row_id"] == pair.fast_row_id)].sort_values("process")
+    out = []
+    for slow, fast in zip(mine["slow_s"], mine["fast_s"]):
+        r = np.asarray(slow, dtype=float) / np.asarray(fast, dtype=float)
+        if r.size and np.isfinite(r).all():
+            out.append(float(np.median(r)))
+    return out
+
+
+def interleaved_findings(frame: pd.DataFrame, confirmations: pd.DataFrame, top: int = 10,
+                         min_spread: float = 1.1) -> tuple[list[Finding], list[Finding]]:
+    """(findings, unconfirmed) of the candidate pairs of ``frame`` that ``confirmations`` timed."""
+    found: list[Finding] = []
+    unconfirmed: list[Finding] = []
+    for pair in candidate_pairs(frame, top=max(top, MAX_PAIRS), min_spread=min_spread):
+        ratios = process_ratios(confirmations, pair)
+        if not ratios:
+            continue
+        holds = min(ratios) >= min_spread
+        (found if holds else unconfirmed).append(_finding(frame.loc[[pair.fast_index, pair.slow_index]], pair,
+                                                          ratios, holds))
+    found.sort(key=lambda f: -f.spread)
+    return found[:top], unconfirmed
+
+
+def _finding(pair_rows: pd.DataFrame, pair: Pair, ratios: list[float], holds: bool) -> Finding:
+    """The sentence of a confirmed pair (``holds``) or of an unconfirmed one; ``pair_rows``: fast, slow."""
+    fast, slow = pair_rows.iloc[0], pair_rows.iloc[1]
+    mid = statistics.median(ratios)
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    what = (f"{device_label(slow)} {slow[R.DTYPE]}, {si(float(fast[R.FLOPS]))}FLOPs: {describe_row(slow)}")
+    if holds:
+        text = (f"{what} takes {mid:.2f}x as long as {describe_row(fast)}, timed interleaved in {len(ratios)} "
+                f"process(es) ({each}x; medians {seconds(slow[R.TIME_MEDIAN])} vs {seconds(fast[R.TIME_MEDIAN])}, "
+                f"{' vs '.join(labels(pair_rows).iloc[::-1])}): "
+                + "; ".join(reasons(slow, fast)) + ".")
+    else:
+        text = (f"{what} vs {describe_row(fast)}: medians {pair.ratio:.2f}x apart, but interleaved in "
+                f"{len(ratios)} process(es) {each}x: not a difference that holds in every process")
+    cols = [c for c in [*EXPLAIN_COLUMNS, R.PROCESS_MEDIANS] if c in pair_rows]
+    return Finding(group=-1, spread=mid, text=text, rows=pair_rows[cols], basis=INTERLEAVED,
+                   kind=SAME_LAYER if slow[R.LAYER] == fast[R.LAYER] else SAME_FAMILY)

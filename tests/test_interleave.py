@@ -1,0 +1,99 @@
+"""Findings confirmed by interleaving: the ABAB timing (fake clock: exact ratios, the lead
+alternating, a slow host hitting both), the candidates and their verdicts (hand-made rows and
+confirmations), and a real run whose candidates are timed in its worker processes and stored."""
+
+import json
+
+import pandas as pd
+import pytest
+from test_measure import FakeClock
+
+from harness.analysis.confirmed import INTERLEAVED, candidate_pairs, interleaved_findings, process_ratios
+from harness.backends.cpu import CpuTimer
+from harness.report.model import build_model
+from harness.runner import run_suite
+from harness.store import load_runs
+from harness.suite import parse_suite
+from harness.timing.interleave import interleave
+
+
+def test_interleave_times_both_alternately_and_a_slow_host_cancels():
+    clock = FakeClock()
+    order = []
+    slow_host = {"on": False}
+
+    def work(name, cost):
+        def fn():
+            order.append(name)
+            clock.advance(cost * (2.0 if slow_host["on"] else 1.0))
+            slow_host["on"] = 60 <= len(order) < 100          # the host halves its speed for a while
+        return fn
+    got = interleave(work("a", 1e-4), work("b", 3e-4), timer=CpuTimer(clock), pairs=10, block_s=1e-3,
+                     warmup_s=0.0, seed=3)
+    assert got.number_a == 10 and got.number_b == 4            # each block sized to ~1 ms
+    # pairs wholly inside or outside the slow spell keep 3x; only the two it starts or ends within move
+    assert got.ratio == pytest.approx(3.0) and sum(abs(r - 3.0) > 1e-9 for r in got.ratios) == 2
+    assert min(got.a_s) == pytest.approx(1e-4) and max(got.a_s) == pytest.approx(2e-4)   # it did slow
+    # the lead alternates: AB BA AB ... from the drawn first
+    timed, blocks, i = order[-10 * (10 + 4):], [], 0
+    while i < len(timed):
+        blocks.append(timed[i])
+        i += 10 if timed[i] == "a" else 4
+    assert len(blocks) == 20 and sorted(blocks[k] + blocks[k + 1] for k in range(0, 20, 2)) == sorted(
+        ["ab", "ba"] * 5)
+    firsts = blocks[0::2]
+    assert all(x != y for x, y in zip(firsts, firsts[1:])) and got.a_first == (firsts[0] == "a")
+
+
+def _row(row_id, layer, flops, median, stability="contended", family="f", run="r"):
+    return {"run_id": run, "row_id": row_id, "case_id": row_id, "machine_id": "m", "device": "cpu",
+            "device_name": "cpu", "device_label": "cpu", "dtype": "fp32", "threads": 2, "mode": "hot",
+            "layer": layer, "family": family, "config": json.dumps({"in_channels": 8}), "input_shapes": "1x8",
+            "memory_format": "nchw", "flops": flops, "time_median_s": median, "status": "ok",
+            "stability": stability, "bytes_read": 100, "bytes_written": 100, "process_medians_s": [median]}
+
+
+def _confirm(slow, fast, ratios_per_process):
+    return pd.DataFrame([{"run_id": "r", "slow_row_id": slow, "fast_row_id": fast, "process": k,
+                          "slow_first": bool(k % 2), "slow_s": [r * 1e-3] * 5, "fast_s": [1e-3] * 5,
+                          "host_busy": 0.5} for k, r in enumerate(ratios_per_process)])
+
+
+def test_candidates_include_set_aside_rows_and_verdicts_follow_every_process():
+    frame = pd.DataFrame([_row("a", "conv2d", 1000, 2e-3), _row("b", "conv2d", 1005, 1e-3),
+                          _row("c", "relu", 50, 1.05e-3), _row("d", "relu", 50, 1e-3)])
+    pairs = candidate_pairs(frame)
+    assert [(p.slow_row_id, p.fast_row_id) for p in pairs] == [("a", "b")]     # relu pair under 1.1x
+    assert pairs[0].ratio == pytest.approx(2.0)
+    found, unconfirmed = interleaved_findings(frame, _confirm("a", "b", [1.9, 2.1, 1.2]))
+    assert len(found) == 1 and not unconfirmed and found[0].basis == INTERLEAVED
+    assert found[0].spread == pytest.approx(1.9) and "(1.90, 2.10, 1.20x;" in found[0].text
+    assert "contended vs contended" in found[0].text
+    found, unconfirmed = interleaved_findings(frame, _confirm("a", "b", [1.9, 1.02, 2.0]))
+    assert not found and len(unconfirmed) == 1
+    assert "medians 2.00x apart, but interleaved in 3 process(es) 1.90, 1.02, 2.00x" in unconfirmed[0].text
+    assert process_ratios(_confirm("a", "b", [1.5]), pairs[0]) == [pytest.approx(1.5)]
+
+
+def test_a_run_times_its_candidates_in_each_process_and_the_report_uses_them(tmp_path):
+    def conv(c, k, g):        # 32x32x9 = 64x64x9/4 = 96x96 MACs per pixel: equal FLOPs
+        return {"layer": "conv2d", "family": "pair", "input": f"1x{c}x16x16",
+                "params": {"in_channels": c, "out_channels": c, "kernel_size": k, "padding": k // 2, "groups": g}}
+    suite = parse_suite({"name": "confirm", "threads": 1, "budget_s": 0.2, "warmup_s": 0.01,
+                         "sweep": [conv(32, 3, 1), conv(64, 3, 4), conv(96, 1, 1)]})
+    chosen = []
+
+    def select(run_dir):
+        frame = load_runs([run_dir]).frame
+        pairs = [(p.slow_case_id, p.fast_case_id) for p in candidate_pairs(frame, min_spread=1.0)]
+        chosen.extend(pairs)
+        return pairs
+    r = run_suite(suite, out=tmp_path, processes=2, progress=False, confirm=select)
+    assert chosen and r.confirmed == 2 * len(chosen)
+    loaded = load_runs([r.run_dir])
+    c = loaded.confirmations
+    assert len(c) == r.confirmed and sorted(c["process"].unique()) == [0, 1]
+    assert all(len(x) == 20 for x in c["slow_s"]) and not list(r.run_dir.glob("confirm-*.jsonl"))
+    model = build_model(loaded, with_plots=False)
+    assert all(f.basis == INTERLEAVED for f in model.findings)
+    assert len(model.findings) + len(model.unconfirmed) == len(chosen)
