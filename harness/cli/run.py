@@ -30,6 +30,19 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, d
     return suite, dtypes, device, kwargs
 
 
+def threads_arg(value: str) -> int | str:
+    """``--threads``: ``auto`` or an integer >= 1 (one line naming the value otherwise)."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads={value!r}: expected auto or an integer >= 1")
+    return n
+
+
 def counts_text(statuses: dict[str, int]) -> str:
     """``20 ok, 1 skipped`` (or ``nothing new``)."""
     return ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())) or "nothing new"
@@ -175,7 +188,10 @@ def add(sub: Any) -> None:
                         "staged locally and each committed shard published there")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this suite/device/shard")
     p.add_argument("--shard", default=None, metavar="K/N", help="take the K-th of N deterministic parts")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for timing")
+    p.add_argument("--threads", type=threads_arg, default="auto",
+                   help="CPU threads for timing: a count, or auto (default where the suite sets none: as many as "
+                        "CPUs free of other processes at the start, at most torch's default; the choice is printed "
+                        "and stored with the run)")
     p.add_argument("--mode", default=None, choices=["hot", "cold", "graph", "auto"],
                    help="GPU timing: hot, cold (L2 flushed before each call), graph, or auto (graph under "
                         "20 us per call, else hot; the default unless the suite says otherwise)")

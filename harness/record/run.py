@@ -176,6 +176,8 @@ class RunMeta:
     #: the run's wall time: where a run's time goes (``benchmarks/sweep_cost.py``).
     measuring_s: float | None = None
     wall_s: float | None = None
+    #: What ``--threads auto`` saw on the CPUs at the start and chose (null: threads were given).
+    threads_choice: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> RunMeta:

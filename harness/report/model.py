@@ -90,6 +90,8 @@ class RunLine:
     threads: int | None
     schema_version: int
     interrupted: bool | None
+    #: What ``--threads auto`` saw at the start (other processes on the CPUs) and chose, or null.
+    threads_choice: str | None = None
 
 
 def _run_rows(loaded: Loaded, table: pd.DataFrame) -> tuple[RunLine, ...]:
@@ -105,7 +107,7 @@ def _run_rows(loaded: Loaded, table: pd.DataFrame) -> tuple[RunLine, ...]:
             started=meta.started, finished=meta.finished,
             git_commit=rows[R.GIT_COMMIT].dropna().iloc[0] if rows[R.GIT_COMMIT].notna().any() else None,
             torch=rows[R.TORCH_VERSION].iloc[0], threads=meta.threads, schema_version=stored,
-            interrupted=meta.interrupted))
+            interrupted=meta.interrupted, threads_choice=meta.threads_choice))
     return tuple(out)
 
 

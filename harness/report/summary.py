@@ -244,7 +244,8 @@ def summary_text(model: ReportModel) -> str:
     first = d.iloc[0]
     head = (f"{first.get(R.SUITE)} on {first.get(R.DEVICE)} ({first.get(R.MACHINE_NAME) or first.get(R.DEVICE_NAME)}): "
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
-    lines = [head]
+    lines = [head, *[w for r in model.runs if r.threads_choice and "other processes" in r.threads_choice
+                     for w in textwrap.wrap(f"at the start: {r.threads_choice}", WIDTH, subsequent_indent="  ")]]
     if not ok.empty:
         lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
                   *trust_lines(ok), *utilization_lines(ok), label_line(ok),

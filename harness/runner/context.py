@@ -25,6 +25,7 @@ from harness.devices.peaks import Peak
 from harness.record import CaseFields, Key, Peaks, Provenance, Repeats, RunMeta, now_iso
 from harness.record.ids import row_id
 from harness.suite import Case, Suite
+from harness.timing.hostload import auto_threads, cpu_load
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class RunContext:
     peaks: Mapping[str, Peaks]
     ceilings: Ceilings | None
     git_commit: str | None
+    #: What ``--threads auto`` saw and chose (``harness.timing.hostload.auto_threads``), or ``None``.
+    threads_choice: str | None = None
 
     @property
     def backend(self) -> Any:
@@ -95,7 +98,7 @@ class RunContext:
                        machine=m.to_json(), peaks=dict(self.peaks),
                        ceilings=self.ceilings.to_json() if self.ceilings is not None else None, load_avg=load_avg,
                        harness_version=harness.__version__, torch_version=torch.__version__,
-                       python_version=platform.python_version(), repeats=repeats)
+                       python_version=platform.python_version(), repeats=repeats, threads_choice=self.threads_choice)
 
 
 def _no_peaks(source: str = "none") -> Peaks:
@@ -191,16 +194,26 @@ def git_commit() -> str | None:
         return None
 
 
-def make_context(suite: Suite, device: Device, dtypes: Sequence[str], threads: int | None, mode: str,
+def make_context(suite: Suite, device: Device, dtypes: Sequence[str], threads: int | str | None, mode: str,
                  shard: tuple[int, int], run_id: str, calibrate_how: str = "never",
                  ceilings_store: str | Path | None = None) -> RunContext:
-    """The machine identity, and the peaks and ceilings for ``dtypes`` on ``device`` (resolved)."""
+    """The machine identity, and the peaks and ceilings for ``dtypes`` on ``device`` (resolved).
+    ``threads``: a count, ``auto`` (the CPUs free of other processes now, on the host CPU, where
+    the suite sets none: ``harness.timing.hostload.auto_threads``), or ``None`` (the suite's, else
+    torch's)."""
+    choice = None
+    if threads == "auto":
+        threads = None
+        if suite.threads is None and device.host:
+            choice = auto_threads(torch.get_num_threads(), cpu_load())
+            threads = choice.threads
+            log.log(logging.WARNING if choice.contended else logging.INFO, "%s", choice.text)
     threads = threads or suite.threads or torch.get_num_threads()
     machine = describe_machine_identity(threads)
     ceilings = run_ceilings(device, dtypes, threads, calibrate_how, ceilings_store)
     return RunContext(run_id=run_id, suite=suite, device=device, machine=machine, threads=threads, mode=mode,
                       shard=shard, peaks=resolve_peaks(device, dtypes, threads, ceilings), ceilings=ceilings,
-                      git_commit=git_commit())
+                      git_commit=git_commit(), threads_choice=choice.text if choice else None)
 
 
 def elapsed_since(start: float) -> float:

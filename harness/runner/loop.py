@@ -28,7 +28,7 @@ from harness.runner.context import CALIBRATE, RunContext, make_context
 from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
 from harness.runner.progress import Progress
 from harness.runner.repeats import single
-from harness.runner.resume import check_resumable, open_run_dir, stored_peaks
+from harness.runner.resume import check_resumable, open_run_dir, stored_peaks, stored_threads
 from harness.runner.rows import build_row
 from harness.runner.tally import Tally
 from harness.runner.workers import confirm_in_workers, measure_in_workers
@@ -76,7 +76,7 @@ def work_items(suite: Suite, dtypes: Sequence[str] | None, shard: tuple[int, int
 
 def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] | None = None,
               out: str | Path = "results", resume: bool = False, shard: tuple[int, int] = (1, 1),
-              threads: int | None = None, measure_fn: Callable[..., Measurement] = measure,
+              threads: int | str | None = None, measure_fn: Callable[..., Measurement] = measure,
               progress: bool | None = None, run_id: str | None = None, mode: str | None = None,
               calibrate: str = "never", ceilings: str | Path | None = None, profile: bool = True,
               processes: int | None = None, omp_wait: str | None = None,
@@ -92,7 +92,8 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
         resume: continue the latest run of this suite, device and shard (same machine), measuring
             only missing rows.
         shard: (K, N): take every N-th case starting at the K-th.
-        threads: CPU threads for timing (default: the suite's, else torch's).
+        threads: CPU threads for timing (default: the suite's, else torch's); ``auto``: where the
+            suite sets none, as many as CPUs free of other processes now (a resumed run: its own).
         measure_fn: the timer (tests inject a fake).
         progress: a tqdm bar (default: when stderr is a terminal), else one log line per row.
         mode: timing mode, ``hot``, ``cold`` (L2 flushed), ``graph`` or ``auto`` (graph for calls
@@ -139,6 +140,8 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
         machine_id = describe_machine_identity().machine_id
         run_dir, resumed = open_run_dir(suite, device.type, out, resume, shard, run_id, start, machine_id)
         dts = list(dtypes or dict.fromkeys(d for s in suite.sweeps for d in s.dtypes))
+        if resumed and threads == "auto":
+            threads = stored_threads(run_dir, shard) or threads
         with _policy(repeats.omp_wait):       # the run's metadata and settings_id say what the workers get
             ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings)
         if resumed:

@@ -62,6 +62,13 @@ def stored_peaks(run_dir: Path, shard: tuple[int, int]) -> dict[str, Peaks] | No
     return dict(meta.peaks) if meta is not None and meta.peaks else None
 
 
+def stored_threads(run_dir: Path, shard: tuple[int, int]) -> int | None:
+    """The threads a resumed run measured with (its rows keep that setting; ``--threads auto`` then
+    takes it rather than what is free now)."""
+    meta: RunMeta | None = read_run_meta(RunFiles.of(run_dir, shard).meta)
+    return meta.threads if meta is not None else None
+
+
 def open_run_dir(suite: Suite, device_type: str, out: Path, resume: bool, shard: tuple[int, int],
                  run_id: str | None, start: float, machine_id: str) -> tuple[Path, bool]:
     """(run directory, whether it continues an earlier run)."""
