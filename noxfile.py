@@ -119,6 +119,16 @@ def bench_stability(session: nox.Session) -> None:
     session.run("python", "benchmarks/stability.py", *session.posargs)
 
 
+@nox.session(name="bench-shared-host")
+def bench_shared_host(session: nox.Session) -> None:
+    """The ShuffleNet V2 G1/G2 probe twice with --processes 3 on this host, then beside one CPU hog: rows
+    stable in both runs and their agreement, blocks the canary rejected, interleaved finding ratios
+    between the runs, and beside the hog the rows flagged and the findings confirmed or not."""
+    _install(session)
+    session.run("python", "benchmarks/stability.py", "--suites", "shufflenet-guidelines", "--processes", "3",
+                "--hog", "--hogs", "1", *session.posargs)
+
+
 @nox.session(name="bench-calibrate")
 def bench_calibrate(session: nox.Session) -> None:
     """Calibrate fp32+bf16 from scratch into a throw-away store: the GEMM size sweeps, the per-level
