@@ -203,7 +203,8 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     if slow.get("label") == "launch-bound":
         out.append("it is launch-bound: dispatch overhead, not arithmetic, sets its time")
     out += _traffic(slow, fast) + _widths(slow, fast) + _groups_reason(slow, fast)
-    if slow.get("memory_format") != fast.get("memory_format"):
+    layouts = {slow.get("memory_format"), fast.get("memory_format")}
+    if len(layouts) == 2 and layouts <= {"nchw", "channels_last"}:          # "contiguous": no image layout
         out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
     out_s, out_f = slow[R.BYTES_WRITTEN], fast[R.BYTES_WRITTEN]     # same dtype within a group
     if out_s > 0 and out_f >= PARALLELISM_RATIO * out_s:

@@ -141,6 +141,7 @@ def _where(rows: pd.DataFrame) -> str:
 def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> list[Plot]:
     """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
     from harness.report.plots import (  # deferred: matplotlib, only for plots
+        HEAT_LABELS,
         Style,
         heatmap,
         roofline,
@@ -173,7 +174,8 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
                 continue                    # no row on both axes, or no stored peak: nothing to colour
             drawn += 1
             plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap {family} {dtype}",
-                              title=f"{family} ({dtype}): {value} over {x} x {y}", value=value, notes=notes))
+                              title=f"{family} ({dtype}): {HEAT_LABELS[value]} over {x} x {y}", value=value,
+                              notes=notes))
     return [p for p in plots if p is not None]
 
 

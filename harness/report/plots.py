@@ -155,16 +155,40 @@ def _points(ax: Any, ok: pd.DataFrame, x: str, y: str, style: Style, *, scale: f
                    facecolors="none" if h else [colour], edgecolors=[colour])
 
 
-#: Where the outlier labels sit (axes fraction, alignment), in corners the data rarely reach: above the
-#: roof on a roofline; top-left and bottom-right of time vs FLOPs (time grows with FLOPs).
-_CORNERS = {"roofline": (((0.02, 0.97), "left", "top"), ((0.02, 0.89), "left", "top")),
-            "time": (((0.02, 0.97), "left", "top"), ((0.98, 0.03), "right", "bottom"))}
+#: Where an outlier label may sit (axes fraction, alignment): the four corners, two rows each. A
+#: plot takes the slots its points crowd least (``_free_slots``), so a label never hides a point
+#: that sits in a corner (a max-pool far below the roof, a tiny layer top-left of time vs FLOPs).
+_SLOTS = tuple(((x, y), ha, va) for y, va in ((0.97, "top"), (0.89, "top"), (0.03, "bottom"), (0.11, "bottom"))
+               for x, ha in ((0.02, "left"), (0.98, "right")))
+#: The share of the axes a label box covers (width, height).
+_BOX = (0.5, 0.08)
 
 
-def _label_outliers(ax: Any, ok: pd.DataFrame, x: str, y: str, corners: str, scale: float = 1.0) -> None:
+def _crowd(slot: tuple[tuple[float, float], str, str], pts: np.ndarray) -> int:
+    """Points (axes fraction) under the box a label at ``slot`` would cover, with a margin."""
+    (px, py), ha, va = slot
+    x0 = px if ha == "left" else px - _BOX[0]
+    y0 = py - _BOX[1] if va == "top" else py
+    inside = (pts[:, 0] >= x0 - 0.03) & (pts[:, 0] <= x0 + _BOX[0] + 0.03) & \
+             (pts[:, 1] >= y0 - 0.03) & (pts[:, 1] <= y0 + _BOX[1] + 0.03)
+    return int(inside.sum())
+
+
+def _free_slots(ax: Any, ok: pd.DataFrame, x: str, y: str, scale: float, n: int) -> list[Any]:
+    """The ``n`` label slots the points cover least (on log axes, limits as drawn)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.autoscale_view()
+    xy = np.column_stack([ok[x].to_numpy(dtype=float), ok[y].to_numpy(dtype=float) * scale])
+    pts = ax.transAxes.inverted().transform(ax.transData.transform(xy)) if len(xy) else np.empty((0, 2))
+    return sorted(_SLOTS, key=lambda slot: _crowd(slot, pts))[:n]
+
+
+def _label_outliers(ax: Any, ok: pd.DataFrame, x: str, y: str, scale: float = 1.0) -> None:
     if len(ok) > MANY_POINTS:
         return
-    for ((pos, ha, va), (kind, idx)) in zip(_CORNERS[corners], outliers(ok)):
+    found = list(outliers(ok))
+    for ((pos, ha, va), (kind, idx)) in zip(_free_slots(ax, ok, x, y, scale, len(found)), found):
         row = ok.loc[idx]
         ax.annotate(plain(f"{kind}: {short_case(row)}"), (row[x], row[y] * scale), xytext=pos,
                     textcoords="axes fraction", ha=ha, va=va, fontsize=7,
@@ -188,7 +212,7 @@ def time_vs_flops(frame: pd.DataFrame, name: str, title: str, style: Style | Non
     style = style or Style.of(frame)
     fig, ax = _figure(_FIGSIZE)
     _points(ax, ok, R.FLOPS, R.TIME_MEDIAN, style, scale=1e6, errors=True)
-    _label_outliers(ax, ok, R.FLOPS, R.TIME_MEDIAN, "time", scale=1e6)
+    _label_outliers(ax, ok, R.FLOPS, R.TIME_MEDIAN, scale=1e6)
     _finish(ax, "FLOPs per call (canonical convention)", "median time per call (us)", title)
     style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
                  bool(unstable(ok).any()), [])
@@ -214,7 +238,7 @@ def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | 
             g = g.sort_values(R.INTENSITY)
             ax.plot(g[R.INTENSITY], g["achieved_flops_s"], color="0.7", lw=0.8, zorder=1)
     _points(ax, ok, R.INTENSITY, "achieved_flops_s", style)
-    _label_outliers(ax, ok, R.INTENSITY, "achieved_flops_s", "roofline")
+    _label_outliers(ax, ok, R.INTENSITY, "achieved_flops_s")
     _finish(ax, "arithmetic intensity (FLOP / byte, minimum traffic)", "achieved FLOP/s", title)
     style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
                  bool(unstable(ok).any()), roofs)
@@ -232,10 +256,11 @@ def _roofs(ax: Any, ok: pd.DataFrame, grid: np.ndarray) -> list[Any]:
     handles: list[Any] = []
     first = ok.iloc[0] if len(ok) else None
     top = _first(ok, R.CEILING_FLOPS)
+    cap = top or _first(ok, R.PEAK_FLOPS)          # no diagonal runs past the compute roof drawn
     levels = [(level_label(label, first), bw) for col, label in LEVELS if (bw := _first(ok, col)) is not None]
     shades = np.linspace(0.6, 0.0, len(levels)) if len(levels) > 1 else [0.0] * len(levels)   # DRAM darkest
     for i, ((label, bw), shade) in enumerate(zip(levels, shades)):
-        line = np.minimum(top, grid * bw) if top else grid * bw
+        line = np.minimum(cap, grid * bw) if cap else grid * bw
         colour = str(round(float(shade), 2))
         handles += ax.plot(grid, line, "-", color=colour, lw=1.2, zorder=1, label=f"measured {label}: {si(bw, 'B/s')}")
         at = int(len(grid) * (0.02 + 0.07 * i))          # staggered along the diagonals: close roofs stay legible
@@ -266,10 +291,14 @@ def _thin(n: int, most: int = 24) -> list[int]:
     return list(range(n)) if n <= most else sorted({round(k * (n - 1) / (most - 1)) for k in range(most)})
 
 
+#: Colour-bar labels of the values a heatmap shows (the cells print the same value in %).
+HEAT_LABELS = {"util_ceiling": "utilization of the measured ceiling", "util_peak": "utilization of the peak"}
+
+
 def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: str = "util_ceiling") -> Plot:
     """``value`` (median over other axes) over two swept axes ``x`` and ``y`` (columns of ``frame``)."""
     ok = frame[frame[R.STATUS] == "ok"]
-    grid = ok.pivot_table(index=y, columns=x, values=value, aggfunc="median").sort_index().sort_index(axis=1)
+    grid = 100 * ok.pivot_table(index=y, columns=x, values=value, aggfunc="median").sort_index().sort_index(axis=1)
     fig, ax = _figure((min(2.4 + 0.9 * grid.shape[1], 12), min(1.6 + 0.6 * grid.shape[0], 9)))
     im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
     xs, ys = _thin(grid.shape[1]), _thin(grid.shape[0])
@@ -279,8 +308,8 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: s
     ax.set_ylabel(plain(y.removeprefix("axis_")))
     for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float) if grid.size <= MAX_CELL_LABELS else np.empty((0, 0))):
         if v == v:                      # dark cells (low end of the colour scale) get white text
-            ax.text(j, i, f"{v:.2g}" if v < 0.01 else f"{v:.0%}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{v:.2g} %" if v < 1 else f"{v:.0f} %", ha="center", va="center", fontsize=7,
                     color="white" if im.norm(v) < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label=value)
+    fig.colorbar(im, ax=ax, label=HEAT_LABELS.get(value, value) + " (%)", format="%.0f")
     ax.set_title(plain(title), fontsize=9)
     return _render(fig, name, title)

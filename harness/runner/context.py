@@ -66,7 +66,7 @@ class RunContext:
     def case_fields(self, case: Case, threads: int | None = None) -> CaseFields:
         d = self.device
         return CaseFields(layer=case.layer, config=case.config_json(), axes=case.axes_json(),
-                          input_shapes=case.input_text(), memory_format=case.memory_format, dtype=case.dtype,
+                          input_shapes=case.input_text(), memory_format=stored_layout(case), dtype=case.dtype,
                           device=d.spec, device_type=d.type, device_name=d.name,
                           threads=threads or case.threads or self.threads, main_memory=d.main_memory,
                           device_label=self.machine.name if d.host else d.name)
@@ -99,6 +99,19 @@ class RunContext:
                        ceilings=self.ceilings.to_json() if self.ceilings is not None else None, load_avg=load_avg,
                        harness_version=harness.__version__, torch_version=torch.__version__,
                        python_version=platform.python_version(), repeats=repeats, threads_choice=self.threads_choice)
+
+
+#: The layout a row stores for inputs with no image layout (none 4-d or 5-d: linear, attention, norms
+#: over tokens): ``contiguous``, not ``nchw`` (the case id still hashes the suite's ``nchw``, so ids
+#: of such rows stored before are unchanged).
+NO_LAYOUT = "contiguous"
+
+
+def stored_layout(case: Case) -> str:
+    """``case.memory_format``, or ``NO_LAYOUT`` for a measured case none of whose inputs is 4-d or 5-d."""
+    if case.inputs is not None and not any(len(s) in (4, 5) for s in case.inputs):
+        return NO_LAYOUT
+    return case.memory_format
 
 
 def _no_peaks(source: str = "none") -> Peaks:
