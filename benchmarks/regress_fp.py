@@ -2,9 +2,9 @@
 the last change point, z against the history's robust noise, false-positive budget 0.001 per case).
 
 Synthetic nights, seeded by measured noise: each case's night-to-night noise (sigma of the log median)
-is taken from the committed quick-suite runs of this project's 2-core VM (``results/reference/``: the
+is taken from the committed quick-suite runs of a shared 2-core VM (``results/reference/``: the
 spread of each case's median across its 4 runs of one build); a case without that takes the median
-sigma. On top, a host "slow spell" (the caveat in README, "Comparing runs": the same build 1.2-1.8x
+sigma. On top, a host "slow spell" (the caveat in docs/analysis.md, "Comparing runs": the same build 1.2-1.8x
 slower on a few rows) hits a case-night with probability ``--spell`` (default 0.02).
 
 For each trial: ``--history`` nights of an unchanged build, then one new night either unchanged

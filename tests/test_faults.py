@@ -1,4 +1,4 @@
-"""Faults against the real store (README, "What the store guarantees"): SIGKILL at random points
+"""Faults against the real store (docs/store.md, "What the store guarantees"): SIGKILL at random points
 and inside the Parquet commit, a torn journal, a truncated Parquet file among good runs, a full
 disk (RLIMIT_FSIZE), two writers on one run, hostile result files and pytest-benchmark JSON.
 Processes are real; the store is never mocked."""

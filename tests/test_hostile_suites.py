@@ -1,4 +1,4 @@
-"""Hostile suite files through the real CLI (README, "Hostile input: the rule").
+"""Hostile suite files through the real CLI (docs/suites.md, "Hostile input: the rule").
 
 Every file of ``tests/hostile_suites/`` runs as ``python -m harness.cli run FILE --out TMP --quiet``
 in a subprocess with a wall-clock timeout and a data-segment limit (the files to be refused run

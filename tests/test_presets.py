@@ -173,8 +173,8 @@ def test_resnet50_torchinfo(resnet: nn.Module) -> None:
     assert tot["macs"] == stats.total_mult_adds == 4_089_238_376
 
 
-def test_preset_disagreements_documented_in_readme() -> None:
-    """The figures the README quotes for where tools disagree with their own definitions."""
+def test_preset_disagreements_documented_in_docs() -> None:
+    """The figures docs/conventions.md quotes for where tools disagree with their own definitions."""
     # conv-transpose 8->4, k3 s2 p1 op1 on 7x7 -> 14x14: seed 003 counts input positions
     convt, shape = LAYERS["conv_transpose"]
     canonical = preset(convt, shape, "canonical")["macs"]

@@ -33,11 +33,18 @@ def test_columns_declared_once_with_unit_and_meaning():
     assert set(R.IDENTITY) <= set(R.COLUMN_NAMES) and set(R.MACHINE_KEYS) <= set(R.COLUMN_NAMES)
 
 
-def test_readme_documents_every_column():
-    readme = (ROOT / "README.md").read_text()
-    assert R.columns_markdown() in readme, "README's column table differs from harness.record.columns_markdown()"
+def test_docs_document_every_column():
+    """docs/columns.md (linked from the README) holds the stored columns exactly as
+    ``harness.record.columns_markdown()`` writes them and the derived ones exactly as ``DERIVED`` declares them."""
+    page = (ROOT / "docs" / "columns.md").read_text()
+    assert "(docs/columns.md)" in (ROOT / "README.md").read_text(), "the README does not link docs/columns.md"
+    assert R.columns_markdown() in page, "docs/columns.md's column table differs from harness.record.columns_markdown()"
+    derived = "\n".join(["| column | unit | meaning |", "|---|---|---|",
+                         *(f"| `{d.name}` | {d.unit} | {d.doc} |" for d in DERIVED)])
+    assert derived in page, "docs/columns.md's derived table differs from harness.analysis.metrics.DERIVED"
     for name in [*R.COLUMN_NAMES, *(d.name for d in DERIVED)]:
-        assert re.search(rf"\| `{name}` \|", readme), f"README does not document column {name}"
+        assert re.search(rf"\| `{name}` \|", page), f"docs/columns.md does not document column {name}"
+    assert f"now **{R.SCHEMA_VERSION}**" in page, "docs/columns.md states another schema version"
 
 
 def fake(median=1e-3):

@@ -25,8 +25,8 @@ from harness.analysis.verdicts import count, is_judged, labels, set_aside, set_a
 from harness.errors import LayerbenchError, SpecError
 from harness.store.pytest_bench import STATS
 
-#: Default relative change below which two medians are the ``same``. Two runs of one build on this
-#: project's 2-core VM differ by up to about 10 % on memory-bound rows (README, "Comparing runs").
+#: Default relative change below which two medians are the ``same``. Two runs of one build on a
+#: shared 2-core VM differ by up to about 10 % on memory-bound rows (docs/analysis.md, "Comparing runs").
 COMPARE_THRESHOLD = 0.10
 #: Default relative slowdown a nightly regression must exceed (beyond noise).
 REGRESSION_THRESHOLD = 0.15

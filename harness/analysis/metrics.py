@@ -61,7 +61,7 @@ class Derived:
     doc: str
 
 
-#: The columns ``derive`` adds (README, "Derived columns").
+#: The columns ``derive`` adds (docs/columns.md, "Derived columns").
 DERIVED = (
     Derived("stability_label", "-", "the row's stability, or `no verdict` where none is stored "
             "(harness.analysis.verdicts: the label every verdict and table shows)"),
@@ -74,7 +74,7 @@ DERIVED = (
     Derived("above_peak", "-", "achieved_flops_s above peak_flops_s: a defect of the peak (its clock or FLOP per "
             "cycle), said in the summary, never a utilization to believe"),
     Derived("above_ceiling", "-", "achieved_flops_s above ceiling_flops_s: the layer ran a kernel faster than every "
-            "one the calibration measured for its dtype (calibrate again; README, Ceilings)"),
+            "one the calibration measured for its dtype (calibrate again; docs/devices.md, Measured ceilings)"),
     Derived("roof_source", "-", "`measured` (both roofs measured), `datasheet` or `formula` (both theoretical), "
             "`mixed`, or null (no roof stored)"),
     Derived("attainable_flops_s", "FLOP/s", "min(compute roof, intensity x memory roof)"),

@@ -1,15 +1,15 @@
 """The canonical convention: what layerbench counts for each aten op.
 
 Units: ``macs`` = multiply-accumulates; ``flops`` = floating-point operations, where one
-MAC is 2 FLOPs (a fused multiply-add does both). The rules, stated once (README, "Counting
-conventions", has the same table):
+MAC is 2 FLOPs (a fused multiply-add does both). The rules, stated once (docs/conventions.md
+has the same table):
 
 * Products (conv, conv-transpose, linear/addmm, mm, bmm, baddbmm, attention's QK^T and AV):
   FLOPs = 2 * MACs. The bias is *not* an extra FLOP: the accumulation starts from the bias
-  instead of zero, so a dot product of n terms is n FMAs with or without it (no "-1"; seed
-  002's with-bias formula, and FlopCounterMode's). Bias still counts as parameters.
-* Conv: MACs = N * Cout * prod(out spatial) * (Cin/g) * prod(k)  (seed 001/004).
-* Conv-transpose: MACs = N * Cin * prod(in spatial) * (Cout/g) * prod(k)  (seed 003: every
+  instead of zero, so a dot product of n terms is n FMAs with or without it (no "-1"; the
+  tutorials' with-bias formula, and FlopCounterMode's). Bias still counts as parameters.
+* Conv: MACs = N * Cout * prod(out spatial) * (Cin/g) * prod(k)  (the CondenseNet utilities).
+* Conv-transpose: MACs = N * Cin * prod(in spatial) * (Cout/g) * prod(k)  (zhuanlan.zhihu.com/p/65248401: every
   input pixel scatters a (Cout/g) x k x k patch; padding crops outputs but not work).
 * Fused attention (SDPA kernels): the two products only, 2 * pairs * (d_qk + d_v) FLOPs per
   batch-head, ``pairs`` being the unmasked (query, key) pairs: Sq*Sk, or for ``is_causal``
@@ -70,7 +70,7 @@ def products(macs: int) -> Cost:
 @register(ops("convolution", "_convolution", "cudnn_convolution", "cudnn_convolution_transpose",
              "_slow_conv2d_forward", "mkldnn_convolution", "convolution_overrideable"), "conv")
 def convolution(call: OpCall) -> Cost:
-    """Conv MACs = out.numel * (Cin/g) * prod(k); transposed: in.numel * (Cout/g) * prod(k) (seed 003)."""
+    """Conv MACs = out.numel * (Cin/g) * prod(k); transposed: in.numel * (Cout/g) * prod(k)."""
     x, w = call.args[0], call.args[1]
     transposed = bool(call.arg(6, "transposed", False)) or call.op is aten.cudnn_convolution_transpose
     # weight is (Cout, Cin/g, *k) for conv and (Cin, Cout/g, *k) for conv-transpose

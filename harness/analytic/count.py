@@ -31,7 +31,7 @@ def count(model: nn.Module | Callable[..., Any], *inputs: InputLike, convention:
         model: an ``nn.Module`` (on any device, ``meta`` included) or any callable of tensors.
         inputs: tensors, or shapes (tuples of ints) created as fake tensors of ``dtype`` on the
             model's device; other values are passed through.
-        convention: ``"canonical"`` (README, "Counting conventions") or a preset reproducing
+        convention: ``"canonical"`` (docs/conventions.md) or a preset reproducing
             ``thop``, ``ptflops``, ``fvcore``, ``torchinfo``, ``torchstat`` or ``flop_counter``.
         dtype: dtype of inputs given as shapes (``fp32``, ``fp16``, ``bf16``, ...).
         passes: ``"forward"`` (default: this table, as it always was), ``"backward"`` (autograd's
@@ -41,7 +41,7 @@ def count(model: nn.Module | Callable[..., Any], *inputs: InputLike, convention:
             (parameters frozen). Ignored by the forward; see ``harness.analytic.backward``.
 
     Returns:
-        One row per dispatched op, in execution order (columns in the README's "Count table").
+        One row per dispatched op, in execution order (columns in docs/counting.md, "The count table").
         ``totals(table)`` sums it. A table with a backward pass adds the columns ``pass``
         (``forward``/``backward``) and ``flop_counter_reason`` (why a row disagrees with
         torch.utils.flop_counter), and ``attrs["saved_activation_bytes"]``.

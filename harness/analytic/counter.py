@@ -8,7 +8,7 @@ shapes, the innermost ``nn.Module`` it ran under (forward hooks, removed in ``fi
 the parameters it read. Each record is priced by a convention's
 formula registry, and by ``torch.utils.flop_counter``'s own registry as an independent check.
 
-Bytes are the minimum traffic of the op as dispatched (seed 002's memory access cost): each
+Bytes are the minimum traffic of the op as dispatched (ShuffleNet V2's memory access cost): each
 tensor it reads counted once, each tensor it writes counted once, at the dtype's itemsize;
 broadcast (stride-0) dimensions are stored once; views move nothing. A backward op is passed
 every tensor its gradients could need plus a mask of the gradients asked for; the arguments it
@@ -426,7 +426,7 @@ def record(model: nn.Module | Callable[..., Any], *inputs: InputLike, dtype: str
 
 
 def to_frame(records: Sequence[OpRecord], convention: str) -> pd.DataFrame:
-    """Records -> the count table (columns: :data:`COLUMNS`, documented in the README)."""
+    """Records -> the count table (columns: :data:`COLUMNS`, documented in docs/counting.md)."""
     rows = []
     for i, r in enumerate(records):
         tensors = list(r.inputs) + list(r.outputs)

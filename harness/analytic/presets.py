@@ -4,7 +4,7 @@ Each rule cites the tool's own code (versions: thop 0.1.1.post2209072238, ptflop
 pytorch backend, fvcore 0.1.5.post20221221, torchinfo 1.8.0, torchstat 0.0.7, torch
 2.13 ``torch.utils.flop_counter``). Tools that report MACs put them in ``macs`` (with
 ``flops = 2 * macs``); ``headline`` names the column the tool itself prints. Where a tool
-disagrees with its own stated definition, the README's "Where the tools disagree" says so.
+disagrees with its own stated definition, docs/conventions.md, "Where the tools disagree", says so.
 The module-level presets (thop, ptflops, torchinfo, torchstat) put a module's cost on the row of
 the op that computes it (``ModuleConvention``: nn.Linear's on its ``addmm``, not its ``t`` view).
 """

@@ -3,7 +3,7 @@ device spec resolves to, once per run (``resolve_device``).
 
 ``cpu`` and ``cuda`` ship; their modules load on first use, so knowing which types exist
 (``backend_types``) imports nothing heavy. A new backend (``xpu``, ``mps``) is a module that builds
-its backend object and calls ``register`` (README, "Backends").
+its backend object and calls ``register`` (docs/backends.md).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ class Device:
 
 
 class Backend(Protocol):
-    """One device type. Every member is what a new backend must provide (README, "Backends").
+    """One device type. Every member is what a new backend must provide (docs/backends.md).
 
     Attributes:
         type: the device type it serves (``cpu``, ``cuda``): a device spec's part before ``:``.

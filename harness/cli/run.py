@@ -147,7 +147,7 @@ def early_workers(args: argparse.Namespace) -> Any:
 
 
 #: Worker processes per case for ``layerbench run`` when neither --processes nor the suite says, and
-#: $LAYERBENCH_PROCESSES is unset (README, "Stability": the measured cost and gain behind it).
+#: $LAYERBENCH_PROCESSES is unset (docs/measuring.md, "Stability": the measured cost and gain behind it).
 CLI_PROCESSES = 3
 
 

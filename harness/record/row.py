@@ -417,7 +417,7 @@ def names_in_version(version: int) -> tuple[str, ...]:
 
 
 def columns_markdown(columns: tuple[Column, ...] = COLUMNS) -> str:
-    """The README's table of columns: name, unit, meaning, grouped by part."""
+    """The table of columns in docs/columns.md: name, unit, meaning, grouped by part."""
     lines = ["| column | unit | meaning |", "|---|---|---|"]
     part = None
     for c in columns:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: Status of a case that repeats an earlier case of the same run (same case_id): not stored twice.
 DUPLICATE = "duplicate"
-#: Worker processes per case when neither the caller nor the suite says (README, "Stability").
+#: Worker processes per case when neither the caller nor the suite says (docs/measuring.md, "Stability").
 DEFAULT_PROCESSES = 1
 MAX_PROCESSES = BOUNDS["processes"][1]       # the suite key's bound
 

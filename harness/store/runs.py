@@ -8,7 +8,7 @@ temporary file, fsync'ed and renamed (atomic), and only then is the journal remo
 killed at any moment leaves at worst a torn last journal line, which is ignored. One writer per
 run shard: a second one is refused (an exclusive lock). Reading isolates each file: a corrupt or
 foreign file is refused with one line naming it, and the others load. The store knows nothing of
-torch. Guarantees: README, "What the store guarantees".
+torch. Guarantees: docs/store.md, "What the store guarantees".
 
 Every user-supplied name that becomes a path (a suite's name, a run id) goes through
 ``safe_name``/``run_path`` (``harness.record.run``): one path component of ``A-Za-z0-9._-``, never

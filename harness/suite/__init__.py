@@ -5,7 +5,7 @@ parameters (small bounded formulas over the axes) and optionally one axis *solve
 quantity (e.g. ``c * c / g``, proportional to a conv's FLOPs) stays constant: an equal-FLOPs
 family. Each point is crossed with memory formats and dtypes into ``Case``s. Invalid combinations
 become cases with a ``skip`` reason, never dropped; a malformed file is refused before anything
-runs (``load``). Format: README, "Suites".
+runs (``load``). Format: docs/suites.md.
 """
 
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names

@@ -1,6 +1,6 @@
 """Loading a suite file: every key checked before anything runs, with bounds on every setting,
 list and formula, so that a suite is either refused with one line naming the file, the key, the
-value and what was expected, or expands into cases (README, "Suites" and "Hostile input")."""
+value and what was expected, or expands into cases (docs/suites.md: the format and "Hostile input")."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MEMORY_FORMATS = ("nchw", "channels_last")
-#: Bounds (README, "Hostile input"): file size, cases per suite, sweeps, values per axis, text.
+#: Bounds (docs/suites.md, "Hostile input"): file size, cases per suite, sweeps, values per axis, text.
 MAX_FILE_BYTES = 1 << 20
 MAX_CASES = 1_000_000
 MAX_SWEEPS = 1000
@@ -40,7 +40,7 @@ IDENT = re.compile(r"[A-Za-z_]\w{0,63}")
 MAX_NUMBER = 2**53
 #: Most input templates of one sweep.
 MAX_INPUTS = 16
-#: The declared keys (README, "Suites"): key -> the TOML type it must have. Every key a suite may
+#: The declared keys (docs/suites.md): key -> the TOML type it must have. Every key a suite may
 #: hold is here; tests enumerate these tables so that a new key cannot go untested.
 _NUM = (int, float)
 TOP_KEYS: dict[str, Any] = {

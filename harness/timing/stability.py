@@ -12,7 +12,7 @@ around the measurement. The rules, first match wins:
    relative IQR above ``NOISY_REL_IQR``, or fewer than 3 samples.
 4. ``stable`` otherwise.
 
-Thresholds are module constants, stated in the README ("Stability"). ``SPLIT`` is the 3 % the
+Thresholds are module constants, stated in docs/measuring.md ("Stability"). ``SPLIT`` is the 3 % the
 stability goal asks two runs to agree within: processes of one run that disagree by more cannot
 promise it.
 """
