@@ -46,3 +46,8 @@ def short(value: Any) -> str:
 
 class CountError(LayerbenchError, RuntimeError):
     """The model's forward pass could not be traced on fake tensors."""
+
+
+class DeviceLost(LayerbenchError, RuntimeError):
+    """The run's device stopped answering after an error (a sticky CUDA error: an illegal memory
+    access, a device-side assert): every later case of this process would fail with it."""

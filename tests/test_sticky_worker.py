@@ -37,3 +37,27 @@ def test_a_worker_exits_after_a_sticky_error_and_not_after_others(tmp_path):
     assert started == [c.case_id for c in cases[:3]]           # the fourth is left to a fresh worker
     assert [rows[c.case_id].health.status.value for c in cases[:3]] == ["error", "ok", "error"]
     assert "illegal memory access" in rows[cases[2].case_id].health.error
+
+
+def test_a_run_in_this_process_stops_after_a_sticky_error_with_its_rows_stored(tmp_path, monkeypatch):
+    """Without workers there is no fresh process to go on in: the run stops with one line saying what
+    is stored and how to continue, instead of filing every later case as the same error."""
+    from harness.errors import DeviceLost
+    from harness.runner import run_suite
+    from harness.store import load_runs
+    gpu = FakeGpu()
+    device = dataclasses.replace(fake_device(gpu), tensors="cpu")
+    suite = parse_suite({"name": "sticky", "sweep": [{"layer": "relu", "input": "{b}x8", "axes": {"b": [1, 2, 3, 4]}}]})
+    calls = []
+
+    def measure_fn(fn, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            gpu.poison()
+            raise FakeCudaError(STICKY)
+        return constant_measure(fn, **kw)
+    with pytest.raises(DeviceLost, match=r"no longer answers .* --resume` continues in a fresh process"):
+        run_suite(suite, device=device, out=tmp_path, measure_fn=measure_fn, processes=1, progress=False,
+                  profile=False)
+    frame = load_runs([next(tmp_path.iterdir())]).frame
+    assert sorted(frame["status"]) == ["error", "ok"] and len(calls) == 2

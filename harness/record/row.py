@@ -233,10 +233,13 @@ class Health:
 
     status: Status = col("-", "`ok`, `skipped`, `oom`, `error`", required=True)
     error: str | None = col("-", "the reason or exception text (rows not ok)")
-    throttled: bool | None = col("-", "GPU: a power/thermal clock reason or SM clock < 75 % of max while timing")
-    sm_clock_min_mhz: int | None = col("MHz", "GPU: lowest SM clock sampled while timing")
-    sm_clock_max_mhz: int | None = col("MHz", "GPU: highest SM clock sampled while timing")
-    clock_reasons: str | None = col("-", "GPU: clock-event reasons seen, `,`-joined")
+    throttled: bool | None = col("-", "GPU: the SM clock measured over a trial fell below 75 % of the rated clock "
+                                 "(NVBench's rule); the power cap alone is a reason, not throttling")
+    sm_clock_min_mhz: int | None = col("MHz", "GPU: lowest SM clock over a trial (measured by a timed spin kernel; "
+                                       "sm_clock_source)")
+    sm_clock_max_mhz: int | None = col("MHz", "GPU: highest SM clock over a trial")
+    clock_reasons: str | None = col("-", "GPU: clock-event reasons NVML reported while the device was busy, "
+                                    "`,`-joined (the software power cap among them)")
     host_busy: float | None = col("fraction", "share of the machine's CPU time taken by other processes while "
                                   "this row was measured (sampled around its own measurement; highest over "
                                   "processes)", added=3)

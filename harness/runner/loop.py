@@ -20,9 +20,9 @@ from pathlib import Path
 
 from harness.backends import Device, resolve_device
 from harness.devices.identity import describe_machine_identity
-from harness.errors import SpecError
+from harness.errors import DeviceLost, SpecError
 from harness.layers.dtypes import canonical_dtype
-from harness.record import MODES, Repeats, now_iso
+from harness.record import MODES, Repeats, Status, now_iso
 from harness.runner.confirm import Selector, confirm_main, journals, pairs_of, store
 from harness.runner.context import CALIBRATE, RunContext, make_context
 from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
@@ -31,6 +31,7 @@ from harness.runner.repeats import single
 from harness.runner.resume import check_resumable, open_run_dir, stored_peaks, stored_threads
 from harness.runner.rows import build_row
 from harness.runner.tally import Tally
+from harness.runner.worker import device_lost
 from harness.runner.workers import confirm_in_workers, measure_in_workers
 from harness.store import RunWriter
 from harness.suite import Case, Suite
@@ -269,7 +270,10 @@ def _confirm(ctx: RunContext, run_dir: Path, job: Job, workers: Launcher | None,
 
 def _serially(ctx: RunContext, cases: Iterator[Case], job: Job, writer: RunWriter, tally: Tally,
               bar: Progress) -> None:
-    """Measure ``cases`` in this process, storing each row (with its host load) as it comes."""
+    """Measure ``cases`` in this process, storing each row (with its host load) as it comes. After an
+    error row whose device no longer answers (a sticky CUDA error), stop with ``DeviceLost``: the
+    rows are stored, and ``--resume`` continues in a fresh process (workers start a fresh one
+    themselves: ``harness.runner.worker``)."""
     for case in cases:
         before = sample()
         row = build_row(case, ctx, job.measure_fn, job.profile)
@@ -277,6 +281,10 @@ def _serially(ctx: RunContext, cases: Iterator[Case], job: Job, writer: RunWrite
         writer.append(row)
         tally.stored(row)
         bar.update(row)
+        if row.status == Status.ERROR and device_lost(ctx):
+            raise DeviceLost(f"{ctx.device} no longer answers after the error of case {case.case_id} "
+                             f"({row.health.error}): the rows measured are stored; `layerbench run "
+                             f"{ctx.suite.name} --resume` continues in a fresh process")
 
 
 def _new_cases(ctx: RunContext, dtypes: list[str] | None, done: set[str], tally: Tally) -> Iterator[Case]:
