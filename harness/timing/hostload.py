@@ -96,6 +96,7 @@ def auto_threads(most: int, load: CpuLoad) -> ThreadChoice:
     named = ", ".join(f"CPU {c} {b:.0%}" for c, b in busy.items())
     if not busy:
         return ThreadChoice(n, f"--threads auto: {n} thread(s); all {len(load.busy)} CPUs free", False)
+    where = "on the free ones" if free else "with one (none is free)"
     return ThreadChoice(n, f"--threads auto: {n} thread(s); other processes are using {len(busy)} of "
-                        f"{len(load.busy)} CPUs ({named}): timing on the free ones (an OpenMP thread on a taken "
-                        "CPU stalls every barrier for a scheduler quantum)", True)
+                        f"{len(load.busy)} CPUs ({named}): timing {where} (an OpenMP thread on a taken CPU "
+                        "stalls every barrier for a scheduler quantum)", True)
