@@ -74,9 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted: {interrupted_text(summary)}; layerbench run {args.suite} --resume continues",
               file=sys.stderr)
         return 130
-    confirmed = f"; {summary.confirmed} interleaved timing(s) of candidate findings" if summary.confirmed else ""
-    print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored{confirmed}) in "
+    print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
+    if summary.confirmed:
+        print(f"candidate findings timed interleaved: {summary.confirmed} (pairs x processes)")
     if summary.parquet.exists():
         from harness.report.summary import finish_run  # deferred: --help without torch/pandas
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"
