@@ -18,7 +18,7 @@ from harness.devices.cpu import SIMD_FLAGS
 from harness.devices.identity import MachineInfo
 from harness.devices.peaks import Peak, cpu_flop_per_cycle
 from harness.report.registry import renderer
-from harness.units import binary_bytes, si
+from harness.units import binary_bytes, seconds, si
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
         lines.append(f"ceilings  measured {ceilings.measured_at}, {ceilings.key.get('threads', '-')} threads: "
                      + ", ".join(parts))
         lines.append("          bandwidth " + (", ".join(_level_text(lv) for lv in ceilings.levels)
-                                               or f"copy {si(ceilings.bandwidth, 'B/s')} (no levels stored)"))
+                                               or f"copy {si(ceilings.bandwidth, 'B/s')} (no levels stored)")
+                     + (f"; launch floor {seconds(ceilings.launch)}" if getattr(ceilings, "launch", None) else ""))
     else:
         lines.append("ceilings  not measured for this machine, thread count and software: `layerbench calibrate` "
                      "(or `layerbench run` measures them)")
@@ -148,6 +149,8 @@ def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
     """``layerbench calibrate`` table: each ceiling beside the theoretical peak it is measured against."""
     rows = []
     for e in c.entries:
+        if e.kind == "launch":          # seconds, not a rate: its own line below
+            continue
         p = peak_of(e.dtype) if e.kind != "one_thread" else None      # the peak is of all threads
         theo = (p.flops if e.kind == "compute" else p.bandwidth) if p is not None else None
         unit = "B/s" if e.kind == "memory" else "FLOP/s"
@@ -166,5 +169,7 @@ def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
                "sized from": binary_bytes(lv.cache_bytes) if lv.cache_bytes else "-",
                "reported": binary_bytes(lv.reported_bytes) if lv.reported_bytes else "-",
                "reads/call": lv.repeats, "bandwidth": si(lv.value, "B/s")} for lv in c.levels]
-    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), *sweeps]
+    launch = [f"launch floor: {seconds(e.value)} per call ({e.note}; rel IQR {e.rel_iqr:.1%}, {e.reps} samples)"
+              for e in c.entries if e.kind == "launch"]
+    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), *sweeps, *launch]
                      + ([pd.DataFrame(levels).to_string(index=False)] if levels else []))
