@@ -5,6 +5,7 @@ only (``harness.store.Loaded``); renderers (``harness.report.render``) turn it i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +15,10 @@ from harness import record as R
 from harness.analysis import cross_device, derive, equal_flops_groups, findings, peak_table
 from harness.analysis.findings import Finding, device_label, thread_findings
 from harness.analysis.verdicts import counts
+from harness.predict.columns import apply_models
 from harness.record import RunMeta
 from harness.report.points import outliers, unstable
+from harness.report.predictions import PredictionsView, predictions_view
 from harness.store import Loaded
 
 if TYPE_CHECKING:
@@ -47,6 +50,8 @@ class ReportModel:
     outliers: tuple[tuple[str, Any], ...] = ()
     #: ``rows.csv`` files already written from this model (html and markdown share one).
     csv_written: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: Predicted against measured per family, and the largest residuals (``harness.report.predictions``).
+    predictions: PredictionsView | None = None
 
     @property
     def unstable(self) -> pd.DataFrame:
@@ -138,6 +143,7 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
     from harness.report.plots import (  # deferred: matplotlib, only for plots
         Style,
         heatmap,
+        predicted_vs_measured,
         roofline,
         safe,
         time_vs_flops,
@@ -157,6 +163,9 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
         for dt, g in rows.groupby(R.DTYPE, sort=True):
             plots.append(safe(roofline, g, name=f"roofline {dev} {dt} {mid}", title=f"roofline: {_where(g)}, {dt}",
                               groups=groups, style=style, notes=notes))
+        if "predicted_s" in rows and pd.to_numeric(rows["predicted_s"], errors="coerce").gt(0).any():
+            plots.append(safe(predicted_vs_measured, rows, name=f"predicted {dev} {mid}", style=style, notes=notes,
+                              title=f"{suites}: predicted vs measured on {_where(rows)}"))
     drawn = 0
     for family, x, y in heatmap_axes(table):
         fam = table[table[R.FAMILY] == family]
@@ -172,11 +181,15 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
     return [p for p in plots if p is not None]
 
 
-def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> ReportModel:
-    """The report model of stored rows (``harness.store.load_runs``)."""
+def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10,
+                models: Sequence[Any] = ()) -> ReportModel:
+    """The report model of stored rows (``harness.store.load_runs``); ``models``: efficiency models
+    (``harness.predict``) whose predictions replace the roofline's in ``predicted_s`` where they apply."""
     if loaded.frame.empty:
         raise ValueError("no result rows" + (f" ({len(loaded.refused)} file(s) refused)" if loaded.refused else ""))
     table = derive(loaded.frame)
+    if models:
+        table = apply_models(table, models)
     groups = equal_flops_groups(table)
     found = tuple(findings(table, top=top, grouped=groups))
     notes = [f"refused: {r}" for r in loaded.refused]
@@ -197,7 +210,8 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
                        labels={str(k): int(v) for k, v in table["label"].value_counts().items()},
                        stability=counts(table),
-                       outliers=_outliers(table))
+                       outliers=_outliers(table),
+                       predictions=predictions_view(table, models=tuple(m.describe() for m in models)))
 
 
 def _outliers(table: pd.DataFrame) -> tuple[tuple[str, Any], ...]:
