@@ -9,6 +9,10 @@ layer kind the harness counts. ``layerbench fit`` then measures more where its h
 high (``harness.predict.sampling``).
 
     python benchmarks/make_fit_suite.py            # rewrites suites/fit.toml
+    python benchmarks/make_fit_suite.py --seed 7 --scale 0.5 --name holdout --out holdout.toml
+
+The second form draws another design from the same space (``benchmarks/predict_accuracy.py`` measures
+one as cases never in the training rows).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ CPU_FLOPS, CPU_BYTES = 60e9, 8e9
 MAX_CALL_S = 12e-3
 
 rng = np.random.default_rng(SEED)
+#: Points per family are multiplied by this (``--scale``).
+SCALE = 1.0
 
 
 def logint(lo: int, hi: int, multiple: int = 1) -> int:
@@ -56,6 +62,7 @@ def fmt(v: object) -> str:
 
 def conv_dense(n: int, layout: str) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         k = int(rng.choice([1, 3, 3, 5, 7]))
         s = int(rng.choice([1, 1, 2]))
@@ -75,6 +82,7 @@ def conv_dense(n: int, layout: str) -> list[dict]:
 
 def conv_grouped(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         c = logint(8, 512, 8)
         divs = [g for g in (2, 4, 8, 16, 32, 64, 128, 256, 512) if c % g == 0 and g <= c] + [c, c]
@@ -93,6 +101,7 @@ def conv_grouped(n: int) -> list[dict]:
 
 def conv_transpose(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         k = int(rng.choice([2, 3, 4]))
         s = int(rng.choice([1, 2, 2]))
@@ -108,6 +117,7 @@ def conv_transpose(n: int) -> list[dict]:
 
 def linear(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         tokens, fin, fout = logint(1, 4096), logint(16, 4096, 16), logint(16, 4096, 16)
         pts.append(dict(tokens=tokens, **{"in": fin}, out=fout))
@@ -117,6 +127,7 @@ def linear(n: int) -> list[dict]:
 
 def mm(n: int, batched: bool) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         b = logint(2, 256) if batched else 1
         hi = 256 if batched else 2048
@@ -131,6 +142,7 @@ def mm(n: int, batched: bool) -> list[dict]:
 
 def sdpa(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         b, h = int(rng.choice([1, 2, 4])), int(rng.choice([1, 2, 4, 8, 12, 16]))
         seq, d = logint(16, 1024, 8), int(rng.choice([32, 64, 64, 128]))
@@ -142,6 +154,7 @@ def sdpa(n: int) -> list[dict]:
 
 def mha(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         b, h = int(rng.choice([1, 2, 4])), int(rng.choice([4, 8, 12]))
         embed = h * int(rng.choice([32, 64]))
@@ -153,6 +166,7 @@ def mha(n: int) -> list[dict]:
 
 def tensor4(n: int, extra: dict | None = None, factor: float = 1.0) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         batch, c, size = int(rng.choice([1, 2, 4, 8, 16])), logint(4, 512, 4), logint(4, 112)
         p = dict(batch=batch, c=c, size=size)
@@ -167,6 +181,7 @@ def tensor4(n: int, extra: dict | None = None, factor: float = 1.0) -> list[dict
 
 def tokens3(n: int) -> list[dict]:
     pts, cost = [], []
+    n = max(1, round(n * SCALE))
     for _ in range(40 * n):
         batch, seq, c = int(rng.choice([1, 2, 4, 8])), logint(1, 512), logint(16, 2048, 16)
         pts.append(dict(batch=batch, seq=seq, c=c))
@@ -188,7 +203,20 @@ def sweep(family: str, layer: str, points: list[dict], keys: list[str], *, input
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    global rng, SCALE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--scale", type=float, default=1.0, help="points per family x this")
+    ap.add_argument("--name", default="fit")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    rng, SCALE = np.random.default_rng(args.seed), args.scale
+    write(Path(args.out), args.seed, args.name)
+
+
+def write(out: Path, seed: int, name: str) -> None:
     conv_keys = ["batch", "in", "out", "k", "s", "size"]
     t4 = "{batch}x{c}x{size}x{size}"
     parts = [
@@ -221,9 +249,9 @@ def main() -> None:
     head = f'''# The configurations `layerbench fit` measures to learn this machine's efficiency (harness/predict):
 # every layer kind the harness counts, drawn log-uniformly over its sizes and spread over the cost range,
 # from launch-bound calls of a few microseconds to compute-bound ones of about 10 ms on a 2-core CPU.
-# Written by `python benchmarks/make_fit_suite.py` (seed {SEED}); `layerbench fit` adds points near the
+# Written by `python benchmarks/make_fit_suite.py` (seed {seed}); `layerbench fit` adds points near the
 # layers its held-out error is high on (nn-Meter's adaptive sampling).
-name = "fit"
+name = "{name}"
 description = "layerbench fit: every layer kind over its sizes, spread over the cost range (efficiency model)"
 devices = ["cpu", "cuda"]
 dtypes = ["fp32"]
@@ -233,8 +261,8 @@ warmup_s = 0.03
 min_reps = 8
 processes = 1
 '''
-    OUT.write_text(head + "\n" + "\n\n".join(parts) + "\n")
-    print(f"wrote {OUT}")
+    out.write_text(head + "\n" + "\n\n".join(parts) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

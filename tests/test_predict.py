@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import record as R
 from harness.analysis import derive
 from harness.predict.columns import PREDICTED, apply_models, predicted_columns
 from harness.predict.features import FEATURES, features, op_class, regime
@@ -75,8 +74,9 @@ def test_derive_adds_the_prediction_columns_and_matches_the_roof_level():
 
 
 def test_reference_run_predictions_equal_its_roof_level():
-    import harness
     from pathlib import Path
+
+    import harness
     run = Path(__file__).resolve().parents[1] / "results" / "reference" / "2026-11-24-amd-epyc-zen3-2cpu-v3" / \
         "quick-cpu-20261124T071037Z"
     d = derive(harness.load_results(run))
@@ -90,7 +90,7 @@ def test_op_classes_and_regimes():
         ["conv", "conv", "gemm", "gemm", "attention", "norm", "pool", "softmax", "elementwise", "elementwise"]
     dw = {"layer": "conv2d", "memory_format": "nchw",
           "config": json.dumps({"in_channels": 32, "groups": 32, "kernel_size": [3, 3], "stride": [2, 2]})}
-    assert regime(dw) == "conv2d|nchw|depthwise|kxk|strided"
+    assert regime(dw) == "conv2d|nchw|depthwise|kxk|strided|c1"
 
 
 # --- synthetic rows drawn from a known law ----------------------------------------------------------------
@@ -148,7 +148,8 @@ def test_a_model_fitted_on_synthetic_rows_recovers_the_law(law_model):
     assert roof["median_error"] > 3 * acc["median_error"]
     # the target is the roofline's fraction: never predicted faster than the cap allows
     assert (got["predicted_fraction"] <= law_model.groups[0].fraction_max + 1e-9).all()
-    assert (got["predicted_low_s"] <= got["predicted_s"]).all() and (got["predicted_s"] <= got["predicted_high_s"]).all()
+    assert (got["predicted_low_s"] <= got["predicted_s"]).all()
+    assert (got["predicted_s"] <= got["predicted_high_s"]).all()
     g = law_model.groups[0]
     assert g.key == (("dtype", "fp32"),) and g.rows == 240 and g.heldout["within_10"] >= 0.8
     assert law_model.runs == ("synthetic-run-a",) and law_model.machine_id == MACHINE

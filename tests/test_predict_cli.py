@@ -189,11 +189,12 @@ def test_sampling_makes_neighbours_of_the_worst_rows_only():
     assert set(s["zip"]["k"]) == {1}                                     # the kernel is never moved
     points = list(zip(*s["zip"].values()))
     assert len(points) == 2 and (2, 32, 64, 1, 14) not in points       # new points only
-    for b, cin, cout, _, size in points:
+    for _b, cin, cout, _, size in points:
         assert 0.5 <= cin / 32 <= 2 and 0.5 <= cout / 64 <= 2 and 0.5 <= size / 14 <= 2 and cin % 8 == 0
     assert sum(1 for _ in parse_suite(got, "refine.toml").cases()) == 2
     assert neighbours(doc, worst.assign(family="nope"), 6) is None
-    assert stage_size(600, 200, 300, 150, reserve_s=30) == 200 and stage_size(600, 590, 300, 150) == 0
+    assert stage_size(600, 200, 300, 150, reserve_s=30) == 300 and stage_size(600, 200, 100, 150) == 100
+    assert stage_size(600, 590, 300, 150) == 0 and stage_size(600, 200, 300, 150, most=50) == 50
 
 
 def test_the_end_of_a_run_prints_predicted_against_measured(stored_run, capsys, tmp_path):

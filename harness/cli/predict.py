@@ -83,7 +83,7 @@ def _measure(args: argparse.Namespace, t0: float) -> Any:
     """Both passes of the fit suite on this machine (module docstring of harness.predict.sampling)."""
     import pandas as pd  # deferred: --help without torch/pandas
 
-    from harness.ceilings.calibrate import calibrate  # deferred: as above
+    from harness.ceilings.calibrate import calibrate, lookup  # deferred: as above
     from harness.predict.sampling import heldout_errors, neighbours, read_suite_doc, stage_size  # deferred: as above
     from harness.runner import run_suite  # deferred: as above
     from harness.store import load_runs  # deferred: as above
@@ -94,8 +94,10 @@ def _measure(args: argparse.Namespace, t0: float) -> Any:
     progress = False if args.quiet else None
     print(f"fit: {suite.name}, {suite.count():,} cases on {device}, then neighbours of the layers predicted worst "
           f"while {args.budget:.0f} s last", file=sys.stderr)
-    try:                                # the launch floor (and anything else missing) into the ceilings store
-        calibrate(device, ["fp32"], threads=args.threads, store=args.ceilings)
+    try:            # stored ceilings from before the launch floor: add it (the run measures what else is missing)
+        stored = lookup(device, args.threads, args.ceilings)
+        if stored is not None and stored.launch is None:
+            calibrate(device, ["fp32"], threads=args.threads, store=args.ceilings)
     except Exception as e:  # noqa: BLE001 - the run measures against what it can; said in one line
         print(f"fit: calibration failed ({type(e).__name__}: {e}); the rows use what is stored", file=sys.stderr)
     common = dict(device=device, out=args.out, threads=args.threads, calibrate="missing", ceilings=args.ceilings,

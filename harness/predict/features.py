@@ -3,11 +3,13 @@
 From the counts: FLOPs, bytes read and written, the working set, intensity, parameters and output
 elements (log2). From the layer's canonical config and input shapes: batch, channels in and out,
 channel groups and channels per group, kernel size, stride, padding, dilation, heads, head size,
-sequence length, causal, GEMM sides, spatial size. From the row: layout, threads, ATen ops and
-launches, the implementation that ran (the ATen kernel and the main oneDNN primitive) and its
-reorders. From the roofline (``harness.predict.roofline``): the roofline time (log2), each bound's
-share of it, and which bound it is. Categorical features (layer kind, op class, implementation,
-bound, layout) stay words here; the model codes them with the vocabulary it learned.
+sequence length, causal, GEMM sides, spatial size, and the SIMD blocking the channels per group and
+the innermost input size allow (the largest power of two up to 16 dividing them). From the row:
+layout, threads, ATen ops and launches, the implementation that ran (the ATen kernel and the main
+oneDNN primitive) and its reorders. From the roofline (``harness.predict.roofline``): the roofline
+time (log2), each bound's share of it, and which bound it is. Categorical features (layer kind, op
+class, implementation, bound, layout) stay words here; the model codes them with the vocabulary it
+learned.
 
 Op classes (``op_class``) group layer kinds the way Habitat groups kernels: ``conv``, ``gemm`` and
 ``attention`` run kernels whose efficiency depends on their shape; ``norm``, ``pool``,
@@ -17,6 +19,7 @@ Op classes (``op_class``) group layer kinds the way Habitat groups kernels: ``co
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,8 +58,8 @@ def op_class(layer: object) -> str:
 NUMERIC = ("log_flops", "log_bytes_read", "log_bytes_written", "log_working_set", "log_intensity", "log_params",
            "log_out_elems", "log_in_elems", "batch", "c_in", "c_out", "groups", "ch_per_group", "kernel", "stride",
            "padding", "dilation", "heads", "head_dim", "seq", "causal", "gemm_m", "gemm_n", "gemm_k", "spatial",
-           "threads", "aten_ops", "launches", "reorders", "log_roof_s", "compute_share", "memory_share",
-           "launch_share")
+           "align_group", "align_last", "threads", "aten_ops", "launches", "reorders", "log_roof_s", "compute_share",
+           "memory_share", "launch_share")
 #: Categorical features (words; the model codes them).
 CATEGORICAL = ("layer", "op_class", "implementation", "bound", "layout")
 FEATURES = NUMERIC + CATEGORICAL
@@ -110,18 +113,38 @@ def implementation(row: Mapping[str, Any]) -> str | None:
     return text or None
 
 
-def regime(row: Mapping[str, Any]) -> str:
-    """The key under which a layer's implementation is looked up when it has not run: layer kind,
-    layout, and for convolutions whether it is 1x1, strided, grouped or depthwise."""
+def _pow2(v: float, most: int = 16) -> float:
+    """The largest power of two up to ``most`` dividing ``v`` (the SIMD blocking a size allows: 8 fp32
+    lanes in AVX2, 16 in AVX-512); NaN for no size."""
+    if not math.isfinite(v) or v <= 0 or v != int(v):
+        return np.nan
+    n = 1
+    while n < most and int(v) % (2 * n) == 0:
+        n *= 2
+    return float(n)
+
+
+def regimes(row: Mapping[str, Any]) -> list[str]:
+    """The keys under which a layer's implementation is looked up when it has not run, most specific
+    first: layer kind and layout; for convolutions whether it is 1x1, strided, grouped or depthwise and
+    how its channels per group block (a multiple of 8 or 16 lets oneDNN use its blocked kernels; other
+    counts fall back to a GEMM-based one)."""
+    layer, fmt = str(row.get(R.LAYER)), str(row.get(R.MEMORY_FORMAT))
+    base = f"{layer}|{fmt}"
+    if not layer.startswith("conv"):
+        return [base]
     cfg = _config(row.get(R.CONFIG))
-    parts = [str(row.get(R.LAYER)), str(row.get(R.MEMORY_FORMAT))]
-    if str(row.get(R.LAYER)).startswith("conv"):
-        g = _first(cfg, "groups")
-        cin = _first(cfg, "in_channels")
-        parts.append("depthwise" if g > 1 and g == cin else "grouped" if g > 1 else "dense")
-        parts.append("1x1" if _first(cfg, "kernel_size") == 1 else "kxk")
-        parts.append("strided" if _first(cfg, "stride") > 1 else "unit")
-    return "|".join(parts)
+    g, cin, cout = _first(cfg, "groups"), _first(cfg, "in_channels"), _first(cfg, "out_channels")
+    kind = "depthwise" if g > 1 and g == cin else "grouped" if g > 1 else "dense"
+    shape = f"{base}|{kind}|{'1x1' if _first(cfg, 'kernel_size') == 1 else 'kxk'}|" \
+            f"{'strided' if _first(cfg, 'stride') > 1 else 'unit'}"
+    per = min(_pow2(cin / (g if g > 0 else 1)), _pow2(cout / (g if g > 0 else 1)))
+    return [f"{shape}|c{int(per) if math.isfinite(per) else 0}", shape, f"{base}|{kind}", base]
+
+
+def regime(row: Mapping[str, Any]) -> str:
+    """The most specific of ``regimes``."""
+    return regimes(row)[0]
 
 
 def features(frame: pd.DataFrame, roof: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -159,6 +182,9 @@ def features(frame: pd.DataFrame, roof: pd.DataFrame | None = None) -> pd.DataFr
     f["gemm_n"] = [_first(c, "n") for c in cfgs]
     f["gemm_k"] = [_first(c, "k") for c in cfgs]
     f["spatial"] = [float(np.prod(s[2:])) if len(s) > 2 else np.nan for s in first]
+    out_pg = [_first(c, "out_channels") / (_first(c, "groups") if _first(c, "groups") > 0 else 1) for c in cfgs]
+    f["align_group"] = [min(_pow2(a), _pow2(b)) for a, b in zip(f["ch_per_group"], out_pg)]
+    f["align_last"] = [_pow2(float(s[-1])) if s else np.nan for s in first]
     f["threads"] = num(frame, R.THREADS)
     f["aten_ops"] = num(frame, R.ATEN_OPS)
     f["launches"] = launches(frame)

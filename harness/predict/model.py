@@ -41,7 +41,7 @@ import pandas as pd
 import harness
 from harness import record as R
 from harness.errors import LayerbenchError, SpecError
-from harness.predict.features import CATEGORICAL, FEATURES, features, implementation, regime
+from harness.predict.features import CATEGORICAL, FEATURES, features, implementation, regimes
 from harness.predict.roofline import num, roofline
 from harness.record import now_iso
 
@@ -217,7 +217,8 @@ class EfficiencyModel:
 
     def impute(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with what ran (kernels, oneDNN primitives, launches, reorders) filled in where a row
-        has none, from the training rows of the same regime (``features.regime``), else layer kind."""
+        has none, from the training rows of its most specific regime seen (``features.regimes``), else
+        its layer kind."""
         f = frame.copy()
         for c in WHAT_RAN:
             if c not in f:
@@ -226,7 +227,8 @@ class EfficiencyModel:
         for idx, row in f.iterrows():
             if isinstance(row.get(R.KERNELS), str) and row.get(R.KERNELS):
                 continue
-            fill = self.fill.get(regime(row)) or self.fill.get(f"layer:{row.get(R.LAYER)}")
+            keys = [*regimes(row), f"layer:{row.get(R.LAYER)}"]
+            fill = next((self.fill[k] for k in keys if k in self.fill), None)
             if fill:
                 for c in WHAT_RAN:
                     f.at[idx, c] = fill.get(c)
@@ -332,9 +334,10 @@ def what_ran_fill(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     values ``EfficiencyModel.impute`` fills in for a layer that never ran."""
     out: dict[str, dict[str, Any]] = {}
     ran = rows[rows[R.KERNELS].notna()] if R.KERNELS in rows else rows.iloc[:0]
-    keys = pd.Series([regime(r) for _, r in ran.iterrows()], index=ran.index, dtype=object)
-    for by in (keys, "layer:" + ran[R.LAYER].astype(str) if len(ran) else keys):
-        for key, g in ran.groupby(by):
+    levels = [regimes(r) + [f"layer:{r.get(R.LAYER)}"] for _, r in ran.iterrows()]
+    for depth in range(max((len(k) for k in levels), default=0)):
+        keys = pd.Series([k[min(depth, len(k) - 1)] for k in levels], index=ran.index, dtype=object)
+        for key, g in ran.groupby(keys):
             if key in out:
                 continue
             impl = pd.Series([implementation(r) for _, r in g.iterrows()], index=g.index)

@@ -137,9 +137,11 @@ def read_suite_doc(path: str | Path) -> dict[str, Any]:
 
 
 def stage_size(budget_s: float, spent_s: float, first_rows: int, first_s: float, reserve_s: float = 30.0,
-               most: int = 200) -> int:
-    """How many neighbours fit in what is left of ``budget_s``, at the first pass's seconds per row."""
+               most: int | None = None) -> int:
+    """How many neighbours fit in what is left of ``budget_s`` (less ``reserve_s`` for fitting), at the
+    first pass's seconds per row: at most ``most``, by default as many as the first pass measured."""
     if first_rows <= 0 or first_s <= 0:
         return 0
     per_row = first_s / first_rows
-    return max(0, min(most, int(math.floor((budget_s - spent_s - reserve_s) / per_row))))
+    cap = first_rows if most is None else most
+    return max(0, min(cap, int(math.floor((budget_s - spent_s - reserve_s) / per_row))))
