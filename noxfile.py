@@ -162,7 +162,7 @@ def bench_workers(session: nox.Session) -> None:
 @nox.session(name="bench-predict")
 def bench_predict(session: nox.Session) -> None:
     """Held-out accuracy of the roofline and the efficiency model on this machine: ``layerbench fit``, then a
-    fresh design and the quick suite predicted (MAPE, shares within +-10/20 % per family; about 12 min on 2
+    fresh design and the quick suite predicted (MAPE, shares within +-10/20 % per family; 5-6 min on 2
     cores; ``-- --train RUNS --test RUNS`` evaluates stored runs instead, ``-- --threads 1`` on a shared host)."""
     _install(session)
     session.run("python", "benchmarks/predict_accuracy.py", *session.posargs)

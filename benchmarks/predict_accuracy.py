@@ -19,7 +19,7 @@ with a median error at least 3x lower than the roofline's. No prediction can agr
 better than two measurements of the same case agree with each other: the held-out design is measured
 a second time and that run-to-run agreement is printed beside the figures (the noise floor).
 
-    python benchmarks/predict_accuracy.py                                  # measure A and B (about 12 min)
+    python benchmarks/predict_accuracy.py                        # measure A, B and B again (5-6 min on 2 cores)
     python benchmarks/predict_accuracy.py --train 'results/fit-*' --test 'results/holdout-*' 'results/quick-*'
     python benchmarks/predict_accuracy.py --threads 1                      # a shared host: see docs/predicting.md
 """

@@ -53,7 +53,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             from harness.predict.model import save  # deferred: as above
             save(model, path)
         written += 1
-        print(_fit_text(model, path))
+        print(_fit_text(model, path, rows))
     if not written:
         raise SpecError("runs", args.runs or "the fit suite", "measured rows of one machine and settings with "
                         "counts and stored roofs, at least 8 of one dtype")
@@ -61,7 +61,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_text(model: Any, path: Path) -> str:
+def _fit_text(model: Any, path: Path, rows: Any = None) -> str:
     lines = [f"model: {model.machine_name} [{model.machine_id}], {model.device_type}, settings {model.settings_id} "
              f"({model.threads} threads), from {len(model.runs)} run(s)"]
     for g in model.groups:
@@ -71,6 +71,15 @@ def _fit_text(model: Any, path: Path) -> str:
                      f"{_pct(h.get('within_20'))} within 20 % (roofline alone: median error "
                      f"{_pct(h.get('roofline_median_error'))}, {_pct(h.get('roofline_within_10'))} within 10 %); "
                      f"interval x{math.exp(g.interval[0]):.2f}..x{math.exp(g.interval[1]):.2f}")
+        if (h.get("median_error") or 0) >= (h.get("roofline_median_error") or math.inf):
+            lines.append(f"  warning: held out, the {g.label} model does no better than the roofline alone: its rows "
+                         "vary more than the layers do (a busy host; fewer threads or a quieter host help)")
+    ok = rows[rows["status"].astype(str).eq("ok")] if rows is not None and "status" in rows else None
+    if ok is not None and "stability" in ok and len(ok):
+        aside = int(ok["stability"].notna().sum() - ok["stability"].astype(str).eq("stable").sum())
+        if aside > len(ok) // 2:
+            lines.append(f"  warning: {aside} of {len(ok)} rows are not stable (mostly measured while other processes "
+                         "used the CPUs): the model learns that noise along with the layers")
     lines.append(f"stored: {path}")
     return "\n".join(lines)
 

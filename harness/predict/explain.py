@@ -33,13 +33,22 @@ def reasons(row: pd.Series) -> list[str]:
     slow = res > 1
     t = _f(row.get(R.TIME_MEDIAN))
     launch = _f(row.get(R.LAUNCH_OVERHEAD)) * _f(feat.get("launches"))
-    if math.isfinite(launch) and launch > 0 and t <= 4 * launch:
-        out.append(f"{seconds(t)} is within {t / launch:.1f}x of its launch floor ({int(_f(feat['launches']))} "
-                   f"launches x {seconds(_f(row.get(R.LAUNCH_OVERHEAD)))}): dispatch, not arithmetic")
+    floor = f"{int(_f(feat['launches']))} launches x {seconds(_f(row.get(R.LAUNCH_OVERHEAD)))}" \
+        if math.isfinite(launch) else ""
+    if math.isfinite(launch) and launch > 0 and t < launch:
+        out.append(f"{seconds(t)} is under its launch floor ({floor} = {seconds(launch)}): the profiled launches "
+                   "include nested calls that cost less than a dispatch")
+    elif math.isfinite(launch) and launch > 0 and t <= 4 * launch:
+        out.append(f"{seconds(t)} is within {t / launch:.1f}x of its launch floor ({floor}): dispatch, not "
+                   "arithmetic")
     g, cpg = _f(feat.get("groups")), _f(feat.get("ch_per_group"))
     if slow and math.isfinite(g) and g > 1:
         out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
                    "little reuse per byte loaded, a grouped/depthwise kernel")
+    kernel, stride = _f(feat.get("kernel")), _f(feat.get("stride"))
+    if slow and "pool" in str(row.get(R.LAYER)) and math.isfinite(kernel) and kernel > (stride if stride > 0 else 1):
+        out.append(f"its windows overlap: each input element is read about {kernel / max(stride, 1):.0f}x "
+                   "(kernel / stride), where the count assumes once")
     reorders = _f(row.get(R.ONEDNN_REORDERS))
     if slow and math.isfinite(reorders) and reorders > 0:
         out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")

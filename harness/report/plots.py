@@ -301,7 +301,7 @@ def predicted_vs_measured(frame: pd.DataFrame, name: str, title: str, style: Sty
     grid = np.logspace(np.log10(lo), np.log10(hi), 50)
     band = ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.85", zorder=0, label="+-10 %")
     line = ax.plot(grid, grid, "-", color="black", lw=1.0, zorder=1, label="measured = predicted")[0]
-    _points(ax, ok, "predicted_s", R.TIME_MEDIAN, style, scale=1e6)
+    _points(ax, ok.assign(predicted_us=pred), "predicted_us", R.TIME_MEDIAN, style, scale=1e6)
     if len(ok) and len(ok) <= MANY_POINTS:
         worst = (np.log(meas) - np.log(pred)).abs().idxmax()
         row = ok.loc[worst]
