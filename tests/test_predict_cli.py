@@ -129,6 +129,17 @@ def test_predict_for_another_machine_transfers_this_ones_efficiency(stored_run, 
     assert far["predicted_roofline_s"] == pytest.approx(max(2 * 16 * 16 * 9 * 196 / 1e12, far["predicted_roofline_s"]))
     assert main(args + ["--machine", "feedfacecafe", "--ceilings", str(ceil), "--models", str(tmp_path / "none")]) == 0
     assert json.loads(capsys.readouterr().out)[0]["basis"] == "roofline"     # no model anywhere: the roofline, said so
+    # that machine's own model, where the store has one, is used as it is (no transfer)
+    (mine,) = models.glob("*.json")
+    theirs = json.loads(mine.read_text()) | {"machine_id": "feedfacecafe", "settings_id": "farsettings1"}
+    (models / "feedfacecafe-cpu-farsettings1.json").write_text(json.dumps(theirs))
+    assert main(args + ["--machine", "feedfacecafe", "--ceilings", str(ceil)]) == 0
+    (own,) = json.loads(capsys.readouterr().out)
+    assert own["basis"] == "model" and own["predicted_s"] > 0
+    # an explicit model of this machine but other settings: one line saying which threads it was fitted at
+    (models / "other-settings.json").write_text(json.dumps(json.loads(mine.read_text()) | {"settings_id": "x" * 12}))
+    assert main(args + ["--model", str(models / "other-settings.json")]) == 2
+    assert "a model of these settings" in _err(capsys)
 
 
 @pytest.mark.parametrize("argv,needle", [

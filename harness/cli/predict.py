@@ -5,6 +5,7 @@ docs/predicting.md)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -174,8 +175,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     store = _models_store(args)
     if args.model:
         model = load(args.model, machine_id=target.machine_id)
+        if target.settings_id is not None and model.settings_id != target.settings_id:
+            raise SpecError("--model", args.model, f"a model of these settings ({target.settings_id}); it is of "
+                            f"settings {model.settings_id} ({model.threads} threads): pass --threads {model.threads}, "
+                            "or fit one for these")
     else:
         model = find_model(target.machine_id, target.device_type, target.settings_id, store)
+    if model is not None and target.settings_id is None:        # another machine: the settings its model is of
+        target = dataclasses.replace(target, settings_id=model.settings_id)
     source = None
     if model is None and not target.here:
         source = find_model(here.machine_id, target.device_type, here.settings_id, store)
@@ -244,8 +251,7 @@ def cmd_residuals(args: argparse.Namespace) -> int:
                                            f"{', '.join(sorted(machines))}")
             models.append(m)
     else:
-        from harness.analysis import derive  # deferred: as above
-        models = models_for(model_keys(derive(loaded.frame)), _models_store(args))
+        models = models_for(model_keys(loaded.frame), _models_store(args))
     model = build_model(loaded, with_plots=False, top=0, models=models)
     if args.format == "json":
         sys.stdout.write(render_text(model, "predictions-json"))
