@@ -290,3 +290,46 @@ def test_accuracy_figures():
     a = accuracy([1.0, 1.05, 1.5, np.nan], [1.0, 1.0, 1.0, 1.0])
     assert a["rows"] == 3 and a["median_error"] == pytest.approx(0.05) and a["within_10"] == pytest.approx(2 / 3)
     assert math.isnan(accuracy([], [])["median_error"])
+
+
+# --- the launch floor is measured ----------------------------------------------------------------------------
+
+def test_the_launch_floor_is_measured_at_calibration_and_stored_in_every_row(tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    import harness.ceilings.calibrate as ce
+    from harness.backends import resolve_device
+    from harness.backends.base import CalibrationSizes, MemoryLevel
+    from harness.backends.cpu import CpuBackend
+    from harness.runner.context import resolve_peaks
+    from harness.timing import Measurement
+    monkeypatch.setattr(CpuBackend, "calibration", CalibrationSizes((64, 128), 2**20, 2**24, True))
+    monkeypatch.setattr(CpuBackend, "memory_levels",
+                        lambda self, device: (MemoryLevel("L1", 32 * KIB, True, 32 * KIB), MemoryLevel("DRAM", None)))
+    calls = []
+
+    def fake(fn, inputs, threads=None, **kw):
+        x = inputs[0][0]
+        calls.append(fn)
+        t = 3.5e-6 if fn is torch.neg else 2 * x.shape[0] ** 3 / 1e11 if fn is torch.mm else x.numel() * 4 / 1e10
+        return Measurement(device="cpu", timer="fake", mode="hot", samples_s=(t, t, 2 * t), number=1, warmup_calls=0,
+                           warmup_s=0.0, estimate_s=t, sampling_s=3 * t, threads=1, gc_paused=True, rotation=1,
+                           stop_reason="converged", target_rel_ci=0.01)
+
+    c = ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=fake)
+    e = c.entry("launch")
+    assert c.launch == e.value == pytest.approx(3.5e-6) and e.kind == "launch" and "torch.neg" in e.note
+    assert ce.load_ceilings(c.key, tmp_path).launch == pytest.approx(3.5e-6)             # stored, read back
+    calls.clear()
+    assert ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=fake).launch == c.launch and not calls
+    # a file from before the floor: calibrate measures the floor alone and keeps the rest
+    old = dataclasses.replace(c, entries=tuple(x for x in c.entries if x.kind != "launch"))
+    ce.save_ceilings(old, tmp_path)
+    again = ce.calibrate("cpu", ["fp32"], threads=1, store=tmp_path, measure_fn=fake)
+    assert calls == [torch.neg] and again.launch == pytest.approx(3.5e-6) and again.levels == c.levels
+    # every row of a run stores it as launch_overhead_s; without one, the backend's constant
+    device = resolve_device("cpu")
+    assert resolve_peaks(device, ["fp32"], 1, c)["fp32"].launch_overhead_s == pytest.approx(3.5e-6)
+    assert resolve_peaks(device, ["fp32"], 1, old)["fp32"].launch_overhead_s == CpuBackend.launch_overhead_s
