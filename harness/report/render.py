@@ -30,7 +30,7 @@ from harness.report.format import (
     unstable_view,
 )
 from harness.report.model import ReportModel
-from harness.report.predictions import view_of
+from harness.report.predictions import as_json, view_of
 from harness.report.registry import renderer
 
 #: Rows listed in the report's tables (every row is in rows.csv beside it).
@@ -94,7 +94,8 @@ def _summary(model: ReportModel) -> dict[str, Any]:
             "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
-            "plots": [f"{p.name}.png" for p in model.plots]}
+            "plots": [f"{p.name}.png" for p in model.plots],
+            "predictions": as_json(view_of(model), model.table)}
 
 
 @renderer(ReportModel, "json")
