@@ -167,3 +167,12 @@ def bench_workers(session: nox.Session) -> None:
     measuring share with --processes 1 and 3 (targets: 85 % and 75 %); ``-- --checkout DIR`` for a before/after."""
     _install(session)
     session.run("python", "benchmarks/worker_start.py", *session.posargs)
+
+
+@nox.session(name="bench-predict")
+def bench_predict(session: nox.Session) -> None:
+    """Held-out accuracy of the roofline and the efficiency model on this machine: ``layerbench fit``, then a
+    fresh design and the quick suite predicted (MAPE, shares within +-10/20 % per family; 5-6 min on 2
+    cores; ``-- --train RUNS --test RUNS`` evaluates stored runs instead, ``-- --threads 1`` on a shared host)."""
+    _install(session)
+    session.run("python", "benchmarks/predict_accuracy.py", *session.posargs)

@@ -278,4 +278,4 @@ def test_heatmap_of_two_axes_survives_rows_without_them(tmp_path):
     model = build_model(loaded, with_plots=False)
     notes: list[str] = []
     heat = [p for p in make_plots(model.table, model.groups, notes) if p.name.startswith("heatmap")]
-    assert [p.title for p in heat] == ["grid (fp32): util_peak over s x k"] and not notes
+    assert [p.title for p in heat] == ["grid (fp32): utilization of the peak over s x k"] and not notes

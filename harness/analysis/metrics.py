@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness import record as R
 from harness.analysis.verdicts import LABEL, labels
+from harness.predict.columns import predicted_columns
 
 #: A row whose time is within this factor of its launch floor is ``launch-bound``.
 LAUNCH_BOUND_FACTOR = 2.0
@@ -175,7 +176,7 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
     f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
     _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
-    return f
+    return predicted_columns(f)          # predicted_roofline_s, predicted_s, residual (harness.predict.columns)
 
 
 def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b: pd.Series, t: pd.Series,

@@ -96,10 +96,10 @@ def default_store() -> Path:
 class Ceiling:
     """One measured ceiling. ``value`` is FLOP/s (``compute``) or bytes/s (``memory``)."""
 
-    kind: str          # "compute", "one_thread" (fp32 GEMM on one thread), "memory" (the main-memory copy)
-    #                    or "clock" (the CPU clock, Hz, measured by a dependent-add chain on each CPU)
+    kind: str          # "compute", "one_thread" (fp32 GEMM on one thread), "memory" (the main-memory copy),
+    #                    "clock" (the CPU clock, Hz, measured by a dependent-add chain on each CPU) or "launch"
     dtype: str         # dtype of the GEMM ("tf32": fp32 with TF32 allowed); "fp32" for the copy
-    value: float       # best rate: work / fastest sample
+    value: float       # best rate: work / fastest sample; "launch": seconds, the median of a trivial op's call
     size: int          # GEMM n (the sweep's winner), or copy buffer bytes
     median_s: float
     rel_iqr: float
@@ -178,6 +178,12 @@ class Ceilings:
         return json.dumps([{"level": lv.level, "bytes_s": lv.value, "buffer_bytes": lv.buffer_bytes,
                             "cache_bytes": lv.cache_bytes, "capacity_bytes": lv.capacity_bytes,
                             "reported_bytes": lv.reported_bytes, "kernel": lv.kernel} for lv in self.levels])
+
+    @property
+    def launch(self) -> float | None:
+        """Measured launch/dispatch floor (seconds per call of a trivial op on the device), or ``None``."""
+        e = self.entry("launch")
+        return e.value if e else None
 
     @property
     def bandwidth(self) -> float | None:
@@ -344,6 +350,15 @@ def _one_thread(device: Device, n: int, size_budget_s: float, measure_fn: Measur
                    "1 thread: the effective clock")
 
 
+def _launch(device: Device, threads: int | None, size_budget_s: float, measure_fn: MeasureFn) -> Ceiling:
+    """The launch/dispatch floor: the median call of ``torch.neg`` on a one-element tensor of the device
+    (a CPU's ATen dispatch, a GPU's kernel launch), the cost each launch a row makes adds at least."""
+    (x,) = random_inputs([(1,)], torch.float32, device.tensors, seed=0)[0]
+    m = measure_fn(torch.neg, device=device, inputs=[(x,)], threads=threads, budget_s=size_budget_s, warmup_s=0.05)
+    return Ceiling("launch", "fp32", m.median, 1, m.median, m.stats.rel_iqr, m.stats.n,
+                   "median call of torch.neg on one element: the launch/dispatch floor")
+
+
 def level_buffers(levels: Sequence[MemoryLevel], threads: int, cap_bytes: int,
                   fallback_bytes: int) -> list[tuple[MemoryLevel, int, int]]:
     """(level, buffer bytes, repeats per call) for each level: ``LEVEL_FRACTION`` of a cache
@@ -419,6 +434,9 @@ class Plan:
     one_thread: bool
     memory: bool
     clock: bool = False
+    #: The launch floor (files before it lack it): measured by ``calibrate`` when missing, without
+    #: making a plan non-empty (a run measures nothing for it alone; ``layerbench calibrate`` does).
+    launch: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def empty(self) -> bool:
@@ -439,7 +457,8 @@ def plan(dtypes: Sequence[str], old: Ceilings | None, force: bool, one_thread_ge
     one = one_thread_gemm and (force or old is None or old.one_thread is None or "fp32" in todo)
     memory = force or old is None or not old.bandwidth or not old.levels
     tick = clock and (force or old is None or old.clock_mhz is None or bool(todo))
-    return Plan(tuple(dict.fromkeys(todo)), one, memory, tick)
+    return Plan(tuple(dict.fromkeys(todo)), one, memory, tick,
+                launch=force or old is None or old.launch is None)
 
 
 def defects(ceilings: Ceilings, device: Device, threads: int) -> list[str]:
@@ -514,7 +533,8 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     key = machine_key(device, threads)
     old = load_ceilings(key, store) if persist and not force else None
     todo = plan(dtypes, old, force, backend.calibration.one_thread_gemm, device.host)
-    if old is not None and todo.empty:
+    launch = todo.launch
+    if old is not None and todo.empty and not launch:
         log.info("reusing ceilings measured %s", old.measured_at)
         return old
     before = hostload.sample()
@@ -522,12 +542,15 @@ def calibrate(device: str | Device = "cpu", dtypes: Sequence[str] = ("fp32", "bf
     fresh = [_gemm(device, d, budget_s, dtype_budget_s, threads, measure_fn) for d in todo.dtypes]
     entries = [e for e in (old.entries if old is not None else ()) if not (
         (e.kind == "compute" and e.dtype in todo.dtypes) or (e.kind == "one_thread" and todo.one_thread)
-        or (e.kind == "memory" and todo.memory) or (e.kind == "clock" and todo.clock))] + fresh
+        or (e.kind == "memory" and todo.memory) or (e.kind == "clock" and todo.clock)
+        or (e.kind == "launch" and launch))] + fresh
     entries += [tick] if tick is not None else []
     if todo.one_thread:
         fp32 = next((e for e in entries if e.kind == "compute" and e.dtype == "fp32"), None)
         n = min(fp32.size, ONE_THREAD_N_CAP) if fp32 else ONE_THREAD_N_CAP
         entries.append(_one_thread(device, n, budget_s, measure_fn))
+    if launch:
+        entries.append(_launch(device, threads, budget_s, measure_fn))
     levels = old.levels if old is not None else ()
     if todo.memory:
         levels, copy = _levels(device, threads, budget_s, measure_fn)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from harness import __version__
-from harness.cli import count, fleet, machine, results, run
+from harness.cli import count, fleet, machine, predict, results, run
 from harness.errors import LayerbenchError
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "arithmetic says they should (README: commands, columns, conventions).")
     parser.add_argument("--version", action="version", version=f"layerbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (count, machine, run, results, fleet):
+    for module in (count, machine, run, results, fleet, predict):
         module.add(sub)
     sub.choices["count"].lazy_epilog = count.layer_help
     sub.choices["count"].formatter_class = argparse.RawDescriptionHelpFormatter

@@ -7,7 +7,7 @@ pytest-benchmark JSON (``pytest_json``). Importing this package registers every 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,12 @@ class Report:
 
 
 def build_report(runs: Loaded | Iterable[str | Path] | str | Path, out_dir: str | Path, formats: tuple[str, ...] = (
-        "html", "markdown"), top: int = 10) -> Report:
+        "html", "markdown"), top: int = 10, models: Sequence[Any] = ()) -> Report:
     """Write the report of stored runs (rows already loaded, or paths, globs and dataset URLs as
-    ``harness.store.dataset.load_any`` takes them) in each of ``formats`` under ``out_dir``."""
+    ``harness.store.dataset.load_any`` takes them) in each of ``formats`` under ``out_dir``;
+    ``models``: efficiency models whose predictions the report sets against the measured times."""
     loaded = runs if isinstance(runs, Loaded) else load_any(runs)
-    model = build_model(loaded, top=top)
+    model = build_model(loaded, top=top, models=models)
     out = Path(out_dir)
     files: list[Path] = []
     for fmt in formats:

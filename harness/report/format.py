@@ -13,6 +13,7 @@ from harness import record as R
 from harness.analysis.findings import describe_row, device_label, process_medians
 from harness.analysis.metrics import DERIVED
 from harness.analysis.verdicts import labels, measured
+from harness.predict.columns import PREDICTED
 from harness.units import percent3, seconds, si
 
 
@@ -136,7 +137,8 @@ def glossary() -> list[tuple[str, str, str]]:
     """(column, unit, meaning): the shown columns, then every stored (``harness.record``) and derived
     (``harness.analysis.metrics.DERIVED``) column of ``rows.csv``."""
     shown = [(f"{s.header} (shown)", "", s.doc) for s in SHOWN.values()]
-    return shown + [(c.name, c.unit, c.doc) for c in R.COLUMNS] + [(d.name, d.unit, d.doc) for d in DERIVED]
+    return shown + [(c.name, c.unit, c.doc) for c in R.COLUMNS] + [(d.name, d.unit, d.doc) for d in DERIVED] \
+        + [(d.name, d.unit, d.doc) for d in PREDICTED]
 
 
 #: The memory roofs, innermost first: (column, label); main memory's label is the row's ``main_memory``.

@@ -18,7 +18,7 @@ from harness.devices.cpu import SIMD_FLAGS
 from harness.devices.identity import MachineInfo
 from harness.devices.peaks import Peak, cpu_flop_per_cycle
 from harness.report.registry import renderer
-from harness.units import binary_bytes, si
+from harness.units import binary_bytes, seconds, si
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
         lines.append(f"ceilings  measured {ceilings.measured_at}, {ceilings.key.get('threads', '-')} threads: "
                      + ", ".join(parts))
         lines.append("          bandwidth " + (", ".join(_level_text(lv) for lv in ceilings.levels)
-                                               or f"copy {si(ceilings.bandwidth, 'B/s')} (no levels stored)"))
+                                               or f"copy {si(ceilings.bandwidth, 'B/s')} (no levels stored)")
+                     + (f"; launch floor {seconds(ceilings.launch)}" if getattr(ceilings, "launch", None) else ""))
     else:
         lines.append("ceilings  not measured for this machine, thread count and software: `layerbench calibrate` "
                      "(or `layerbench run` measures them)")
@@ -163,7 +164,8 @@ def _ceiling_row(e: Any, p: Any) -> dict[str, Any]:
 
 def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
     """``layerbench calibrate`` table: each ceiling beside the theoretical peak it is measured against."""
-    rows = [_ceiling_row(e, peak_of(e.dtype) if e.kind in ("compute", "memory") else None) for e in c.entries]
+    rows = [_ceiling_row(e, peak_of(e.dtype) if e.kind in ("compute", "memory") else None) for e in c.entries
+            if e.kind != "launch"]          # the launch floor is seconds, not a rate: its own line below
     head = (f"{c.key.get('device_name')} ({c.key['device']}, {c.key.get('threads', '-')} threads), "
             f"measured {c.measured_at}")
     sweeps = [f"sweep {e.dtype}: " + ", ".join(f"n={n} {si(v, 'FLOP/s')}" for n, v in e.sweep) + f"; {e.note}"
@@ -172,5 +174,7 @@ def render_ceilings(c: Any, peak_of: Callable[[str], Any]) -> str:
                "sized from": binary_bytes(lv.cache_bytes) if lv.cache_bytes else "-",
                "reported": binary_bytes(lv.reported_bytes) if lv.reported_bytes else "-",
                "reads/call": lv.repeats, "bandwidth": si(lv.value, "B/s")} for lv in c.levels]
-    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), *sweeps]
+    launch = [f"launch floor: {seconds(e.value)} per call ({e.note}; rel IQR {e.rel_iqr:.1%}, {e.reps} samples)"
+              for e in c.entries if e.kind == "launch"]
+    return "\n".join([head, pd.DataFrame(rows).to_string(index=False), *sweeps, *launch]
                      + ([pd.DataFrame(levels).to_string(index=False)] if levels else []))

@@ -5,6 +5,7 @@ only (``harness.store.Loaded``); renderers (``harness.report.render``) turn it i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +16,10 @@ from harness.analysis import cross_device, derive, equal_flops_groups, findings,
 from harness.analysis.confirmed import interleaved_findings
 from harness.analysis.findings import Finding, device_label, thread_findings
 from harness.analysis.verdicts import counts
+from harness.predict.columns import apply_models
 from harness.record import RunMeta
 from harness.report.points import outliers, unstable
+from harness.report.predictions import PredictionsView, predictions_view
 from harness.store import Loaded
 
 if TYPE_CHECKING:
@@ -50,6 +53,8 @@ class ReportModel:
     unconfirmed: tuple[Finding, ...] = ()
     #: ``rows.csv`` files already written from this model (html and markdown share one).
     csv_written: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: Predicted against measured per family, and the largest residuals (``harness.report.predictions``).
+    predictions: PredictionsView | None = None
 
     @property
     def unstable(self) -> pd.DataFrame:
@@ -144,6 +149,7 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
         HEAT_LABELS,
         Style,
         heatmap,
+        predicted_vs_measured,
         roofline,
         safe,
         time_vs_flops,
@@ -163,6 +169,9 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
         for dt, g in rows.groupby(R.DTYPE, sort=True):
             plots.append(safe(roofline, g, name=f"roofline {dev} {dt} {mid}", title=f"roofline: {_where(g)}, {dt}",
                               groups=groups, style=style, notes=notes))
+        if "predicted_s" in rows and pd.to_numeric(rows["predicted_s"], errors="coerce").gt(0).any():
+            plots.append(safe(predicted_vs_measured, rows, name=f"predicted {dev} {mid}", style=style, notes=notes,
+                              title=f"{suites}: predicted vs measured on {_where(rows)}"))
     drawn = 0
     for family, x, y in heatmap_axes(table):
         fam = table[table[R.FAMILY] == family]
@@ -179,11 +188,15 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
     return [p for p in plots if p is not None]
 
 
-def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> ReportModel:
-    """The report model of stored rows (``harness.store.load_runs``)."""
+def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10,
+                models: Sequence[Any] = ()) -> ReportModel:
+    """The report model of stored rows (``harness.store.load_runs``); ``models``: efficiency models
+    (``harness.predict``) whose predictions replace the roofline's in ``predicted_s`` where they apply."""
     if loaded.frame.empty:
         raise ValueError("no result rows" + (f" ({len(loaded.refused)} file(s) refused)" if loaded.refused else ""))
     table = derive(loaded.frame)
+    if models:
+        table = apply_models(table, models)
     groups = equal_flops_groups(table)
     found, unconfirmed = _findings(table, loaded.confirmations, groups, top)
     notes = [f"refused: {r}" for r in loaded.refused]
@@ -204,7 +217,8 @@ def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10) -> Re
                        statuses={str(k): int(v) for k, v in table[R.STATUS].value_counts().items()},
                        labels={str(k): int(v) for k, v in table["label"].value_counts().items()},
                        stability=counts(table),
-                       outliers=_outliers(table), unconfirmed=unconfirmed)
+                       outliers=_outliers(table), unconfirmed=unconfirmed,
+                       predictions=predictions_view(table, models=tuple(m.describe() for m in models)))
 
 
 def _findings(table: pd.DataFrame, confirmations: pd.DataFrame, groups: pd.DataFrame,

@@ -313,3 +313,37 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: s
     fig.colorbar(im, ax=ax, label=HEAT_LABELS.get(value, value) + " (%)", format="%.0f")
     ax.set_title(plain(title), fontsize=9)
     return _render(fig, name, title)
+
+
+def predicted_vs_measured(frame: pd.DataFrame, name: str, title: str, style: Style | None = None) -> Plot:
+    """Measured time against ``predicted_s`` (log-log) of one machine and device: the line y = x
+    (the prediction exact) with a +-10 % band; colour per family, marker per dtype, rows set aside
+    hollow; the row the prediction missed most is labelled. The axis names the basis (the efficiency
+    model's, or the roofline's)."""
+    ok = drawable(frame)
+    ok = ok[pd.to_numeric(ok["predicted_s"], errors="coerce") > 0]
+    style = style or Style.of(frame)
+    fig, ax = _figure(_FIGSIZE)
+    pred, meas = ok["predicted_s"].astype(float) * 1e6, ok[R.TIME_MEDIAN].astype(float) * 1e6
+    lo = float(min(pred.min(), meas.min())) / 1.5 if len(ok) else 1.0
+    hi = float(max(pred.max(), meas.max())) * 1.5 if len(ok) else 10.0
+    grid = np.logspace(np.log10(lo), np.log10(hi), 50)
+    band = ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.85", zorder=0, label="+-10 %")
+    line = ax.plot(grid, grid, "-", color="black", lw=1.0, zorder=1, label="measured = predicted")[0]
+    _points(ax, ok.assign(predicted_us=pred), "predicted_us", R.TIME_MEDIAN, style, scale=1e6)
+    if len(ok) and len(ok) <= MANY_POINTS:
+        worst = (np.log(meas) - np.log(pred)).abs().idxmax()
+        row = ok.loc[worst]
+        ax.annotate(plain(f"largest residual {float(row['residual']):.2f}x: {short_case(row)}"),
+                    (float(row["predicted_s"]) * 1e6, float(row[R.TIME_MEDIAN]) * 1e6), xytext=(0.02, 0.97),
+                    textcoords="axes fraction", ha="left", va="top", fontsize=7,
+                    arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 0.7, "shrinkB": 4},
+                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6", "alpha": 0.95}, zorder=5)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    basis = sorted(ok["predicted_basis"].dropna().astype(str).unique()) if "predicted_basis" in ok else []
+    _finish(ax, f"predicted time per call (us; {' / '.join(basis) or 'roofline'})", "measured median time (us)",
+            title)
+    style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
+                 bool(unstable(ok).any()), [line, band])
+    return _render(fig, name, title)

@@ -31,6 +31,7 @@ from harness.report.format import (
     unstable_view,
 )
 from harness.report.model import ReportModel
+from harness.report.predictions import as_json, view_of
 from harness.report.registry import renderer
 
 #: Rows listed in the report's tables (every row is in rows.csv beside it).
@@ -95,7 +96,8 @@ def _summary(model: ReportModel) -> dict[str, Any]:
             "thread_findings": [{"text": f.text, "slowdown": f.spread} for f in model.threads],
             "statuses": model.statuses, "labels": model.labels, "stability": model.stability,
             "notes": list(model.notes),
-            "plots": [f"{p.name}.png" for p in model.plots]}
+            "plots": [f"{p.name}.png" for p in model.plots],
+            "predictions": as_json(view_of(model), model.table)}
 
 
 @renderer(ReportModel, "json")
@@ -153,6 +155,25 @@ def _outlier_lines(model: ReportModel) -> list[str]:
     return out
 
 
+def _predictions_view(model: ReportModel) -> tuple[pd.DataFrame | None, list[str], str]:
+    """The predicted-vs-measured table per family, the largest residuals (one sentence each) and what
+    the predictions rest on."""
+    view = view_of(model)
+    if view.empty:
+        return None, [], "No measured row has a prediction (no roof stored)."
+    t = view.families.copy()
+    for c in ("median_error", "within_10", "within_20"):
+        t[c] = [cell("util_x", v) for v in t[c]]
+    t["measured / predicted"] = [f"{a:.2f}x .. {b:.2f}x" for a, b in zip(t.pop("residual_min"), t.pop("residual_max"))]
+    t = t.rename(columns={"median_error": "median |error|", "within_10": "within 10 %", "within_20": "within 20 %",
+                          "set_aside": "set aside"})
+    on = view.basis.get("model", 0)
+    basis = (f"predicted_s is the efficiency model's on {on} row(s) ({'; '.join(view.models)}), the hierarchical "
+             "roofline's on the rest." if on else "predicted_s is the hierarchical roofline's (no efficiency model "
+             "applied: `layerbench fit` fits one, `layerbench residuals RUNS --report DIR` applies it).")
+    return t, [text for _, text in view.worst], basis
+
+
 def _cross_view(model: ReportModel) -> pd.DataFrame | None:
     if model.cross_device is None or model.cross_device.empty:
         return None
@@ -192,6 +213,11 @@ def to_markdown(model: ReportModel, out: Path) -> list[Path]:
     if model.threads:
         md += ["", "## Threads: slower with more of them", ""] + [f"- {md_escape(f.text)}" for f in model.threads]
     md += ["", "## Outliers", ""] + ([f"- {md_escape(t)}" for t in _outlier_lines(model)] or ["(no roofline)"])
+    pred, worst, basis = _predictions_view(model)
+    md += ["", "## Predicted against measured", "", md_escape(basis), ""]
+    if pred is not None:
+        md += [markdown_table(pred), "", "Largest residuals (* not stable):", ""]
+        md += [f"{i}. {md_escape(t)}" for i, t in enumerate(worst, 1)]
     md += ["", "## Machines", "", markdown_table(_machines_view(model)), "", "## Runs", "",
            markdown_table(_runs_view(model)), "", "## Peaks and measured ceilings (stored with the runs)", "",
            markdown_table(peaks_view(model.peaks, model.table)), ""]
@@ -222,6 +248,15 @@ def _several_devices(model: ReportModel) -> bool:
     return len(model.machines) > 1
 
 
+def _predictions_html(model: ReportModel) -> list[str]:
+    pred, worst, basis = _predictions_view(model)
+    out = ["<h2>Predicted against measured</h2>", f"<p>{html.escape(basis)}</p>"]
+    if pred is not None:
+        out += [html_table(pred), "<p>Largest residuals (* not stable):</p>",
+                "<ol>" + "".join(f"<li>{html.escape(t)}</li>" for t in worst) + "</ol>"]
+    return out
+
+
 @renderer(ReportModel, "html")
 def to_html(model: ReportModel, out: Path) -> list[Path]:
     """``report.html``: self-contained (plots embedded), opens without a server or network; every
@@ -243,6 +278,7 @@ def to_html(model: ReportModel, out: Path) -> list[Path]:
                "<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in model.threads) + "</ul>"]
               if model.threads else []),
             "<h2>Outliers (labelled in the plots)</h2>", f"<ul>{lines}</ul>" if lines else "<p>(no roofline)</p>",
+            *_predictions_html(model),
             "<h2>Plots</h2>", "<div class='plots'>" + "".join(_img(p) for p in model.plots) + "</div>"]
     for i, f in enumerate(model.findings, 1):
         body += [f"<h3>Finding {i}: {_spread(f)}</h3>",

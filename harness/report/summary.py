@@ -30,6 +30,7 @@ from harness.analysis.findings import MIN_PROCESSES, Finding
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import counts_text, is_set_aside, judged
 from harness.report.model import ReportModel, build_model
+from harness.report.predictions import WORST_REPORT, WORST_SUMMARY, as_json, lines, view_of
 from harness.report.registry import render, render_text, renderer
 from harness.report.trust import trust_lines
 from harness.store import Loaded
@@ -254,6 +255,24 @@ def summary_text(model: ReportModel) -> str:
     return "\n".join(lines)
 
 
+@renderer(ReportModel, "predictions", text=True)
+def predictions_text(model: ReportModel) -> str:
+    """Predicted against measured per family and the ``WORST_REPORT`` largest residuals (``layerbench residuals``)."""
+    view = view_of(model)
+    return "\n".join(([f"models: {'; '.join(view.models)}"] if view.models else []) + lines(view, WORST_REPORT))
+
+
+@renderer(ReportModel, "predictions-summary", text=True)
+def predictions_summary(model: ReportModel) -> str:
+    """The end of a run's predicted-vs-measured lines (the ``WORST_SUMMARY`` largest residuals)."""
+    return "\n".join(lines(view_of(model), WORST_SUMMARY))
+
+
+@renderer(ReportModel, "predictions-json", text=True)
+def predictions_json(model: ReportModel) -> str:
+    return json.dumps(as_json(view_of(model), model.table), indent=1, allow_nan=False) + "\n"
+
+
 def summarize(frame: pd.DataFrame, report: str | Path | None = None) -> str:
     """The summary of stored rows (one run's, as ``harness.load_runs`` returns them); ``report``:
     the HTML report's path (None: not written)."""
@@ -294,7 +313,7 @@ def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
         except Exception as e:          # the report never fails the run
             print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
     try:
-        print(_with_report(render_text(model, "summary"), html))
+        print(_with_report(render_text(model, "summary") + "\n" + render_text(model, "predictions-summary"), html))
     except Exception as e:              # nor does the summary
         print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
     return loaded.frame

@@ -167,7 +167,8 @@ def _peaks(device: Device, d: str, theory: Mapping[str, Peak | None], ceilings: 
         ceiling_id=ceilings.ceiling_id if measured else None,
         ceiling_gemm_n=gemm.size if gemm else None, ceiling_copy_bytes=copy.size if copy else None,
         ceiling_measured_at=ceilings.measured_at if measured else None,
-        launch_overhead_s=device.backend.launch_overhead_s, ceiling_l1_bytes_s=level("L1"),
+        launch_overhead_s=(ceilings.launch if ceilings is not None and ceilings.launch     # measured at calibration
+                           else device.backend.launch_overhead_s), ceiling_l1_bytes_s=level("L1"),
         ceiling_l2_bytes_s=level("L2"), ceiling_l3_bytes_s=level("L3"),
         ceiling_levels=ceilings.levels_json() if ceilings is not None else None)
 

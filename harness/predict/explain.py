@@ -1,0 +1,86 @@
+"""What a row's counts say about its residual (measured / predicted): why a layer ran slower or
+faster than its prediction, from stored columns only (channel groups, launches, layout
+conversions, parallelism, working set against the cache capacities, dtype)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from harness import record as R
+from harness.predict.features import features
+from harness.predict.roofline import levels_of
+from harness.units import binary_bytes, seconds
+
+
+def _f(v: Any) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+def reasons(row: pd.Series) -> list[str]:
+    """Reasons, most telling first, why ``row`` (a derived row with ``residual``) missed its prediction."""
+    res = _f(row.get("residual"))
+    if not math.isfinite(res):
+        return []
+    feat = features(pd.DataFrame([row.to_dict()])).iloc[0]
+    out: list[str] = []
+    slow = res > 1
+    t = _f(row.get(R.TIME_MEDIAN))
+    launch = _f(row.get(R.LAUNCH_OVERHEAD)) * _f(feat.get("launches"))
+    floor = f"{int(_f(feat['launches']))} launches x {seconds(_f(row.get(R.LAUNCH_OVERHEAD)))}" \
+        if math.isfinite(launch) else ""
+    if math.isfinite(launch) and launch > 0 and t < launch:
+        out.append(f"{seconds(t)} is under its launch floor ({floor} = {seconds(launch)}): the profiled launches "
+                   "include nested calls that cost less than a dispatch")
+    elif math.isfinite(launch) and launch > 0 and t <= 4 * launch:
+        out.append(f"{seconds(t)} is within {t / launch:.1f}x of its launch floor ({floor}): dispatch, not "
+                   "arithmetic")
+    g, cpg = _f(feat.get("groups")), _f(feat.get("ch_per_group"))
+    if slow and math.isfinite(g) and g > 1:
+        out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
+                   "little reuse per byte loaded, a grouped/depthwise kernel")
+    kernel, stride = _f(feat.get("kernel")), _f(feat.get("stride"))
+    if slow and "pool" in str(row.get(R.LAYER)) and math.isfinite(kernel) and kernel > (stride if stride > 0 else 1):
+        out.append(f"its windows overlap: each input element is read about {kernel / max(stride, 1):.0f}x "
+                   "(kernel / stride), where the count assumes once")
+    reorders = _f(row.get(R.ONEDNN_REORDERS))
+    if slow and math.isfinite(reorders) and reorders > 0:
+        out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")
+    threads = _f(row.get(R.THREADS))
+    outs = 2 ** _f(feat.get("log_out_elems")) - 1
+    if slow and math.isfinite(outs) and math.isfinite(threads) and outs < 4096 * max(threads, 1):
+        out.append(f"only {outs:,.0f} output elements to share among {int(threads)} thread(s): little parallelism")
+    if row.get(R.PEAK_NATIVE) is False:
+        out.append(f"no native {row.get(R.DTYPE)} unit: its peak is the fp32 rate")
+    moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
+    levels = levels_of(str(row.get(R.CEILING_LEVELS))) if isinstance(row.get(R.CEILING_LEVELS), str) else ()
+    for name, cap, _bw in levels:
+        if cap and math.isfinite(moved) and cap < moved <= 2 * cap and slow:
+            out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)})")
+            break
+    if not slow and row.get("predicted_bound") not in ("compute", "launch", None):
+        out.append(f"faster than its {row.get('predicted_bound')} roof: its data stay in a faster level across "
+                   f"calls ({binary_bytes(moved)} per call)")
+    if not slow and row.get("predicted_bound") == "compute":
+        out.append("faster than the measured GEMM ceiling: the ceiling understates this kernel, or the clock rose")
+    intensity = _f(row.get(R.INTENSITY))
+    if slow and not out and math.isfinite(intensity):
+        out.append(f"intensity {intensity:.1f} FLOP/B, bound by {row.get('predicted_bound')}: a kernel far from "
+                   "its roof")
+    return out
+
+
+def explain(row: pd.Series, top: int = 2) -> str:
+    """One sentence: how far off the prediction was and the ``top`` reasons its counts give."""
+    res = _f(row.get("residual"))
+    if not math.isfinite(res):
+        return "no prediction"
+    how = f"{res:.2f}x slower than predicted" if res >= 1 else f"{1 / res:.2f}x faster than predicted"
+    why = reasons(row)[:top]
+    return f"{how}: " + ("; ".join(why) if why else "nothing in its counts stands out")

@@ -1,0 +1,99 @@
+"""The analytic prediction: a row's hierarchical roofline time from its counts and the ceilings it
+stores (ERT, Lo et al. 2014; the cache-aware roofline of Ilic, Pratas and Sousa 2014).
+
+Three lower bounds on a call's time, each from stored columns:
+
+- compute: ``flops / ceiling_flops_s`` (the measured GEMM ceiling of the row's peak dtype; the
+  theoretical ``peak_flops_s`` where none was measured);
+- memory: ``(bytes_read + bytes_written) / bandwidth`` of the innermost level in ``ceiling_levels``
+  whose capacity holds that working set (main memory, ``ceiling_bytes_s`` else ``peak_bytes_s``,
+  when none does or no levels are stored);
+- launch: launches per call (``kernel_launches`` as profiled, else the ATen ops the count
+  dispatched, at least 1) x ``launch_overhead_s``, the dispatch floor measured at calibration (the
+  backend's constant in rows measured before that).
+
+``predicted_roofline_s`` is the largest of the three and ``predicted_bound`` names it (``compute``,
+``L1``, ``L2``, ``L3``, ``DRAM``/``HBM`` or ``launch``). The same rule as the analysis' roof level,
+computed here from the columns alone so that rows never measured (``harness.predict.cases``) get
+the same number a run of them would.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+
+from harness import record as R
+
+#: The level name of main memory where a row does not name it (a pytest-benchmark file).
+MAIN_MEMORY = "main memory"
+#: Bound names besides the memory levels.
+COMPUTE, LAUNCH = "compute", "launch"
+
+
+@functools.lru_cache(maxsize=256)
+def levels_of(text: str) -> tuple[tuple[str, float | None, float], ...]:
+    """``ceiling_levels`` JSON as (level, capacity bytes or None for main memory, bytes/s), innermost
+    first; levels without a bandwidth are left out; ``()`` when the text is not that list."""
+    try:
+        out = []
+        for d in json.loads(text):
+            bw = d.get("bytes_s")
+            cap = d.get("capacity_bytes")
+            if bw is None or not np.isfinite(float(bw)) or float(bw) <= 0:
+                continue
+            out.append((str(d["level"]), None if cap is None else float(cap), float(bw)))
+        return tuple(out)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ()
+
+
+def num(frame: pd.DataFrame, col: str) -> pd.Series:
+    """``frame[col]`` as floats (NaN where absent or not a number)."""
+    return pd.to_numeric(frame[col], errors="coerce").astype(float) if col in frame \
+        else pd.Series(np.nan, index=frame.index)
+
+
+def launches(frame: pd.DataFrame) -> pd.Series:
+    """Launches (GPU kernels; CPU: dispatched ATen ops) per call: profiled, else counted, at least 1."""
+    return num(frame, R.KERNEL_LAUNCHES).fillna(num(frame, R.ATEN_OPS)).fillna(1).clip(lower=1)
+
+
+def roofline(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per row of ``frame`` (stored or hypothetical rows): ``roof_compute_s``, ``roof_memory_s``,
+    ``roof_launch_s``, ``roof_memory_level``, ``predicted_roofline_s`` (the largest bound; NaN where
+    no bound is known) and ``predicted_bound``."""
+    flops = num(frame, R.FLOPS)
+    moved = num(frame, R.BYTES_READ) + num(frame, R.BYTES_WRITTEN)
+    roof_f = num(frame, R.CEILING_FLOPS)
+    roof_f = roof_f.where(roof_f > 0, num(frame, R.PEAK_FLOPS)).where(lambda s: s > 0)
+    main_b = num(frame, R.CEILING_BYTES)
+    main_b = main_b.where(main_b > 0, num(frame, R.PEAK_BYTES)).where(lambda s: s > 0)
+    stored = frame[R.MAIN_MEMORY] if R.MAIN_MEMORY in frame else pd.Series(None, index=frame.index, dtype=object)
+    level = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
+    bw = main_b.copy()
+    if R.CEILING_LEVELS in frame:
+        texts = frame[R.CEILING_LEVELS].dropna()
+        for text, idx in texts.groupby(texts).groups.items():
+            for name, cap, lv_bw in reversed(levels_of(str(text))):     # outermost first, inner ones overwrite
+                sub = moved.loc[idx]
+                fits = sub.notna() & (True if cap is None else sub <= cap)
+                hit = fits[fits].index
+                level.loc[hit], bw.loc[hit] = name, lv_bw
+    t_c = flops / roof_f
+    t_m = moved / bw
+    t_l = launches(frame) * num(frame, R.LAUNCH_OVERHEAD).where(lambda s: s > 0)
+    # ties go to launch, then compute (the analysis' roof_level reads the same)
+    parts = pd.concat([t_l.rename(LAUNCH), t_c.rename(COMPUTE), t_m.rename("memory")], axis=1)
+    best = parts.max(axis=1, skipna=True)
+    known = parts.notna().any(axis=1) & best.gt(0)
+    which = parts.fillna(-1.0).idxmax(axis=1)
+    bound = np.where(which == "memory", level, which)
+    return pd.DataFrame({
+        "roof_compute_s": t_c, "roof_memory_s": t_m, "roof_launch_s": t_l, "roof_memory_level": level,
+        "predicted_roofline_s": best.where(known),
+        "predicted_bound": pd.Series(bound, index=frame.index, dtype=object).where(known, None),
+    }, index=frame.index)
