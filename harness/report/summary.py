@@ -57,8 +57,9 @@ def _varying(family_rows: pd.DataFrame) -> list[str]:
     for k in names:
         if len({repr(a.get(k)) for a in axes}) > 1 and not any(all(a.get(k) == a.get(m) for a in axes) for m in out):
             out.append(k)       # in=c, out=c: one name for the same values
-    return out + [c for c in (R.LAYER, R.MEMORY_FORMAT, R.DTYPE)
-                  if c in family_rows and family_rows[c].nunique(dropna=False) > 1]
+    layouts = family_rows[R.MEMORY_FORMAT].replace("contiguous", "nchw") if R.MEMORY_FORMAT in family_rows else None
+    return out + [c for c in (R.LAYER, R.MEMORY_FORMAT, R.DTYPE) if c in family_rows and (
+        layouts if c == R.MEMORY_FORMAT else family_rows[c]).nunique(dropna=False) > 1]   # contiguous: no layout
 
 
 def _axes(text: Any) -> dict[str, Any]:

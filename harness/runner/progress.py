@@ -43,7 +43,7 @@ def varying_names(suite: Suite) -> dict[str, frozenset[str]]:
 #: The name ``varying_names`` gives a family's memory format when it varies.
 LAYOUT = "memory_format"
 #: The layout a line leaves unsaid unless the family varies it.
-DEFAULT_LAYOUT = "nchw"
+DEFAULT_LAYOUTS = ("nchw", "contiguous")       # "contiguous": rows with no image layout
 
 
 def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
@@ -57,7 +57,7 @@ def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> s
     keep = varying.get(row.key.family) if varying is not None else None
     coords = " ".join(f"{k}={v}" for k, v in axes.items() if keep is None or k in keep)
     fmt = row.case.memory_format
-    show = keep is None or LAYOUT in keep or fmt != DEFAULT_LAYOUT
+    show = keep is None or LAYOUT in keep or fmt not in DEFAULT_LAYOUTS
     parts = (row.key.family, row.case.layer, coords, fmt if show else None, row.case.dtype)
     return " ".join(str(x) for x in parts if x)
 
