@@ -61,10 +61,8 @@ from harness.analytic.disagreements import ZERO_IN_FLOP_COUNTER, explain
 from harness.analytic.meta import meta_mode
 from harness.errors import CountError, SpecError
 from harness.layers.dtypes import parse_dtype
-
-PASSES = ("forward", "backward", "forward+backward")
-GRADS = ("input", "weight")
-
+from harness.record.row import GRADIENTS as GRADS
+from harness.record.row import PASSES
 
 # --- arguments ----------------------------------------------------------------------------------
 

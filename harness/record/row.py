@@ -58,6 +58,12 @@ MODES = ("hot", "cold", "graph", "auto")
 #: OpenMP wait policies a run may set in its measuring processes (``CaseFields.omp_wait_policy``; the
 #: suite key ``omp_wait``, ``--omp-wait``).
 OMP_WAIT_POLICIES = ("active", "passive")
+#: The passes a row may time (``CaseFields.pass_``; the suite key ``passes``, ``--pass``): the forward; the
+#: backward alone (gradients from a forward made before timing); both in one call (a training step).
+PASSES = ("forward", "backward", "forward+backward")
+#: The gradients a backward may compute (``CaseFields.grads``; the sweep key ``grads``), in stored order:
+#: the layer's inputs' and its parameters' (``weight``: every parameter, biases included).
+GRADIENTS = ("input", "weight")
 
 
 class Status(_Word):
@@ -481,7 +487,8 @@ IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
 
 __all__ = [
-    'MODES', 'OMP_WAIT_POLICIES', 'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
+    'MODES', 'OMP_WAIT_POLICIES', 'PASSES', 'GRADIENTS',
+    'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
     'CaseFields', 'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column',
     'COLUMNS', 'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table',
     'check_required', 'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME',
