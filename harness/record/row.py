@@ -481,8 +481,8 @@ CEILING_FLOPS, CEILING_BYTES, CEILING_SOURCE = "ceiling_flops_s", "ceiling_bytes
 LAUNCH_OVERHEAD = "launch_overhead_s"
 TORCH_VERSION, GIT_COMMIT, TIMESTAMP = "torch_version", "git_commit", "timestamp"
 
-#: What a case is, as a person reads it (tables, compare output).
-IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
+#: What a case is, as a person reads it (tables, compare output): a backward of a layer is not its forward.
+IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE, PASS, GRADS)
 #: What a row's measurements are grouped by: never mixed across these.
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
 
