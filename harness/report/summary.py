@@ -69,7 +69,8 @@ def _axes(text: Any) -> dict[str, Any]:
 
 def _name(row: pd.Series, varying: list[str]) -> str:
     axes = _axes(row.get(R.AXES))
-    parts = [f"{k}={axes[k]}" if k in axes else str(row.get(k)) for k in varying if k in axes or k in row]
+    parts = [f"{k}={axes[k]}" if k in axes else f"grads={row.get(k)}" if k == R.GRADS else str(row.get(k))
+             for k in varying if k in axes or k in row]
     return " ".join(parts) or str(row.get(R.LAYER))
 
 
@@ -104,6 +105,11 @@ def _rank_key(row: pd.Series) -> float:
     return float(ceiling) if pd.notna(ceiling) else float(peak) if pd.notna(peak) else float("nan")
 
 
+#: The footnote of a utilization block with a row set aside.
+ASIDE_NOTE = ("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
+              "line)")
+
+
 def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, which: str = "") -> list[str]:
     """Per family: the best and the worst row of ``ok`` by the utilization of the roof that binds
     each (``_figures``: FLOP/s of the measured ceiling and of the theoretical peak; B/s for a
@@ -133,8 +139,7 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
             line += f";\n  {'':<{width}}  {worst_text}" if wrap else f";  {worst_text}"
         lines += line.split("\n")
     if ok["_aside"].any():
-        lines.append("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
-                     "line)")
+        lines.append(ASIDE_NOTE)
     return lines
 
 
@@ -158,7 +163,8 @@ def pass_utilization_lines(ok: pd.DataFrame) -> list[str]:
     held = [p for p in R.PASSES if (passes == p).any()]
     if len(held) <= 1:
         return utilization_lines(ok)
-    return [line for p in held for line in utilization_lines(ok[passes == p], which=p)]
+    lines = [line for p in held for line in utilization_lines(ok[passes == p], which=p) if line != ASIDE_NOTE]
+    return lines + ([ASIDE_NOTE] if is_set_aside(ok).any() else [])
 
 
 #: Rows the backward/forward lines tell.

@@ -95,15 +95,13 @@ def input_bytes(case: Case) -> int:
 def prepare_case(case: Case, device: Device, per_set: int | None = None) -> tuple[torch.nn.Module, list[tuple], int]:
     """The layer on ``device`` and its random input sets (enough to span twice its last-level cache,
     at most ``MAX_ROTATION``, sets of ``per_set`` bytes, default the inputs'): windows of the process's
-    input pool at an offset taken from the case id (``harness.timing.inputs.InputPool``). A forward's
-    layer is in eval mode; a backward's in the mode its spec builds (a batch norm with ``train=true``
-    trains), as its counts are taken."""
+    input pool at an offset taken from the case id (``harness.timing.inputs.InputPool``). The layer is
+    in the mode its spec builds, as its counts are taken, forward and backward alike: a norm uses batch
+    statistics only with ``train=true``; dropout and attention modules are in eval mode."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
     llc_bytes = device.llc_bytes
     module = build_module(case.spec, dtype, device.tensors)
-    if case.pass_ == FORWARD:
-        module = module.eval()
     fmt = _memory_format(case)
     if fmt is not None:
         module = module.to(memory_format=fmt)
