@@ -137,7 +137,7 @@ class CaseFields:
                                    "the machine's label (`AMD EPYC (family 25 model 1, 2 CPUs)`), which says more "
                                    "than its brand", added=4)
     pass_: str = col("-", "`forward`, `backward` (the gradients of `grads` from a stored forward) or "
-                     "`forward+backward` (both in one call); README, The backward pass", added=5, name="pass",
+                     "`forward+backward` (both in one call); docs/backward-pass.md", added=5, name="pass",
                      default="forward")
     grads: str | None = col("-", "backward rows: the gradients computed, `,`-joined (`input,weight`, `weight`, "
                             "`input`); null for forward rows", added=5)
@@ -157,9 +157,10 @@ class Counts:
     flop_counter_flops: int | None = col("FLOP", "torch.utils.flop_counter's count of the ops it covers")
     flop_counter_agrees: bool | None = col("-", "whether it equals ours on those ops (null when it covers none)")
     aten_ops: int = col("count", "ATen ops the pass dispatches")
-    peak_memory_bytes: int | None = col("byte", "memory the pass holds at its peak beyond its inputs and weights: "
-                                        "CUDA `max_memory_allocated` over a call; CPU the saved activations and "
-                                        "gradients, counted (see peak_memory_source)", added=5)
+    peak_memory_bytes: int | None = col("byte", "rows with a backward: memory the pass holds at its peak beyond its "
+                                        "inputs and weights: CUDA `max_memory_allocated` over one forward and "
+                                        "backward of an input set; CPU the saved activations and gradients, counted "
+                                        "(see peak_memory_source); null for forward rows", added=5)
     peak_memory_source: str | None = col("-", "`measured` (the device's allocator) or `analytic` (counted from "
                                          "the shapes)", added=5)
 
@@ -218,7 +219,8 @@ class Timing:
                                                  "the order of process_medians_s", added=5)
     timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "
                                    "failed, timed hot), or needs care (one-call samples near the clock tick, with "
-                                   "their mean; the host slow throughout)", added=5)
+                                   "their mean; the host slow throughout; which attention backward the counts "
+                                   "followed: the fused kernel's 2.5x or the math path's 2x)", added=5)
 
 
 @dataclass(frozen=True, slots=True)
