@@ -79,7 +79,9 @@ def bench_cpu(session: nox.Session) -> None:
 
 
 GPU_SUITES = ["conv", "groups", "pointwise", "conv-transpose", "gemm", "memory-bound", "attention", "dtypes",
-              "resnet50", "mobilenetv2", "vit-b16"]
+              "resnet50", "mobilenetv2", "vit-b16", "training"]
+#: Arguments a nightly GPU suite adds: the training step in both precisions a GPU trains in.
+GPU_ARGS = {"training": ["--dtype", "fp32,bf16"]}
 
 
 @nox.session(name="bench-gpu")
@@ -93,8 +95,8 @@ def bench_gpu(session: nox.Session) -> None:
         session.install(os.environ.get("LAYERBENCH_GPU_TORCH", "torch"))
         session.install("-e", ".")
     for suite in GPU_SUITES:
-        session.run("python", "-m", "harness.cli", "run", suite, "--device", "cuda", *session.posargs,
-                    env={"PYTHONPATH": "."})
+        session.run("python", "-m", "harness.cli", "run", suite, "--device", "cuda", *GPU_ARGS.get(suite, []),
+                    *session.posargs, env={"PYTHONPATH": "."})
 
 
 @nox.session(name="bench-suite")

@@ -114,27 +114,26 @@ def layerbench_context(request: pytest.FixtureRequest) -> Any:
 
 def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) -> None:
     """One case of the suite, timed by pytest-benchmark; its row in ``extra_info``."""
-    import torch  # deferred: idle without --layerbench-suite
-
-    from harness.runner import analytic_counts, prepare_case  # deferred: idle without --layerbench-suite
+    from harness.runner import analytic_counts, prepare_pass  # deferred: idle without --layerbench-suite
     case, ctx = layerbench_case, layerbench_context
     if case.skip:
         pytest.skip(case.skip)
-    module, inputs, seed = prepare_case(case, ctx.device)
-    for part in (ctx.key(case), ctx.case_fields(case), analytic_counts(case), ctx.peaks_for(case, {}),
-                 ctx.provenance()):
-        benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
-    from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite
-    from harness.store.pytest_bench import PLUGIN_MARK  # deferred: idle without --layerbench-suite
-    benchmark.extra_info.update({"seed": seed, "rotation": len(inputs), PLUGIN_MARK: SCHEMA_VERSION})
-    sets = itertools.cycle([tuple(a) for a in inputs])     # the input sets a run rotates, one per call
+    counts = analytic_counts(case)
+    with ctx.backend.pass_scope(ctx.device, case.pass_):
+        work, seed = prepare_pass(case, ctx.device, counts)     # a backward's forward graphs made here, untimed
+        for part in (ctx.key(case), ctx.case_fields(case), counts, ctx.peaks_for(case, {}), ctx.provenance()):
+            benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
+        from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite
+        from harness.store.pytest_bench import PLUGIN_MARK  # deferred: idle without --layerbench-suite
+        benchmark.extra_info.update({"seed": seed, "rotation": len(work.sets), PLUGIN_MARK: SCHEMA_VERSION})
+        sets = itertools.cycle(work.sets)     # the input sets (a backward's forward graphs) a run rotates
 
-    def call() -> None:
-        module(*next(sets))
-        ctx.backend.synchronize(ctx.device)
+        def call() -> None:
+            work.fn(*next(sets))
+            ctx.backend.synchronize(ctx.device)
 
-    with torch.inference_mode():
-        benchmark(call)
+        with work.grad_mode():
+            benchmark(call)
 
 
 def _plain(v: Any) -> Any:

@@ -19,6 +19,11 @@ What it models (each a way the CUDA path went wrong on fakes that modelled none 
   host time: below half busy it reports ``idle_mhz`` with the ``gpu_idle`` reason, else
   ``load_mhz`` with ``sw_power_cap`` (and ``hw_thermal`` when ``thermal``);
 * ``torch.cuda._sleep(cycles)``: a kernel that spins ``cycles`` SM clocks;
+* streams: kernels go to the current stream (or the stream ``launching_on`` names: autograd runs a
+  backward op on the stream its forward op ran on); while a graph captures, a kernel on the capturing
+  stream is recorded, one on the legacy default stream invalidates the capture (as
+  ``cudaErrorStreamCaptureImplicit`` does), one on another stream runs eagerly, uncaptured;
+* the caching allocator's counters: ``memory_allocated``, ``max_memory_allocated`` and its reset;
 * several GPUs on a node, ``CUDA_VISIBLE_DEVICES`` masking some from torch but not from NVML, MIG
   instances with their own UUIDs;
 * sticky errors: after ``poison()`` every later device call of the process raises, as after an
@@ -107,13 +112,22 @@ class FakeGpu:
     launches: int = 0
     syncs: int = 0
     allocated: int = 0
+    peak_allocated: int = 0
     sticky: str | None = None
     capturing: FakeGraph | None = None
+    current: _Stream | None = None
+    on: _Stream | None = None
     log: list[str] = field(default_factory=list)
     busy: deque = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.default = _Stream(self, "default")
+
+    @property
+    def stream(self) -> _Stream:
+        """The stream a kernel launched now goes to."""
+        return self.on or self.current or self.default
 
     # --- the queue ---------------------------------------------------------------------------------
     def check(self) -> None:
@@ -124,9 +138,12 @@ class FakeGpu:
         """Issue one kernel of ``cost_s`` device seconds (recorded instead while capturing)."""
         self.check()
         self.host += self.launch_s
-        if self.capturing is not None:
+        if self.capturing is not None and self.stream is self.capturing.stream:
             self.capturing.nodes.append((cost_s, what))
             return
+        if self.capturing is not None and self.stream is self.default:
+            self.capturing.invalid = CAPTURE_SYNC
+            raise FakeCudaError(CAPTURE_SYNC)
         self._device(cost_s, what)
 
     def _device(self, cost_s: float, what: str) -> None:
@@ -165,6 +182,10 @@ class FakeGpu:
             self.capturing.invalid = CAPTURE_SYNC
             raise FakeCudaError(CAPTURE_SYNC)
         self.allocated += nbytes
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+
+    def free(self, nbytes: int) -> None:
+        self.allocated -= nbytes
 
     def poison(self, message: str = STICKY) -> None:
         """A sticky error: every later device call of this process raises it."""
@@ -220,6 +241,7 @@ class FakeGraph:
     nodes: list[tuple[float, str]] = field(default_factory=list)
     invalid: str | None = None
     replays: int = 0
+    stream: _Stream | None = None
 
     def replay(self) -> None:
         g = self.gpu
@@ -232,8 +254,8 @@ class FakeGraph:
 
 
 class _Stream:
-    def __init__(self, gpu: FakeGpu) -> None:
-        self.gpu = gpu
+    def __init__(self, gpu: FakeGpu, name: str = "side") -> None:
+        self.gpu, self.name = gpu, name
 
     def wait_stream(self, other: _Stream) -> None:
         pass
@@ -336,11 +358,31 @@ class FakeTorchCuda:
         return _Stream(self.gpu(device))
 
     def current_stream(self, device: int | None = None) -> _Stream:
-        return _Stream(self.gpu(device))
+        g = self.gpu(device)
+        return g.current or g.default
+
+    def default_stream(self, device: int | None = None) -> _Stream:
+        return self.gpu(device).default
 
     @contextlib.contextmanager
     def stream(self, s: _Stream) -> Iterator[None]:
-        yield
+        g = s.gpu
+        before, g.current = g.current, s
+        try:
+            yield
+        finally:
+            g.current = before
+
+    # the caching allocator's counters
+    def memory_allocated(self, device: int | None = None) -> int:
+        return self.gpu(device).allocated
+
+    def max_memory_allocated(self, device: int | None = None) -> int:
+        return self.gpu(device).peak_allocated
+
+    def reset_peak_memory_stats(self, device: int | None = None) -> None:
+        g = self.gpu(device)
+        g.peak_allocated = g.allocated
 
     def _sleep(self, cycles: int) -> None:
         self.gpu().sleep_cycles(cycles)
@@ -361,15 +403,18 @@ class FakeTorchCuda:
     @contextlib.contextmanager
     def graph(self, graph: FakeGraph, pool: Any = None, stream: Any = None,
               capture_error_mode: str = "global") -> Iterator[None]:
-        """``torch.cuda.graph``: capture begins; on exit ``capture_end`` raises if the capture was
+        """``torch.cuda.graph``: capture begins on ``stream`` (default: a capture stream of its own),
+        which is current inside the block; on exit ``capture_end`` raises if the capture was
         invalidated, replacing whatever the body raised (as cudaStreamEndCapture does in torch)."""
         g = graph.gpu
         g.synchronize()                      # torch syncs before capture begins
+        graph.stream = stream if stream is not None else _Stream(g, "capture")
+        before, g.current = g.current, graph.stream
         g.capturing = graph
         try:
             yield
         finally:
-            g.capturing = None
+            g.capturing, g.current = None, before
             if graph.invalid is not None:
                 raise FakeCudaError(CAPTURE_INVALIDATED)
 
@@ -404,6 +449,40 @@ class FakeModule:
             self.gpu.poison()
         if self.syncs:
             self.gpu.synchronize()
+
+
+@dataclass
+class FakeAutograd:
+    """A layer and its backward on the fake, with autograd's stream rule: ``forward()`` runs its
+    kernels on the current stream, keeps ``saved_bytes`` allocated and returns a graph that remembers
+    that stream; ``grad(graph)`` runs the backward's kernels on it (whatever stream is current),
+    allocating ``grad_bytes`` for the gradients it returns, freed when the call ends."""
+
+    gpu: FakeGpu
+    forward_kernels: Sequence[float] = (10e-6,)
+    backward_kernels: Sequence[float] = (20e-6, 20e-6)
+    saved_bytes: int = 0
+    grad_bytes: int = 0
+    forwards: int = 0
+    backwards: int = 0
+
+    def forward(self) -> _Stream:
+        self.forwards += 1
+        for cost in self.forward_kernels:
+            self.gpu.run(cost, "forward")
+        self.gpu.alloc(self.saved_bytes)
+        return self.gpu.stream
+
+    def grad(self, graph: _Stream) -> None:
+        self.backwards += 1
+        before, self.gpu.on = self.gpu.on, graph
+        try:
+            self.gpu.alloc(self.grad_bytes)
+            for cost in self.backward_kernels:
+                self.gpu.run(cost, "backward")
+            self.gpu.free(self.grad_bytes)
+        finally:
+            self.gpu.on = before
 
 
 # --- NVML ---------------------------------------------------------------------------------------------

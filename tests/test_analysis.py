@@ -256,3 +256,63 @@ def test_a_nightly_check_that_judged_too_few_cases_is_not_green(tmp_path, capsys
     assert capsys.readouterr().err.strip() == ("regress: 1 of 4 case(s) judged (25%), under --min-judged 50% "
                                                "(exit 3; --allow-empty accepts it)")
     assert main(["regress", str(tmp_path / "n"), "--baseline", str(tmp_path / "h"), "--min-judged", "0.25"]) == 0
+
+
+# --- the backward pass: ratios to the forward, findings within a pass, tables with a pass column --------------
+
+def pass_row(pass_, t, flops, **kw):
+    grads = None if pass_ == "forward" else kw.pop("grads", "input,weight")
+    return row(**{"pass": pass_, "grads": grads, "config_id": kw.pop("config_id", "L"), "time_median_s": t,
+                  "flops": flops, "config": conv_config(64, 1), "input_shapes": "1x64x28x28", **kw})
+
+
+def test_backward_rows_carry_their_time_and_flops_ratio_to_the_forward_of_the_same_layer():
+    f = frame(
+        pass_row("forward", 1e-3, 1e9, case_id="fwd"),
+        pass_row("forward", 3e-3, 1e9, case_id="fwd-other-family", family="g"),   # the median of the two: 2 ms
+        pass_row("backward", 6e-3, 2e9, case_id="bwd"),
+        pass_row("forward+backward", 8e-3, 3e9, case_id="both"),
+        pass_row("backward", 1e-3, 1e9, case_id="dw-only", grads="weight"),
+        pass_row("backward", 6e-3, 2e9, case_id="other-run", run_id="r2"),        # its run has no forward
+        pass_row("backward", 6e-3, 2e9, case_id="other-dtype", dtype="bf16"),
+        pass_row("backward", 6e-3, 2e9, case_id="graph", mode="graph"),           # times of other modes: apart
+        pass_row("backward", 6e-3, 2e9, case_id="unmeasured", status="error"),
+    )
+    d = derive(f).set_index("case_id")
+    assert d.loc["bwd", "bwd_fwd_time_ratio"] == pytest.approx(6e-3 / 2e-3)     # 3.0x the forward's time
+    assert d.loc["bwd", "bwd_fwd_flops_ratio"] == pytest.approx(2.0)            # for 2x its FLOPs
+    assert d.loc["both", "bwd_fwd_time_ratio"] == pytest.approx(4.0) and d.loc["both", "bwd_fwd_flops_ratio"] == 3.0
+    assert d.loc["dw-only", "bwd_fwd_time_ratio"] == pytest.approx(0.5) and d.loc["dw-only", "bwd_fwd_flops_ratio"] == 1
+    for none in ("fwd", "fwd-other-family", "other-run", "other-dtype", "graph", "unmeasured"):
+        assert pd.isna(d.loc[none, "bwd_fwd_time_ratio"]) and pd.isna(d.loc[none, "bwd_fwd_flops_ratio"]), none
+
+
+def test_findings_pair_rows_only_within_one_pass():
+    f = frame(pass_row("forward", 1e-3, 1e9, case_id="fwd"), pass_row("backward", 3e-3, 1e9, case_id="bwd-in",
+                                                                       grads="input"))
+    assert findings(f) == []                                  # equal FLOPs, but a forward and a backward
+    f = frame(pass_row("forward", 1e-3, 1e9, case_id="fwd"),
+              pass_row("backward", 1e-3, 1e9, case_id="bwd-in", grads="input"),
+              pass_row("backward", 3e-3, 1e9, case_id="bwd-w", grads="weight"))
+    (one,) = findings(f)
+    assert set(one.rows.index) == set(f.index[1:])
+    assert "conv2d in=64 out=64 k=3 p=1 on 1x64x28x28 backward [weight] takes 3.0x as long as conv2d in=64 out=64 " \
+           "k=3 p=1 on 1x64x28x28 backward [input]" in one.text
+    assert "it computes the weight gradient against input" in one.text
+
+
+def test_comparisons_and_the_cross_device_view_keep_passes_apart():
+    from harness.report.compare import CompareModel, compare_table
+    a = frame(pass_row("forward", 1e-3, 1e9, case_id="f", run_id="a"),
+              pass_row("backward", 2e-3, 2e9, case_id="b", run_id="a"))
+    b = frame(pass_row("forward", 1e-3, 1e9, case_id="f", run_id="b"),
+              pass_row("backward", 4e-3, 2e9, case_id="b", run_id="b"))
+    m = CompareModel.of(compare(a, b, threshold=0.05), 0.05)
+    fam = m.families.set_index("pass")
+    assert list(fam["family"]) == ["f", "f"] and (fam["cases"] == 1).all()
+    assert fam.loc["forward", "geomean_ratio"] == pytest.approx(1.0) and fam.loc["backward", "geomean_ratio"] == 2
+    text = compare_table(m)
+    assert " pass " in text.splitlines()[0] and "backward [input,weight]" in text
+    x = cross_device(derive(pd.concat([a, b.assign(machine_id="n" * 12, machine_name="Y (64 CPUs)",
+                                                   device_label="Y (64 CPUs)")], ignore_index=True)))
+    assert len(x) == 2 and list(x.index.get_level_values("pass")) == ["backward", "forward"]

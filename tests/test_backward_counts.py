@@ -24,7 +24,7 @@ from harness.analytic.backward import GRADS, PASSES, saved_activation_bytes
 from harness.analytic.count import count_totals, totals
 from harness.analytic.disagreements import FLOP_COUNTER_DISAGREEMENTS, UNEXPLAINED
 from harness.errors import SpecError
-from harness.layers.modules import build_case
+from harness.layers.modules import build_case, build_module
 from harness.layers.spec import ACTIVATIONS, LAYERS, parse_layer
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -382,6 +382,19 @@ def build(kind: str) -> tuple[nn.Module, list[tuple[int, ...]]]:
 
 def test_every_layer_kind_is_swept() -> None:
     assert set(KINDS) == set(LAYERS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_spec_says_whether_its_module_has_a_weight_gradient(kind: str) -> None:
+    # suites resolve a backward's default gradients from the spec alone (no module built at expansion)
+    params, _ = KINDS[kind]
+    for extra in ({}, {"affine": False}, {"bias": False}):
+        try:
+            spec = parse_layer(kind, {**params, **extra})
+        except SpecError:
+            continue                                    # a key this kind does not have
+        model = build_module(spec, torch.float32, "meta")
+        assert spec.has_parameters() == any(True for _ in model.parameters()), (kind, extra)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

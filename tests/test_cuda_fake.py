@@ -4,6 +4,7 @@ fake that cannot show the defect)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from fake_cuda import (
     CAPTURE_SYNC,
     TICK_S,
+    FakeAutograd,
     FakeCudaError,
     FakeEvent,
     FakeGpu,
@@ -20,6 +22,7 @@ from fake_cuda import (
     fake_backend,
     fake_pynvml,
     measure_on,
+    rig,
 )
 
 from harness.backends.cuda import (
@@ -31,6 +34,7 @@ from harness.backends.cuda import (
     nvml_handle,
 )
 from harness.devices.nvml import Nvml
+from harness.timing import measure
 from harness.timing.stats import CI_Z
 
 US, MIB = 1e-6, 2**20
@@ -213,6 +217,52 @@ def test_a_mig_instance_is_found_by_its_uuid_and_nothing_is_guessed():
     lone = FakeGpu(uuid="GPU-eeee-5")
     m = measure_on(lone, FakeModule(lone, kernels=(200 * US,)), nvml=False)   # no NVML: trial clocks only
     assert m.clocks.reasons == () and m.clocks.sm_clock_min_mhz == pytest.approx(1755, rel=0.01)
+
+
+# --- 10. a backward: captured on the stream its forward ran on; its peak memory from the allocator ---------
+
+def _backward(gpu: FakeGpu, mode: str, scoped: bool) -> tuple[object, FakeAutograd]:
+    """A backward timed as the runner times one: forward graphs made first (inside the backend's pass
+    scope when ``scoped``), then the gradient calls alone."""
+    r = rig(gpu, mode)
+    layer = FakeAutograd(gpu, forward_kernels=(30 * US,), backward_kernels=(20 * US, 20 * US))
+    scope = r.device.backend.pass_scope(r.device, "backward") if scoped else contextlib.nullcontext()
+    with scope:
+        graphs = [(layer.forward(),) for _ in range(3)]
+        m = measure(layer.grad, device=r.device, inputs=graphs, mode=mode, timer=r.timer, cuda_api=r.api,
+                    monitor=r.monitor, warmup_s=1e-3)
+    return m, layer
+
+
+def test_a_backward_is_captured_on_the_stream_its_forward_ran_on():
+    gpu = FakeGpu()
+    m, layer = _backward(gpu, "graph", scoped=True)
+    assert m.mode == "graph" and m.timer == "cuda_graph" and not m.notes
+    assert m.median == pytest.approx(2 * (20 * US + gpu.node_s), rel=1e-3)     # the backward's kernels only
+    assert layer.forwards == 3                                                   # no forward was timed
+    assert gpu.current is None                                                   # the scope's stream undone
+
+
+def test_a_backward_whose_forward_ran_on_the_default_stream_is_timed_hot_and_says_why():
+    gpu = FakeGpu()
+    m, _ = _backward(gpu, "graph", scoped=False)           # autograd would launch on the legacy default stream
+    assert m.mode == "hot" and m.notes[0].startswith("graph capture failed") and CAPTURE_SYNC in m.notes[0]
+    assert m.median == pytest.approx(40 * US, rel=1e-3)
+    hot, _ = _backward(FakeGpu(), "hot", scoped=True)
+    assert hot.mode == "hot" and hot.median == pytest.approx(40 * US, rel=1e-3)
+
+
+def test_the_forward_keeps_its_stream_and_peak_memory_is_the_allocators():
+    gpu = FakeGpu()
+    backend = fake_backend(gpu)
+    device = backend.resolve("cuda:0")
+    with backend.pass_scope(device, "forward"):
+        assert backend.cuda.current_stream() is gpu.default        # forward rows are timed as they always were
+    layer = FakeAutograd(gpu, saved_bytes=3 * MIB, grad_bytes=5 * MIB)
+    gpu.alloc(100 * MIB)                                          # inputs and weights: allocated before the step
+    peak = backend.peak_memory(device, lambda: layer.grad(layer.forward()))
+    assert peak == 8 * MIB                                        # saved activations + gradients at the peak
+    assert backend.peak_memory(device, lambda: None) == 0
 
 
 # --- also: TF32 switches, bf16 -------------------------------------------------------------------------------

@@ -211,3 +211,63 @@ def test_timing_mode_reaches_the_timer(tmp_path):
     from harness.suite import SuiteError
     with pytest.raises(SuiteError, match="mode"):
         parse_suite(dict(SUITE, mode="warm"))
+
+
+# --- the backward pass, end to end ---------------------------------------------------------------------------
+
+TRAIN = {"name": "train", "budget_s": 0.05, "warmup_s": 0.01, "min_reps": 3, "threads": 1, "sweep": [
+    {"family": "conv", "layer": "conv2d", "input": "2x8x12x12", "params": {"in": 8, "out": 8, "k": 3, "p": 1},
+     "passes": ["forward", "backward", "forward+backward"]},
+    {"family": "conv", "layer": "conv2d", "input": "2x8x12x12",
+     "params": {"in": 8, "out": 8, "k": 3, "p": 1, "g": 8, "bias": False}, "passes": ["backward"], "grads": ["weight"]},
+    {"family": "attention", "layer": "sdpa", "params": {"heads": 2, "seq": 32, "d": 16}, "passes": ["backward"]},
+]}
+
+
+def test_a_real_backward_run_on_cpu_stores_the_backward_counts_and_times(tmp_path):
+    import torch
+
+    from harness.analytic.count import count_totals
+    from harness.layers.modules import build_module
+    s = parse_suite(TRAIN, "train.toml")
+    r = run_suite(s, out=tmp_path, calibrate="never", progress=False)
+    df = load_results(r.run_dir)
+    assert len(df) == s.count() == 5 and (df.status == "ok").all() and (df.time_median_s > 0).all()
+    assert list(df["pass"]) == ["forward", "backward", "forward+backward", "backward", "backward"]
+    assert df["grads"].tolist()[1:] == ["input,weight", "input,weight", "weight", "input"]
+    assert pd.isna(df["grads"].iloc[0])
+    # counts: those of the pass, as count_totals gives them for the row's gradients
+    for case, (_, row) in zip(s.cases(), df.iterrows()):
+        t = count_totals(build_module(case.spec, torch.float32, "meta"), *case.inputs, passes=case.pass_,
+                         grads=case.grads)
+        assert (row.flops, row.bytes_read, row.bytes_written, row.aten_ops) == \
+            (t["flops"], t["bytes_read"], t["bytes_written"], t["ops"]), case.pass_
+    # and by hand: F = 2*8*12*12 * 8*9 = 165,888 MACs; the bias gradient sums 2*8*12*12 = 2,304 elements
+    fwd, bwd, both, dw, attn = (df.iloc[i] for i in range(5))
+    assert fwd.flops == 2 * 165_888 and bwd.flops == 4 * 165_888 + 2_304 and both.flops == fwd.flops + bwd.flops
+    assert dw.flops == 2 * (2 * 8 * 12 * 12 * 1 * 9)             # depthwise grad-weight: 2F, F = 20,736
+    # torch's flop counter: right on the forward; no bias gradient, groups x grad-weight, no CPU fused backward
+    assert fwd.flop_counter_agrees and not bwd.flop_counter_agrees and not dw.flop_counter_agrees
+    assert not attn.flop_counter_agrees and attn.flop_counter_flops == 0
+    assert "fused kernel _scaled_dot_product_flash_attention_for_cpu_backward" in attn.timing_notes
+    assert "2.5x the forward" in attn.timing_notes
+    # what ran is the backward's implementation; peak memory counted: saved input + the gradients asked for
+    assert "convolution_backward" in bwd.kernels and "mkldnn_convolution" not in bwd.kernels
+    x_bytes, params_bytes = 2 * 8 * 12 * 12 * 4, (8 * 8 * 9 + 8) * 4
+    assert bwd.peak_memory_bytes == x_bytes + x_bytes + params_bytes and bwd.peak_memory_source == "analytic"
+    assert dw.peak_memory_bytes == x_bytes + 8 * 1 * 9 * 4                 # saved input + dW (no bias)
+    assert pd.isna(fwd.peak_memory_bytes) and pd.isna(fwd.peak_memory_source)
+
+
+def test_cli_pass_replaces_the_suites_passes(tmp_path, capsys):
+    from harness.cli import main
+    good = tmp_path / "tiny.toml"
+    good.write_text('name = "pp"\nbudget_s = 0.02\nwarmup_s = 0.0\nmin_reps = 3\nprocesses = 1\n[[sweep]]\n'
+                    'layer = "linear"\ninput = "4x8"\nparams = { in = 8, out = 4 }\n')
+    assert main(["run", str(good), "--out", str(tmp_path), "--pass", "forward,backward", "--no-report",
+                 "--calibrate", "never", "--quiet"]) == 0
+    df = load_results(next(tmp_path.glob("pp-cpu-*")))
+    assert list(df["pass"]) == ["forward", "backward"] and (df.status == "ok").all()
+    assert main(["run", str(good), "--out", str(tmp_path), "--pass", "backwards"]) == 2
+    assert "--pass='backwards' is invalid: expected one of forward, backward, forward+backward" in \
+        capsys.readouterr().err

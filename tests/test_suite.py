@@ -142,6 +142,7 @@ TOP_CASES = {
     "processes": (2.0, 0, 64, 65),
     "omp_wait": (True, "spin", "passive", "PASSIVE"),
     "memory_format": ("nchw", ["nhwc"], ["nchw", "channels_last"], []),
+    "passes": ("backward", ["sideways"], ["forward", "backward", "forward+backward"], ["forward", "forward"]),
     "sweep": ({"layer": "relu"}, [], [RELU] * 1000, [RELU] * 1001),
 }
 SWEEP_CASES = {
@@ -150,6 +151,8 @@ SWEEP_CASES = {
     "input": (5, "{b.__class__}x3", ["{b}x3"] * 16, ["{b}x3"] * 17),
     "memory_format": ("nchw", ["nhwc"], ["channels_last"], []),
     "dtypes": ("fp32", ["fp8"], ["bf16"], []),
+    "passes": ("backward", ["sideways"], ["forward+backward", "backward", "forward"], ["backward", "backward"]),
+    "grads": ("input", ["bias"], ["input"], ["input", "input"]),
     "params": ([1], {"b": float("inf")}, {"b": 2**53}, {"b": 2**53 + 1}),
     "axes": ([1], {"b": []}, {"b": list(range(1, 10_001))}, {"b": list(range(1, 10_002))}),
     "zip": ([1], {"b": [1, 1]}, {"b": list(range(1, 10_001))}, {"b": list(range(1, 10_002))}),
@@ -189,6 +192,8 @@ def _data(table, key, value):
     if table == "sweep":
         sweep = {"layer": "relu", "input": "2x{b}", key: value} if key in ("params", "axes", "zip", "derive", "solve") \
             else dict(sweep, **{key: value})
+        if key == "grads":
+            sweep["passes"] = ["backward"]
         if key == "input":
             sweep = {"layer": "relu", "input": value, "params": {"b": 2}}
         return {"sweep": [sweep]}
@@ -242,3 +247,70 @@ def test_distinct_invalid_points_are_distinct_cases():
     assert [c.skip is not None for c in cases] == [True, True]
     assert "2 ** 54 exceeds 2**53" in cases[0].skip and "exponent of at most 64" in cases[1].skip
     assert cases[0].case_id != cases[1].case_id
+
+
+# --- passes and gradients ---------------------------------------------------------------------------------
+
+CONV = {"family": "c", "layer": "conv2d", "input": "1x8x10x10", "params": {"in": 8, "out": 8, "k": 3}}
+
+
+def test_forward_case_ids_stay_as_they_were():
+    # the id this conv had before suites knew passes (computed by the store's ids over family + config)
+    assert [c.case_id for c in suite(dict(CONV, family="conv2d")).cases()] == ["83a89d4eaf34829a"]
+    both = list(suite(dict(CONV, family="conv2d", passes=["forward", "backward"])).cases())
+    assert both[0].case_id == "83a89d4eaf34829a" and both[0].pass_ == "forward" and both[0].grads is None
+    assert both[0].grads_text() is None
+
+
+def test_backward_cases_are_distinct_by_pass_and_grads():
+    s = suite(dict(CONV, passes=["forward", "backward", "forward+backward"]),
+              dict(CONV, passes=["backward"], grads=["weight"]), dict(CONV, passes=["backward"], grads=["input"]),
+              dict(CONV, passes=["backward"], grads=["weight", "input"]))
+    cases = list(s.cases())
+    assert [(c.pass_, c.grads) for c in cases] == [
+        ("forward", None), ("backward", ("input", "weight")), ("forward+backward", ("input", "weight")),
+        ("backward", ("weight",)), ("backward", ("input",)), ("backward", ("input", "weight"))]
+    assert s.count() == len(cases) == 6
+    assert len({c.config_id for c in cases}) == 1                   # one layer: the ratio pairs on it
+    # the default (every gradient a conv has) and ["weight", "input"] written out are the same case
+    assert cases[1].case_id == cases[5].case_id
+    assert len({c.case_id for c in cases[:5]}) == 5
+    assert cases[3].grads_text() == "weight"
+
+
+def test_passes_cross_like_dtypes_and_the_suite_sets_them():
+    s = suite(dict(CONV), {"layer": "relu", "input": "2x3", "passes": ["forward"]}, dtypes=["fp32", "fp16"],
+              passes=["forward", "backward"])
+    assert [(c.layer, c.dtype, c.pass_) for c in s.cases()] == [
+        ("conv2d", "fp32", "forward"), ("conv2d", "fp32", "backward"), ("conv2d", "fp16", "forward"),
+        ("conv2d", "fp16", "backward"), ("relu", "fp32", "forward"), ("relu", "fp16", "forward")]
+    assert s.count() == 6 and s.count(["fp32"]) == 3 and s.all_passes() == ("forward", "backward")
+    only = s.with_passes(["backward"])                               # --pass replaces every sweep's
+    assert [c.pass_ for c in only.cases()] == ["backward"] * 4 and only.count() == 4
+
+
+def test_a_weight_gradient_of_a_layer_without_parameters_is_a_skipped_row():
+    s = suite({"layer": "relu", "input": "2x3", "passes": ["backward"], "grads": ["weight"]},
+              {"layer": "relu", "input": "2x3", "passes": ["backward"]},
+              {"layer": "layernorm", "input": "2x3", "params": {"c": 3, "affine": False}, "passes": ["backward"]})
+    weight, default, frozen_norm = s.cases()
+    assert weight.skip == ("relu: grads=['weight'] is invalid: expected ['input']: the layer has no parameters, "
+                           "so no weight gradient") and weight.spec is None
+    assert default.skip is None and default.grads == ("input",)
+    assert frozen_norm.grads == ("input",)                           # affine=False: no parameters
+
+
+@pytest.mark.parametrize("sweep, top, key, expected", [
+    ({"passes": ["backwards"]}, {}, "sweep[0].passes", "expected one of forward, backward, forward+backward"),
+    ({}, {"passes": "backward"}, "passes", "expected a list"),
+    ({"passes": []}, {}, "sweep[0].passes", "expected a list of distinct passes"),
+    ({"passes": ["backward"], "grads": ["bias"]}, {}, "sweep[0].grads", "expected input or weight"),
+    ({"passes": ["backward"], "grads": []}, {}, "sweep[0].grads", "expected a list of distinct gradients"),
+    ({"grads": ["weight"]}, {}, "sweep[0].grads", "grads only where the sweep times a backward"),
+])
+def test_bad_passes_and_grads_are_one_line_naming_file_key_and_value(sweep, top, key, expected):
+    with pytest.raises(SuiteError) as e:
+        parse_suite({"sweep": [dict(CONV, **sweep)], **top}, "suites/train.toml")
+    text = str(e.value)
+    assert e.value.key == key and text.startswith(f"suites/train.toml: {key}=") and expected in text
+    assert "\n" not in text

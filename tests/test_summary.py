@@ -180,3 +180,34 @@ def test_memory_bound_rows_are_judged_by_bandwidth_and_their_cache_level():
     assert mem.strip() == "mem   best c=8: B/s 262 % / 131 %, L2 roof 52 %;  worst c=16: B/s 52 % / 26 %"
     # 1e9 FLOP in 20 ms = 50 GFLOP/s: 50 % of the ceiling, 25 % of the datasheet peak
     assert next(x for x in lines if x.strip().startswith("gemm")).strip() == "gemm  best linear: 50 % / 25 %"
+
+
+# --- a run of several passes: one utilization block per pass, the backward against its forward --------------
+
+def by_pass(fn, *, inputs, **kw):
+    """The forward 1 ms, a backward 6 ms, forward+backward 8 ms (the timed call really runs once)."""
+    fn(*inputs[0])
+    median = {"_grad": 6e-3, "step": 8e-3}.get(getattr(fn, "__name__", ""), 1e-3)
+    return Measurement(device="cpu", timer="fake", mode="hot", samples_s=(median,) * 10, number=1, warmup_calls=0,
+                       warmup_s=0.0, estimate_s=median, sampling_s=0.01, threads=1, gc_paused=True, rotation=1,
+                       stop_reason="converged", target_rel_ci=0.01)
+
+
+def test_summary_of_a_training_run(tmp_path):
+    suite = {"name": "trainsum", "sweep": [
+        {"family": "conv", "layer": "conv2d", "input": "1x8x8x8", "params": {"in": 8, "out": 8, "k": 3, "p": 1},
+         "passes": ["forward", "backward", "forward+backward"]},
+        {"family": "relu", "layer": "relu", "input": "1x8"}]}
+    r = run_suite(parse_suite(suite, "trainsum.toml"), out=tmp_path, measure_fn=by_pass, progress=False,
+                  calibrate="never", profile=False)
+    lines = summarize(with_peaks(load_runs([r.run_dir]).frame)).splitlines()
+    blocks = [x for x in lines if x.startswith("utilization per family")]
+    assert [b.split(",")[0] for b in blocks] == ["utilization per family (forward)",
+                                                 "utilization per family (backward)",
+                                                 "utilization per family (forward+backward)"]
+    # F = 8*64 * 8*9 = 36,864 MACs: forward 73,728 FLOPs; backward 4F + 512 (bias) = 147,968: 2.0x
+    i = lines.index("backward/forward (time against FLOPs, over the layer's forward; the largest gap first):")
+    told = " ".join(x.strip() for x in lines[i + 1:i + 5])
+    assert ("conv: conv2d in=8 out=8 k=3 p=1 on 1x8x8x8 backward [input,weight] takes 6.0x its forward's time "
+            "for 2.0x its FLOPs") in told
+    assert "forward+backward [input,weight] takes 8.0x its forward's time for 3.0x its FLOPs" in told

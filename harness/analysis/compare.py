@@ -153,13 +153,20 @@ def _timing_notes(table: pd.DataFrame) -> list[str]:
 
 def family_geomeans(table: pd.DataFrame) -> pd.DataFrame:
     """Per family, the geometric mean of ``ratio`` over its cases with a verdict (judged on both sides),
-    and how many cases that is."""
+    and how many cases that is; per family and pass (a ``pass`` column) when the cases hold several
+    passes (a backward's change is not its forward's)."""
     t = table[~table["verdict"].isin(UNJUDGED)]
+    by = [R.FAMILY, R.PASS] if mixed_passes(table) else [R.FAMILY]
     if t.empty:
-        return pd.DataFrame(columns=["family", "cases", "geomean_ratio"])
-    g = t.assign(log_ratio=np.log(t["ratio"])).groupby("family")["log_ratio"].agg(["size", "mean"])
-    return pd.DataFrame({"family": g.index, "cases": g["size"].to_numpy(),
-                         "geomean_ratio": np.exp(g["mean"].to_numpy())}).reset_index(drop=True)
+        return pd.DataFrame(columns=[*by, "cases", "geomean_ratio"])
+    g = t.assign(log_ratio=np.log(t["ratio"])).groupby(by, sort=False)["log_ratio"].agg(["size", "mean"])
+    out = g.index.to_frame(index=False)
+    return out.assign(cases=g["size"].to_numpy(), geomean_ratio=np.exp(g["mean"].to_numpy()))
+
+
+def mixed_passes(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` holds a pass other than the forward (tables then show a pass column)."""
+    return R.PASS in frame and bool(frame[R.PASS].dropna().ne(R.PASSES[0]).any())
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,4 +305,8 @@ def cross_device(frame: pd.DataFrame, value: str = "util_ceiling") -> pd.DataFra
         f[value] = f[value].where(f[value].notna(), f["util_peak"])
     f["where"] = [device_label(r) for _, r in f.iterrows()]
     idx = [c for c in R.IDENTITY if c in f]
+    if R.PASS in f:                                          # a forward row has no gradients: still a row of the view
+        f[R.PASS] = f[R.PASS].fillna(R.PASSES[0])
+    if R.GRADS in f:
+        f[R.GRADS] = f[R.GRADS].fillna("")
     return f.pivot_table(index=idx, columns="where", values=value, aggfunc="median")

@@ -48,10 +48,13 @@ EXPLAIN_COLUMNS = [R.FAMILY, R.LAYER, R.CONFIG, R.INPUT_SHAPES, R.MEMORY_FORMAT,
                    "label", "util_ceiling", "util_peak", R.REL_IQR]
 #: The timing-mode column (``hot``, ``cold``, ``graph``): times of different modes never compare.
 MODE = "mode"
-#: Never grouped across these: a finding compares layers measured side by side.
-PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS, MODE)
-#: A thread finding compares thread counts of one layer within these (one run, one timing mode).
-THREAD_KEYS = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE, MODE)
+#: Never grouped across these: a finding compares layers measured side by side, in the same pass (a
+#: backward with a backward; its gradients may differ: grad-input against grad-weight at equal FLOPs).
+PARTITION = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.DEVICE_NAME, R.DTYPE, R.THREADS, MODE, R.PASS)
+#: A thread finding compares thread counts of one layer within these (one run, one timing mode, one pass).
+THREAD_KEYS = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE, MODE, R.PASS, R.GRADS)
+#: The pass a sentence leaves unsaid.
+FORWARD = R.PASSES[0]
 
 
 #: ``Finding.kind``: what the two layers of a finding have in common besides their FLOPs. A pair of
@@ -149,8 +152,19 @@ def _short_value(v: object) -> object:
     return "x".join(map(str, v)) if isinstance(v, list) else v
 
 
-def describe_row(row: pd.Series) -> str:
-    """``conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 (channels_last)``: non-default parameters."""
+def pass_text(row: pd.Series) -> str:
+    """``backward [input,weight]``: a row's pass and its gradients; ``""`` for the forward (or no pass stored)."""
+    p = row.get(R.PASS)
+    if not isinstance(p, str) or p == FORWARD:
+        return ""
+    grads = row.get(R.GRADS)
+    return f"{p} [{grads}]" if isinstance(grads, str) and grads else p
+
+
+def describe_row(row: pd.Series, with_pass: bool = True) -> str:
+    """``conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 (channels_last)``: non-default parameters;
+    then the pass and its gradients when it is not the forward (``... backward [input,weight]``), unless
+    ``with_pass`` is false (a table with a pass column)."""
     parts = []
     order = list(SHORT)
     for k, v in sorted(config(row).items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])):
@@ -160,7 +174,8 @@ def describe_row(row: pd.Series) -> str:
     fmt = f" ({row[R.MEMORY_FORMAT]})" if row.get(R.MEMORY_FORMAT) == "channels_last" else ""
     shapes = row.get(R.INPUT_SHAPES)
     on = f" on {shapes}" if isinstance(shapes, str) and shapes else ""     # a pytest-benchmark test has none
-    return f"{row[R.LAYER]} {' '.join(parts)}{on}{fmt}".replace("  ", " ").strip()
+    timed = f" {pass_text(row)}" if with_pass and pass_text(row) else ""
+    return f"{row[R.LAYER]} {' '.join(parts)}{on}{fmt}{timed}".replace("  ", " ").strip()
 
 
 def device_label(row: pd.Series) -> str:
@@ -202,7 +217,7 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
     out = []
     if slow.get("label") == "launch-bound":
         out.append("it is launch-bound: dispatch overhead, not arithmetic, sets its time")
-    out += _traffic(slow, fast) + _widths(slow, fast) + _groups_reason(slow, fast)
+    out += _grads_reason(slow, fast) + _traffic(slow, fast) + _widths(slow, fast) + _groups_reason(slow, fast)
     layouts = {slow.get("memory_format"), fast.get("memory_format")}
     if len(layouts) == 2 and layouts <= {"nchw", "channels_last"}:          # "contiguous": no image layout
         out.append(f"its layout is {slow.get('memory_format')} against {fast.get('memory_format')}")
@@ -216,6 +231,15 @@ def reasons(slow: pd.Series, fast: pd.Series) -> list[str]:
                    if same else f"it moves {_ratio(_moved(slow), _moved(fast)):.2f}x the bytes, layout and "
                    "implementation alike: the kernel is less efficient on this shape")
     return out
+
+
+def _grads_reason(slow: pd.Series, fast: pd.Series) -> list[str]:
+    """Two backward rows computing different gradients (grad-weight against grad-input at equal FLOPs)."""
+    g_s, g_f = slow.get(R.GRADS), fast.get(R.GRADS)
+    if not (isinstance(g_s, str) and isinstance(g_f, str)) or g_s == g_f:
+        return []
+    return [f"it computes the {g_s.replace(',', ' and ')} gradient{'s' if ',' in g_s else ''} against "
+            f"{g_f.replace(',', ' and ')}"]
 
 
 def _traffic(slow: pd.Series, fast: pd.Series) -> list[str]:

@@ -99,6 +99,11 @@ DERIVED = (
     Derived("roof_level_time_s", "s", "the largest of those three bounds: the hierarchical roofline time"),
     Derived("roof_level_fraction", "fraction", "roof_level_time_s / time_median_s (above 1: faster than the "
             "level's roof)"),
+    Derived("bwd_fwd_time_ratio", "ratio", "backward and forward+backward rows: time_median_s over the median time "
+            "of the forward rows of the same layer (config_id) in the same run, machine, device, dtype, threads and "
+            "timing mode; null without such a forward row"),
+    Derived("bwd_fwd_flops_ratio", "ratio", "the same rows: flops over that forward's flops (2.0 for a conv's "
+            "grad-input + grad-weight without bias; 1.0 for one of them)"),
 )
 
 
@@ -176,7 +181,31 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
     f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
     _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
+    f["bwd_fwd_time_ratio"], f["bwd_fwd_flops_ratio"] = pass_ratios(f, t, flops)
     return predicted_columns(f)          # predicted_roofline_s, predicted_s, residual (harness.predict.columns)
+
+
+#: A backward row's forward is the forward row of the same layer measured side by side: never across these.
+RATIO_KEYS = (R.RUN_ID, R.MACHINE_ID, R.DEVICE, R.CONFIG_ID, R.DTYPE, R.THREADS, MODE)
+FORWARD = R.PASSES[0]
+
+
+def pass_ratios(f: pd.DataFrame, t: pd.Series, flops: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per measured row of a pass with a backward: its time and FLOPs over those of the forward rows
+    of its layer (``RATIO_KEYS``; the median where several families hold the layer); NaN elsewhere."""
+    nan = pd.Series(np.nan, index=f.index)
+    if R.PASS not in f or R.CONFIG_ID not in f:
+        return nan, nan
+    keys = [k for k in RATIO_KEYS if k in f]
+    passes = f[R.PASS].fillna(FORWARD)
+    ident = f[keys].astype(object).where(f[keys].notna(), "")          # null keys (no mode stored) match
+    fwd = ident[(passes == FORWARD) & t.notna()].assign(_t=t, _f=flops)
+    if fwd.empty:
+        return nan, nan
+    ref = fwd.groupby(keys, sort=False)[["_t", "_f"]].median()
+    joined = ident.join(ref, on=keys)
+    other = (passes != FORWARD) & t.notna()
+    return (t / joined["_t"]).where(other), (flops / joined["_f"]).where(other)
 
 
 def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b: pd.Series, t: pd.Series,

@@ -61,10 +61,8 @@ from harness.analytic.disagreements import ZERO_IN_FLOP_COUNTER, explain
 from harness.analytic.meta import meta_mode
 from harness.errors import CountError, SpecError
 from harness.layers.dtypes import parse_dtype
-
-PASSES = ("forward", "backward", "forward+backward")
-GRADS = ("input", "weight")
-
+from harness.record.row import GRADIENTS as GRADS
+from harness.record.row import PASSES
 
 # --- arguments ----------------------------------------------------------------------------------
 
@@ -338,6 +336,28 @@ def record_training(model: nn.Module | Callable[..., Any], *inputs: InputLike, d
 
 # --- pricing ------------------------------------------------------------------------------------
 
+#: The fused attention kernels' backward ops (CPU flash, CUDA flash, efficient, cuDNN): each recomputes
+#: the scores and does five products per (query, key) pair (FlashAttention-2, Algorithm 2).
+FUSED_ATTENTION_BACKWARD = frozenset({
+    "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_efficient_attention_backward", "_scaled_dot_product_cudnn_attention_backward"})
+
+
+def attention_convention(trace: TrainingTrace) -> str | None:
+    """Which attention backward a count followed, in words (``None``: the backward has no attention):
+    a fused kernel's (scores recomputed: 2.5x the forward's FLOPs when ``d_qk == d_v``) or the math
+    path's ops as dispatched (two products per forward product: 2x)."""
+    names = {r.call.op.__name__ for r in trace.backward}
+    fused = sorted(names & FUSED_ATTENTION_BACKWARD)
+    if fused:
+        return (f"attention backward counted as the fused kernel {fused[0]}: scores recomputed, 5 products per "
+                "(query, key) pair, 2.5x the forward's FLOPs when d_qk = d_v (FlashAttention-2)")
+    if "_softmax_backward_data" in names and "bmm" in names:
+        return ("attention backward counted as the math path as dispatched (bmm, _softmax_backward_data): 2 "
+                "products per forward product, 2x the forward's product FLOPs")
+    return None
+
+
 def training_records(convention: Convention, trace: TrainingTrace) -> tuple[list[OpRecord], list[str]]:
     """The priced rows of both passes, in order, and each row's pass (``forward`` or ``backward``)."""
     check_convention(convention)
@@ -360,6 +380,7 @@ def training_table(convention: Convention, trace: TrainingTrace) -> pd.DataFrame
         dtype=object)
     frame.attrs["saved_activation_bytes"] = trace.saved_bytes
     frame.attrs["grads"] = trace.grads
+    frame.attrs["count_note"] = attention_convention(trace)
     return frame
 
 

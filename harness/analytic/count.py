@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from harness.analytic.backward import (
+    attention_convention,
     parse_grads,
     parse_passes,
     record_training,
@@ -58,7 +59,7 @@ def count(model: nn.Module | Callable[..., Any], *inputs: InputLike, convention:
 def totals(table: pd.DataFrame) -> pd.Series:
     """Totals of a count table: FLOPs, MACs, parameters (each once), bytes, intensity (FLOP/byte),
     the number of ops, of ops the convention does not count, and the independent count (and, for a
-    table with a backward pass, ``saved_activation_bytes``)."""
+    table with a backward pass, ``saved_activation_bytes`` and ``count_note``)."""
     ops = table[~table["category"].isin(["view", "none"])]
     flops = int(table["flops"].sum(skipna=True))
     moved = int(table["bytes_read"].sum() + table["bytes_written"].sum())
@@ -79,6 +80,7 @@ def totals(table: pd.DataFrame) -> pd.Series:
     })
     if "pass" in table.columns:
         sums["saved_activation_bytes"] = int(table.attrs.get("saved_activation_bytes", 0))
+        sums["count_note"] = str(table.attrs.get("count_note") or "")
     return sums
 
 
@@ -88,12 +90,15 @@ def count_totals(model: nn.Module | Callable[..., Any], *inputs: InputLike, conv
     """``totals(count(model, *inputs, ...))`` without building the per-op table (the runner counts
     every case: the table's pandas work cost about 20 ms a case, the sums below microseconds).
     ``passes`` and ``grads`` as for :func:`count`; with a backward pass the totals add
-    ``saved_activation_bytes`` (the analytic saved-activation bytes of the training step)."""
+    ``saved_activation_bytes`` (the analytic saved-activation bytes of the training step) and
+    ``count_note`` (which attention backward was counted: ``harness.analytic.backward.attention_convention``;
+    empty when the layer has none)."""
     conv = get_convention(convention)
     if parse_passes(passes) != "forward":
         trace = record_training(model, *inputs, dtype=dtype, passes=passes, grads=grads, **kwargs)
         sums = _sum_records(training_records(conv, trace)[0], conv.name)
         sums["saved_activation_bytes"] = trace.saved_bytes
+        sums["count_note"] = attention_convention(trace) or ""
         return sums
     parse_grads(grads)
     calls, module_calls = record(model, *inputs, dtype=dtype, **kwargs)

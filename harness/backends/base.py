@@ -193,6 +193,12 @@ class Backend(Protocol):
         traces_onednn: one profiled call also records the oneDNN primitives it executed.
         variants: peak dtypes a run of a dtype also needs (CUDA: ``tf32`` beside ``fp32``, fp32
             operands on tensor cores); ``with_variants`` applies them.
+
+    ``pass_scope(device, pass_)`` is where a pass is prepared, timed and profiled: a backward's forward
+    graphs are made inside it, so that its timer can capture the backward (CUDA: a stream of its own;
+    autograd runs each backward op on its forward op's stream). ``peak_memory(device, call)`` is the
+    memory ``call`` allocates at its peak beyond what was allocated before it, in bytes, or ``None``
+    where the device's allocator cannot say (the host CPU: the runner counts it instead).
     """
 
     type: str
@@ -223,6 +229,8 @@ class Backend(Protocol):
     def settings(self, device: Device) -> dict[str, Any]: ...
     def gemm_dtype(self, dtype: str) -> contextlib.AbstractContextManager[Any]: ...
     def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]: ...
+    def pass_scope(self, device: Device, pass_: str) -> contextlib.AbstractContextManager[None]: ...
+    def peak_memory(self, device: Device, call: Call) -> int | None: ...
 
 
 def with_variants(backend: Backend, dtypes: Iterable[str]) -> list[str]:

@@ -144,3 +144,12 @@ class CpuBackend:
     def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]:
         """A CPU's ceilings depend on the threads that ran them."""
         return {"threads": threads}
+
+    def pass_scope(self, device: Device, pass_: str) -> contextlib.AbstractContextManager[None]:
+        """Nothing to set up: the host has no queue."""
+        return contextlib.nullcontext()
+
+    def peak_memory(self, device: Device, call: Call) -> int | None:
+        """Not measured: the host's allocator keeps no peak a process can reset (the runner counts the
+        saved activations and gradients instead)."""
+        return None

@@ -305,18 +305,24 @@ class TorchCuda:
 
     def capture(self, call: Call, number: int) -> Call:
         """``number`` calls captured in one graph after a warm-up on a side stream (torch/cuda/graphs.py).
-        The body's own error is raised, not the one ending an invalidated capture raises over it
-        (an out-of-memory inside capture is then reported as out of memory)."""
-        side = self.cuda.Stream(self.index)
-        side.wait_stream(self.cuda.current_stream(self.index))
+        On a stream of a pass's own (``CudaBackend.pass_scope``: a backward whose forward ran there)
+        the warm-up and the capture use that stream: autograd runs each backward op on the stream its
+        forward op ran on, and a capture records only the capturing stream's work (the legacy default
+        stream cannot join one), as ``torch.cuda.make_graphed_callables`` captures a backward on the
+        stream of its forward. The body's own error is raised, not the one ending an invalidated
+        capture raises over it (an out-of-memory inside capture is then reported as out of memory)."""
+        current = self.cuda.current_stream(self.index)
+        own = current != self.cuda.default_stream(self.index)
+        side = current if own else self.cuda.Stream(self.index)
+        side.wait_stream(current)
         with self.cuda.stream(side):
             for _ in range(3):
                 call()
-        self.cuda.current_stream(self.index).wait_stream(side)
+        current.wait_stream(side)
         graph = self.cuda.CUDAGraph()
         first: list[BaseException] = []
         try:
-            with self.cuda.graph(graph):
+            with self.cuda.graph(graph, **({"stream": side} if own else {})):
                 try:
                     for _ in range(number):
                         call()
@@ -601,3 +607,28 @@ class CudaBackend:
     def ceiling_key(self, device: Device, threads: int, software: Any) -> dict[str, Any]:
         """A GPU's ceilings depend on its cuDNN and driver, not on host threads."""
         return {"cudnn": software.cudnn, "driver": software.driver}
+
+    @contextlib.contextmanager
+    def pass_scope(self, device: Device, pass_: str) -> Iterator[None]:
+        """A pass with a backward runs on a stream of its own, from its forward graphs to its timing, so
+        that graph mode captures the backward (``TorchCuda.capture``); the forward as it always ran."""
+        if pass_ == "forward":
+            yield
+            return
+        cuda = self.cuda
+        with cuda.device(device.index):
+            stream = cuda.Stream(device.index)
+            stream.wait_stream(cuda.current_stream(device.index))
+            with cuda.stream(stream):
+                yield
+            cuda.current_stream(device.index).wait_stream(stream)
+
+    def peak_memory(self, device: Device, call: Call) -> int | None:
+        """``max_memory_allocated`` over one ``call`` less what was allocated before it (bytes)."""
+        cuda, index = self.cuda, device.index
+        cuda.synchronize(index)
+        before = cuda.memory_allocated(index)
+        cuda.reset_peak_memory_stats(index)
+        call()
+        cuda.synchronize(index)
+        return max(0, int(cuda.max_memory_allocated(index)) - int(before))

@@ -17,9 +17,11 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, list[str] | None, str, d
     ``run_suite`` keyword arguments the flags set (everything but ``out``)."""
     from harness.layers.dtypes import canonical_dtype  # deferred: --help without torch/pandas
     from harness.runner import parse_shard  # deferred: as above
-    from harness.suite import load_suite  # deferred: as above
+    from harness.suite import load_suite, parse_passes  # deferred: as above
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     suite = load_suite(args.suite)
+    if args.passes:
+        suite = suite.with_passes(parse_passes([p.strip() for p in args.passes.split(",")], "--pass"))
     dtypes = [canonical_dtype(d.strip(), "--dtype") for d in args.dtype.split(",") if d.strip()] if args.dtype \
         else None
     device = args.device or suite.devices[0]
@@ -173,7 +175,8 @@ def cmd_suites(args: argparse.Namespace) -> int:
     width = max(map(len, names), default=0)
     for name in names:
         s = load_suite(name)
-        print(f"{name:{width}} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} {s.description}")
+        print(f"{name:{width}} {s.count():6} cases  {','.join(s.devices):9} {','.join(s.dtypes):15} "
+              f"{','.join(s.all_passes()):16} {s.description}")
     return 0
 
 
@@ -184,6 +187,9 @@ def add(sub: Any) -> None:
     p.add_argument("--dtype", default=None, metavar="DTYPES",
                    help="comma-separated dtypes replacing the suite's: fp32, fp16, bf16, fp64 (aliases float32, "
                         "float16, half, bfloat16, float64, double)")
+    p.add_argument("--pass", dest="passes", default=None, metavar="PASSES",
+                   help="comma-separated passes replacing the suite's: forward, backward (the gradients from a "
+                        "forward made before timing), forward+backward (both in one call)")
     p.add_argument("--out", default="results",
                    help="results folder (default results/), or a dataset URL (s3://, gs://, file://): the run is "
                         "staged locally and each committed shard published there")

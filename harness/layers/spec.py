@@ -136,6 +136,12 @@ class LayerSpec:
         """Input shapes when the spec alone determines them (attention, matmul); else None."""
         return None
 
+    def has_parameters(self) -> bool:
+        """Whether the module it builds holds parameters (a weight gradient exists); its inputs always
+        take a gradient (layers run in floating point). ``tests/test_spec.py`` checks every kind against
+        the module ``harness.layers.modules`` builds."""
+        return False
+
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         """Raise SpecError if ``shapes`` cannot feed this layer."""
 
@@ -234,6 +240,9 @@ class ConvSpec(LayerSpec):
             raise SpecError("padding", "same", f"stride 1 (got stride={self.stride}); torch has no "
                                                "'same' padding for strided convolutions", k)
 
+    def has_parameters(self) -> bool:
+        return True
+
     def effective_kernel(self) -> tuple[int, ...]:
         """Dilated kernel extent d*(k-1)+1 per dim."""
         return tuple(d * (kk - 1) + 1 for kk, d in zip(self.kernel_size, self.dilation))
@@ -278,6 +287,9 @@ class LinearSpec(LayerSpec):
         self._required("in_features", "out_features")
         _positive([self.in_features], "in_features", self.kind)
         _positive([self.out_features], "out_features", self.kind)
+
+    def has_parameters(self) -> bool:
+        return True
 
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 1)
@@ -332,6 +344,9 @@ class NormSpec(LayerSpec):
         _positive([self.groups], "groups", self.kind)
         if self.kind == "groupnorm" and self.channels % self.groups:
             raise SpecError("groups", self.groups, f"a divisor of channels={self.channels}", self.kind)
+
+    def has_parameters(self) -> bool:
+        return self.affine
 
     def check_inputs(self, shapes: Sequence[Shape]) -> None:
         self._need(shapes, 1)
@@ -494,6 +509,9 @@ class MHASpec(LayerSpec):
             _positive([getattr(self, name)], name, self.kind)
         if self.embed_dim % self.heads:
             raise SpecError("heads", self.heads, f"a divisor of embed_dim={self.embed_dim}", self.kind)
+
+    def has_parameters(self) -> bool:
+        return True
 
     def default_inputs(self, batch: int = 1) -> list[Shape]:
         return [(self.batch, self.seq, self.embed_dim)]

@@ -58,6 +58,12 @@ MODES = ("hot", "cold", "graph", "auto")
 #: OpenMP wait policies a run may set in its measuring processes (``CaseFields.omp_wait_policy``; the
 #: suite key ``omp_wait``, ``--omp-wait``).
 OMP_WAIT_POLICIES = ("active", "passive")
+#: The passes a row may time (``CaseFields.pass_``; the suite key ``passes``, ``--pass``): the forward; the
+#: backward alone (gradients from a forward made before timing); both in one call (a training step).
+PASSES = ("forward", "backward", "forward+backward")
+#: The gradients a backward may compute (``CaseFields.grads``; the sweep key ``grads``), in stored order:
+#: the layer's inputs' and its parameters' (``weight``: every parameter, biases included).
+GRADIENTS = ("input", "weight")
 
 
 class Status(_Word):
@@ -132,7 +138,7 @@ class CaseFields:
                                    "the machine's label (`AMD EPYC (family 25 model 1, 2 CPUs)`), which says more "
                                    "than its brand", added=4)
     pass_: str = col("-", "`forward`, `backward` (the gradients of `grads` from a stored forward) or "
-                     "`forward+backward` (both in one call); README, The backward pass", added=5, name="pass",
+                     "`forward+backward` (both in one call); docs/backward-pass.md", added=5, name="pass",
                      default="forward")
     grads: str | None = col("-", "backward rows: the gradients computed, `,`-joined (`input,weight`, `weight`, "
                             "`input`); null for forward rows", added=5)
@@ -152,9 +158,10 @@ class Counts:
     flop_counter_flops: int | None = col("FLOP", "torch.utils.flop_counter's count of the ops it covers")
     flop_counter_agrees: bool | None = col("-", "whether it equals ours on those ops (null when it covers none)")
     aten_ops: int = col("count", "ATen ops the pass dispatches")
-    peak_memory_bytes: int | None = col("byte", "memory the pass holds at its peak beyond its inputs and weights: "
-                                        "CUDA `max_memory_allocated` over a call; CPU the saved activations and "
-                                        "gradients, counted (see peak_memory_source)", added=5)
+    peak_memory_bytes: int | None = col("byte", "rows with a backward: memory the pass holds at its peak beyond its "
+                                        "inputs and weights: CUDA `max_memory_allocated` over one forward and "
+                                        "backward of an input set; CPU the saved activations and gradients, counted "
+                                        "(see peak_memory_source); null for forward rows", added=5)
     peak_memory_source: str | None = col("-", "`measured` (the device's allocator) or `analytic` (counted from "
                                          "the shapes)", added=5)
 
@@ -213,7 +220,8 @@ class Timing:
                                                  "the order of process_medians_s", added=5)
     timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "
                                    "failed, timed hot), or needs care (one-call samples near the clock tick, with "
-                                   "their mean; the host slow throughout)", added=5)
+                                   "their mean; the host slow throughout; which attention backward the counts "
+                                   "followed: the fused kernel's 2.5x or the math path's 2x)", added=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,13 +487,14 @@ CEILING_FLOPS, CEILING_BYTES, CEILING_SOURCE = "ceiling_flops_s", "ceiling_bytes
 LAUNCH_OVERHEAD = "launch_overhead_s"
 TORCH_VERSION, GIT_COMMIT, TIMESTAMP = "torch_version", "git_commit", "timestamp"
 
-#: What a case is, as a person reads it (tables, compare output).
-IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE)
+#: What a case is, as a person reads it (tables, compare output): a backward of a layer is not its forward.
+IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE, PASS, GRADS)
 #: What a row's measurements are grouped by: never mixed across these.
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
 
 __all__ = [
-    'MODES', 'OMP_WAIT_POLICIES', 'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
+    'MODES', 'OMP_WAIT_POLICIES', 'PASSES', 'GRADIENTS',
+    'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
     'CaseFields', 'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column',
     'COLUMNS', 'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table',
     'check_required', 'RUN_ID', 'ROW_ID', 'CASE_ID', 'CONFIG_ID', 'SUITE', 'FAMILY', 'MACHINE_ID', 'MACHINE_NAME',

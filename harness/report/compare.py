@@ -10,16 +10,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.compare import SET_ASIDE, TIMING_DIFFERS, UNJUDGED, FailOn, family_geomeans
-from harness.analysis.findings import describe_row
+from harness.analysis.compare import SET_ASIDE, TIMING_DIFFERS, UNJUDGED, FailOn, family_geomeans, mixed_passes
+from harness.analysis.findings import describe_row, pass_text
 from harness.analysis.verdicts import set_aside_text
 from harness.report.format import markdown_table
 from harness.report.registry import renderer
 from harness.units import percent, seconds
 
 #: The columns a comparison shows, in order (those present).
-COMPARE_COLUMNS = ["family", "case", "dtype", "time_a_s", "time_b_s", "ratio", "util_a", "util_b", "stability_a",
-                   "stability_b", "verdict"]
+COMPARE_COLUMNS = ["family", "case", "pass", "dtype", "time_a_s", "time_b_s", "ratio", "util_a", "util_b",
+                   "stability_a", "stability_b", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,12 @@ def _view(m: CompareModel) -> pd.DataFrame:
     """The listed cases as a person reads them: each case named as the summary names it, times in
     automatic units, utilization in percent."""
     view = m.shown.copy()
-    view["case"] = [describe_row(r) for _, r in view.iterrows()]    # k=1, 3, 5 told apart
+    passes = mixed_passes(m.table)                                   # then a pass column says it
+    view["case"] = [describe_row(r, with_pass=not passes) for _, r in view.iterrows()]    # k=1, 3, 5 told apart
+    if passes:
+        view["pass"] = [pass_text(r) or "forward" for _, r in view.iterrows()]
+    else:
+        view = view.drop(columns=["pass"], errors="ignore")
     for c in ("time_a_s", "time_b_s"):
         view[c] = view[c].map(seconds)
     for c in ("util_a", "util_b"):
@@ -175,5 +180,6 @@ def regress_text(m: RegressModel) -> str:
     shown["slowdown"] = shown["slowdown"].map(lambda v: f"{v:.2f}x")
     for c in ("z", "z_limit"):
         shown[c] = shown[c].map(lambda v: f"{v:.1f}")
-    lines.append(shown.drop(columns=["row_id", "config"], errors="ignore").to_string(index=False, na_rep="-"))
+    hidden = ["row_id", "config"] + ([] if mixed_passes(shown) else ["pass", "grads"])   # forward-only: as before
+    lines.append(shown.drop(columns=hidden, errors="ignore").to_string(index=False, na_rep="-"))
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness import record as R
-from harness.analysis.findings import describe_row, device_label, process_medians
+from harness.analysis.findings import describe_row, device_label, pass_text, process_medians
 from harness.analysis.metrics import DERIVED
 from harness.analysis.verdicts import labels, measured
 from harness.predict.columns import PREDICTED
@@ -29,6 +29,8 @@ class Shown:
 #: The columns the report's row tables show, in order (every column is in ``rows.csv`` beside the report).
 SHOWN = {
     "case": Shown("case", "family: layer, its non-default parameters and input shape(s)", False),
+    "pass": Shown("pass", "the pass timed and, for a backward, the gradients it computed (`backward [input,weight]`); "
+                  "shown when the rows hold a pass other than the forward", False),
     "dtype": Shown("dtype", "element type", False),
     "where": Shown("where", "device (GPU name) or machine (CPU); shown when the rows span several", False),
     "time": Shown("time", "median time per call (time_median_s)"),
@@ -36,6 +38,8 @@ SHOWN = {
     "vs_ceiling": Shown("vs ceiling", "achieved FLOP/s as a share of the measured GEMM ceiling (util_ceiling)"),
     "vs_peak": Shown("vs peak", "achieved FLOP/s as a share of the theoretical peak (util_peak); the header names "
                      "its source: datasheet or formula"),
+    "vs_forward": Shown("vs forward", "a backward row's time over its layer's forward time, beside the same ratio "
+                        "of their FLOPs (bwd_fwd_time_ratio, bwd_fwd_flops_ratio); shown with such rows", False),
     "vs_roof": Shown("vs roof", "the hierarchical roofline time (the largest of compute, the memory level its "
                      "working set fits in, and launch) as a share of the measured time (roof_level_fraction): how "
                      "close the row runs to the roof that binds it, memory-bound rows included"),
@@ -97,21 +101,33 @@ def rows_view(table: pd.DataFrame, where: bool | None = None, per_process: bool 
     process's median (``1.02 ms / 1.9 ms / 1.05 ms``), for a finding across processes."""
     rows = list(table.iterrows())
     show_where = where if where is not None else len({device_label(r) for _, r in rows}) > 1
+    passes = R.PASS in table and bool(table[R.PASS].dropna().ne(R.PASSES[0]).any())
+    ratios = "bwd_fwd_time_ratio" in table and bool(table["bwd_fwd_time_ratio"].notna().any())
     head = peak_header(table)
     data = {
-        "case": [f"{r[R.FAMILY]}: {describe_row(r)}" for _, r in rows],
+        "case": [f"{r[R.FAMILY]}: {describe_row(r, with_pass=not passes)}" for _, r in rows],
+        "pass": [pass_text(r) or R.PASSES[0] for _, r in rows] if passes else None,
         "dtype": [str(r[R.DTYPE]) for _, r in rows],
         "where": [device_label(r) for _, r in rows] if show_where else None,
         "time": [cell(R.TIME_MEDIAN, r.get(R.TIME_MEDIAN)) for _, r in rows],
         "achieved": [cell("achieved_flops_s", r.get("achieved_flops_s")) for _, r in rows],
         "vs ceiling": [cell("util_ceiling", r.get("util_ceiling")) for _, r in rows],
         head: [_peak_cell(r, head != "vs peak") for _, r in rows],
+        "vs forward": [vs_forward(r) for _, r in rows] if ratios else None,
         "vs roof": [cell("roof_level_fraction", r.get("roof_level_fraction")) for _, r in rows],
         "bound": [_bound(r) for _, r in rows],
         "stability": _stability_cells(table),
         "per process": [_per_process(r) for _, r in rows] if per_process else None,
     }
     return pd.DataFrame({k: v for k, v in data.items() if v is not None})
+
+
+def vs_forward(r: pd.Series) -> str:
+    """``6.1x time / 2.0x FLOPs``: a backward row against its layer's forward (``""`` without one)."""
+    t, f = r.get("bwd_fwd_time_ratio"), r.get("bwd_fwd_flops_ratio")
+    if t is None or pd.isna(t):
+        return ""
+    return f"{float(t):.2f}x time / {float(f):.2f}x FLOPs" if f is not None and pd.notna(f) else f"{float(t):.2f}x time"
 
 
 def _per_process(r: pd.Series) -> str:

@@ -26,7 +26,7 @@ from harness import record as R
 from harness import store
 from harness.analysis import findings
 from harness.analysis.confirmed import INTERLEAVED
-from harness.analysis.findings import MIN_PROCESSES, Finding
+from harness.analysis.findings import MIN_PROCESSES, Finding, describe_row
 from harness.analysis.metrics import is_cache_level
 from harness.analysis.verdicts import counts_text, is_set_aside, judged
 from harness.report.model import ReportModel, build_model
@@ -58,7 +58,7 @@ def _varying(family_rows: pd.DataFrame) -> list[str]:
         if len({repr(a.get(k)) for a in axes}) > 1 and not any(all(a.get(k) == a.get(m) for a in axes) for m in out):
             out.append(k)       # in=c, out=c: one name for the same values
     layouts = family_rows[R.MEMORY_FORMAT].replace("contiguous", "nchw") if R.MEMORY_FORMAT in family_rows else None
-    return out + [c for c in (R.LAYER, R.MEMORY_FORMAT, R.DTYPE) if c in family_rows and (
+    return out + [c for c in (R.LAYER, R.MEMORY_FORMAT, R.DTYPE, R.GRADS) if c in family_rows and (
         layouts if c == R.MEMORY_FORMAT else family_rows[c]).nunique(dropna=False) > 1]   # contiguous: no layout
 
 
@@ -72,7 +72,8 @@ def _axes(text: Any) -> dict[str, Any]:
 
 def _name(row: pd.Series, varying: list[str]) -> str:
     axes = _axes(row.get(R.AXES))
-    parts = [f"{k}={axes[k]}" if k in axes else str(row.get(k)) for k in varying if k in axes or k in row]
+    parts = [f"{k}={axes[k]}" if k in axes else f"grads={row.get(k)}" if k == R.GRADS else str(row.get(k))
+             for k in varying if k in axes or k in row]
     return " ".join(parts) or str(row.get(R.LAYER))
 
 
@@ -107,19 +108,25 @@ def _rank_key(row: pd.Series) -> float:
     return float(ceiling) if pd.notna(ceiling) else float(peak) if pd.notna(peak) else float("nan")
 
 
-def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) -> list[str]:
+#: The footnote of a utilization block with a row set aside.
+ASIDE_NOTE = ("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
+              "line)")
+
+
+def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, which: str = "") -> list[str]:
     """Per family: the best and the worst row of ``ok`` by the utilization of the roof that binds
     each (``_figures``: FLOP/s of the measured ceiling and of the theoretical peak; B/s for a
     memory-side row), named by the sweep names that vary within the family in ``named_by``
     (default: ``ok``). Utilization is a figure, not a verdict: every measured row counts, and a
-    set-aside row (``verdicts.is_set_aside``) is marked ``*``."""
+    set-aside row (``verdicts.is_set_aside``) is marked ``*``. ``which`` names the rows (a pass)."""
     named_by = ok if named_by is None else named_by
+    of = f" ({which})" if which else ""
     if ok.empty:
-        return ["utilization: no measured row"]
+        return [f"utilization{of}: no measured row"]
     if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
-        return ["utilization: no peak or ceiling stored with these rows"]
+        return [f"utilization{of}: no peak or ceiling stored with these rows"]
     ok = ok.assign(_aside=is_set_aside(ok), _key=[_rank_key(r) for _, r in ok.iterrows()])
-    lines = [f"utilization per family, best and worst row: measured ceiling / {_peak_kind(ok)} peak "
+    lines = [f"utilization per family{of}, best and worst row: measured ceiling / {_peak_kind(ok)} peak "
              "(FLOP/s; B/s on memory-bound rows)"]
     width = max(len(str(f)) for f in ok[R.FAMILY].unique())
     for family, rows in ok.groupby(R.FAMILY, sort=False):
@@ -135,8 +142,7 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None) ->
             line += f";\n  {'':<{width}}  {worst_text}" if wrap else f";  {worst_text}"
         lines += line.split("\n")
     if ok["_aside"].any():
-        lines.append("  (* a row set aside, not stable: its time may not hold in another process; see the stability "
-                     "line)")
+        lines.append(ASIDE_NOTE)
     return lines
 
 
@@ -152,6 +158,38 @@ def _mark(row: pd.Series) -> str:
 
 def _counts(values: pd.Series) -> str:
     return ", ".join(f"{n} {k}" for k, n in values.value_counts().items())
+
+
+def pass_utilization_lines(ok: pd.DataFrame) -> list[str]:
+    """``utilization_lines`` of the run, one block per pass when it holds more than one."""
+    passes = ok[R.PASS].fillna(R.PASSES[0]) if R.PASS in ok else pd.Series(R.PASSES[0], index=ok.index)
+    held = [p for p in R.PASSES if (passes == p).any()]
+    if len(held) <= 1:
+        return utilization_lines(ok)
+    lines = [line for p in held for line in utilization_lines(ok[passes == p], which=p) if line != ASIDE_NOTE]
+    return lines + ([ASIDE_NOTE] if is_set_aside(ok).any() else [])
+
+
+#: Rows the backward/forward lines tell.
+TOP_RATIOS = 3
+
+
+def ratio_lines(ok: pd.DataFrame, top: int = TOP_RATIOS) -> list[str]:
+    """The backward rows furthest above their FLOPs ratio to their layer's forward
+    (``bwd_fwd_time_ratio`` over ``bwd_fwd_flops_ratio``), one sentence each; nothing where the run
+    holds no forward beside a backward."""
+    if "bwd_fwd_time_ratio" not in ok:
+        return []
+    r = ok[ok["bwd_fwd_time_ratio"].notna() & ok["bwd_fwd_flops_ratio"].gt(0)]
+    if r.empty:
+        return []
+    r = r.assign(_gap=r["bwd_fwd_time_ratio"] / r["bwd_fwd_flops_ratio"], _aside=is_set_aside(r))
+    lines = ["backward/forward (time against FLOPs, over the layer's forward; the largest gap first):"]
+    for _, row in r.sort_values("_gap", ascending=False).head(top).iterrows():
+        text = (f"{row[R.FAMILY]}: {describe_row(row)}{_mark(row)} takes {row['bwd_fwd_time_ratio']:.1f}x its "
+                f"forward's time for {row['bwd_fwd_flops_ratio']:.1f}x its FLOPs")
+        lines += textwrap.wrap(text, WIDTH, initial_indent="  ", subsequent_indent="    ")
+    return lines
 
 
 def label_line(ok: pd.DataFrame) -> str:
@@ -250,7 +288,7 @@ def summary_text(model: ReportModel) -> str:
                      for w in textwrap.wrap(f"at the start: {r.threads_choice}", WIDTH, subsequent_indent="  ")]]
     if not ok.empty:
         lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
-                  *trust_lines(ok), *utilization_lines(ok), label_line(ok),
+                  *trust_lines(ok), *pass_utilization_lines(ok), label_line(ok), *ratio_lines(ok),
                   *finding_lines(ok, found=model.findings, unconfirmed=model.unconfirmed)]
         lines += thread_lines(model.threads)
     return "\n".join(lines)

@@ -20,7 +20,8 @@ _LAZY = {"run_suite": "harness.runner.loop", "RunSummary": "harness.runner.loop"
          "DUPLICATE": "harness.runner.loop", "parse_shard": "harness.runner.resume",
          "RunContext": "harness.runner.context", "make_context": "harness.runner.context",
          "resolve_peaks": "harness.runner.context", "analytic_counts": "harness.runner.rows",
-         "prepare_case": "harness.runner.rows", "measure_case": "harness.runner.rows",
+         "prepare_case": "harness.runner.rows", "prepare_pass": "harness.runner.rows",
+         "measure_case": "harness.runner.rows",
          "build_row": "harness.runner.rows", "case_seed": "harness.runner.rows"}
 __all__ = list(_LAZY)
 

@@ -15,11 +15,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import torch
-
 from harness.record import shard_label
 from harness.runner.context import RunContext
-from harness.runner.rows import prepare_case
+from harness.runner.rows import analytic, prepare_pass
 from harness.store.confirmations import Confirmation, journal_path, read_journals, write_confirmations
 from harness.store.journal import append
 from harness.suite import Case
@@ -39,13 +37,16 @@ def pairs_of(selected: Sequence[tuple[str, str]], cases: Iterable[Case]) -> list
 
 
 def time_pair(ctx: RunContext, slow: Case, fast: Case, process: int, seed: int) -> Confirmation:
-    """One process's interleaved timing of ``slow`` against ``fast`` (host load sampled around it)."""
-    slow_mod, slow_in, _ = prepare_case(slow, ctx.device)
-    fast_mod, fast_in, _ = prepare_case(fast, ctx.device)
-    before = sample()
-    with torch.inference_mode():
-        got = interleave(fast_mod, slow_mod, device=ctx.device, inputs_a=fast_in, inputs_b=slow_in,
-                         threads=slow.threads or ctx.threads, seed=seed)
+    """One process's interleaved timing of ``slow`` against ``fast`` (host load sampled around it):
+    each prepared as a row times it, its pass included (a candidate pairs rows of one pass)."""
+    device = ctx.device
+    with device.backend.pass_scope(device, slow.pass_):
+        slow_work, _ = prepare_pass(slow, device, analytic(slow).counts)
+        fast_work, _ = prepare_pass(fast, device, analytic(fast).counts)
+        before = sample()
+        with slow_work.grad_mode():
+            got = interleave(fast_work.fn, slow_work.fn, device=device, inputs_a=fast_work.sets,
+                             inputs_b=slow_work.sets, threads=slow.threads or ctx.threads, seed=seed)
     return Confirmation(run_id=ctx.run_id, slow_row_id=ctx.row_id(slow.case_id), fast_row_id=ctx.row_id(fast.case_id),
                         process=process, slow_first=not got.a_first, slow_s=list(got.b_s), fast_s=list(got.a_s),
                         host_busy=host_busy(before, sample()))

@@ -69,7 +69,8 @@ class RunContext:
                           input_shapes=case.input_text(), memory_format=stored_layout(case), dtype=case.dtype,
                           device=d.spec, device_type=d.type, device_name=d.name,
                           threads=threads or case.threads or self.threads, main_memory=d.main_memory,
-                          device_label=self.machine.name if d.host else d.name)
+                          device_label=self.machine.name if d.host else d.name, pass_=case.pass_,
+                          grads=case.grads_text())
 
     def peaks_for(self, case: Case, settings: Mapping[str, Any] | None = None) -> Peaks:
         """The peaks of ``case``'s peak dtype (the backend's rule: TF32 on CUDA fp32) under ``settings``

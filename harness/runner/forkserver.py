@@ -71,6 +71,11 @@ def _child(path: str, server: int) -> None:
 
 
 def _say(out: IO[bytes], text: str) -> None:
-    out.write(f"{text}\n".encode())
-    out.flush()
+    """One protocol line; a parent that stopped reading (it refused its suite before starting a worker)
+    ends the server quietly."""
+    try:
+        out.write(f"{text}\n".encode())
+        out.flush()
+    except BrokenPipeError:
+        os._exit(0)
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from harness.record import Row, Status
+from harness.record import PASSES, Row, Status
 from harness.suite import Suite
 from harness.units import seconds, si
 
@@ -40,6 +40,8 @@ def varying_names(suite: Suite) -> dict[str, frozenset[str]]:
     return {f: frozenset(n) for f, n in out.items()}
 
 
+#: The pass a line leaves unsaid.
+FORWARD = PASSES[0]
 #: The name ``varying_names`` gives a family's memory format when it varies.
 LAYOUT = "memory_format"
 #: The layout a line leaves unsaid unless the family varies it.
@@ -49,7 +51,8 @@ DEFAULT_LAYOUTS = ("nchw", "contiguous")       # "contiguous": rows with no imag
 def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
     """``groups-equal-flops conv2d c=128 g=4 fp32``: the family, the layer, the sweep coordinates
     that vary within the family (all of them when ``varying`` is not given), the layout when the
-    family varies it or it is not ``nchw`` (always when ``varying`` is not given), and the dtype."""
+    family varies it or it is not ``nchw`` (always when ``varying`` is not given), and the dtype; a
+    pass other than the forward and its gradients last (``backward input,weight``)."""
     try:
         axes = json.loads(row.case.axes)
     except (TypeError, ValueError):
@@ -58,7 +61,8 @@ def describe(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> s
     coords = " ".join(f"{k}={v}" for k, v in axes.items() if keep is None or k in keep)
     fmt = row.case.memory_format
     show = keep is None or LAYOUT in keep or fmt not in DEFAULT_LAYOUTS
-    parts = (row.key.family, row.case.layer, coords, fmt if show else None, row.case.dtype)
+    timed = (row.case.pass_, row.case.grads) if row.case.pass_ != FORWARD else ()
+    parts = (row.key.family, row.case.layer, coords, fmt if show else None, row.case.dtype, *timed)
     return " ".join(str(x) for x in parts if x)
 
 

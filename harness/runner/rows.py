@@ -4,7 +4,9 @@ seeded random inputs, timing, what ran, and the health of the result. Every fail
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from harness.runner.context import RunContext
 from harness.suite import Case
 from harness.timing import Measurement, rotation_sets
 from harness.timing.inputs import POOL
+from harness.timing.passes import Pass, make_pass
 from harness.timing.profile import what_ran
 
 log = logging.getLogger(__name__)
@@ -32,16 +35,43 @@ MAX_ERROR = 2000
 INPUT_DISTRIBUTION = "normal(0,1)"
 
 
+#: Added to a case's seed for its gradient outputs (they come from another window of the input pool).
+GRAD_SEED_OFFSET = 0x9E3779B1
+FORWARD = "forward"
+
+
+@dataclass(frozen=True, slots=True)
+class Analytic:
+    """The analytic part of a row: its counts, the saved-activation bytes of a pass with a backward
+    (``None`` for the forward) and what a reader must know of how it was counted (the attention
+    backward's convention)."""
+
+    counts: Counts
+    saved_bytes: int | None
+    notes: tuple[str, ...]
+
+
 def analytic_counts(case: Case) -> Counts:
-    """The analytic columns: canonical counts on the meta device and torch's own count."""
+    """The analytic columns: canonical counts on the meta device and torch's own count, of the case's
+    pass (the backward of its ``grads``, or the sum of both passes)."""
+    return analytic(case).counts
+
+
+def analytic(case: Case) -> Analytic:
+    """``analytic_counts`` with the saved-activation bytes and the counting notes."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
-    t = count_totals(build_module(case.spec, dtype, "meta"), *case.inputs, dtype=dtype)
-    return Counts(flops=int(t["flops"]), macs=int(t["macs"]), params=int(t["params"]),
-                  bytes_read=int(t["bytes_read"]), bytes_written=int(t["bytes_written"]),
-                  intensity_flop_per_byte=float(t["intensity"]), flop_counter_flops=int(t["flop_counter_flops"]),
-                  flop_counter_agrees=bool(t["flop_counter_disagreements"] == 0) if t["flop_counter_ops"] else None,
-                  aten_ops=int(t["ops"]))
+    t = count_totals(build_module(case.spec, dtype, "meta"), *case.inputs, dtype=dtype, passes=case.pass_,
+                     grads=case.grads if case.pass_ != FORWARD else None)
+    counts = Counts(flops=int(t["flops"]), macs=int(t["macs"]), params=int(t["params"]),
+                    bytes_read=int(t["bytes_read"]), bytes_written=int(t["bytes_written"]),
+                    intensity_flop_per_byte=float(t["intensity"]), flop_counter_flops=int(t["flop_counter_flops"]),
+                    flop_counter_agrees=bool(t["flop_counter_disagreements"] == 0) if t["flop_counter_ops"] else None,
+                    aten_ops=int(t["ops"]))
+    saved = t.get("saved_activation_bytes")
+    note = t.get("count_note")
+    return Analytic(counts, int(saved) if saved is not None else None,
+                    (str(note),) if isinstance(note, str) and note else ())
 
 
 def case_seed(case: Case) -> int:
@@ -49,26 +79,66 @@ def case_seed(case: Case) -> int:
     return int(case.case_id[:8], 16)
 
 
-def prepare_case(case: Case, device: Device) -> tuple[torch.nn.Module, list[tuple], int]:
-    """The layer on ``device`` in eval mode and its random input sets (enough to span twice its
-    last-level cache, at most ``MAX_ROTATION``): windows of the process's input pool at an offset
-    taken from the case id (``harness.timing.inputs.InputPool``)."""
+def _memory_format(case: Case) -> torch.memory_format | None:
+    assert case.inputs is not None
+    if case.memory_format != "channels_last":
+        return None
+    return torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
+
+
+def input_bytes(case: Case) -> int:
+    """Bytes of one input set."""
+    assert case.inputs is not None
+    return sum(math.prod(s) for s in case.inputs) * itemsize(parse_dtype(case.dtype))
+
+
+def prepare_case(case: Case, device: Device, per_set: int | None = None) -> tuple[torch.nn.Module, list[tuple], int]:
+    """The layer on ``device`` and its random input sets (enough to span twice its last-level cache,
+    at most ``MAX_ROTATION``, sets of ``per_set`` bytes, default the inputs'): windows of the process's
+    input pool at an offset taken from the case id (``harness.timing.inputs.InputPool``). The layer is
+    in the mode its spec builds, as its counts are taken, forward and backward alike: a norm uses batch
+    statistics only with ``train=true``; dropout and attention modules are in eval mode."""
     dtype = parse_dtype(case.dtype)
     assert case.spec is not None and case.inputs is not None
-    fmt = None
     llc_bytes = device.llc_bytes
-    module = build_module(case.spec, dtype, device.tensors).eval()
-    if case.memory_format == "channels_last":
-        fmt = torch.channels_last if len(case.inputs[0]) == 4 else torch.channels_last_3d
+    module = build_module(case.spec, dtype, device.tensors)
+    fmt = _memory_format(case)
+    if fmt is not None:
         module = module.to(memory_format=fmt)
     seed = case_seed(case)
-    per_set = sum(torch.Size(s).numel() for s in case.inputs) * itemsize(dtype)
-    sets = rotation_sets(per_set, llc_bytes)
+    sets = rotation_sets(per_set or input_bytes(case), llc_bytes)
     return module, POOL.inputs(case.inputs, dtype, device.tensors, seed, sets, llc_bytes, memory_format=fmt), seed
 
 
-def timing_of(m: Measurement, seed: int) -> Timing:
-    """The timing part of a row from a Measurement (seconds per call)."""
+def prepare_pass(case: Case, device: Device, counts: Counts) -> tuple[Pass, int]:
+    """The case's pass ready to time (``harness.timing.passes``) and its inputs' seed. A pass with a
+    backward rotates sets sized by the bytes one call moves (its counts); its gradient outputs are
+    windows of the input pool too, laid out like the inputs."""
+    moved = counts.bytes_read + counts.bytes_written if case.pass_ != FORWARD else None
+    module, sets, seed = prepare_case(case, device, moved)
+    dtype, fmt = parse_dtype(case.dtype), _memory_format(case)
+
+    def draw(shapes: list[tuple[int, ...]], n: int) -> list[tuple[torch.Tensor, ...]]:
+        return POOL.inputs(shapes, dtype, device.tensors, seed + GRAD_SEED_OFFSET, n, device.llc_bytes,
+                           memory_format=fmt)
+
+    return make_pass(case.pass_, module, sets, case.grads, draw), seed
+
+
+def analytic_peak_bytes(case: Case, work: Pass, saved_bytes: int | None) -> int | None:
+    """A pass with a backward: the saved activations (counted) plus the gradients it returns."""
+    if saved_bytes is None or case.grads is None:
+        return None
+    grads = input_bytes(case) if "input" in case.grads else 0
+    if "weight" in case.grads:
+        params = sum(p.numel() for p in work.module.parameters() if p.is_floating_point())
+        grads += params * itemsize(parse_dtype(case.dtype))
+    return saved_bytes + grads
+
+
+def timing_of(m: Measurement, seed: int, notes: tuple[str, ...] = ()) -> Timing:
+    """The timing part of a row from a Measurement (seconds per call); ``notes``: what the counts need
+    said beside the timer's own notes (the attention backward's counting convention)."""
     st, s = m.stats, m.settings
     return Timing(timer=m.timer, mode=m.mode, number=m.number, reps=st.n, samples_s=list(m.samples_s),
                   time_median_s=st.median, time_q1_s=st.q1, time_q3_s=st.q3, time_iqr_s=st.iqr, time_min_s=st.min,
@@ -84,7 +154,7 @@ def timing_of(m: Measurement, seed: int) -> Timing:
                   samples_rejected=m.canary.rejected if m.canary else None,
                   canary_s=m.canary.fastest_s if m.canary else None,
                   process_canaries_s=[m.canary.median_s] if m.canary else None,
-                  timing_notes="; ".join(m.notes) or None)
+                  timing_notes="; ".join((*m.notes, *notes)) or None)
 
 
 def health_of(m: Measurement, cpu_clock: clock.ClockReading | None = None) -> Health:
@@ -117,29 +187,48 @@ class Measured:
 def measure_case(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement],
                  profile: bool = True) -> Measured:
     """Counts and timing of one case: the measured part of a row. ``ctx.mode`` (hot, cold, graph,
-    auto) applies where the backend supports it. Raises whatever building or running the layer
+    auto) applies where the backend supports it. The case's pass is prepared before the timer starts
+    (a backward's forward graphs included: ``harness.timing.passes``), inside the backend's scope for
+    the pass (its own CUDA stream for a backward). Raises whatever building or running the layer
     raises (``build_row`` turns it into a row)."""
     device = ctx.device
-    problem = device.backend.dtype_problem(device, case.dtype)
+    backend = device.backend
+    problem = backend.dtype_problem(device, case.dtype)
     if problem is not None:
         raise SpecError("dtype", case.dtype, problem)
-    counts = analytic_counts(case)
-    module, inputs, seed = prepare_case(case, device)
+    counted = analytic(case)
     s = ctx.suite
     mode = ctx.mode if ctx.mode in device.modes or ctx.mode == "auto" else "hot"
     threads = case.threads or ctx.threads
-    before = clock.around(threads) if device.host else None
-    with torch.inference_mode():
-        m = measure_fn(module, device=device, inputs=inputs, threads=threads,
-                       budget_s=s.budget_s, target_rel_ci=s.target_rel_ci, warmup_s=s.warmup_s, min_reps=s.min_reps,
-                       mode=mode)
-    cpu_clock = clock.combined(before, clock.around(threads)) if device.host else None
-    ran = None
-    if profile:
-        with torch.inference_mode():
-            ran = WhatRan(**what_ran(module, inputs[0], device))
-    return Measured(counts=counts, timing=timing_of(m, seed), ran=ran, health=health_of(m, cpu_clock),
-                    settings=dict(m.settings), threads=m.threads)
+    with backend.pass_scope(device, case.pass_):
+        work, seed = prepare_pass(case, device, counted.counts)
+        before = clock.around(threads) if device.host else None
+        with work.grad_mode():
+            m = measure_fn(work.fn, device=device, inputs=work.sets, threads=threads, budget_s=s.budget_s,
+                           target_rel_ci=s.target_rel_ci, warmup_s=s.warmup_s, min_reps=s.min_reps, mode=mode)
+        cpu_clock = clock.combined(before, clock.around(threads)) if device.host else None
+        ran = None
+        if profile:
+            with work.grad_mode():
+                ran = WhatRan(**what_ran(work.fn, work.sets[0], device))
+        counts = peak_memory(case, work, counted, device)
+    return Measured(counts=counts, timing=timing_of(m, seed, counted.notes), ran=ran,
+                    health=health_of(m, cpu_clock), settings=dict(m.settings), threads=m.threads)
+
+
+def peak_memory(case: Case, work: Pass, counted: Analytic, device: Device) -> Counts:
+    """The counts with the peak memory of a pass with a backward: measured by the device's allocator
+    over one training step (``Backend.peak_memory``), else counted (``analytic_peak_bytes``); a
+    forward's stays null."""
+    if work.step is None:
+        return counted.counts
+    with work.grad_mode():
+        measured = device.backend.peak_memory(device, work.step)
+    if measured is not None:
+        return dataclasses.replace(counted.counts, peak_memory_bytes=int(measured), peak_memory_source="measured")
+    peak = analytic_peak_bytes(case, work, counted.saved_bytes)
+    return dataclasses.replace(counted.counts, peak_memory_bytes=peak,
+                               peak_memory_source="analytic" if peak is not None else None)
 
 
 def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement], profile: bool = True) -> Row:

@@ -20,10 +20,11 @@ from harness.suite.load import (
     builtin_dir,
     builtin_suites,
     load_suite,
+    parse_passes,
     parse_suite,
 )
 from harness.suite.model import Case, Solve, Suite, Sweep, fill_template
 
 __all__ = ["Case", "Suite", "Sweep", "Solve", "SuiteError", "load_suite", "parse_suite", "builtin_suites",
-           "builtin_dir", "compile_formula", "evaluate", "formula_names", "FormulaError", "fill_template",
-           "MEMORY_FORMATS", "MAX_CASES", "TOP_KEYS", "SWEEP_KEYS", "SOLVE_KEYS", "OMP_WAIT"]
+           "builtin_dir", "parse_passes", "compile_formula", "evaluate", "formula_names", "FormulaError",
+           "fill_template", "MEMORY_FORMATS", "MAX_CASES", "TOP_KEYS", "SWEEP_KEYS", "SOLVE_KEYS", "OMP_WAIT"]

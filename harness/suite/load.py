@@ -17,9 +17,9 @@ from harness.backends import backend_types
 from harness.errors import LayerbenchError, SpecError, shown
 from harness.layers.dtypes import canonical_dtype
 from harness.layers.spec import LAYERS, LayerSpec
-from harness.record import MODES, OMP_WAIT_POLICIES, SAFE_NAME, safe_name
+from harness.record import GRADIENTS, MODES, OMP_WAIT_POLICIES, PASSES, SAFE_NAME, safe_name
 from harness.suite.formula import FormulaError, compile_formula, evaluate, formula_names
-from harness.suite.model import THREADS_AXIS, Solve, Suite, Sweep
+from harness.suite.model import FORWARD, THREADS_AXIS, Solve, Suite, Sweep
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +46,7 @@ _NUM = (int, float)
 TOP_KEYS: dict[str, Any] = {
     "name": str, "description": str, "devices": list, "dtypes": list, "mode": str, "budget_s": _NUM,
     "target_rel_ci": _NUM, "warmup_s": _NUM, "min_reps": int, "threads": int, "processes": int, "omp_wait": str,
-    "memory_format": list, "sweep": list}
+    "memory_format": list, "passes": list, "sweep": list}
 #: Numeric settings: key -> (lowest, highest, what is expected).
 BOUNDS: dict[str, tuple[float, float, str]] = {
     "budget_s": (1e-3, 3600, "seconds in [0.001, 3600]"),
@@ -56,8 +56,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 #: ``omp_wait``: the OpenMP wait policy the measuring processes get (``OMP_WAIT_POLICY``).
 OMP_WAIT = OMP_WAIT_POLICIES
 SWEEP_KEYS: dict[str, Any] = {
-    "family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list, "params": dict,
-    "axes": dict, "zip": dict, "derive": dict, "solve": dict}
+    "family": str, "layer": str, "input": (str, list), "memory_format": list, "dtypes": list, "passes": list,
+    "grads": list, "params": dict, "axes": dict, "zip": dict, "derive": dict, "solve": dict}
 SOLVE_KEYS: dict[str, Any] = {
     "axis": str, "keep": str, "equal_to": _NUM, "like": dict, "multiple_of": (str, int), "max": int}
 #: An axis given as a range table: ``{start, stop, step}`` or ``{start, stop, mul}`` (stop included).
@@ -180,6 +180,43 @@ def _dtypes(values: Any, file: str, key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: How a one-line error lists what ``passes`` and ``grads`` may hold.
+PASSES_TEXT = "a list of distinct passes: " + ", ".join(PASSES)
+GRADS_TEXT = ("a list of distinct gradients: ['input', 'weight'] (both), ['weight'] (a first layer: the input "
+              "needs none) or ['input'] (parameters frozen)")
+
+
+def parse_passes(values: Any, field: str = "passes") -> tuple[str, ...]:
+    """The passes of a suite, a sweep or ``--pass`` (a non-empty list of distinct ``PASSES``), in the
+    order given; ``SpecError`` naming ``field`` otherwise."""
+    if not isinstance(values, list) or not values:
+        raise SpecError(field, values, PASSES_TEXT)
+    for v in values:
+        if v not in PASSES:
+            raise SpecError(field, v, "one of " + ", ".join(PASSES))
+    if len(set(values)) != len(values):
+        raise SpecError(field, values, PASSES_TEXT)
+    return tuple(values)
+
+
+def _passes(values: Any, file: str, key: str) -> tuple[str, ...]:
+    try:
+        return parse_passes(values, key)
+    except SpecError as e:
+        raise SuiteError(file, key, e.value, e.expected) from None
+
+
+def _grads(values: Any, file: str, key: str) -> tuple[str, ...]:
+    """A sweep's ``grads``: distinct names of ``GRADIENTS``, stored in that order (``weight, input`` is
+    the same case as ``input, weight``)."""
+    if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
+        raise SuiteError(file, key, values, GRADS_TEXT)
+    for v in values:
+        if v not in GRADIENTS:
+            raise SuiteError(file, key, v, "input or weight (" + GRADS_TEXT + ")")
+    return tuple(g for g in GRADIENTS if g in values)
+
+
 def _memory_formats(values: Any, file: str, key: str) -> tuple[str, ...]:
     for v in _list(values, file, key):
         if v not in MEMORY_FORMATS:
@@ -281,7 +318,8 @@ def _check_names(sweep: Sweep, templates_read: set[str], p: str) -> None:
                          name, "a name defined in params, axes, zip, derive or solve")
 
 
-def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str, ...]) -> Sweep:
+def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str, ...],
+           passes: tuple[str, ...] = (FORWARD,)) -> Sweep:
     p = f"sweep[{i}]."
     if not isinstance(raw, dict):
         raise SuiteError(file, f"sweep[{i}]", raw, "a table ([[sweep]])")
@@ -312,7 +350,12 @@ def _sweep(i: int, raw: Any, file: str, dtypes: tuple[str, ...], fmts: tuple[str
                   memory_formats=_memory_formats(raw["memory_format"], file, f"{p}memory_format")
                   if "memory_format" in raw else fmts,
                   dtypes=_dtypes(raw["dtypes"], file, f"{p}dtypes") if "dtypes" in raw else dtypes,
-                  params=params, axes=axes, zipped=zipped, derive=derive, solve=solve)
+                  params=params, axes=axes, zipped=zipped, derive=derive, solve=solve,
+                  passes=_passes(raw["passes"], file, f"{p}passes") if "passes" in raw else passes,
+                  grads=_grads(raw["grads"], file, f"{p}grads") if "grads" in raw else None)
+    if sweep.grads is not None and sweep.passes == (FORWARD,):
+        raise SuiteError(file, f"{p}grads", list(sweep.grads), "grads only where the sweep times a backward "
+                         "(passes with backward or forward+backward)")
     _check_names(sweep, {m for t in templates or () for m in re.findall(r"{(\w+)}", t)}, p)
     if templates is None and LAYERS[layer].default_inputs is LayerSpec.default_inputs:
         raise _missing_input(sweep, p)
@@ -341,6 +384,7 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
                          "processes; leave it out to keep the environment's)")
     dtypes = _dtypes(data.get("dtypes", ["fp32"]), file, "dtypes")
     fmts = _memory_formats(data.get("memory_format", ["nchw"]), file, "memory_format")
+    passes = _passes(data["passes"], file, "passes") if "passes" in data else (FORWARD,)
     mode = data.get("mode", "auto")
     if mode not in MODES:
         raise SuiteError(file, "mode", mode, "hot, cold (GPU: L2 flushed before each call), graph (CUDA graphs) "
@@ -353,8 +397,8 @@ def parse_suite(data: Mapping[str, Any], file: str = "<suite>", name: str | None
                   target_rel_ci=float(_setting(data, "target_rel_ci", 0.01, file)),
                   warmup_s=float(_setting(data, "warmup_s", 0.1, file)),
                   min_reps=int(_setting(data, "min_reps", 10, file)), threads=_setting(data, "threads", None, file),
-                  processes=_setting(data, "processes", None, file), omp_wait=omp_wait, mode=mode,
-                  sweeps=tuple(_sweep(i, s, file, dtypes, fmts) for i, s in enumerate(raw_sweeps)))
+                  processes=_setting(data, "processes", None, file), omp_wait=omp_wait, mode=mode, passes=passes,
+                  sweeps=tuple(_sweep(i, s, file, dtypes, fmts, passes) for i, s in enumerate(raw_sweeps)))
     if suite.count() > MAX_CASES:
         raise SuiteError(file, "sweep", f"{suite.count():,} cases", f"at most {MAX_CASES:,} cases per suite (split "
                          "it into several suites, or shard it)")

@@ -5,6 +5,7 @@ a large sweep starts measuring at once and never sits in memory as a list."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import os
@@ -15,10 +16,12 @@ from typing import Any
 
 from harness.errors import SpecError
 from harness.layers.spec import LAYERS, LayerSpec, parse_layer, parse_shape
-from harness.record import ids
+from harness.record import GRADIENTS, PASSES, ids
 from harness.suite.formula import evaluate
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+#: The pass every suite times unless told otherwise; its cases' ids are those suites always gave them.
+FORWARD = PASSES[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class Case:
         threads: CPU threads the suite asks for (``None``: the run's).
         skip: why the configuration is invalid (the row gets status ``skipped``), else ``None``.
         spec: the validated layer spec (``None`` when skipped).
+        pass_: ``forward``, ``backward`` or ``forward+backward`` (``harness.record.PASSES``).
+        grads: the gradients a backward computes, in ``harness.record.GRADIENTS`` order (``None`` for a
+            forward case; for a case skipped before validation, as the sweep declared them).
     """
 
     case_id: str
@@ -56,6 +62,8 @@ class Case:
     threads: int | None
     skip: str | None
     spec: LayerSpec | None
+    pass_: str = FORWARD
+    grads: tuple[str, ...] | None = None
 
     def config_json(self) -> str:
         return json.dumps(dict(self.config), sort_keys=True, default=str)
@@ -65,6 +73,10 @@ class Case:
 
     def input_text(self) -> str | None:
         return ";".join("x".join(map(str, s)) for s in self.inputs) if self.inputs else None
+
+    def grads_text(self) -> str | None:
+        """``input,weight``: the row's ``grads`` column (``None`` for a forward case)."""
+        return ",".join(self.grads) if self.grads is not None and self.pass_ != FORWARD else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,10 @@ class Sweep:
     zipped: tuple[tuple[str, tuple[Any, ...]], ...]
     derive: tuple[tuple[str, ast.Expression], ...]
     solve: Solve | None
+    #: The passes each point is timed in (crossed like dtypes); ``grads``: what a backward computes
+    #: (``None``: every gradient the layer has).
+    passes: tuple[str, ...] = (FORWARD,)
+    grads: tuple[str, ...] | None = None
 
     def points(self) -> int:
         """Sweep points (before memory formats and dtypes)."""
@@ -103,7 +119,7 @@ class Sweep:
 
     def size(self, dtypes: Sequence[str] | None = None) -> int:
         """Cases this sweep expands to."""
-        return self.points() * len(self.memory_formats) * len(dtypes or self.dtypes)
+        return self.points() * len(self.memory_formats) * len(dtypes or self.dtypes) * len(self.passes)
 
     def _points(self) -> Iterator[dict[str, Any]]:
         names = [k for k, _ in self.axes]
@@ -122,7 +138,8 @@ class Sweep:
             for fmt in self.memory_formats:
                 layer = _Layer.of(self, dict(point), fmt)
                 for dtype in dtypes or self.dtypes:
-                    yield layer.case(suite, self.family, dtype, device, threads)
+                    for pass_ in self.passes:
+                        yield layer.case(suite, self.family, dtype, device, threads, pass_, self.grads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +179,16 @@ class _Layer:
             return cls(sweep.layer, tuple(sorted(written.items())), None, axes, fmt, str(e), None)
         return cls(sweep.layer, tuple(sorted(spec.canonical().items())), inputs, axes, fmt, None, spec)
 
-    def case(self, suite: str, family: str, dtype: str, device: str | None, threads: int | None) -> Case:
+    def case(self, suite: str, family: str, dtype: str, device: str | None, threads: int | None,
+             pass_: str = FORWARD, declared: tuple[str, ...] | None = None) -> Case:
         what = ids.config_key(self.layer, self.config, self.inputs, self.memory_format, dtype)
         if self.skip is not None:      # invalid before validation: the point's names tell two such cases apart
             what.append(ids.pairs(self.axes))
         config_id = ids.digest(what)
+        grads, skip = self._grads(pass_, declared)
+        if pass_ != FORWARD:           # forward ids stay as they were: the same case, the same history
+            what = what + [["pass", pass_], ["grads", list(grads) if grads is not None else None]]
         axis_threads = dict(self.axes).get(THREADS_AXIS)
-        skip = self.skip
         if axis_threads is not None:          # a `threads` axis: one case per thread count, same config_id
             what = what + [[THREADS_AXIS, axis_threads]]
             n = usable_cpus() if axis_threads == "all" else axis_threads
@@ -179,7 +199,23 @@ class _Layer:
         return Case(case_id=ids.case_id(family, what), config_id=config_id, suite=suite, family=family,
                     layer=self.layer, config=self.config, inputs=self.inputs, axes=self.axes,
                     memory_format=self.memory_format, dtype=dtype, device=device, threads=threads, skip=skip,
-                    spec=self.spec if skip is None else None)
+                    spec=self.spec if skip is None else None, pass_=pass_, grads=grads)
+
+    def _grads(self, pass_: str, declared: tuple[str, ...] | None) -> tuple[tuple[str, ...] | None, str | None]:
+        """The gradients a case of ``pass_`` computes (``declared``, or every gradient the layer has)
+        and the skip reason: the point's own, or a weight gradient asked of a layer without parameters."""
+        if pass_ == FORWARD:
+            return None, self.skip
+        if self.spec is None:
+            return declared, self.skip
+        has = ("input", "weight") if self.spec.has_parameters() else ("input",)
+        if declared is None:
+            return tuple(g for g in GRADIENTS if g in has), self.skip
+        if "weight" in declared and "weight" not in has:
+            why = SpecError("grads", list(declared), "['input']: the layer has no parameters, so no weight gradient",
+                            self.layer)
+            return declared, self.skip or str(why)
+        return declared, self.skip
 
 
 #: An axis of this name sets the case's CPU threads (a thread sweep); it is part of the case id.
@@ -258,6 +294,8 @@ class Suite:
     #: ``OMP_WAIT_POLICY`` of the measuring processes, ``active`` or ``passive``; ``None``: leave the
     #: environment alone.
     omp_wait: str | None = None
+    #: The suite's ``passes`` (each sweep's own, where it sets them, are in ``sweeps``).
+    passes: tuple[str, ...] = (FORWARD,)
 
     def cases(self, dtypes: Sequence[str] | None = None, device: str | None = None) -> Iterator[Case]:
         """Every case, in file order (deterministic): each sweep point x memory format x dtype
@@ -269,3 +307,15 @@ class Suite:
     def count(self, dtypes: Sequence[str] | None = None) -> int:
         """Number of cases (rows a run makes), without building any spec."""
         return sum(s.size(dtypes) for s in self.sweeps)
+
+    def with_passes(self, passes: Sequence[str]) -> Suite:
+        """This suite with every sweep timed in ``passes`` (``--pass``: validated by the caller), as
+        ``dtypes`` given to ``cases`` replace every sweep's dtypes."""
+        chosen = tuple(passes)
+        return dataclasses.replace(self, passes=chosen,
+                                   sweeps=tuple(dataclasses.replace(s, passes=chosen) for s in self.sweeps))
+
+    def all_passes(self) -> tuple[str, ...]:
+        """The passes its sweeps are timed in, in ``harness.record.PASSES`` order."""
+        held = {p for s in self.sweeps for p in s.passes}
+        return tuple(p for p in PASSES if p in held)
