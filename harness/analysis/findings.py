@@ -454,6 +454,8 @@ def thread_findings(frame: pd.DataFrame, slowdown: float = THREAD_SLOWDOWN) -> l
     keys = [k for k in THREAD_KEYS if k in ok]
     if ok.empty or R.THREADS not in ok:
         return []
+    several = ok.groupby(keys, sort=False, dropna=False)[R.THREADS].transform("nunique") > 1
+    ok = ok[several]                  # only layers measured at several thread counts (one pass over the rows)
     out = [f for _, rows in ok.groupby(keys, sort=True, dropna=False) if (f := _thread_finding(rows, slowdown))]
     return sorted(out, key=lambda f: -f.spread)
 
