@@ -44,6 +44,7 @@ def stored_run(tmp_path_factory):
 def models(tmp_path, monkeypatch):
     store = tmp_path / "models"
     monkeypatch.setenv("LAYERBENCH_MODELS", str(store))
+    monkeypatch.setenv("LAYERBENCH_CEILINGS", str(tmp_path / "ceilings"))     # what fit calibrates stays here
     return store
 
 
@@ -72,7 +73,7 @@ def test_predict_a_layer_never_measured_without_a_gpu(capsys, models):
 def test_predict_a_suite_gives_its_case_ids(capsys, models):
     assert main(["predict", "quick", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("case_id,family,layer") and len(lines) == 21
+    assert lines[0].startswith("case_id,family,layer") and len(lines) == 1 + load_suite("quick").count()
     ids = {line.split(",")[0] for line in lines[1:]}
     assert ids == {c.case_id for c in load_suite("quick").cases()}
 
@@ -179,7 +180,16 @@ def test_fit_measures_the_suite_then_its_worst_neighbours(tmp_path, capsys, mode
     assert runs[0].startswith("tinyfit-cpu-") and (len(runs) == 1 or runs[1].startswith("tinyfit-refine-cpu-"))
     (path,) = models.glob("*.json")
     doc = json.loads(path.read_text())
-    assert set(doc["runs"]) == set(runs) and doc["groups"][0]["rows"] >= 10
+    # trained on the runs it names: their stable rows where at least half are (harness.predict.model), else
+    # every measured row (how many are stable depends on the host)
+    from harness.analysis.verdicts import judged
+    from harness.predict.model import MIN_ROWS
+    from harness.store import load_runs
+    assert runs[0] in doc["runs"] and set(doc["runs"]) <= set(runs)
+    frame = load_runs([tmp_path / "runs" / r for r in doc["runs"]]).frame
+    ok = frame[frame["status"] == "ok"]
+    stable = len(judged(ok))
+    assert doc["groups"][0]["rows"] == (stable if stable >= max(MIN_ROWS, len(ok) // 2) else len(ok))
 
 
 def test_sampling_makes_neighbours_of_the_worst_rows_only():
