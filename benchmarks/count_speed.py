@@ -1,4 +1,4 @@
-"""How fast, and in how much memory, the analytic counter counts (issue: under 1 s for
+"""How fast, and in how much memory, the analytic counter counts (goals: under 1 s for
 ResNet-50 at 1x3x224x224; a >100 GB meta model in seconds under 1 GB resident).
 
 Each figure comes from a fresh subprocess so that import costs and peak RSS are its own.

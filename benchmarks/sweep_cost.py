@@ -1,4 +1,4 @@
-"""Where a sweep's time goes (issue 13, item 7): ``nox -s bench-sweep`` or ``python benchmarks/sweep_cost.py``.
+"""Where a sweep's time goes ``nox -s bench-sweep`` or ``python benchmarks/sweep_cost.py``.
 
 Prints:
   1. the quick suite's wall time in this process (imports done, interpreter start excluded; the

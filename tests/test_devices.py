@@ -204,7 +204,7 @@ def test_cpuinfo_cached_on_disk(tmp_path, monkeypatch):
 
 
 def test_hypervisor_cache_report_capped():
-    # the Xeon VM of issue 11: 480 MiB L3 on 2 vCPUs (1 thread per core), 48 KiB L1d, 2 MiB L2 per core
+    # a Xeon VM: 480 MiB L3 on 2 vCPUs (1 thread per core), 48 KiB L1d, 2 MiB L2 per core
     levels = {c.name: c for c in check_caches({"L1d": (48 * 2**10, 1), "L2": (2 * 2**20, 1),
                                                 "L3": (480 * 2**20, 2)}, smt=1, hypervisor=True)}
     assert not levels["L1d"].capped and levels["L2"].used_bytes == 2 * 2**20

@@ -216,7 +216,7 @@ def cpu_flop_per_cycle(flags: frozenset[str] | set[str], dtype: str, vendor: str
 
 def cpu_peak(cores: int, clock_ghz: float, core: CpuCore, bandwidth: float | None = None) -> Peak:
     """``cores x clock x FLOP/cycle/core`` (FLOP/s). In VMs the visible clock is often the TSC, not
-    the core clock (this project's machine: 2.0 GHz shown, 2.48 GHz measured), so the measured
+    the core clock (on one 2-vCPU VM: 2.0 GHz shown, 2.48 GHz measured), so the measured
     ceiling is the better denominator."""
     flops = cores * clock_ghz * 1e9 * core.flop_per_cycle
     src = f"formula: {cores} cores x {clock_ghz:.3f} GHz x {core.flop_per_cycle} FLOP/cycle ({core.uarch})"
