@@ -58,3 +58,22 @@ def test_a_suite_that_sets_threads_keeps_them_under_auto(tmp_path, monkeypatch):
                   progress=False)
     meta = next(iter(load_runs([r.run_dir]).runs.values()))
     assert meta.threads == 2 and meta.threads_choice is None
+
+
+def test_auto_threads_watches_the_cpus_only_after_the_runs_own_start_up(tmp_path, monkeypatch):
+    """A run's worker fork server imports torch while the run resolves its context: watched then, it
+    looks like another tenant on one CPU. ``--threads auto`` waits for it to settle first."""
+    from harness.backends import resolve_device
+    from harness.runner.launch import ForkServer, omp_env
+    server = ForkServer(omp_env(None))
+    seen = []
+    monkeypatch.setattr(context, "cpu_load", lambda: seen.append(server.ready) or CpuLoad({0: 0.0, 1: 0.0}))
+    try:
+        assert not server.ready
+        context.make_context(parse_suite(SUITE), resolve_device("cpu"), ["fp32"], "auto", "hot", (1, 1), "r",
+                             settle=server.settle)
+        assert seen == [True]
+        handle = server.start(str(tmp_path / "missing-job.pkl"))      # settled: starts at once
+        assert handle.wait() != 0
+    finally:
+        server.close()

@@ -212,15 +212,16 @@ class Timing:
                                          "(equals time_median_s for one process)", added=3)
     process_spread: float | None = col("fraction", "(largest - smallest process median) / process_median_s; "
                                        "0 for one process", added=3)
-    samples_rejected: int | None = col("count", "sample blocks set aside because the canary beside them ran more "
-                                       "than 5 % slow (every process); README, Shared hosts", added=5)
-    canary_s: float | None = col("s", "host CPU rows: the canary's fastest reading in the process whose statistics "
-                                 "are kept (the host at its quickest)", added=5)
+    samples_rejected: int | None = col("count", "sample blocks set aside because the canary beside them ran over "
+                                       "5 % (or 3 of its median absolute deviations) above its median (every "
+                                       "process); README, Shared hosts", added=5)
+    canary_s: float | None = col("s", "host CPU rows: the median canary beside the blocks of the process whose "
+                                 "statistics are kept (the host's typical speed then)", added=5)
     process_canaries_s: list[float] | None = col("s", "each process's median canary beside its kept blocks, in "
                                                  "the order of process_medians_s", added=5)
     timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "
                                    "failed, timed hot), or needs care (one-call samples near the clock tick, with "
-                                   "their mean; the host slow throughout; which attention backward the counts "
+                                   "their mean; which attention backward the counts "
                                    "followed: the fused kernel's 2.5x or the math path's 2x)", added=5)
 
 
@@ -257,9 +258,9 @@ class Health:
     stability_reason: str | None = col("-", "the figures behind the verdict", added=3)
     modes: str | None = col("-", "bimodal and host-slowed rows: JSON list of the two speeds, each "
                             "`{median_s, samples, processes, holds_row}`", added=5)
-    canary_slowdown: float | None = col("fraction", "how much slower the host ran beside the kept blocks than at "
-                                        "its quickest: the largest process median canary / the fastest canary "
-                                        "reading of the row - 1", added=5)
+    canary_slowdown: float | None = col("fraction", "how much slower the host ran in the row's slowest process "
+                                        "than in its fastest: the largest process median canary / the smallest "
+                                        "- 1 (0 for one process)", added=5)
     clock_mhz: float | None = col("MHz", "host CPU rows: the clock the row's CPUs ran at, measured by a "
                                   "dependent-add chain before and after the row (median)", added=5)
     clock_spread: float | None = col("fraction", "host CPU rows: (highest - lowest clock reading) / clock_mhz "

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness import record as R
 from harness.analysis.findings import describe_row
-from harness.timing.canary import REJECT
+from harness.timing.canary import NOISE_MADS, REJECT
 from harness.units import percent
 
 #: Summary width, and the most rows a line names.
@@ -39,19 +39,15 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
 
 
 def canary_lines(ok: pd.DataFrame) -> list[str]:
-    """Blocks the host canary set aside, rows beside a canary slow throughout, and the rows whose
-    processes followed it."""
+    """Blocks the host canary set aside and the rows whose processes followed it."""
     rejected = _num(ok, R.SAMPLES_REJECTED)
     if rejected.isna().all():
         return []
     total, rows = int(rejected.fillna(0).sum()), int((rejected > 0).sum())
-    notes = ok[R.TIMING_NOTES].fillna("") if R.TIMING_NOTES in ok else pd.Series("", index=ok.index)
-    throughout = int(notes.str.contains("host slow throughout").sum())
     slowed = int(ok.get(R.STABILITY, pd.Series(dtype=str)).eq(R.Stability.HOST_SLOWED.value).sum())
-    parts = [f"{total} sample block(s) set aside in {rows} row(s), the canary beside them over {REJECT:.0%} slow"
-             if total else f"no sample block set aside (none beside a canary over {REJECT:.0%} slow)"]
-    if throughout:
-        parts.append(f"{throughout} row(s) beside a canary slow throughout (every sample kept; timing_notes)")
+    parts = [f"{total} sample block(s) set aside in {rows} row(s), the canary beside them over {REJECT:.0%} (or "
+             f"{NOISE_MADS:g} of its deviations) above its median" if total else
+             f"no sample block set aside (none beside a canary over {REJECT:.0%} above its median)"]
     if slowed:
         parts.append(f"{slowed} row(s) host-slowed (their processes' times followed the canary)")
     return textwrap.wrap("host canary: " + "; ".join(parts), WIDTH, subsequent_indent="  ")

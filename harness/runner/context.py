@@ -10,7 +10,7 @@ import logging
 import platform
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,15 +211,18 @@ def git_commit() -> str | None:
 
 def make_context(suite: Suite, device: Device, dtypes: Sequence[str], threads: int | str | None, mode: str,
                  shard: tuple[int, int], run_id: str, calibrate_how: str = "never",
-                 ceilings_store: str | Path | None = None) -> RunContext:
+                 ceilings_store: str | Path | None = None, settle: Callable[[], None] | None = None) -> RunContext:
     """The machine identity, and the peaks and ceilings for ``dtypes`` on ``device`` (resolved).
     ``threads``: a count, ``auto`` (the CPUs free of other processes now, on the host CPU, where
     the suite sets none: ``harness.timing.hostload.auto_threads``), or ``None`` (the suite's, else
-    torch's)."""
+    torch's). ``settle``: called before the CPUs are watched for ``auto``, so this run's own start-up
+    (its worker fork server importing torch) is over and not counted as another process's load."""
     choice = None
     if threads == "auto":
         threads = None
         if suite.threads is None and device.host:
+            if settle is not None:
+                settle()
             choice = auto_threads(torch.get_num_threads(), cpu_load())
             threads = choice.threads
             log.log(logging.WARNING if choice.contended else logging.INFO, "%s", choice.text)

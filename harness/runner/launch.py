@@ -66,6 +66,7 @@ class Launcher(Protocol):
     worker_parent: int
 
     def start(self, job_path: str) -> WorkerHandle: ...
+    def settle(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -97,6 +98,9 @@ class Spawn:
     def start(self, job_path: str) -> WorkerHandle:
         proc = subprocess.Popen([sys.executable, "-c", SPAWN, job_path], env=self.env, stdin=subprocess.DEVNULL)
         return _Spawned(proc)
+
+    def settle(self) -> None:
+        """Nothing runs before the first worker."""
 
     def close(self) -> None:
         pass
@@ -138,12 +142,17 @@ class ForkServer:
         self._buffer = b""
 
     def start(self, job_path: str) -> WorkerHandle:
-        if not self.ready:
-            _answer(self._expect(), "ready")
-            self.ready = True
+        self.settle()
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{job_path}\n".encode())
         return _Forked(self, _answer(self._expect(), "pid"))
+
+    def settle(self) -> None:
+        """Wait until the server has imported ``PRELOAD``: until then it is this run's own load on
+        the CPUs, which ``--threads auto`` must not take for another tenant's."""
+        if not self.ready:
+            _answer(self._expect(), "ready")
+            self.ready = True
 
     def _expect(self) -> str:
         line = self.read_line(READY_TIMEOUT_S)

@@ -144,7 +144,8 @@ def run_suite(suite: Suite, *, device: str | Device = "cpu", dtypes: list[str] |
         if resumed and threads == "auto":
             threads = stored_threads(run_dir, shard) or threads
         with _policy(repeats.omp_wait):       # the run's metadata and settings_id say what the workers get
-            ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings)
+            ctx = make_context(suite, device, dts, threads, mode, shard, run_dir.name, calibrate, ceilings,
+                               settle=workers.settle if workers is not None else None)
         if resumed:
             check_resumable(run_dir, ctx)
             ctx = ctx.with_peaks(stored_peaks(run_dir, shard) or ctx.peaks)

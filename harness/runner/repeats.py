@@ -89,11 +89,11 @@ def _canary_columns(timings: Sequence[Timing]) -> dict[str, object]:
 
 
 def _host_columns(healths: Sequence[Health], timings: Sequence[Timing]) -> dict[str, object]:
-    """The row's canary slowdown (its slowest process's canary over the fastest reading of any) and
-    the CPU clock over every process (median of their clocks; spread over them and within each)."""
-    fastest = [t.canary_s for t in timings if t.canary_s]
+    """The row's canary slowdown (its slowest process's median canary over its fastest process's: how
+    much slower the host ran in one process than in another) and the CPU clock over every process
+    (median of their clocks; spread over them and within each)."""
     per = [c for t in timings for c in (t.process_canaries_s or [])]
-    slowdown = max(per) / min(fastest) - 1 if fastest and per else None
+    slowdown = max(per) / min(per) - 1 if per and min(per) > 0 else None
     clocks = [h.clock_mhz for h in healths if h.clock_mhz]
     spreads = [h.clock_spread for h in healths if h.clock_spread is not None]
     mhz = median_low(clocks) if clocks else None

@@ -152,7 +152,7 @@ def timing_of(m: Measurement, seed: int, notes: tuple[str, ...] = ()) -> Timing:
                   allow_tf32_matmul=s.get("allow_tf32_matmul"), allow_tf32_cudnn=s.get("allow_tf32_cudnn"),
                   float32_matmul_precision=s.get("float32_matmul_precision"), l2_flush_bytes=s.get("l2_flush_bytes"),
                   samples_rejected=m.canary.rejected if m.canary else None,
-                  canary_s=m.canary.fastest_s if m.canary else None,
+                  canary_s=m.canary.reference_s if m.canary else None,
                   process_canaries_s=[m.canary.median_s] if m.canary else None,
                   timing_notes="; ".join((*m.notes, *notes)) or None)
 
@@ -165,7 +165,7 @@ def health_of(m: Measurement, cpu_clock: clock.ClockReading | None = None) -> He
                   sm_clock_min_mhz=c.sm_clock_min_mhz if c else None,
                   sm_clock_max_mhz=c.sm_clock_max_mhz if c else None,
                   clock_reasons=",".join(c.reasons) if c else None, sm_clock_source=c.source if c else None,
-                  canary_slowdown=m.canary.slowdown if m.canary else None,
+                  canary_slowdown=0.0 if m.canary else None,    # across processes: repeats
                   clock_mhz=cpu_clock.mhz if cpu_clock else None, clock_spread=cpu_clock.spread if cpu_clock else None)
 
 

@@ -3,12 +3,20 @@ measurement, so that a block taken while another tenant slowed the host is known
 
 The canary is a small GEMM and a small copy on the device's tensors, run with the measurement's
 threads (a core taken by another tenant stalls its OpenMP barriers as it stalls the layer's), sized
-once per measurement to take about ``TARGET_S``. It is read ``BURST`` times during warm-up, then once
-between consecutive blocks, so that each block has a reading before and after it. A block's canary
-is the faster of the two (one slow reading beside a block is as likely a hiccup of the canary as of
-the block); a block whose canary ran more than ``REJECT`` slower than the fastest reading of the
-measurement is rejected: not a sample, but counted. Where half the blocks or more would be rejected,
-the host was slow throughout: every block is kept and the measurement says so. NVBench does the
+once per measurement to take about ``TARGET_S``. It is read between consecutive blocks, so that each
+block has a reading before and after it; a block's canary is the faster of the two (one slow reading
+beside a block is as likely a hiccup of the canary as of the block).
+
+A reading is one untimed step, then the fastest of ``REPEATS`` timed ones: the block before it evicted
+the canary's data (on a 2-vCPU EPYC VM the first reading after a 30 ms convolution took 7-10x the
+canary's hot time), and single readings of a 20 us kernel spread 1.5-2x there even back to back.
+
+The reference is the median canary beside the measurement's blocks (read in the state the blocks
+leave the caches in; the fastest reading of many is biased low by the noise); a block whose canary
+ran more than ``band`` above it is rejected: not a sample, but counted. ``band`` is ``REJECT``, or
+``NOISE_MADS`` median absolute deviations of the canary where its own noise is wider. A host slow
+during the whole measurement is not told within it (the median moves with it): the processes of a
+row are compared by their canaries instead (``harness.timing.modes.follows_host``). NVBench does the
 same for GPU trials with the measured clock (``nvbench/detail/gpu_frequency.cxx``: trials run at a
 throttled clock are discarded).
 
@@ -24,17 +32,20 @@ from dataclasses import dataclass
 
 import torch
 
-#: Seconds the canary should take (one reading).
-TARGET_S = 30e-6
-#: Readings taken while warming up (the first reference).
-BURST = 10
-#: A block whose canary is more than this fraction slower than the fastest reading is rejected.
+#: Seconds one timed canary reading should take.
+TARGET_S = 20e-6
+#: Timed readings per canary read (the fastest counts), after one untimed step.
+REPEATS = 2
+#: Readings taken after warm-up (sizing; the reference of a measurement without blocks).
+BURST = 5
+#: A block whose canary is more than this fraction above the reference is rejected (at least).
 REJECT = 0.05
-#: While sampling, blocks are rejected until this many are and they outnumber the kept ones; past
-#: that the host is slow throughout and every block counts (the budget is not spent waiting for it).
-#: After sampling, half the blocks or more beside a slow canary: every block is kept, and said.
+#: ... or more than this many median absolute deviations of the canary, where that is wider.
+NOISE_MADS = 3.0
+#: While sampling, blocks are rejected until this many are and they outnumber the kept ones; past that
+#: every block counts (the budget is not spent waiting for the host).
 GIVE_UP = 10
-#: GEMM side and copy elements of one canary step (about 0.3 MFLOP and 256 KiB moved).
+#: GEMM side and copy elements of one canary step (about 0.2 MFLOP and 256 KiB moved).
 GEMM_N, COPY_ELEMENTS = 48, 2**15
 
 
@@ -43,27 +54,39 @@ class CanaryReport:
     """What the canary said about one measurement (seconds per canary call).
 
     Attributes:
-        fastest_s: the fastest reading (the host at its quickest during the measurement).
+        reference_s: the median canary beside the blocks (the host's typical speed then).
         kept_s: each kept block's canary, in sample order (aligned with the samples).
-        rejected: blocks rejected for a canary more than ``REJECT`` slow.
-        kept_all: half the blocks or more ran beside a slow canary (the host was slow throughout):
-            every block was kept.
+        rejected: blocks rejected for a canary more than ``band`` above the reference.
+        band: the rejection threshold used (fraction above ``reference_s``).
+        rejected_s: the median canary beside the rejected blocks (``None`` when none was).
     """
 
-    fastest_s: float
+    reference_s: float
     kept_s: tuple[float, ...]
     rejected: int
-    kept_all: bool = False
+    band: float = REJECT
+    rejected_s: float | None = None
 
     @property
     def median_s(self) -> float:
         """The median canary of the kept blocks."""
-        return statistics.median(self.kept_s) if self.kept_s else self.fastest_s
+        return statistics.median(self.kept_s) if self.kept_s else self.reference_s
 
     @property
     def slowdown(self) -> float:
-        """How much slower the host ran beside the kept blocks than at its quickest (fraction)."""
-        return self.median_s / self.fastest_s - 1 if self.fastest_s > 0 else 0.0
+        """How much slower the host ran beside the rejected blocks than the reference (fraction; 0
+        when none was rejected)."""
+        if self.rejected_s is None or self.reference_s <= 0:
+            return 0.0
+        return self.rejected_s / self.reference_s - 1
+
+
+def reference(readings: Sequence[float]) -> tuple[float, float]:
+    """(median, band) of canary ``readings``: the band is ``REJECT``, or ``NOISE_MADS`` median absolute
+    deviations over the median where that is wider (the usual robust outlier rule)."""
+    mid = statistics.median(readings)
+    mad = statistics.median(abs(r - mid) for r in readings)
+    return mid, max(REJECT, NOISE_MADS * mad / mid) if mid > 0 else REJECT
 
 
 class Canary:
@@ -97,22 +120,54 @@ class Canary:
         self.steps = max(1, round(TARGET_S / one))
 
     def read(self) -> float:
-        """One reading: seconds the canary took now."""
+        """One reading: seconds the canary takes now (one untimed step, then the fastest of
+        ``REPEATS`` timed readings: module docstring)."""
         if not self.steps:
             self.size()
-        return self._once()
+        self._step()
+        return min(self._once() for _ in range(REPEATS))
+
+
+def _slow(canary: float, ref: float, band: float) -> bool:
+    """Whether a block's ``canary`` lies over ``band`` above ``ref``."""
+    return canary > (1 + band) * ref
 
 
 def judge(samples: Sequence[float], readings: Sequence[float], burst: Sequence[float]) -> tuple[list[float],
                                                                                                    CanaryReport]:
     """(kept samples, report) of blocks ``samples`` taken between canary ``readings`` (``len(samples)
-    + 1`` readings: one before each block and one after the last), given the warm-up ``burst``."""
+    + 1`` readings: one before each block and one after the last); ``burst``: the readings after
+    warm-up, the reference when there is no block."""
     if len(readings) != len(samples) + 1:
         raise ValueError(f"{len(samples)} blocks need {len(samples) + 1} canary readings, got {len(readings)}")
-    fastest = min([*burst, *readings])
     beside = [min(readings[i], readings[i + 1]) for i in range(len(samples))]
-    keep = [i for i, c in enumerate(beside) if c <= (1 + REJECT) * fastest]
-    if samples and 2 * len(keep) <= len(samples):
-        return list(samples), CanaryReport(fastest, tuple(beside), 0, kept_all=True)
+    pool = beside or list(burst) or list(readings)
+    ref, band = reference(pool)
+    keep = [i for i, c in enumerate(beside) if not _slow(c, ref, band)]
+    out = [c for c in beside if _slow(c, ref, band)]
     return ([samples[i] for i in keep],
-            CanaryReport(fastest, tuple(beside[i] for i in keep), len(samples) - len(keep)))
+            CanaryReport(ref, tuple(beside[i] for i in keep), len(samples) - len(keep), band,
+                         statistics.median(out) if out else None))
+
+
+class OnlineReference:
+    """The reference and band while sampling, from the block canaries so far (``judge``'s rule),
+    recomputed each time their number doubles (so the whole measurement costs O(n log n)); ``None``
+    until ``MIN_BLOCKS`` blocks have one."""
+
+    MIN_BLOCKS = 3
+
+    def __init__(self) -> None:
+        self.beside: list[float] = []
+        self.current: tuple[float, float] | None = None
+        self._next = self.MIN_BLOCKS
+
+    def add(self, canary: float) -> None:
+        self.beside.append(canary)
+        if len(self.beside) >= self._next:
+            self.current = reference(self.beside)
+            self._next *= 2
+
+    def slow(self, canary: float) -> bool:
+        """Whether ``canary`` lies over the band above the reference (never before there is one)."""
+        return self.current is not None and _slow(canary, *self.current)

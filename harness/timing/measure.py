@@ -30,7 +30,7 @@ import torch
 from harness.backends import Device, Monitor, SampleTimer, TimingContext, resolve_device
 from harness.errors import SpecError
 from harness.record import MODES
-from harness.timing.canary import BURST, GIVE_UP, REJECT, Canary, CanaryReport, judge
+from harness.timing.canary import BURST, GIVE_UP, Canary, OnlineReference, judge
 from harness.timing.measurement import Measurement
 from harness.timing.stats import CI_Z
 from harness.timing.stopping import CONVERGED, RelativeCI, StoppingRule
@@ -116,7 +116,7 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         used_threads = torch.get_num_threads()
     samples, report = judge(samples, readings, burst) if bird is not None else (samples, None)
     clocks = ctx.monitor.summary() if ctx.monitor is not None else None
-    notes = tuple(ctx.notes) + _tick_note(samples, number, ctx.tick_s) + _canary_note(report)
+    notes = tuple(ctx.notes) + _tick_note(samples, number, ctx.tick_s)
     return Measurement(
         device=ctx.device, timer=ctx.timer.name, mode=mode, samples_s=tuple(samples), number=number,
         warmup_calls=warm.calls + ESTIMATE_CALLS, warmup_s=warm.seconds, estimate_s=warm.estimate_s,
@@ -136,18 +136,11 @@ def _canary(canary: Canary | bool | None, device: Device, ctx: TimingContext, in
 
 
 def _burst(bird: Canary | None) -> list[float]:
-    """The canary sized and read ``BURST`` times (the first reference), or nothing."""
+    """The canary sized and read ``BURST`` times (the reference of a measurement without blocks), or nothing."""
     if bird is None:
         return []
     bird.size()
     return [bird.read() for _ in range(BURST)]
-
-
-def _canary_note(report: CanaryReport | None) -> tuple[str, ...]:
-    if report is None or not report.kept_all:
-        return ()
-    return (f"the canary ran over {REJECT:.0%} slow beside nearly every block (host slow throughout, "
-            f"{report.slowdown:.0%} beside the median block): every sample kept",)
 
 
 def _check(mode: str, threads: int | None, warmup_s: float, inputs: Sequence[Sequence[Any]] | None) -> None:
@@ -246,14 +239,15 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
             canary: Canary | None = None) -> tuple[list[float], str, float, list[float]]:
     """Step 4: samples (seconds per call) until ``rule`` stops, and the canary readings (one before
     the first block and one after each; none without a canary). Chunked timers enqueue a chunk of
-    samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time. A block beside two
-    canary readings over ``REJECT`` slower than the fastest so far is not shown to ``rule`` (until
-    ``GIVE_UP`` blocks were, outnumbering the kept ones: then the host is slow throughout)."""
+    samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time. A block whose canary
+    (the faster of the readings beside it) lies over the band above the blocks' median so far is not
+    shown to ``rule`` (``harness.timing.canary.OnlineReference``; until ``GIVE_UP`` blocks were,
+    outnumbering the kept ones: past that every block counts). ``judge`` decides afterwards on all of them."""
     timer = ctx.timer
     samples: list[float] = []
     ordered: list[float] = []
     readings = [canary.read()] if canary is not None else []
-    fastest = min(readings, default=math.inf)
+    online = OnlineReference()
     rejected = 0
     chunk = 1
     start = timer.now()
@@ -264,8 +258,9 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
             samples.append(s / number)
             if canary is not None:
                 readings.append(canary.read())
-                fastest = min(fastest, readings[-1])
-                if min(readings[-2:]) > (1 + REJECT) * fastest and rejected < max(GIVE_UP, len(ordered)):
+                beside = min(readings[-2:])
+                online.add(beside)
+                if online.slow(beside) and rejected < max(GIVE_UP, len(ordered)):
                     rejected += 1
                     continue
             bisect.insort(ordered, s / number)

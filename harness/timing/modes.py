@@ -7,7 +7,7 @@ its samples. The sentence a user reads: "two speeds: 0.75 ms (2 of 3 processes) 
 the row's time is the first".
 
 *Host-slowed*: the processes' medians split, and dividing each by how slow its canary ran (its
-median canary over the fastest canary of the row, ``harness.timing.canary``) brings them within
+median canary over the fastest process's median canary, ``harness.timing.canary``) brings them within
 ``stability.SPLIT``: the host, not the layer, ran at two speeds.
 """
 
