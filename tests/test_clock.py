@@ -52,10 +52,16 @@ def test_spread_and_median():
 
 def test_real_chain_agrees_with_a_second_loop_length():
     """The reading does not depend on the loop count (a per-call overhead would make short loops
-    read slow): 10x more loops reads within 10 % of the first on a quiet moment (best of 5)."""
+    read slow): 10x more loops reads within 10 % of the first on a quiet moment (best of 5 each; a
+    shared VM's neighbour can take a whole reading, so up to 5 tries, each pair measured anew)."""
     if clock.chain() is None:
         pytest.skip("no dependent-add chain on this architecture")
     cpu = sorted(os.sched_getaffinity(0))[:1]
-    short = clock.measure_clock(cpu, loops=20_000, samples=5).mhz
-    long = clock.measure_clock(cpu, loops=200_000, samples=5).mhz
-    assert long == pytest.approx(short, rel=0.1)
+    pairs = []
+    for _ in range(5):
+        pairs.append((clock.measure_clock(cpu, loops=20_000, samples=5).mhz,
+                      clock.measure_clock(cpu, loops=200_000, samples=5).mhz))
+        if abs(pairs[-1][1] / pairs[-1][0] - 1) <= 0.1:
+            break
+    short, long = pairs[-1]
+    assert long == pytest.approx(short, rel=0.1), f"no try agreed: {pairs}"
