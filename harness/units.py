@@ -60,5 +60,5 @@ def binary_bytes(v: int | None) -> str:
         return "-"
     for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if v >= scale:
-            return f"{v / scale:g} {suffix}"
+            return f"{v / scale:.4g} {suffix}"
     return f"{v} B"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +75,11 @@ class Style:
                    {d: _MARKERS[i % len(_MARKERS)] for i, d in enumerate(dtypes)})
 
     def legend(self, ax: Any, families: list[str], dtypes: list[str], hollow: bool, extra: list[Any]) -> None:
-        """Families (colour), dtypes (marker), hollow = not stable, and ``extra`` handles, outside the axes."""
+        """Families (colour), dtypes (marker; only when there are several: one is in the title), hollow =
+        not stable, and ``extra`` handles, outside the axes."""
         h = [Line2D([], [], ls="", marker="o", color=self.colours[f], label=plain(f)) for f in families]
-        h += [Line2D([], [], ls="", marker=self.markers[d], color="0.35", label=f"dtype {plain(d)}") for d in dtypes]
+        h += [Line2D([], [], ls="", marker=self.markers[d], color="0.35", label=f"dtype {plain(d)}")
+              for d in (dtypes if len(dtypes) > 1 else [])]
         if hollow:
             h.append(Line2D([], [], ls="", marker="o", mfc="none", color="0.35", label="not stable (hollow)"))
         ax.legend(handles=extra + h, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
@@ -88,6 +91,16 @@ def safe_name(text: str) -> str:
     digits of its hash, so distinct texts never share a file (``roofline_cpu_fp32_1a2b3c4d``)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:48] or "plot"
     return f"{slug}_{hashlib.sha1(text.encode('utf-8', 'replace')).hexdigest()[:8]}"
+
+
+def _join_groups(ax: Any, groups: pd.DataFrame) -> list[Any]:
+    """One grey line through each equal-FLOPs group's points (by intensity); the legend handle, if any."""
+    handles: list[Any] = []
+    for _, g in groups.groupby("group"):
+        g = g.sort_values(R.INTENSITY)
+        handles = ax.plot(g[R.INTENSITY], g["achieved_flops_s"], color="0.7", lw=0.8, zorder=1,
+                          label="equal FLOPs, joined")
+    return handles[:1]
 
 
 def plain(text: object) -> str:
@@ -234,9 +247,7 @@ def roofline(frame: pd.DataFrame, name: str, title: str, groups: pd.DataFrame | 
     grid = np.logspace(np.log10(lo), np.log10(hi), 200)
     roofs = _roofs(ax, ok, grid)
     if groups is not None and len(groups) and len(ok) <= MANY_POINTS:
-        for _, g in groups[groups[R.ROW_ID].isin(ok[R.ROW_ID])].groupby("group"):
-            g = g.sort_values(R.INTENSITY)
-            ax.plot(g[R.INTENSITY], g["achieved_flops_s"], color="0.7", lw=0.8, zorder=1)
+        roofs = roofs + _join_groups(ax, groups[groups[R.ROW_ID].isin(ok[R.ROW_ID])])
     _points(ax, ok, R.INTENSITY, "achieved_flops_s", style)
     _label_outliers(ax, ok, R.INTENSITY, "achieved_flops_s")
     _finish(ax, "arithmetic intensity (FLOP / byte, minimum traffic)", "achieved FLOP/s", title)
@@ -291,8 +302,9 @@ def _thin(n: int, most: int = 24) -> list[int]:
     return list(range(n)) if n <= most else sorted({round(k * (n - 1) / (most - 1)) for k in range(most)})
 
 
-#: Colour-bar labels of the values a heatmap shows (the cells print the same value in %).
+#: What a heatmap shows, for its title, and its colour bar's label (the cells print the same value in %).
 HEAT_LABELS = {"util_ceiling": "utilization of the measured ceiling", "util_peak": "utilization of the peak"}
+HEAT_BARS = {"util_ceiling": "% of the measured ceiling", "util_peak": "% of the peak"}
 
 
 def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: str = "util_ceiling") -> Plot:
@@ -310,8 +322,9 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: s
         if v == v:                      # dark cells (low end of the colour scale) get white text
             ax.text(j, i, f"{v:.2g} %" if v < 1 else f"{v:.0f} %", ha="center", va="center", fontsize=7,
                     color="white" if im.norm(v) < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label=HEAT_LABELS.get(value, value) + " (%)", format="%.0f")
-    ax.set_title(plain(title), fontsize=9)
+    fig.colorbar(im, ax=ax, label=HEAT_BARS.get(value, f"{value} (%)"), format="%.0f")
+    width = fig.get_size_inches()[0]        # the title over axes and colour bar, wrapped to the figure
+    fig.suptitle("\n".join(textwrap.wrap(plain(title), max(24, int(width * 12)))), fontsize=9)
     return _render(fig, name, title)
 
 

@@ -10,6 +10,9 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.verdicts import is_set_aside
 
+#: The roofline an outlier is judged against (``harness.analysis.metrics``).
+FRACTION = "roof_level_fraction"
+
 
 def drawable(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows a plot can place: ok, with FLOPs and a time above zero."""
@@ -24,9 +27,12 @@ def unstable(frame: pd.DataFrame) -> pd.Series:
 
 def outliers(frame: pd.DataFrame) -> list[tuple[str, Any]]:
     """The slowest and the fastest ok row relative to its roofline (lowest and highest
-    ``roofline_fraction``): (``slowest``/``fastest``, row index); empty without a roofline."""
-    f = pd.to_numeric(drawable(frame).get("roofline_fraction"), errors="coerce").dropna() \
-        if "roofline_fraction" in frame else pd.Series(dtype=float)
+    ``roof_level_fraction``, the hierarchical roofline whose memory roof is the level the working
+    set fits; ``roofline_fraction`` where that is not derived): (``slowest``/``fastest``, row
+    index); empty without a roofline."""
+    column = FRACTION if FRACTION in frame else "roofline_fraction"
+    f = pd.to_numeric(drawable(frame).get(column), errors="coerce").dropna() \
+        if column in frame else pd.Series(dtype=float)
     if len(f) < 2:
         return []
     return [("slowest vs roofline", f.idxmin()), ("fastest vs roofline", f.idxmax())]

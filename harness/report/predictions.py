@@ -19,11 +19,10 @@ from harness.analysis.findings import describe_row
 from harness.analysis.verdicts import is_set_aside
 from harness.predict.columns import BASIS_MODEL, log_residual, residual_error
 from harness.predict.explain import explain
+from harness.report.wrap import WIDTH, wrap
 
 #: Rows the summary names (the report and ``layerbench residuals`` name ``WORST_REPORT``).
 WORST_SUMMARY, WORST_REPORT = 3, 10
-#: Width of the summary's lines before they wrap.
-WIDTH = 100
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,13 @@ def lines(view: PredictionsView, worst: int = WORST_SUMMARY) -> list[str]:
         return ["predicted vs measured: no measured row with a prediction (no roof stored)"]
     on = view.basis.get(BASIS_MODEL, 0)
     what = (f"the efficiency model on {on} row(s), the roofline on the rest" if on else
-            "the roofline alone (no efficiency model applied: `layerbench fit`, then `layerbench residuals`)")
-    out = [f"predicted vs measured ({what}): median |error|, rows within 10 % / 20 %"]
+            "the roofline alone; `layerbench fit` learns an efficiency model")
+    out = [f"predicted vs measured ({what}):"]
     width = max(len(f) for f in view.families["family"])
     for _, r in view.families.iterrows():
         out.append(f"  {r['family']:<{width}}  {r['basis']:<8} {r['rows']:>3} rows: median error "
                    f"{_pct(r['median_error'])}, {_pct(r['within_10'])} / {_pct(r['within_20'])} within 10 / 20 %; "
-                   f"measured/predicted {r['residual_min']:.2f}x..{r['residual_max']:.2f}x")
+                   f"residual {r['residual_min']:.2f}x..{r['residual_max']:.2f}x")
     if view.worst[:worst]:
         out.append("largest residuals (measured vs predicted; * not stable):")
         for i, (_, text) in enumerate(view.worst[:worst], 1):
@@ -90,8 +89,7 @@ def lines(view: PredictionsView, worst: int = WORST_SUMMARY) -> list[str]:
 
 
 def _wrap(text: str) -> list[str]:
-    import textwrap  # deferred: only when lines are wrapped
-    return textwrap.wrap(text, WIDTH, initial_indent="  ", subsequent_indent="     ")
+    return wrap(text, WIDTH, initial_indent="  ", subsequent_indent="     ")
 
 
 def as_json(view: PredictionsView, table: pd.DataFrame) -> dict[str, Any]:

@@ -147,11 +147,13 @@ def _outlier_lines(model: ReportModel) -> list[str]:
     for kind, idx in model.outliers:
         r = model.table.loc[idx]
         level = r.get("roof_level")
-        cache = (f"; its working set fits {level}: {cell('roof_level_fraction', r.get('roof_level_fraction'))} "
-                 f"of the {level} roof") if is_cache_level(level, r) else ""
+        hier = pd.notna(r.get("roof_level_fraction"))
+        frac = cell("roof_level_fraction", r["roof_level_fraction"]) if hier else \
+            cell("roofline_fraction", r["roofline_fraction"])
+        bound = (f"bound by {level}" + (": its working set fits that cache" if is_cache_level(level, r) else "")
+                 if hier and level else r.get("label") or "no label")
         out.append(f"{kind.capitalize()} ({r[R.DTYPE]}): {r[R.FAMILY]}: {describe_row(r)}, "
-                   f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {cell('roofline_fraction', r['roofline_fraction'])} "
-                   f"of its roofline time ({r.get('label') or 'no label'}){cache}.")
+                   f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {frac} of its roofline time ({bound}).")
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from harness.report.model import ReportModel, build_model
 from harness.report.predictions import WORST_REPORT, WORST_SUMMARY, as_json, lines, view_of
 from harness.report.registry import render, render_text, renderer
 from harness.report.trust import trust_lines
+from harness.report.wrap import MAX_WIDTH, WIDTH, fit, wrap
 from harness.store import Loaded
 from harness.timing.stability import BUSY_LIMIT, SPLIT
 from harness.timing.stats import NOISY_REL_IQR
@@ -40,7 +40,6 @@ from harness.timing.stats import NOISY_REL_IQR
 #: Findings the summary tells.
 TOP_FINDINGS = 3
 #: Width the findings are wrapped to (characters).
-WIDTH = 100
 #: The derived column a hierarchical roofline adds (the cache level or DRAM bounding the row).
 ROOF_LEVEL = "roof_level"
 
@@ -93,14 +92,17 @@ def _side(row: pd.Series) -> str:
 
 
 def _figures(row: pd.Series) -> tuple[Any, Any, str, str]:
-    """(of the measured ceiling, of the theoretical peak, unit text, cache roof text): FLOP/s
-    utilization for a compute-side row; B/s utilization for a memory-side one, with the fraction
-    of its cache level's roof (``roof_level_fraction``) when its working set fits a cache."""
+    """(of the measured ceiling, of the theoretical peak, unit text, roof text): FLOP/s utilization
+    for a compute-side row; B/s utilization for a memory-side one, against the roof of the memory
+    level its working set fits: a cache level's measured roof (``roof_level_fraction``; no
+    datasheet figure) or the DRAM copy and datasheet bandwidth. A cache-resident row is never
+    shown as a fraction of DRAM, which it outruns."""
     if _side(row) == "compute":
         return row.get("util_ceiling"), row.get("util_peak"), "", ""
     level, frac = row.get("roof_mem_level"), row.get("roof_level_fraction")
-    cache = f", {level} roof {_pct(frac)}" if is_cache_level(level, row) and pd.notna(frac) else ""
-    return row.get("bw_util_ceiling"), row.get("bw_util_peak"), "B/s ", cache
+    if is_cache_level(level, row) and pd.notna(frac):
+        return frac, float("nan"), "B/s ", f" ({level} roof)"
+    return row.get("bw_util_ceiling"), row.get("bw_util_peak"), "B/s ", ""
 
 
 def _rank_key(row: pd.Series) -> float:
@@ -126,8 +128,8 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
     if ok["util_peak"].isna().all() and ok["util_ceiling"].isna().all():
         return [f"utilization{of}: no peak or ceiling stored with these rows"]
     ok = ok.assign(_aside=is_set_aside(ok), _key=[_rank_key(r) for _, r in ok.iterrows()])
-    lines = [f"utilization per family{of}, best and worst row: measured ceiling / {_peak_kind(ok)} peak "
-             "(FLOP/s; B/s on memory-bound rows)"]
+    lines = [f"utilization per family{of}, best and worst: measured ceiling / {_peak_kind(ok)} peak "
+             "(FLOP/s; B/s if memory-bound)"]
     width = max(len(str(f)) for f in ok[R.FAMILY].unique())
     for family, rows in ok.groupby(R.FAMILY, sort=False):
         rows = rows[rows["_key"].notna()]
@@ -138,8 +140,8 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
         line = f"  {family:<{width}}  best {_cell(best, varying)}"
         if len(rows) > 1:
             worst_text = f"worst {_cell(worst, varying)}"
-            wrap = len(line) + len(worst_text) + 3 > WIDTH + 20       # past a terminal's width: two lines
-            line += f";\n  {'':<{width}}  {worst_text}" if wrap else f";  {worst_text}"
+            two_lines = len(line) + len(worst_text) + 3 > MAX_WIDTH   # past a terminal's width
+            line += f";\n  {'':<{width}}  {worst_text}" if two_lines else f";  {worst_text}"
         lines += line.split("\n")
     if ok["_aside"].any():
         lines.append(ASIDE_NOTE)
@@ -188,7 +190,7 @@ def ratio_lines(ok: pd.DataFrame, top: int = TOP_RATIOS) -> list[str]:
     for _, row in r.sort_values("_gap", ascending=False).head(top).iterrows():
         text = (f"{row[R.FAMILY]}: {describe_row(row)}{_mark(row)} takes {row['bwd_fwd_time_ratio']:.1f}x its "
                 f"forward's time for {row['bwd_fwd_flops_ratio']:.1f}x its FLOPs")
-        lines += textwrap.wrap(text, WIDTH, initial_indent="  ", subsequent_indent="    ")
+        lines += wrap(text, WIDTH, initial_indent="  ", subsequent_indent="    ")
     return lines
 
 
@@ -220,7 +222,7 @@ def _unconfirmed_lines(unconfirmed: Sequence[Finding]) -> list[str]:
         return []
     lines = ["unconfirmed (medians differ; interleaved in the same processes they do not every time):"]
     for f in unconfirmed[:TOP_FINDINGS]:
-        lines += textwrap.wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        lines += wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
     return lines
 
 
@@ -237,7 +239,7 @@ def _found_lines(ok: pd.DataFrame, found: list[Finding]) -> list[str]:
     interleaved = any(f.basis == INTERLEAVED for f in found)
     lines = ["findings (equal FLOPs, slowest vs fastest" + (", confirmed interleaved):" if interleaved else "):")]
     for i, f in enumerate(found, 1):
-        lines += textwrap.wrap(f.text, WIDTH, initial_indent=f"  {i}. ", subsequent_indent="     ")
+        lines += wrap(f.text, WIDTH, initial_indent=f"  {i}. ", subsequent_indent="     ")
     return lines
 
 
@@ -262,7 +264,7 @@ def spread_lines(ok: pd.DataFrame) -> list[str]:
                      f"{100 * BUSY_LIMIT:.0f} %)")
     text = ("spread: " + "; ".join(parts) + ". To set fewer rows aside: more processes (--processes 5), fewer "
             "threads than CPUs (--threads 1), or a quieter host (README, Shared hosts)")
-    return textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+    return wrap(text, WIDTH, subsequent_indent="  ")
 
 
 def thread_lines(found: Sequence[Finding], top: int = TOP_FINDINGS) -> list[str]:
@@ -271,7 +273,7 @@ def thread_lines(found: Sequence[Finding], top: int = TOP_FINDINGS) -> list[str]
         return []
     lines = ["threads (slower with more of them):"]
     for f in list(found)[:top]:
-        lines += textwrap.wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        lines += wrap(f.text, WIDTH, initial_indent="  - ", subsequent_indent="    ")
     return lines
 
 
@@ -285,26 +287,26 @@ def summary_text(model: ReportModel) -> str:
     head = (f"{first.get(R.SUITE)} on {first.get(R.DEVICE)} ({first.get(R.MACHINE_NAME) or first.get(R.DEVICE_NAME)}): "
             f"{len(d)} rows, {_counts(d[R.STATUS])}")
     lines = [head, *[w for r in model.runs if r.threads_choice and "other processes" in r.threads_choice
-                     for w in textwrap.wrap(f"at the start: {r.threads_choice}", WIDTH, subsequent_indent="  ")]]
+                     for w in wrap(f"at the start: {r.threads_choice}", WIDTH, subsequent_indent="  ")]]
     if not ok.empty:
-        lines += [*textwrap.wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
+        lines += [*wrap(counts_text(ok), WIDTH, subsequent_indent="  "), *spread_lines(ok),
                   *trust_lines(ok), *pass_utilization_lines(ok), label_line(ok), *ratio_lines(ok),
                   *finding_lines(ok, found=model.findings, unconfirmed=model.unconfirmed)]
         lines += thread_lines(model.threads)
-    return "\n".join(lines)
+    return "\n".join(fit(lines))
 
 
 @renderer(ReportModel, "predictions", text=True)
 def predictions_text(model: ReportModel) -> str:
     """Predicted against measured per family and the ``WORST_REPORT`` largest residuals (``layerbench residuals``)."""
     view = view_of(model)
-    return "\n".join(([f"models: {'; '.join(view.models)}"] if view.models else []) + lines(view, WORST_REPORT))
+    return "\n".join(fit(([f"models: {'; '.join(view.models)}"] if view.models else []) + lines(view, WORST_REPORT)))
 
 
 @renderer(ReportModel, "predictions-summary", text=True)
 def predictions_summary(model: ReportModel) -> str:
     """The end of a run's predicted-vs-measured lines (the ``WORST_SUMMARY`` largest residuals)."""
-    return "\n".join(lines(view_of(model), WORST_SUMMARY))
+    return "\n".join(fit(lines(view_of(model), WORST_SUMMARY)))
 
 
 @renderer(ReportModel, "predictions-json", text=True)

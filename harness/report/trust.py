@@ -5,17 +5,16 @@ or of the calibration, said with the numbers, never a utilization to believe).""
 
 from __future__ import annotations
 
-import textwrap
-
 import pandas as pd
 
 from harness import record as R
 from harness.analysis.findings import describe_row
+from harness.report.wrap import WIDTH, wrap
 from harness.timing.canary import NOISE_MADS, REJECT
 from harness.units import percent
 
 #: Summary width, and the most rows a line names.
-WIDTH, SHOWN = 100, 3
+SHOWN = 3
 
 
 def _num(frame: pd.DataFrame, col: str) -> pd.Series:
@@ -33,7 +32,7 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
     for _, row in two.head(SHOWN).iterrows():
         speeds = str(row[R.STABILITY_REASON]).split(";", 1)[0].removeprefix("two speeds: ")
         host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
-        lines += textwrap.wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ",
+        lines += wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ",
                                subsequent_indent="    ")
     return lines
 
@@ -50,7 +49,7 @@ def canary_lines(ok: pd.DataFrame) -> list[str]:
              f"no sample block set aside (none beside a canary over {REJECT:.0%} above its median)"]
     if slowed:
         parts.append(f"{slowed} row(s) host-slowed (their processes' times followed the canary)")
-    return textwrap.wrap("host canary: " + "; ".join(parts), WIDTH, subsequent_indent="  ")
+    return wrap("host canary: " + "; ".join(parts), WIDTH, subsequent_indent="  ")
 
 
 def clock_lines(ok: pd.DataFrame) -> list[str]:
@@ -60,7 +59,7 @@ def clock_lines(ok: pd.DataFrame) -> list[str]:
         return []
     text = (f"CPU clock measured around the rows: {mhz.median() / 1e3:.2f} GHz (median; {mhz.min() / 1e3:.2f} to "
             f"{mhz.max() / 1e3:.2f}), widest spread within a row {percent(_num(ok, R.CLOCK_SPREAD).max())}")
-    return textwrap.wrap(text, WIDTH, subsequent_indent="  ")
+    return wrap(text, WIDTH, subsequent_indent="  ")
 
 
 def above_lines(ok: pd.DataFrame) -> list[str]:
@@ -76,7 +75,7 @@ def above_lines(ok: pd.DataFrame) -> list[str]:
         if over.empty:
             continue
         named = "; ".join(f"{describe_row(r)} {percent(r[util], 0)}" for _, r in over.head(SHOWN).iterrows())
-        lines += textwrap.wrap(f"above {what}: {len(over)} row(s): {named}", WIDTH, subsequent_indent="  ")
+        lines += wrap(f"above {what}: {len(over)} row(s): {named}", WIDTH, subsequent_indent="  ")
     return lines
 
 
