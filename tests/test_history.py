@@ -130,3 +130,14 @@ def test_cases_are_told_apart_pages_name_their_machine_and_nights_of_one_day_hav
     assert "Machine: X (2 CPUs) [mmmmmmmmmmmm]" in page
     assert all(t in page for t in ("2026-11-10 01:00", "2026-11-10 09:00", "2026-11-10 17:00"))
 
+
+
+def test_the_index_says_how_many_cases_had_no_judged_night(tmp_path):
+    """A case every night of which was set aside has no series; the index counts it, not silently."""
+    frame = nights({"p": noisy(3, seed=1), "q": noisy(3, seed=2), "r": noisy(3, seed=3)})
+    frame.loc[frame[R.CASE_ID].isin(["q", "r"]), R.STABILITY] = "bimodal"
+    frame.loc[(frame[R.CASE_ID] == "r") & (frame[R.RUN_ID] == "n002"), R.STABILITY] = "stable"
+    summaries = build_site(frame, tmp_path / "site")
+    assert len(summaries) == 2                                       # p, and r's one stable night
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "1 case(s) not listed: every night of theirs was set aside" in index

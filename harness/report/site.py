@@ -111,10 +111,12 @@ class Series:
 
 @dataclass(frozen=True)
 class HistoryModel:
-    """The history site as data: every series, regressed ones first, and the set-aside sentence."""
+    """The history site as data: every series, regressed ones first, the set-aside sentence and how
+    many cases have no judged night (every row of theirs set aside: no series)."""
 
     series: tuple[Series, ...]
     aside: str | None
+    unjudged: int = 0
 
 
 def history_model(frame: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD) -> HistoryModel:
@@ -126,7 +128,8 @@ def history_model(frame: pd.DataFrame, threshold: float = REGRESSION_THRESHOLD) 
         cps = change_points(g[R.TIME_MEDIAN].tolist())
         out.append(Series(_summary(g, cps, f"case-{i:05d}.html", threshold), g, tuple(cps)))
     out.sort(key=lambda s: (not s.summary.regressed, s.summary.change == "", s.summary.title))
-    return HistoryModel(tuple(out), set_aside_text(set_aside(frame)))
+    every = nightly(frame).groupby(list(SERIES_KEY)).ngroups
+    return HistoryModel(tuple(out), set_aside_text(set_aside(frame)), every - len(out))
 
 
 def _summary(g: pd.DataFrame, cps: list[int], page: str, threshold: float) -> SeriesSummary:
@@ -155,7 +158,7 @@ def history_html(model: HistoryModel, out: Path) -> list[Path]:
                         encoding="utf-8")
         files.append(page)
     index = out / "index.html"
-    index.write_text(_index([s.summary for s in model.series], model.aside), encoding="utf-8")
+    index.write_text(_index([s.summary for s in model.series], model.aside, model.unjudged), encoding="utf-8")
     return [index, *files]
 
 
@@ -166,8 +169,9 @@ def build_site(frame: pd.DataFrame, out: str | Path, threshold: float = REGRESSI
     return [s.summary for s in model.series]
 
 
-def _index(summaries: list[SeriesSummary], aside: str | None = None) -> str:
-    """The index page; ``aside``: the set-aside sentence, shown under the count."""
+def _index(summaries: list[SeriesSummary], aside: str | None = None, unjudged: int = 0) -> str:
+    """The index page; ``aside``: the set-aside sentence, shown under the count; ``unjudged``: cases
+    left out for want of a judged night."""
     n_bad = sum(s.regressed for s in summaries)
     rows = "".join(
         f"<tr class={'slower' if s.regressed else ('faster' if s.change.startswith('faster') else '')}>"
@@ -175,6 +179,10 @@ def _index(summaries: list[SeriesSummary], aside: str | None = None) -> str:
         f"<td>{seconds(s.latest_s)}</td><td>{seconds(s.baseline_s)}</td><td>{html.escape(s.change)}</td></tr>"
         for s in summaries)
     note = f"<p>{html.escape(aside)}.</p>" if aside else ""
+    if unjudged:
+        note += (f"<p>{unjudged} case(s) not listed: every night of theirs was set aside, so there is no "
+                 "time to draw or judge (a run's report lists them, marked; <code>--processes 5</code> or a "
+                 "quieter host lets more rows through).</p>")
     return (f"<!doctype html><meta charset=utf-8><title>layerbench history</title><style>{_STYLE}</style>"
             f"<h1>layerbench history</h1><p>{len(summaries)} series; {n_bad} regressed (last change point a "
             f"slowdown).</p>{note}<table><tr><th>case</th><th>machine</th><th>nights</th><th>latest</th>"
