@@ -187,7 +187,8 @@ def run_ceilings(device: Device, dtypes: Sequence[str], threads: int, how: str,
             return stored
         if how == "missing" and plan(gemm, stored, False, backend.calibration.one_thread_gemm).empty:
             return stored
-        log.info("calibrating %s ceilings on %s (%s threads) ...", ",".join(gemm), device, threads)
+        log.info("calibrating %s ceilings on %s (%s thread%s) ...", ",".join(gemm), device, threads,
+                 "" if threads == 1 else "s")
         return calibrate(device, gemm, threads=threads, store=store, force=how == "always")
     except Exception as e:              # calibration trouble must not stop the run: rows say "none"
         log.warning("ceilings unavailable (%s: %s); rows are measured against the theoretical peak only",
