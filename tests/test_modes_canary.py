@@ -94,4 +94,18 @@ def test_canary_sizes_itself_to_the_target():
     can = C.Canary(clock=lambda: next(ticks), step=lambda: None)
     can.size()
     assert can.steps == round(C.TARGET_S / 5e-6)
-    assert can.read() == pytest.approx(5e-6)        # the fake clock advances once per read
+    assert can.read() == pytest.approx(5e-6 / can.steps)   # the fake clock advances once per reading
+
+
+def test_a_reading_is_per_step_so_processes_sized_differently_read_alike():
+    """A step of 13.0 us sizes to 2 steps (20 / 13 = 1.54), one of 13.4 us to 1 (1.49): per reading
+    the two would read 26 vs 13.4 us, a 1.9x "host slowdown" between two processes of one speed."""
+    from tests.test_measure import FakeClock
+    readings = []
+    for step_s in (13.0e-6, 13.4e-6):
+        clock = FakeClock()
+        can = C.Canary(clock=clock, step=lambda s=step_s, c=clock: c.advance(s))
+        can.size()
+        readings.append((can.steps, can.read()))
+    assert [s for s, _ in readings] == [2, 1]
+    assert readings[0][1] == pytest.approx(13.0e-6) and readings[1][1] == pytest.approx(13.4e-6)

@@ -215,8 +215,9 @@ class Timing:
     samples_rejected: int | None = col("count", "sample blocks set aside because the canary beside them ran over "
                                        "5 % (or 3 of its median absolute deviations) above its median (every "
                                        "process); README, Shared hosts", added=5)
-    canary_s: float | None = col("s", "host CPU rows: the median canary beside the blocks of the process whose "
-                                 "statistics are kept (the host's typical speed then)", added=5)
+    canary_s: float | None = col("s", "host CPU rows: the median canary (seconds per step: one small GEMM and "
+                                 "copy) beside the blocks of the process whose statistics are kept (the host's "
+                                 "typical speed then)", added=5)
     process_canaries_s: list[float] | None = col("s", "each process's median canary beside its kept blocks, in "
                                                  "the order of process_medians_s", added=5)
     timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "

@@ -20,7 +20,10 @@ row are compared by their canaries instead (``harness.timing.modes.follows_host`
 same for GPU trials with the measured clock (``nvbench/detail/gpu_frequency.cxx``: trials run at a
 throttled clock are discarded).
 
-Units: seconds per canary call.
+Units: seconds per canary step (one GEMM and one copy). A reading runs several steps, sized per
+measurement, and is divided by their number: two processes sized to 1 and 2 steps (a step of
+13 us against a 20 us target rounds either way) read the same host speed alike, which the
+comparison of a row's processes by their canaries needs.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ GEMM_N, COPY_ELEMENTS = 48, 2**15
 
 @dataclass(frozen=True, slots=True)
 class CanaryReport:
-    """What the canary said about one measurement (seconds per canary call).
+    """What the canary said about one measurement (seconds per canary step).
 
     Attributes:
         reference_s: the median canary beside the blocks (the host's typical speed then).
@@ -120,12 +123,12 @@ class Canary:
         self.steps = max(1, round(TARGET_S / one))
 
     def read(self) -> float:
-        """One reading: seconds the canary takes now (one untimed step, then the fastest of
-        ``REPEATS`` timed readings: module docstring)."""
+        """One reading: seconds per step the canary takes now (one untimed step, then the fastest of
+        ``REPEATS`` timed readings over ``steps`` steps each: module docstring)."""
         if not self.steps:
             self.size()
         self._step()
-        return min(self._once() for _ in range(REPEATS))
+        return min(self._once() for _ in range(REPEATS)) / self.steps
 
 
 def _slow(canary: float, ref: float, band: float) -> bool:
