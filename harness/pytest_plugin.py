@@ -115,9 +115,11 @@ def layerbench_context(request: pytest.FixtureRequest) -> Any:
 def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) -> None:
     """One case of the suite, timed by pytest-benchmark; its row in ``extra_info``."""
     from harness.runner import analytic_counts, prepare_pass  # deferred: idle without --layerbench-suite
+    from harness.timing import heap  # deferred: idle without --layerbench-suite
     case, ctx = layerbench_case, layerbench_context
     if case.skip:
         pytest.skip(case.skip)
+    policy = heap.steady() if ctx.device.host else None     # as a run times (harness.timing.heap)
     counts = analytic_counts(case)
     with ctx.backend.pass_scope(ctx.device, case.pass_):
         work, seed = prepare_pass(case, ctx.device, counts)     # a backward's forward graphs made here, untimed
@@ -125,7 +127,8 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
             benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
         from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite
         from harness.store.pytest_bench import PLUGIN_MARK  # deferred: idle without --layerbench-suite
-        benchmark.extra_info.update({"seed": seed, "rotation": len(work.sets), PLUGIN_MARK: SCHEMA_VERSION})
+        benchmark.extra_info.update({"seed": seed, "rotation": len(work.sets), "heap": policy,
+                                     PLUGIN_MARK: SCHEMA_VERSION})
         sets = itertools.cycle(work.sets)     # the input sets (a backward's forward graphs) a run rotates
 
         def call() -> None:

@@ -109,3 +109,45 @@ def test_a_reading_is_per_step_so_processes_sized_differently_read_alike():
         readings.append((can.steps, can.read()))
     assert [s for s, _ in readings] == [2, 1]
     assert readings[0][1] == pytest.approx(13.0e-6) and readings[1][1] == pytest.approx(13.4e-6)
+
+
+def test_the_canary_gives_every_thread_a_share():
+    """One thread: a 48x48 GEMM and 32,768 elements copied. More: 65,536 elements per thread (ATen
+    splits elementwise work in chunks of 32,768) and a GEMM side of 48 x ceil(sqrt(threads))."""
+    assert C.shape(1) == (48, 32_768)
+    assert C.shape(2) == (96, 131_072) and C.shape(4) == (96, 262_144)
+    assert C.shape(8) == (144, 524_288) and C.shape(16) == (192, 1_048_576)
+
+
+def test_a_canary_made_under_two_threads_holds_the_larger_step():
+    import torch
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        can = C.Canary("cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert tuple(can._a.shape) == (96, 96) and can._src.numel() == 131_072
+
+
+def test_the_heap_is_held_steady_in_a_fresh_process_and_left_alone_on_request():
+    """glibc's thresholds set in a fresh interpreter (mallopt answers 1), and a 3.9 MB tensor
+    allocated, freed and allocated again takes no page fault the second time; with
+    LAYERBENCH_HEAP=default nothing is set."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch\nfrom harness.timing import heap\np = heap.steady()\n"
+            "for _ in range(3): torch.empty(312 * 56 * 56).fill_(1.0)\n"
+            "f = heap.faults(); torch.empty(312 * 56 * 56).fill_(1.0); print(p, '|', heap.faults() - f)")
+    out = {}
+    for mode in ("steady", "default"):
+        env = dict(os.environ, LAYERBENCH_HEAP=mode)
+        out[mode] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout.strip()
+    from harness.timing import heap
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    policy, faults = out["steady"].split(" | ")
+    assert policy == heap.STEADY and int(faults) < 10          # 952 pages: reused, not faulted in anew
+    assert out["default"].startswith(heap.DEFAULT + " | ")

@@ -59,7 +59,7 @@ def test_round_trip(tmp_path):
     r = run_suite(s, out=tmp_path, measure_fn=fake(), progress=False)
     table = pq.read_table(r.parquet)
     assert table.schema.equals(R.SCHEMA, check_metadata=False)
-    assert table.schema.metadata[R.VERSION_KEY] == b"5" and read_metadata(r.parquet).schema_version == 5
+    assert table.schema.metadata[R.VERSION_KEY] == b"6" and read_metadata(r.parquet).schema_version == 6
     loaded = load_runs(r.run_dir)
     assert not loaded.refused and len(loaded.frame) == 3
     again = pq.read_table(r.parquet).to_pylist()

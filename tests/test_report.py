@@ -47,7 +47,7 @@ def test_report_is_self_contained(tmp_path):
     assert {"report.html", "report.md", "report.json", "rows.csv"} <= names
     assert {p.suffix for p in rep.files} >= {".png", ".svg"}
     doc = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert doc["schema_version"] == 5 and len(doc["rows"]) == 2 and doc["findings"][0]["spread"] == pytest.approx(5)
+    assert doc["schema_version"] == 6 and len(doc["rows"]) == 2 and doc["findings"][0]["spread"] == pytest.approx(5)
     assert {"html", "markdown", "json", "csv", "parquet"} <= set(formats(ReportModel))
 
 

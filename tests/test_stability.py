@@ -99,19 +99,39 @@ def test_merge_tells_a_bimodal_row_as_its_two_speeds():
     assert [(m["processes"], m["holds_row"]) for m in modes] == [(1, False), (2, True)]
 
 
+def _canary_rec(median, canary):
+    return _rec(median, 0.0, tight(median), canary_s=canary, process_canaries_s=[canary], samples_rejected=2)
+
+
 def test_merge_calls_modes_that_follow_the_canary_host_slowed():
-    """Process 2 ran 1.45x slower and so did its canary: the host, not the layer."""
-    def rec(median, canary):
-        return _rec(median, 0.0, tight(median), canary_s=30e-6, process_canaries_s=[canary], samples_rejected=2)
-    row = merge([rec(1.0e-3, 30e-6), rec(1.45e-3, 43.5e-6), rec(1.01e-3, 30.3e-6)])
+    """Two processes, the second 1.45x slower and so was its canary: the host, not the layer."""
+    row = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(1.45e-3, 43.5e-6)])
     h, t = row.health, row.timing
     assert h.stability == "host-slowed" and "follow their canaries" in h.stability_reason
     assert h.stability_reason.startswith("two speeds: ")
-    assert t.samples_rejected == 6 and t.process_canaries_s == [30e-6, 43.5e-6, 30.3e-6]
+    assert t.samples_rejected == 4 and t.process_canaries_s == [30e-6, 43.5e-6]
     assert h.canary_slowdown == pytest.approx(0.45)
     # the same split with quiet canaries stays bimodal: the layer runs at two speeds
-    same = merge([rec(1.0e-3, 30e-6), rec(1.45e-3, 30.1e-6), rec(1.01e-3, 30.3e-6)])
-    assert same.health.stability == "bimodal"
+    same = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(1.45e-3, 30.1e-6), _canary_rec(1.01e-3, 30.3e-6)])
+    assert same.health.stability == "bimodal" and same.timing.processes == 3
+
+
+def test_a_process_beside_a_slow_canary_is_set_aside_and_the_others_judge_the_row():
+    """Three processes, the second run while the host was 1.45x slower (its canary says so): it is set
+    aside as a block beside a slow canary is, and processes 1 and 3 (1.00 and 1.01 ms) judge the row."""
+    row = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(1.45e-3, 43.5e-6), _canary_rec(1.01e-3, 30.3e-6)])
+    h, t = row.health, row.timing
+    assert h.stability == "stable" and t.processes == 2
+    assert t.process_medians_s == [1.0e-3, 1.01e-3] and t.time_median_s == 1.0e-3
+    assert h.stability_reason.startswith("1 of 3 processes set aside: the host canary beside them ran 1.45x the "
+                                         "fastest process's (over 10%); their medians 1450 us")
+    assert h.canary_slowdown == pytest.approx(0.45)            # the host's swing over every process
+    assert t.process_canaries_s == [30e-6, 30.3e-6] and t.samples_rejected == 4
+    # a canary 9 % slower stays (within the band), and two processes are never cut to one
+    close = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(1.45e-3, 32.7e-6), _canary_rec(1.01e-3, 30.3e-6)])
+    assert close.timing.processes == 3 and close.health.stability == "bimodal"
+    both_slow = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(1.45e-3, 43.5e-6), _canary_rec(1.5e-3, 45e-6)])
+    assert both_slow.timing.processes == 2 and both_slow.timing.process_medians_s == [1.0e-3, 1.45e-3]
 
 
 def test_merge_with_a_failed_process_is_noisy_and_says_why():

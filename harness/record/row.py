@@ -26,8 +26,9 @@ import pyarrow as pa
 #: policy, oneDNN primitives, per-level bandwidth ceilings; 4: the device's main-memory name and label
 #: (stored from the run's ``Device``, so the analysis never asks a device string what it is); 5: the pass
 #: and its gradients, the measured CPU clock, the canary and the samples it rejected, a bimodal row's
-#: modes, timing notes, the pass's peak memory (older rows upgrade as forward passes).
-SCHEMA_VERSION = 5
+#: modes, timing notes, the pass's peak memory (older rows upgrade as forward passes); 6: the host heap's
+#: policy while timing and the page faults per call.
+SCHEMA_VERSION = 6
 #: Parquet schema-metadata keys: the schema version and the run's metadata (JSON).
 VERSION_KEY = b"layerbench.schema_version"
 META_KEY = b"layerbench"
@@ -205,8 +206,10 @@ class Timing:
     allow_tf32_cudnn: bool | None = col("-", "CUDA rows: TF32 allowed in cuDNN")
     float32_matmul_precision: str | None = col("-", "CUDA rows: `highest`, `high`, `medium`")
     l2_flush_bytes: int | None = col("byte", "CUDA cold mode: bytes written to flush L2 before each call")
-    processes: int | None = col("count", "fresh worker processes that measured the case (`--processes`); the "
-                                "statistics above are those of the process whose median is the median", added=3)
+    processes: int | None = col("count", "fresh worker processes whose measurements judge the case (`--processes`, "
+                                "less those set aside because the host canary beside them ran over 10 % above "
+                                "the fastest process's: stability_reason names them); the statistics above are "
+                                "those of the process whose median is the median", added=3)
     process_medians_s: list[float] | None = col("s", "each process's median, in the order the processes ran", added=3)
     process_median_s: float | None = col("s", "median over processes of their medians: the row's time "
                                          "(equals time_median_s for one process)", added=3)
@@ -220,6 +223,12 @@ class Timing:
                                  "typical speed then)", added=5)
     process_canaries_s: list[float] | None = col("s", "each process's median canary beside its kept blocks, in "
                                                  "the order of process_medians_s", added=5)
+    heap: str | None = col("-", "host CPU rows: the heap policy while timing (`glibc: mmap threshold 32 MiB, trim "
+                           "threshold 1 GiB`: freed memory serves the next call; `allocator default` where it "
+                           "could not be set); docs/measuring.md, The host heap", added=6)
+    page_faults_per_call: float | None = col("count", "host CPU rows: minor page faults per call while sampling "
+                                             "(the process's, canary included): memory first touched each call, "
+                                             "a tensor above the 32 MiB mmap threshold mapped anew", added=6)
     timing_notes: str | None = col("-", "what was timed differently from what was asked (a graph capture that "
                                    "failed, timed hot), or needs care (one-call samples near the clock tick, with "
                                    "their mean; which attention backward the counts "

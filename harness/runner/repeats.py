@@ -41,6 +41,8 @@ def merge(rows: Sequence[Row]) -> Row:
     ok = [r for r in rows if _ok(r)]
     if not ok:
         return rows[0]
+    every = ok
+    ok, aside = host_slow([(r.timing.process_canaries_s or [None])[0] for r in ok], ok)  # type: ignore[union-attr]
     medians = [float(r.timing.time_median_s) for r in ok]   # type: ignore[union-attr]
     mid = median_low(medians)
     rep = ok[medians.index(mid)]
@@ -50,6 +52,7 @@ def merge(rows: Sequence[Row]) -> Row:
     stab, why = verdict(samples, busy)
     canaries = [(r.timing.process_canaries_s or [None])[0] for r in ok]   # type: ignore[union-attr]
     stab, why, modes = _told(stab, why, samples, medians, canaries, mid)
+    why = f"{aside}; {why}" if aside else why
     failures = [r for r in rows if not _ok(r)]
     if failures:
         stab = stab if stab is Stability.CONTENDED else Stability.NOISY
@@ -58,9 +61,38 @@ def merge(rows: Sequence[Row]) -> Row:
                                  process_spread=(max(medians) - min(medians)) / mid if mid > 0 else 0.0,
                                  **_canary_columns([r.timing for r in ok]))   # type: ignore[misc]
     health = dataclasses.replace(rep.health, host_busy=busy, stability=stab.value, stability_reason=why[:2000],
-                                 modes=modes, **_host_columns([r.health for r in ok], [r.timing for r in ok]))
+                                 modes=modes, **_host_columns([r.health for r in every], [r.timing for r in every]))
     provenance = dataclasses.replace(rep.provenance, timestamp=now_iso())
     return dataclasses.replace(rep, timing=timing, health=health, provenance=provenance)
+
+
+#: A process whose median canary ran more than this fraction above the fastest process's is set aside
+#: (the row's other processes judge it), as a sample block is beside a slow canary.
+PROCESS_BAND = 0.10
+#: ... but never below this many processes.
+MIN_KEPT = 2
+
+
+def host_slow(canaries: Sequence[float | None], rows: Sequence[Row]) -> tuple[list[Row], str]:
+    """(the rows kept, what was set aside): the processes whose median canary (seconds per step, the
+    host's speed beside their blocks) ran over ``PROCESS_BAND`` above the fastest process's, while at
+    least ``MIN_KEPT`` remain (then the fastest canaries are kept). A host slow throughout one
+    process is not told within it (its blocks' canary median moves with it: ``harness.timing.canary``),
+    but beside the row's other processes it is. NVBench discards a GPU trial run at a throttled clock
+    the same way (``nvbench/detail/gpu_frequency.cxx``). Without a canary per process, all are kept."""
+    if len(rows) <= MIN_KEPT or any(c is None or c <= 0 for c in canaries):
+        return list(rows), ""
+    fastest = min(c for c in canaries if c is not None)
+    order = sorted(range(len(rows)), key=lambda i: canaries[i])       # type: ignore[arg-type,return-value]
+    keep = {i for i in order if canaries[i] <= (1 + PROCESS_BAND) * fastest} | set(order[:MIN_KEPT])  # type: ignore[operator]
+    if len(keep) == len(rows):
+        return list(rows), ""
+    slow = [i for i in range(len(rows)) if i not in keep]
+    shown = ", ".join(f"{canaries[i] / fastest:.2f}x" for i in slow)                  # type: ignore[operator]
+    return ([rows[i] for i in sorted(keep)],
+            f"{len(slow)} of {len(rows)} processes set aside: the host canary beside them ran {shown} the "
+            f"fastest process's (over {PROCESS_BAND:.0%}); their medians "
+            + "/".join(f"{float(rows[i].timing.time_median_s) * 1e6:.4g}" for i in slow) + " us")  # type: ignore[union-attr]
 
 
 def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians: Sequence[float],

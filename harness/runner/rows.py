@@ -23,7 +23,7 @@ from harness.layers.modules import build_module
 from harness.record import Counts, Health, Row, Status, Timing, WhatRan
 from harness.runner.context import RunContext
 from harness.suite import Case
-from harness.timing import Measurement, rotation_sets
+from harness.timing import Measurement, heap, rotation_sets
 from harness.timing.inputs import POOL
 from harness.timing.passes import Pass, make_pass
 from harness.timing.profile import what_ran
@@ -154,6 +154,7 @@ def timing_of(m: Measurement, seed: int, notes: tuple[str, ...] = ()) -> Timing:
                   samples_rejected=m.canary.rejected if m.canary else None,
                   canary_s=m.canary.reference_s if m.canary else None,
                   process_canaries_s=[m.canary.median_s] if m.canary else None,
+                  heap=m.heap, page_faults_per_call=m.page_faults_per_call,
                   timing_notes="; ".join((*m.notes, *notes)) or None)
 
 
@@ -238,6 +239,8 @@ def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement
     if case.skip is not None:
         return Row(**base, case=ctx.case_fields(case), health=failed(Status.SKIPPED, case.skip),
                    peaks=ctx.peaks_for(case), provenance=ctx.provenance())
+    if ctx.device.host:
+        heap.steady()                       # before the case's tensors exist (harness.timing.heap)
     try:
         got = measure_case(case, ctx, measure_fn, profile)
     except SpecError as e:

@@ -33,6 +33,7 @@ from harness.runner.repeats import single
 from harness.runner.rows import build_row
 from harness.store.journal import append, cut_torn_line
 from harness.suite import Case
+from harness.timing import heap
 from harness.timing.hostload import host_busy, sample
 from harness.timing.measure import gc_settled
 
@@ -89,7 +90,9 @@ def device_lost(ctx: RunContext) -> bool:
 
 
 def run_job(path: str) -> None:
-    """Load the job pickled at ``path`` (removing the file), stop with the parent, and run it."""
+    """Load the job pickled at ``path`` (removing the file), stop with the parent, and run it (the
+    host heap held steady from the first allocation on: ``harness.timing.heap``)."""
+    heap.steady()
     with open(path, "rb") as fh:
         job = pickle.load(fh)
     os.unlink(path)

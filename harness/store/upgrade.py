@@ -136,6 +136,11 @@ def v4_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _coerce(k, out.get(k)) for k in COLUMN_NAMES}
 
 
+def v5_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One version-5 row as a version-6 record: the heap policy and page faults null (not recorded)."""
+    return {k: _coerce(k, row.get(k)) for k in COLUMN_NAMES}
+
+
 def upgrade_records(rows: list[dict[str, Any]], version: int, meta: RunMeta | None) -> list[dict[str, Any]]:
     """Records of schema ``version`` as current records (``ValueError`` for an unknown version).
     ``meta``: the file's run metadata; a version-1 file's is read as the JSON object it stored."""
@@ -148,4 +153,6 @@ def upgrade_records(rows: list[dict[str, Any]], version: int, meta: RunMeta | No
         return [v4_record(v3_record(r)) for r in rows]
     if version == 4:
         return [v4_record(r) for r in rows]
-    raise ValueError(f"schema version {version}: expected 1 to 5 (a newer layerbench wrote it?)")
+    if version == 5:
+        return [v5_record(r) for r in rows]
+    raise ValueError(f"schema version {version}: expected 1 to 6 (a newer layerbench wrote it?)")

@@ -2,8 +2,11 @@
 measurement, so that a block taken while another tenant slowed the host is known and set aside.
 
 The canary is a small GEMM and a small copy on the device's tensors, run with the measurement's
-threads (a core taken by another tenant stalls its OpenMP barriers as it stalls the layer's), sized
-once per measurement to take about ``TARGET_S``. It is read between consecutive blocks, so that each
+threads and large enough to be split among them all (``shape``): a core taken by another tenant
+stalls its OpenMP barriers as it stalls the layer's. A 48x48 GEMM and a 32,768-element copy run on
+one thread whatever the setting (6.2 vs 7.0 us and 4.4 vs 4.4 us at 1 and 2 threads on a 2-vCPU
+EPYC), so a canary of that size never saw a tenant on the other CPU while a 2-thread layer slowed
+1.2x. It is sized once per measurement to take about ``TARGET_S``. It is read between consecutive blocks, so that each
 block has a reading before and after it; a block's canary is the faster of the two (one slow reading
 beside a block is as likely a hiccup of the canary as of the block).
 
@@ -28,6 +31,7 @@ comparison of a row's processes by their canaries needs.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -48,8 +52,19 @@ NOISE_MADS = 3.0
 #: While sampling, blocks are rejected until this many are and they outnumber the kept ones; past that
 #: every block counts (the budget is not spent waiting for the host).
 GIVE_UP = 10
-#: GEMM side and copy elements of one canary step (about 0.2 MFLOP and 256 KiB moved).
+#: GEMM side and copy elements of one canary step on one thread (about 0.2 MFLOP and 256 KiB moved).
 GEMM_N, COPY_ELEMENTS = 48, 2**15
+
+
+def shape(threads: int) -> tuple[int, int]:
+    """(GEMM side, copy elements) of a canary step on ``threads`` threads: ``GEMM_N`` and
+    ``COPY_ELEMENTS`` on one; on more, work that every thread gets a share of: ATen splits an
+    elementwise op into chunks of 32,768 elements (``at::internal::GRAIN_SIZE``), so 65,536 per
+    thread, and the GEMM side grows with the square root of the threads (96 on 2 or 4 threads, where
+    the 48x48 one stays on one thread)."""
+    if threads <= 1:
+        return GEMM_N, COPY_ELEMENTS
+    return GEMM_N * math.ceil(math.sqrt(threads)), 2 * COPY_ELEMENTS * threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +108,15 @@ def reference(readings: Sequence[float]) -> tuple[float, float]:
 
 
 class Canary:
-    """A canary on ``tensors`` (a ``torch.device``), sized to ``TARGET_S`` on first use."""
+    """A canary on ``tensors`` (a ``torch.device``) for the threads set when it is made (``shape``),
+    sized to ``TARGET_S`` on first use."""
 
     def __init__(self, tensors: torch.device | str = "cpu", clock: Callable[[], int] = time.perf_counter_ns,
                  step: Callable[[], object] | None = None) -> None:
         gen = torch.Generator().manual_seed(0)
-        self._a = torch.randn(GEMM_N, GEMM_N, generator=gen).to(tensors)
-        self._src = torch.randn(COPY_ELEMENTS, generator=gen).to(tensors)
+        n, elements = shape(torch.get_num_threads())
+        self._a = torch.randn(n, n, generator=gen).to(tensors)
+        self._src = torch.randn(elements, generator=gen).to(tensors)
         self._dst = torch.empty_like(self._src)
         self._step = step or self._gemm_and_copy
         self._clock = clock

@@ -30,6 +30,7 @@ import torch
 from harness.backends import Device, Monitor, SampleTimer, TimingContext, resolve_device
 from harness.errors import SpecError
 from harness.record import MODES
+from harness.timing import heap
 from harness.timing.canary import BURST, GIVE_UP, Canary, OnlineReference, judge
 from harness.timing.measurement import Measurement
 from harness.timing.stats import CI_Z
@@ -98,6 +99,7 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
     device = resolve_device(device)
     backend = device.backend
     _check(mode, threads, warmup_s, inputs)
+    policy = heap.steady() if device.host else None     # the worker set it before the inputs were made
     rule = rule or RelativeCI(target=target_rel_ci, min_reps=min_reps, min_time_s=min_time_s, budget_s=budget_s,
                               max_reps=max_reps)
     call = rotating(fn, inputs)
@@ -112,7 +114,9 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         rule = _tick_aware(rule, ctx.tick_s, number)
         bird = _canary(canary, device, ctx, injected=timer is not None)
         burst = _burst(bird)
+        faults = heap.faults()
         samples, reason, sampling, readings = _sample(ctx, call, number, rule, bird)
+        faults = (heap.faults() - faults) / (len(samples) * number) if device.host and samples else None
         used_threads = torch.get_num_threads()
     samples, report = judge(samples, readings, burst) if bird is not None else (samples, None)
     clocks = ctx.monitor.summary() if ctx.monitor is not None else None
@@ -123,7 +127,7 @@ def measure(fn: Callable[..., object], *, device: str | Device = "cpu",
         sampling_s=sampling, threads=used_threads, gc_paused=paused,
         rotation=len(inputs) if inputs is not None else 1, stop_reason="; ".join((reason, *notes)),
         target_rel_ci=getattr(rule, "target", math.nan), settings=ctx.settings, clocks=clocks, notes=notes,
-        canary=report)
+        canary=report, heap=policy, page_faults_per_call=faults)
 
 
 def _canary(canary: Canary | bool | None, device: Device, ctx: TimingContext, injected: bool) -> Canary | None:

@@ -44,6 +44,8 @@ class Measurement:
             event ticks (with their mean), a host slow beside every block.
         canary: what the host canary said (``harness.timing.canary``): the blocks it rejected (not in
             ``samples_s``) and its readings beside the kept ones; ``None`` without a canary.
+        heap: the host heap's policy while timing (``harness.timing.heap``); ``None`` off the host.
+        page_faults_per_call: minor page faults per call while sampling (host only).
     """
 
     device: str
@@ -64,6 +66,8 @@ class Measurement:
     clocks: ClockSummary | None = None
     notes: tuple[str, ...] = ()
     canary: CanaryReport | None = None
+    heap: str | None = None
+    page_faults_per_call: float | None = None
 
     @cached_property
     def stats(self) -> Stats:
