@@ -100,11 +100,10 @@ def test_canary_sizes_itself_to_the_target():
 def test_a_reading_is_per_step_so_processes_sized_differently_read_alike():
     """A step of 13.0 us sizes to 2 steps (20 / 13 = 1.54), one of 13.4 us to 1 (1.49): per reading
     the two would read 26 vs 13.4 us, a 1.9x "host slowdown" between two processes of one speed."""
-    from tests.test_measure import FakeClock
     readings = []
     for step_s in (13.0e-6, 13.4e-6):
-        clock = FakeClock()
-        can = C.Canary(clock=clock, step=lambda s=step_s, c=clock: c.advance(s))
+        now = [0]                                      # a nanosecond clock that moves only with the steps
+        can = C.Canary(clock=lambda n=now: n[0], step=lambda s=step_s, n=now: n.__setitem__(0, n[0] + round(s * 1e9)))
         can.size()
         readings.append((can.steps, can.read()))
     assert [s for s, _ in readings] == [2, 1]
