@@ -94,6 +94,8 @@ def test_a_run_times_its_candidates_in_each_process_and_the_report_uses_them(tmp
     c = loaded.confirmations
     assert len(c) == r.confirmed and sorted(c["process"].unique()) == [0, 1]
     assert all(len(x) == 20 for x in c["slow_s"]) and not list(r.run_dir.glob("confirm-*.jsonl"))
+    # each record keeps the seconds its process spent on the pair: at least its 20 + 20 timed blocks
+    assert all(m >= sum(s) + sum(f) for m, s, f in zip(c["measuring_s"], c["slow_s"], c["fast_s"]))
     model = build_model(loaded, with_plots=False)
     assert all(f.basis == INTERLEAVED for f in model.findings)
     assert len(model.findings) + len(model.unconfirmed) == len(chosen)

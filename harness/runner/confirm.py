@@ -49,7 +49,7 @@ def time_pair(ctx: RunContext, slow: Case, fast: Case, process: int, seed: int) 
                              inputs_b=slow_work.sets, threads=slow.threads or ctx.threads, seed=seed)
     return Confirmation(run_id=ctx.run_id, slow_row_id=ctx.row_id(slow.case_id), fast_row_id=ctx.row_id(fast.case_id),
                         process=process, slow_first=not got.a_first, slow_s=list(got.b_s), fast_s=list(got.a_s),
-                        host_busy=host_busy(before, sample()))
+                        host_busy=host_busy(before, sample()), measuring_s=round(got.measuring_s, 4))
 
 
 def confirm_main(ctx: RunContext, pairs: Sequence[tuple[Case, Case]], process: int, journal: str) -> None:

@@ -38,6 +38,9 @@ class Confirmation:
     slow_s: list[float]
     fast_s: list[float]
     host_busy: float | None
+    #: Seconds this process spent warming both layers up and timing their blocks (null in records
+    #: stored before it was kept): part of where a run's time goes.
+    measuring_s: float | None = None
 
     @property
     def ratios(self) -> list[float]:
@@ -46,7 +49,9 @@ class Confirmation:
 
 SCHEMA = pa.schema([("run_id", pa.string()), ("slow_row_id", pa.string()), ("fast_row_id", pa.string()),
                     ("process", pa.int64()), ("slow_first", pa.bool_()), ("slow_s", pa.list_(pa.float64())),
-                    ("fast_s", pa.list_(pa.float64())), ("host_busy", pa.float64())])
+                    ("fast_s", pa.list_(pa.float64())), ("host_busy", pa.float64()), ("measuring_s", pa.float64())])
+#: Fields a journal line must hold (``measuring_s`` came later: a line without it is still read).
+REQUIRED = tuple(n for n in SCHEMA.names if n != "measuring_s")
 
 
 def journal_path(run_dir: Path, shard: str, process: int) -> Path:
@@ -58,12 +63,12 @@ def table_path(run_dir: Path, shard: str) -> Path:
 
 
 def _valid(item: Any) -> bool:
-    return isinstance(item, Mapping) and all(k in item for k in SCHEMA.names)
+    return isinstance(item, Mapping) and all(k in item for k in REQUIRED)
 
 
 def read_journals(paths: Iterable[Path]) -> list[Confirmation]:
     """The records of worker journals (a torn or foreign line is skipped)."""
-    return [Confirmation(**{k: item[k] for k in SCHEMA.names})
+    return [Confirmation(**{k: item.get(k) for k in SCHEMA.names})
             for p in paths if p.exists() for item in read_values(p) if _valid(item)]
 
 

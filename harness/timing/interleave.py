@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.backends import Device, resolve_device
+from harness.timing import heap
 from harness.timing.measure import calls_per_sample, fixed_threads, gc_paused, rotating, warm_up
 
 #: Seconds per block, and pairs of blocks per run.
@@ -35,6 +37,8 @@ class Interleaved:
     a_first: bool
     number_a: int
     number_b: int
+    #: Seconds spent warming both up and timing their blocks.
+    measuring_s: float = 0.0
 
     @property
     def ratios(self) -> tuple[float, ...]:
@@ -57,6 +61,9 @@ def interleave(fn_a: Callable[..., object], fn_b: Callable[..., object], *, devi
                seed: int = 0, timer: Any = None) -> Interleaved:
     """Time ``fn_a`` and ``fn_b`` in ``pairs`` alternating pairs of blocks (module docstring)."""
     device = resolve_device(device)
+    if device.host:
+        heap.steady()                               # as ``measure`` times (harness.timing.heap)
+    start = time.perf_counter()
     lead = random.Random(seed).random() < 0.5
     call_a, call_b = rotating(fn_a, inputs_a), rotating(fn_b, inputs_b)
     with fixed_threads(threads), gc_paused(), device.backend.timing(device, "hot", True, timer=timer) as ctx:
@@ -68,4 +75,4 @@ def interleave(fn_a: Callable[..., object], fn_b: Callable[..., object], *, devi
             order = ((call_a, n_a, a_s), (call_b, n_b, b_s)) if a_leads else ((call_b, n_b, b_s), (call_a, n_a, a_s))
             for call, number, out in order:
                 out.append(ctx.timer.samples(call, number, 1)[0] / number)
-    return Interleaved(tuple(a_s), tuple(b_s), lead, n_a, n_b)
+    return Interleaved(tuple(a_s), tuple(b_s), lead, n_a, n_b, time.perf_counter() - start)
