@@ -280,3 +280,22 @@ def test_heatmap_of_two_axes_survives_rows_without_them(tmp_path):
     notes: list[str] = []
     heat = [p for p in make_plots(model.table, model.groups, notes) if p.name.startswith("heatmap")]
     assert [p.title for p in heat] == ["grid (fp32): utilization of the peak over s x k"] and not notes
+
+
+def test_plots_drawn_side_by_side_match_those_drawn_in_turn(tmp_path, monkeypatch):
+    """``draw_all`` in forked processes returns the same plots, in job order, as one after another
+    here (PNG and SVG bytes included), and a failing job's note comes back from its process."""
+    import harness.report.plots as plots
+    from harness.report.model import build_model, make_plots
+    loaded = loaded_run(tmp_path, [dict(GROUPS, axes={"g": [1, 2, 4]})], [1e-4, 5e-4, 2e-4],
+                        peak_flops_s=1e12, peak_bytes_s=1e11, peak_source="datasheet")
+    model = build_model(loaded, with_plots=False)
+    got = {}
+    for workers in (1, 4):
+        monkeypatch.setattr(plots, "MAX_PLOT_WORKERS", workers)
+        notes: list[str] = []
+        jobs = [plots.Job(plots.heatmap, (model.table, "no_such_x", "no_such_y"), dict(name="broken", title="t"))]
+        drawn = make_plots(model.table, model.groups, notes) + plots.draw_all(jobs, notes)
+        got[workers] = ([(p.name, p.title, p.png, p.svg) for p in drawn], notes)
+    assert len(got[1][0]) >= 2 and got[4] == got[1]
+    assert len(got[4][1]) == 1 and got[4][1][0].startswith("plot t left out (KeyError")

@@ -144,17 +144,19 @@ def _where(rows: pd.DataFrame) -> str:
 
 
 def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> list[Plot]:
-    """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps."""
+    """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps: each
+    declared as a job, then drawn (``plots.draw_all``: side by side where the host allows)."""
     from harness.report.plots import (  # deferred: matplotlib, only for plots
         HEAT_LABELS,
+        Job,
         Style,
+        draw_all,
         heatmap,
         predicted_vs_measured,
         roofline,
-        safe,
         time_vs_flops,
     )
-    plots: list[Plot | None] = []
+    jobs: list[Job] = []
     ok = table[table[R.STATUS] == "ok"]
     style = Style.of(table)
     for (mid, dev), rows in ok.groupby([R.MACHINE_ID, R.DEVICE], sort=True):
@@ -164,28 +166,34 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
                          "count")
             continue
         suites = ", ".join(sorted(rows[R.SUITE].astype(str).unique()))
-        plots.append(safe(time_vs_flops, rows, name=f"time_vs_flops {dev} {mid}", style=style,
-                          title=f"{suites}: time vs FLOPs on {_where(rows)}", notes=notes))
+        jobs.append(Job(time_vs_flops, (rows,), dict(name=f"time_vs_flops {dev} {mid}", style=style,
+                                                     title=f"{suites}: time vs FLOPs on {_where(rows)}")))
         for dt, g in rows.groupby(R.DTYPE, sort=True):
-            plots.append(safe(roofline, g, name=f"roofline {dev} {dt} {mid}", title=f"roofline: {_where(g)}, {dt}",
-                              groups=groups, style=style, notes=notes))
+            jobs.append(Job(roofline, (g,), dict(name=f"roofline {dev} {dt} {mid}", groups=groups, style=style,
+                                                 title=f"roofline: {_where(g)}, {dt}")))
         if "predicted_s" in rows and pd.to_numeric(rows["predicted_s"], errors="coerce").gt(0).any():
-            plots.append(safe(predicted_vs_measured, rows, name=f"predicted {dev} {mid}", style=style, notes=notes,
-                              title=f"{suites}: predicted vs measured on {_where(rows)}"))
-    drawn = 0
+            title = f"{suites}: predicted vs measured on {_where(rows)}"
+            jobs.append(Job(predicted_vs_measured, (rows,), dict(name=f"predicted {dev} {mid}", style=style,
+                                                                 title=title)))
+    jobs += _heatmap_jobs(table, Job, heatmap, HEAT_LABELS)
+    return draw_all(jobs, notes)
+
+
+def _heatmap_jobs(table: pd.DataFrame, job: Any, heatmap: Any, labels: dict[str, str]) -> list[Any]:
+    """One heatmap job per family swept over two axes and dtype (at most ``MAX_HEATMAPS``)."""
+    out = []
     for family, x, y in heatmap_axes(table):
         fam = table[table[R.FAMILY] == family]
         for dtype, sub in fam.groupby(fam[R.DTYPE].astype(str), sort=True):   # one per dtype: never mixed
             axes = axes_frame(sub).reindex(columns=[x, y])
             sub = pd.concat([sub, axes.add_prefix("axis_")], axis=1)[axes.notna().all(axis=1)]
             value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
-            if sub.empty or not sub[value].notna().any() or drawn >= MAX_HEATMAPS:
+            if sub.empty or not sub[value].notna().any() or len(out) >= MAX_HEATMAPS:
                 continue                    # no row on both axes, or no stored peak: nothing to colour
-            drawn += 1
-            plots.append(safe(heatmap, sub, f"axis_{x}", f"axis_{y}", name=f"heatmap {family} {dtype}",
-                              title=f"{family} ({dtype}): {HEAT_LABELS[value]} over {x} x {y}", value=value,
-                              notes=notes))
-    return [p for p in plots if p is not None]
+            out.append(job(heatmap, (sub, f"axis_{x}", f"axis_{y}"), dict(
+                name=f"heatmap {family} {dtype}", value=value,
+                title=f"{family} ({dtype}): {labels[value]} over {x} x {y}")))
+    return out
 
 
 def build_model(loaded: Loaded, *, with_plots: bool = True, top: int = 10,
