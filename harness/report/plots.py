@@ -162,10 +162,11 @@ def draw_all(jobs: list[Job], notes: list[str]) -> list[Plot]:
     """Every job's plot (``safe``: a failure is a note), in job order. With several jobs and CPUs on
     Linux, drawn side by side in processes forked from this one (matplotlib already loaded; each
     returns its PNG and SVG bytes): a run's report is drawn after its measuring, when the CPUs are
-    free. Elsewhere, or if a drawing process dies, one after another here."""
+    free. Elsewhere (or in a daemonic process, which may not start children), or if a drawing
+    process dies, one after another here."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     workers = min(len(jobs), cpus, MAX_PLOT_WORKERS)
-    if workers > 1 and sys.platform.startswith("linux"):
+    if workers > 1 and sys.platform.startswith("linux") and not multiprocessing.current_process().daemon:
         _FORKED_JOBS[:] = jobs                      # what the forked processes read: nothing is pickled
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
