@@ -151,3 +151,12 @@ def test_the_heap_is_held_steady_in_a_fresh_process_and_left_alone_on_request():
     from harness.timing import heap
     assert out["steady"] == f"{heap.STEADY} | True False"
     assert out["default"] == f"{heap.DEFAULT} | False False"     # glibc's own 128 KiB threshold: both mapped
+
+
+def test_an_unknown_heap_policy_is_refused_in_one_line(monkeypatch, capsys):
+    from harness.cli import main
+    monkeypatch.setenv("LAYERBENCH_HEAP", "steddy")
+    assert main(["run", "quick", "--out", "/nonexistent-never-written"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("layerbench run: error: LAYERBENCH_HEAP='steddy' is invalid: expected steady (the default: "
+                       "the heap held steady) or default (the allocator left alone)")

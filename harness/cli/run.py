@@ -58,7 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite, dtypes, device, kwargs = prepare_run(args)
     from harness.backends import resolve_device  # deferred: --help without torch/pandas
     from harness.runner import run_suite  # deferred: as above
+    from harness.timing import heap  # deferred: as above
     try:
+        heap.check_env()
         kwargs["device"] = device = resolve_device(device)    # once: a device there is not stops here, silently
     except BaseException:
         if early is not None:

@@ -25,6 +25,8 @@ import os
 import resource
 import sys
 
+from harness.errors import SpecError
+
 #: glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: The largest mmap threshold glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``), bytes.
@@ -58,6 +60,15 @@ def _set() -> str:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     return STEADY if ok else DEFAULT
+
+
+def check_env() -> None:
+    """``SpecError`` unless ``LAYERBENCH_HEAP`` is unset, ``steady`` or ``default`` (a typo would
+    otherwise time under a policy nobody asked for)."""
+    value = os.environ.get(ENV)
+    if value not in (None, "", "steady", "default"):
+        raise SpecError(ENV, value, "steady (the default: the heap held steady) or default (the allocator "
+                        "left alone)")
 
 
 def faults() -> int:
