@@ -271,3 +271,20 @@ def test_cli_pass_replaces_the_suites_passes(tmp_path, capsys):
     assert main(["run", str(good), "--out", str(tmp_path), "--pass", "backwards"]) == 2
     assert "--pass='backwards' is invalid: expected one of forward, backward, forward+backward" in \
         capsys.readouterr().err
+
+
+def test_a_row_names_a_layout_only_where_its_inputs_are_images():
+    """conv2d and relu on 4-d images store nchw / channels_last; sdpa's 4-d batch x heads x tokens x
+    features, and linear and layernorm over tokens, store ``contiguous``."""
+    from harness.runner.context import NO_LAYOUT, stored_layout
+    from harness.suite import parse_suite
+    suite = parse_suite({"name": "layouts", "sweep": [
+        {"layer": "conv2d", "input": "1x8x8x8", "params": {"in": 8, "out": 8, "k": 3},
+         "memory_format": ["nchw", "channels_last"]},
+        {"layer": "relu", "input": "1x8x8x8"},
+        {"layer": "sdpa", "params": {"batch": 1, "heads": 2, "seq": 16, "head_dim": 8}},
+        {"layer": "linear", "input": "4x16", "params": {"in": 16, "out": 8}},
+        {"layer": "layernorm", "input": "2x4x{c}", "params": {"c": 16}}]})
+    got = [(c.layer, stored_layout(c)) for c in suite.cases()]
+    assert got == [("conv2d", "nchw"), ("conv2d", "channels_last"), ("relu", "nchw"), ("sdpa", NO_LAYOUT),
+                   ("linear", NO_LAYOUT), ("layernorm", NO_LAYOUT)]

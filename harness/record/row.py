@@ -124,8 +124,9 @@ class CaseFields:
     axes: str = col("-", "the suite's coordinates of the case as JSON (`{\"batch\": 1, \"g\": 4, ...}`)",
                     required=True)
     input_shapes: str | None = col("-", "`8x64x28x28`, `;` between inputs")
-    memory_format: str = col("-", "`nchw` or `channels_last`; `contiguous` where no input is 4-d or 5-d (linear, "
-                             "attention, token norms: no image layout)", required=True)
+    memory_format: str = col("-", "`nchw` or `channels_last`; `contiguous` where no input is 4-d or 5-d, and for "
+                             "sdpa, mha, mm/bmm/matmul/einsum, linear, layernorm and softmax at the default "
+                             "layout (their 4-d inputs are tokens, not images)", required=True)
     dtype: str = col("-", "`fp32`, `fp16`, `bf16`, `fp64`", required=True)
     device: str = col("-", "`cpu`, `cuda:0`", required=True)
     device_type: str = col("-", "`cpu`, `cuda` (the backend)", required=True)

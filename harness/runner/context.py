@@ -106,11 +106,17 @@ class RunContext:
 #: over tokens): ``contiguous``, not ``nchw`` (the case id still hashes the suite's ``nchw``, so ids
 #: of such rows stored before are unchanged).
 NO_LAYOUT = "contiguous"
+#: Layers whose 4-d inputs are not images (attention's batch x heads x tokens x features, batched
+#: matrices, scores): their default layout is stored as ``NO_LAYOUT`` too.
+TOKEN_LAYERS = frozenset({"sdpa", "mha", "bmm", "matmul", "einsum", "mm", "linear", "layernorm", "softmax"})
 
 
 def stored_layout(case: Case) -> str:
-    """``case.memory_format``, or ``NO_LAYOUT`` for a measured case none of whose inputs is 4-d or 5-d."""
+    """``case.memory_format``, or ``NO_LAYOUT`` for a measured case none of whose inputs is 4-d or 5-d,
+    and for a layer of ``TOKEN_LAYERS`` at the default ``nchw``."""
     if case.inputs is not None and not any(len(s) in (4, 5) for s in case.inputs):
+        return NO_LAYOUT
+    if case.layer in TOKEN_LAYERS and case.memory_format == "nchw":
         return NO_LAYOUT
     return case.memory_format
 
