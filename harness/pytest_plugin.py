@@ -119,10 +119,10 @@ def test_layer(benchmark: Any, layerbench_case: Any, layerbench_context: Any) ->
     case, ctx = layerbench_case, layerbench_context
     if case.skip:
         pytest.skip(case.skip)
-    policy = heap.steady() if ctx.device.host else None     # as a run times (harness.timing.heap)
     counts = analytic_counts(case)
     with ctx.backend.pass_scope(ctx.device, case.pass_):
         work, seed = prepare_pass(case, ctx.device, counts)     # a backward's forward graphs made here, untimed
+        policy = heap.steady() if ctx.device.host else None     # the heap policy prepare_pass set, as a run's
         for part in (ctx.key(case), ctx.case_fields(case), counts, ctx.peaks_for(case, {}), ctx.provenance()):
             benchmark.extra_info.update({k: _plain(v) for k, v in dataclasses.asdict(part).items()})
         from harness.record import SCHEMA_VERSION  # deferred: idle without --layerbench-suite

@@ -23,7 +23,7 @@ from harness.report.predictions import PredictionsView, predictions_view
 from harness.store import Loaded
 
 if TYPE_CHECKING:
-    from harness.report.plots import Plot
+    from harness.report.plots import Job, Plot
 
 MAX_HEATMAPS = 6
 
@@ -147,11 +147,9 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
     """Time vs FLOPs per machine and device, a roofline per machine, device and dtype, heatmaps: each
     declared as a job, then drawn (``plots.draw_all``: side by side where the host allows)."""
     from harness.report.plots import (  # deferred: matplotlib, only for plots
-        HEAT_LABELS,
         Job,
         Style,
         draw_all,
-        heatmap,
         predicted_vs_measured,
         roofline,
         time_vs_flops,
@@ -175,13 +173,13 @@ def make_plots(table: pd.DataFrame, groups: pd.DataFrame, notes: list[str]) -> l
             title = f"{suites}: predicted vs measured on {_where(rows)}"
             jobs.append(Job(predicted_vs_measured, (rows,), dict(name=f"predicted {dev} {mid}", style=style,
                                                                  title=title)))
-    jobs += _heatmap_jobs(table, Job, heatmap, HEAT_LABELS)
-    return draw_all(jobs, notes)
+    return draw_all(jobs + _heatmap_jobs(table), notes)
 
 
-def _heatmap_jobs(table: pd.DataFrame, job: Any, heatmap: Any, labels: dict[str, str]) -> list[Any]:
+def _heatmap_jobs(table: pd.DataFrame) -> list[Job]:
     """One heatmap job per family swept over two axes and dtype (at most ``MAX_HEATMAPS``)."""
-    out = []
+    from harness.report.plots import HEAT_LABELS, Job, heatmap  # deferred: matplotlib, only for plots
+    out: list[Job] = []
     for family, x, y in heatmap_axes(table):
         fam = table[table[R.FAMILY] == family]
         for dtype, sub in fam.groupby(fam[R.DTYPE].astype(str), sort=True):   # one per dtype: never mixed
@@ -190,9 +188,9 @@ def _heatmap_jobs(table: pd.DataFrame, job: Any, heatmap: Any, labels: dict[str,
             value = "util_ceiling" if sub["util_ceiling"].notna().any() else "util_peak"
             if sub.empty or not sub[value].notna().any() or len(out) >= MAX_HEATMAPS:
                 continue                    # no row on both axes, or no stored peak: nothing to colour
-            out.append(job(heatmap, (sub, f"axis_{x}", f"axis_{y}"), dict(
+            out.append(Job(heatmap, (sub, f"axis_{x}", f"axis_{y}"), dict(
                 name=f"heatmap {family} {dtype}", value=value,
-                title=f"{family} ({dtype}): {labels[value]} over {x} x {y}")))
+                title=f"{family} ({dtype}): {HEAT_LABELS[value]} over {x} x {y}")))
     return out
 
 

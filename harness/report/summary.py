@@ -39,7 +39,6 @@ from harness.timing.stats import NOISY_REL_IQR
 
 #: Findings the summary tells.
 TOP_FINDINGS = 3
-#: Width the findings are wrapped to (characters).
 #: The derived column a hierarchical roofline adds (the cache level or DRAM bounding the row).
 ROOF_LEVEL = "roof_level"
 

@@ -32,8 +32,7 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
     for _, row in two.head(SHOWN).iterrows():
         speeds = str(row[R.STABILITY_REASON]).split(";", 1)[0].removeprefix("two speeds: ")
         host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
-        lines += wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ",
-                               subsequent_indent="    ")
+        lines += wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
     return lines
 
 

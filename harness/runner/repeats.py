@@ -42,7 +42,7 @@ def merge(rows: Sequence[Row]) -> Row:
     if not ok:
         return rows[0]
     every = ok
-    ok, aside = host_slow([(r.timing.process_canaries_s or [None])[0] for r in ok], ok)  # type: ignore[union-attr]
+    ok, aside = host_slow(ok)
     medians = [float(r.timing.time_median_s) for r in ok]   # type: ignore[union-attr]
     mid = median_low(medians)
     rep = ok[medians.index(mid)]
@@ -50,8 +50,7 @@ def merge(rows: Sequence[Row]) -> Row:
     busy = max(busy_values) if busy_values else None
     samples = [r.timing.samples_s or [] for r in ok]   # type: ignore[union-attr]
     stab, why = verdict(samples, busy)
-    canaries = [(r.timing.process_canaries_s or [None])[0] for r in ok]   # type: ignore[union-attr]
-    stab, why, modes = _told(stab, why, samples, medians, canaries, mid)
+    stab, why, modes = _told(stab, why, samples, medians, [_canary(r) for r in ok], mid)
     why = f"{aside}; {why}" if aside else why
     failures = [r for r in rows if not _ok(r)]
     if failures:
@@ -73,13 +72,19 @@ PROCESS_BAND = 0.10
 MIN_KEPT = 2
 
 
-def host_slow(canaries: Sequence[float | None], rows: Sequence[Row]) -> tuple[list[Row], str]:
+def _canary(row: Row) -> float | None:
+    """The median canary of the one process that measured ``row`` (``None`` without one)."""
+    return (row.timing.process_canaries_s or [None])[0]   # type: ignore[union-attr]
+
+
+def host_slow(rows: Sequence[Row]) -> tuple[list[Row], str]:
     """(the rows kept, what was set aside): the processes whose median canary (seconds per step, the
     host's speed beside their blocks) ran over ``PROCESS_BAND`` above the fastest process's, while at
     least ``MIN_KEPT`` remain (then the fastest canaries are kept). A host slow throughout one
     process is not told within it (its blocks' canary median moves with it: ``harness.timing.canary``),
     but beside the row's other processes it is. NVBench discards a GPU trial run at a throttled clock
     the same way (``nvbench/detail/gpu_frequency.cxx``). Without a canary per process, all are kept."""
+    canaries = [_canary(r) for r in rows]
     if len(rows) <= MIN_KEPT or any(c is None or c <= 0 for c in canaries):
         return list(rows), ""
     fastest = min(c for c in canaries if c is not None)

@@ -113,7 +113,11 @@ def prepare_case(case: Case, device: Device, per_set: int | None = None) -> tupl
 def prepare_pass(case: Case, device: Device, counts: Counts) -> tuple[Pass, int]:
     """The case's pass ready to time (``harness.timing.passes``) and its inputs' seed. A pass with a
     backward rotates sets sized by the bytes one call moves (its counts); its gradient outputs are
-    windows of the input pool too, laid out like the inputs."""
+    windows of the input pool too, laid out like the inputs. On the host, the heap is held steady
+    before the case's tensors exist (``harness.timing.heap``): every path that times a case (a run's
+    rows, interleaved confirmations, the pytest plugin) makes them here."""
+    if device.host:
+        heap.steady()
     moved = counts.bytes_read + counts.bytes_written if case.pass_ != FORWARD else None
     module, sets, seed = prepare_case(case, device, moved)
     dtype, fmt = parse_dtype(case.dtype), _memory_format(case)
@@ -239,8 +243,6 @@ def build_row(case: Case, ctx: RunContext, measure_fn: Callable[..., Measurement
     if case.skip is not None:
         return Row(**base, case=ctx.case_fields(case), health=failed(Status.SKIPPED, case.skip),
                    peaks=ctx.peaks_for(case), provenance=ctx.provenance())
-    if ctx.device.host:
-        heap.steady()                       # before the case's tensors exist (harness.timing.heap)
     try:
         got = measure_case(case, ctx, measure_fn, profile)
     except SpecError as e:

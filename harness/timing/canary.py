@@ -6,9 +6,9 @@ threads and large enough to be split among them all (``shape``): a core taken by
 stalls its OpenMP barriers as it stalls the layer's. A 48x48 GEMM and a 32,768-element copy run on
 one thread whatever the setting (6.2 vs 7.0 us and 4.4 vs 4.4 us at 1 and 2 threads on a 2-vCPU
 EPYC), so a canary of that size never saw a tenant on the other CPU while a 2-thread layer slowed
-1.2x. It is sized once per measurement to take about ``TARGET_S``. It is read between consecutive blocks, so that each
-block has a reading before and after it; a block's canary is the faster of the two (one slow reading
-beside a block is as likely a hiccup of the canary as of the block).
+1.2x. It is sized once per measurement to take about ``TARGET_S``. It is read between consecutive
+blocks, so that each block has a reading before and after it; a block's canary is the faster of the
+two (one slow reading beside a block is as likely a hiccup of the canary as of the block).
 
 A reading is one untimed step, then the fastest of ``REPEATS`` timed ones: the block before it evicted
 the canary's data (on a 2-vCPU EPYC VM the first reading after a 30 ms convolution took 7-10x the
