@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", default="1,3", help="comma-separated --processes values (default 1,3)")
     ap.add_argument("--checkout", default=None, help="another layerbench checkout for part 2 (before/after)")
     ap.add_argument("--skip-workers", action="store_true", help="part 2 only")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each main job, and interpreter starts (default 3; "
+                    "the medians are printed: a shared host swings between runs)")
     args = ap.parse_args(argv)
     root = Path(args.checkout or Path(__file__).resolve().parents[1]).resolve()
     if not args.skip_workers:
@@ -106,15 +108,22 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"; the server was ready after {ready:.2f} s" if kind == "fork-server" else ""
             print(f"worker start ({kind}): median {statistics.median(times):.3f} s over {len(times)} workers "
                   f"(min {min(times):.3f}, max {max(times):.3f}){extra}")
-    boot = interpreter_start(str(root))
-    print(f"interpreter start (import torch, harness.runner): {boot:.2f} s  [{root}]")
+    boots = [interpreter_start(str(root)) for _ in range(args.repeat)]
+    boot = statistics.median(boots)
+    print(f"interpreter start (import torch, harness.runner): median {boot:.2f} s of {len(boots)} "
+          f"({', '.join(f'{b:.2f}' for b in boots)})  [{root}]")
     for p in (int(x) for x in args.processes.split(",")):
-        wall, spent, confirming, exact, rows = main_job(args.suite, p, str(root))
-        net = wall - boot
-        how = "stored measuring_s" if exact else "estimated from the rows"
-        print(f"layerbench run {args.suite} --processes {p}: {rows} rows, {wall:.1f} s wall, {net:.1f} s net of the "
-              f"interpreter start; warm-up + sampling {spent:.1f} s of rows ({how}) + {confirming:.1f} s of "
-              f"interleaved confirmations = {100 * (spent + confirming) / net:.0f} %")
+        shares = []
+        for _ in range(args.repeat):
+            wall, spent, confirming, exact, rows = main_job(args.suite, p, str(root))
+            net = wall - boot
+            shares.append((spent + confirming) / net)
+            how = "stored measuring_s" if exact else "estimated from the rows"
+            print(f"layerbench run {args.suite} --processes {p}: {rows} rows, {wall:.1f} s wall, {net:.1f} s net of "
+                  f"the interpreter start; warm-up + sampling {spent:.1f} s of rows ({how}) + {confirming:.1f} s of "
+                  f"interleaved confirmations = {100 * shares[-1]:.0f} %")
+        print(f"  --processes {p}: measuring share median {100 * statistics.median(shares):.0f} % of {len(shares)} "
+              f"runs (target {85 if p == 1 else 75} %)")
     return 0
 
 

@@ -224,6 +224,21 @@ def test_roofline_draws_one_roof_per_stored_level_and_names_the_peak(tmp_path):
     assert _roof_labels(table)[-1] == "datasheet peak: 150 GFLOP/s, 20 GB/s"
 
 
+def test_log_axes_tick_labels_are_plain_si_and_times():
+    """Log axes read ``1 k`` / ``10 M`` (SI) and, where they hold microseconds, ``100 us`` / ``1 ms``:
+    plain text, never mathtext (``$10^{3}$``)."""
+    from harness.report.plots import _figure, _finish
+    fig, ax = _figure((6, 4))
+    ax.plot([1e3, 1e7], [10.0, 1e4])
+    _finish(ax, "FLOPs", "time", "t", us=(False, True))
+    fig.canvas.draw()
+    xs = {t.get_text() for t in ax.get_xticklabels() if t.get_text()}
+    ys = {t.get_text() for t in ax.get_yticklabels() if t.get_text()}
+    assert {"1 k", "10 k", "100 k", "1 M", "10 M"} <= xs
+    assert {"10 us", "100 us", "1 ms", "10 ms"} <= ys
+    assert not any("$" in t for t in xs | ys)
+
+
 def test_style_colour_per_family_marker_per_dtype_and_hollow_unstable(tmp_path):
     import pandas as pd
 

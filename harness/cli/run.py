@@ -51,10 +51,10 @@ def counts_text(statuses: dict[str, int]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    early = early_workers(args)      # before this process imports pandas and torch: the server imports torch meanwhile
     from harness.store.dataset import is_url  # deferred: --help without torch/pandas
     if args.ray is not None or args.devices or is_url(args.out):
         return cmd_run_fleet(args)
-    early = early_workers(args)      # before this process imports torch: the server imports it meanwhile
     suite, dtypes, device, kwargs = prepare_run(args)
     from harness.backends import resolve_device  # deferred: --help without torch/pandas
     from harness.runner import run_suite  # deferred: as above
@@ -73,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         early.close()                # the suite asks for another OpenMP policy: run_suite starts the right server
         early = None
     from harness.analysis.confirmed import select  # deferred: as above
+    if early is not None and not args.no_report:
+        import harness.report.plots  # noqa: F401 - now, while the fork server still imports torch: free time
     summary = run_suite(suite, out=args.out, workers=early, confirm=None if args.no_confirm else select, **kwargs)
     if summary.interrupted:
         print(f"interrupted: {interrupted_text(summary)}; layerbench run {args.suite} --resume continues",
@@ -143,6 +145,8 @@ def early_workers(args: argparse.Namespace) -> Any:
     torch (``harness.runner.launch`` imports none); ``None`` otherwise. A suite that sets
     ``processes = 1`` makes ``run_suite`` close it unused."""
     from harness.runner.launch import launcher, omp_env  # deferred: --help without torch/pandas
+    if args.ray is not None or args.devices or "://" in str(args.out):
+        return None                  # a fleet run (Ray, or a dataset URL: ``store.dataset.is_url``) starts none here
     try:
         n = args.processes if args.processes is not None else int(os.environ.get("LAYERBENCH_PROCESSES")
                                                                    or CLI_PROCESSES)

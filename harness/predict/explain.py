@@ -23,12 +23,14 @@ def _f(v: Any) -> float:
     return x
 
 
-def reasons(row: pd.Series) -> list[str]:
-    """Reasons, most telling first, why ``row`` (a derived row with ``residual``) missed its prediction."""
+def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
+    """Reasons, most telling first, why ``row`` (a derived row with ``residual``) missed its prediction;
+    ``feat``: its ``features`` row, when the caller computed them for many rows at once."""
     res = _f(row.get("residual"))
     if not math.isfinite(res):
         return []
-    feat = features(pd.DataFrame([row.to_dict()])).iloc[0]
+    if feat is None:
+        feat = features(pd.DataFrame([row.to_dict()])).iloc[0]
     out: list[str] = []
     slow = res > 1
     t = _f(row.get(R.TIME_MEDIAN))
@@ -76,11 +78,12 @@ def reasons(row: pd.Series) -> list[str]:
     return out
 
 
-def explain(row: pd.Series, top: int = 2) -> str:
-    """One sentence: how far off the prediction was and the ``top`` reasons its counts give."""
+def explain(row: pd.Series, top: int = 2, feat: pd.Series | None = None) -> str:
+    """One sentence: how far off the prediction was and the ``top`` reasons its counts give (``feat``:
+    as for ``reasons``)."""
     res = _f(row.get("residual"))
     if not math.isfinite(res):
         return "no prediction"
     how = f"{res:.2f}x slower than predicted" if res >= 1 else f"{1 / res:.2f}x faster than predicted"
-    why = reasons(row)[:top]
+    why = reasons(row, feat)[:top]
     return f"{how}: " + ("; ".join(why) if why else "nothing in its counts stands out")

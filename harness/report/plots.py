@@ -33,12 +33,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from harness import record as R  # noqa: E402
 from harness.analysis.findings import describe_row  # noqa: E402
 from harness.report.format import LEVELS, level_label  # noqa: E402,F401
 from harness.report.points import drawable, outliers, unstable  # noqa: E402,F401
-from harness.units import si  # noqa: E402
+from harness.units import seconds, si  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "layerbench"       # stable SVG element ids
 #: Above this many points, plots draw plain rasterized markers (no error bars, no group lines, no labels).
@@ -161,9 +162,9 @@ MAX_PLOT_WORKERS = 4
 def draw_all(jobs: list[Job], notes: list[str]) -> list[Plot]:
     """Every job's plot (``safe``: a failure is a note), in job order. With several jobs and CPUs on
     Linux, drawn side by side in processes forked from this one (matplotlib already loaded; each
-    returns its PNG and SVG bytes): a run's report is drawn after its measuring, when the CPUs are
-    free. Elsewhere (or in a daemonic process, which may not start children), or if a drawing
-    process dies, one after another here."""
+    returns its PNG bytes; the SVG is drawn here if asked for): a run's report is drawn after its
+    measuring, when the CPUs are free. Elsewhere (or in a daemonic process, which may not start
+    children), or if a drawing process dies, one after another here."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     workers = min(len(jobs), cpus, MAX_PLOT_WORKERS)
     if workers > 1 and sys.platform.startswith("linux") and not multiprocessing.current_process().daemon:
@@ -177,11 +178,11 @@ def draw_all(jobs: list[Job], notes: list[str]) -> list[Plot]:
             _FORKED_JOBS.clear()
         if baked is not None:
             plots = []
-            for got, job_notes in baked:
+            for job, (got, job_notes) in zip(jobs, baked):
                 notes.extend(job_notes)
                 if got is not None:
-                    name, title, png, svg = got
-                    plots.append(Plot(name, title, png, vector=functools.partial(bytes, svg)))
+                    name, title, png = got
+                    plots.append(Plot(name, title, png, vector=functools.partial(_svg_again, job)))
             return plots
     drawn = [safe(j.draw, *j.args, notes=notes, **j.kwargs) for j in jobs]
     return [p for p in drawn if p is not None]
@@ -191,12 +192,18 @@ def draw_all(jobs: list[Job], notes: list[str]) -> list[Plot]:
 _FORKED_JOBS: list[Job] = []
 
 
-def _baked(index: int) -> tuple[tuple[str, str, bytes, bytes] | None, list[str]]:
-    """In a drawing process: (name, title, PNG, SVG) of job ``index``'s plot, or None; and its notes."""
+def _baked(index: int) -> tuple[tuple[str, str, bytes] | None, list[str]]:
+    """In a drawing process: (name, title, PNG) of job ``index``'s plot, or None; and its notes. The
+    SVG is not drawn there: only a Markdown report asks for it (``_svg_again``)."""
     job = _FORKED_JOBS[index]
     notes: list[str] = []
     plot = safe(job.draw, *job.args, notes=notes, **job.kwargs)
-    return ((plot.name, plot.title, plot.png, plot.svg) if plot is not None else None), notes
+    return ((plot.name, plot.title, plot.png) if plot is not None else None), notes
+
+
+def _svg_again(job: Job) -> bytes:
+    """The SVG of a plot drawn in another process: the job drawn again here (same data, same bytes)."""
+    return job.draw(*job.args, **job.kwargs).svg
 
 
 def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any) -> Plot | None:
@@ -270,9 +277,26 @@ def _label_outliers(ax: Any, ok: pd.DataFrame, x: str, y: str, scale: float = 1.
                     bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6", "alpha": 0.95}, zorder=5)
 
 
-def _finish(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+class _SiLog(LogFormatter):
+    """Log-axis tick labels as plain text: SI (``10 k``, ``1 G``, ``0.01``), or with ``us=True`` a time
+    given in microseconds (``100 us``, ``1 ms``). Matplotlib's default writes mathtext (``$10^{4}$``),
+    whose parsing took a third of a plot's drawing time."""
+
+    def __init__(self, *args: Any, us: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.us = us
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return seconds(x * 1e-6) if self.us else si(x)
+
+
+def _finish(ax: Any, xlabel: str, ylabel: str, title: str, us: tuple[bool, bool] = (False, False)) -> None:
+    """Log axes labelled, titled and gridded; ``us``: which of (x, y) holds microseconds."""
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis, in_us in zip((ax.xaxis, ax.yaxis), us):     # after set_*scale, which installs mathtext formatters
+        axis.set_major_formatter(_SiLog(us=in_us))
+        axis.set_minor_formatter(_SiLog(labelOnlyBase=False, us=in_us))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(plain(title), fontsize=10)
@@ -287,7 +311,7 @@ def time_vs_flops(frame: pd.DataFrame, name: str, title: str, style: Style | Non
     fig, ax = _figure(_FIGSIZE)
     _points(ax, ok, R.FLOPS, R.TIME_MEDIAN, style, scale=1e6, errors=True)
     _label_outliers(ax, ok, R.FLOPS, R.TIME_MEDIAN, scale=1e6)
-    _finish(ax, "FLOPs per call (canonical convention)", "median time per call (us)", title)
+    _finish(ax, "FLOPs per call (canonical convention)", "median time per call", title, us=(False, True))
     style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
                  bool(unstable(ok).any()), [])
     return _render(fig, name, title)
@@ -416,8 +440,8 @@ def predicted_vs_measured(frame: pd.DataFrame, name: str, title: str, style: Sty
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     basis = sorted(ok["predicted_basis"].dropna().astype(str).unique()) if "predicted_basis" in ok else []
-    _finish(ax, f"predicted time per call (us; {' / '.join(basis) or 'roofline'})", "measured median time (us)",
-            title)
+    _finish(ax, f"predicted time per call ({' / '.join(basis) or 'roofline'})", "measured median time per call",
+            title, us=(True, True))
     style.legend(ax, sorted(ok[R.FAMILY].astype(str).unique()), sorted(ok[R.DTYPE].astype(str).unique()),
                  bool(unstable(ok).any()), [line, band])
     return _render(fig, name, title)

@@ -19,6 +19,7 @@ from harness.analysis.findings import describe_row
 from harness.analysis.verdicts import is_set_aside
 from harness.predict.columns import BASIS_MODEL, log_residual, residual_error
 from harness.predict.explain import explain
+from harness.predict.features import features
 from harness.report.wrap import WIDTH, wrap
 
 #: Rows the summary names (the report and ``layerbench residuals`` name ``WORST_REPORT``).
@@ -58,8 +59,10 @@ def predictions_view(table: pd.DataFrame, worst: int = WORST_REPORT, models: tup
                      "set_aside": int(is_set_aside(g).sum())})
     size = log_residual(ok).abs().sort_values(ascending=False)
     aside = is_set_aside(ok)
+    named = size.index[:worst]
+    feats = features(ok.loc[named]) if len(named) else pd.DataFrame()      # one pass for all named rows
     worst_rows = tuple((idx, f"{ok.at[idx, R.FAMILY]} {describe_row(ok.loc[idx])}{'*' if aside.loc[idx] else ''}: "
-                        f"{explain(ok.loc[idx])}") for idx in size.index[:worst])
+                        f"{explain(ok.loc[idx], feat=feats.iloc[i])}") for i, idx in enumerate(named))
     basis = {str(k): int(v) for k, v in ok["predicted_basis"].value_counts().items()}
     return PredictionsView(pd.DataFrame(rows), worst_rows, basis, models)
 

@@ -25,8 +25,6 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from harness.record import OMP_WAIT_POLICIES
-
 #: Seconds the parent waits for the server to import what workers need and for a fork to answer.
 READY_TIMEOUT_S = 120.0
 #: How workers start: ``fork-server`` (default) or ``spawn`` (a fresh interpreter each).
@@ -35,8 +33,13 @@ LAUNCHERS = ("fork-server", "spawn")
 #: these modules, and running one as ``__main__`` too would load it twice).
 SPAWN = "import sys; from harness.runner.worker import run_job; run_job(sys.argv[1])"
 SERVE = "import sys; from harness.runner.forkserver import serve; serve(int(sys.argv[1]))"
-#: Policies ``--omp-wait`` accepts (the suite key's), as OMP_WAIT_POLICY spells them.
-OMP_WAIT = {p: p.upper() for p in OMP_WAIT_POLICIES}
+
+
+def omp_policy(omp_wait: str) -> str:
+    """OMP_WAIT_POLICY's spelling of an ``--omp-wait`` policy (``harness.record.OMP_WAIT_POLICIES``,
+    checked by the caller; not imported here: the record imports pyarrow, and this module is loaded
+    before the fork server starts)."""
+    return omp_wait.upper()
 
 
 def omp_env(omp_wait: str | None) -> dict[str, str]:
@@ -44,7 +47,7 @@ def omp_env(omp_wait: str | None) -> dict[str, str]:
     path so that the job's functions import."""
     env = dict(os.environ)
     if omp_wait is not None:
-        env["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
+        env["OMP_WAIT_POLICY"] = omp_policy(omp_wait)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 

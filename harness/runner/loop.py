@@ -22,10 +22,10 @@ from harness.backends import Device, resolve_device
 from harness.devices.identity import describe_machine_identity
 from harness.errors import DeviceLost, SpecError
 from harness.layers.dtypes import canonical_dtype
-from harness.record import MODES, Repeats, Status, now_iso
+from harness.record import MODES, OMP_WAIT_POLICIES, Repeats, Status, now_iso
 from harness.runner.confirm import Selector, confirm_main, journals, pairs_of, store
 from harness.runner.context import CALIBRATE, RunContext, make_context
-from harness.runner.launch import LAUNCHERS, OMP_WAIT, Launcher, launcher, omp_env
+from harness.runner.launch import LAUNCHERS, Launcher, launcher, omp_env, omp_policy
 from harness.runner.progress import Progress
 from harness.runner.repeats import single
 from harness.runner.resume import check_resumable, open_run_dir, stored_peaks, stored_threads
@@ -171,7 +171,7 @@ def _policy(omp_wait: str | None) -> Iterator[None]:
         yield
         return
     old = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
+    os.environ["OMP_WAIT_POLICY"] = omp_policy(omp_wait)
     try:
         yield
     finally:
@@ -187,7 +187,7 @@ def resolve_repeats(suite: Suite, processes: int | None, omp_wait: str | None) -
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PROCESSES:
         raise SpecError("--processes", n, f"an integer from 1 to {MAX_PROCESSES}")
     wait = omp_wait if omp_wait is not None else getattr(suite, "omp_wait", None)
-    if wait is not None and wait not in OMP_WAIT:
+    if wait is not None and wait not in OMP_WAIT_POLICIES:
         raise SpecError("--omp-wait", wait, "active or passive")
     return Repeats(processes=n, omp_wait=wait)
 
