@@ -85,6 +85,42 @@ def test_three_processes_keep_every_median_and_find_the_split(tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "fake").iterdir()) == ["p0", "p1", "p2"]
 
 
+def slow_host_in_second_process(fn, *, inputs, **kw):
+    """1 ms per call everywhere; the host canary beside batch 2 runs 1.5x slow in the second process
+    (and its time with it), at the usual speed in every other process, extra ones included."""
+    from harness.timing.canary import CanaryReport
+    i, batch = _process_index(), inputs[0][0].shape[0]
+    slow = 1.5 if (batch == 2 and i == 1) else 1.0
+    samples = tuple(1e-3 * slow * (1 + 0.001 * k) for k in range(10))
+    canary = CanaryReport(reference_s=30e-6 * slow, kept_s=(30e-6 * slow,) * 10, rejected=0)
+    return Measurement(device="cpu", timer="fake", mode="hot", samples_s=samples, number=1, warmup_calls=0,
+                       warmup_s=0.0, estimate_s=1e-3, sampling_s=0.2, threads=1, gc_paused=True,
+                       rotation=len(inputs), stop_reason="converged", target_rel_ci=0.01, canary=canary)
+
+
+def test_a_case_beside_a_slow_host_gets_one_more_process(tmp_path, monkeypatch, caplog):
+    """Batch 2's second process ran beside a 1.5x slow canary: it is set aside, and that case alone
+    is measured in one extra process, so three processes at the host's usual speed judge it."""
+    import logging
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    with caplog.at_level(logging.INFO, logger="harness.runner"):
+        r = run_suite(parse_suite(SUITE), out=tmp_path / "out", measure_fn=slow_host_in_second_process,
+                      progress=False, profile=False, processes=3)
+    f = load_results(r.run_dir)
+    f["batch"] = [json.loads(a)["b"] for a in f["axes"]]
+    f = f.set_index("batch").sort_index()
+    assert f["processes"].tolist() == [3, 3, 3, 3]
+    assert f.loc[2, "stability_reason"].startswith("1 of 4 processes set aside: the host canary beside them ran 1.50x")
+    assert f.loc[2, "process_medians_s"] == pytest.approx([1.0045e-3] * 3)
+    assert f.loc[2, "stability"] == "stable" and (f["stability"] == "stable").all()
+    extra = [m for m in caplog.messages if m.find("extra process 1 (slow host): ") >= 0]
+    assert len(extra) == 1 and "relu b=2" in extra[0]
+    assert sorted(p.name for p in fake_dir.iterdir()) == ["p0", "p1", "p2", "p3"]      # one extra worker, once
+    assert not list(r.run_dir.glob("proc-*.jsonl"))
+
+
 def test_a_worker_killed_mid_case_costs_that_case_one_process(tmp_path, monkeypatch):
     monkeypatch.setenv("LB_FAKE_KILL", "1")
     r = _run(tmp_path, monkeypatch, processes=2)

@@ -103,6 +103,13 @@ class Progress:
         else:
             log.info("[%d/%d] %s", self.done, self.total, line)
 
+    def extend(self, measurements: int) -> None:
+        """``measurements`` more to come (the extra processes of cases measured beside a slow host)."""
+        self.total += measurements
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

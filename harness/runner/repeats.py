@@ -100,6 +100,15 @@ def host_slow(rows: Sequence[Row]) -> tuple[list[Row], str]:
             + "/".join(f"{float(rows[i].timing.time_median_s) * 1e6:.4g}" for i in slow) + " us")  # type: ignore[union-attr]
 
 
+def short_of(rows: Sequence[Row], asked: int) -> bool:
+    """Whether a case measured in every one of ``rows`` keeps fewer than ``asked`` processes beside
+    the host canary (``host_slow`` set some aside): one more process may find the host at the speed
+    the others did (``harness.runner.workers`` then measures it once more). A case that failed in a
+    process is not: another process would not mend it."""
+    ok = [r for r in rows if _ok(r)]
+    return bool(ok) and len(ok) == len(rows) and len(host_slow(ok)[0]) < asked
+
+
 def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians: Sequence[float],
           canaries: Sequence[float | None], mid: float) -> tuple[Stability, str, str | None]:
     """(verdict, reason, modes JSON): ``host-slowed`` where the process medians follow their canaries;

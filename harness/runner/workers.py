@@ -18,6 +18,11 @@ each case). The parent follows the journal as it grows (``WorkerJournal``: each 
 what was appended since the last one). A worker that dies leaves the case it was measuring as an
 ``error`` row of that process ("worker process died ...") and the pass goes on with a new worker.
 The parent merges the N rows of a case into one (``harness.runner.repeats.merge``).
+
+A case whose processes ran beside a slow host (``repeats.host_slow`` set some aside, so fewer than N
+would judge it) is measured in one more process, up to ``EXTRA_PROCESSES`` more, while that stays
+so: a noisy spell of a shared host then costs time rather than verdicts. Extra passes journal to
+``proc-<...>-x0.jsonl``, ``-x1`` and take only those cases, in their own shuffled order.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from harness.runner import confirm
 from harness.runner.context import RunContext
 from harness.runner.launch import Launcher, WorkerHandle
 from harness.runner.progress import Progress
-from harness.runner.repeats import merge
+from harness.runner.repeats import merge, short_of
 from harness.runner.rows import failed
 from harness.runner.tally import Tally
 from harness.runner.worker import WorkerJob
@@ -47,6 +52,8 @@ from harness.suite import Case
 
 #: Seconds between reads of a running worker's journal (progress).
 POLL_S = 0.25
+#: Passes a block adds, at most, for its cases whose processes ran beside a slow host (``short_of``).
+EXTRA_PROCESSES = 2
 #: Cases in a run's first block of worker passes; each next block doubles, up to ``MAX_BLOCK``.
 FIRST_BLOCK = 64
 MAX_BLOCK = 4096
@@ -79,8 +86,9 @@ def order_for(items: Sequence[Any], process: int) -> list[Any]:
     return out
 
 
-def journal_path(run_dir: Path, shard_label: str, process: int) -> Path:
-    return run_dir / f"proc-{shard_label}-p{process}.jsonl"
+def journal_path(run_dir: Path, shard_label: str, process: int, kind: str = "p") -> Path:
+    """``proc-<shard and policy>-p<k>.jsonl``; an extra pass's ``...-x<k>.jsonl``."""
+    return run_dir / f"proc-{shard_label}-{kind}{process}.jsonl"
 
 
 def _is_row(item: Any) -> bool:
@@ -208,20 +216,24 @@ def prune(path: Path, keep: Callable[[str], bool]) -> None:
     os.replace(tmp, path)
 
 
-def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator[tuple[str, list[Row]]]:
-    """(case id, its row from every journal) for the cases every journal holds, in ``case_ids`` order."""
+def iter_complete(journals: Sequence[Path], case_ids: Sequence[str],
+                  extra: Sequence[Path] = ()) -> Iterator[tuple[str, list[Row]]]:
+    """(case id, its row from every journal, then from each ``extra`` journal holding one) for the
+    cases every one of ``journals`` holds, in ``case_ids`` order."""
     by_proc = [read_journal(p)[0] for p in journals]
+    by_extra = [read_journal(p)[0] for p in extra if p.exists()]
     for cid in case_ids:
         rows = [r.get(cid) for r in by_proc]
         if all(r is not None for r in rows):
-            yield cid, rows  # type: ignore[misc]
+            yield cid, [*rows, *(r[cid] for r in by_extra if cid in r)]  # type: ignore[list-item]
 
 
-
-def journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats) -> list[Path]:
+def journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats, extra: bool = False) -> list[Path]:
     """The worker journals of this shard and OpenMP policy, one per pass (named by the policy too: a
-    resume under another policy never merges old rows)."""
+    resume under another policy never merges old rows); ``extra``: those of the extra passes."""
     tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
+    if extra:
+        return [journal_path(run_dir, tag, j, "x") for j in range(EXTRA_PROCESSES)]
     return [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
 
 
@@ -234,34 +246,49 @@ def measure_in_workers(ctx: RunContext, run_dir: Path, cases: Iterable[Case], st
     suite. Once a block is stored, its journals keep only the rows of cases neither in it nor
     stored (``done``: row ids), which a later block uses (a resume's first block need not hold
     every case the interrupted one had journaled)."""
-    journals = journal_paths(ctx, run_dir, repeats)
+    journals = (journal_paths(ctx, run_dir, repeats), journal_paths(ctx, run_dir, repeats, extra=True))
     for block in blocks(cases):
         pending = {c.case_id: c for c in block}
         job = WorkerJob(ctx=ctx, cases=(), measure_fn=measure_fn, profile=profile, journal="")
         if _block(ctx, pending, job, journals, start, writer, tally, bar):
-            for path in journals:
+            for path in (*journals[0], *journals[1]):
                 prune(path, lambda cid, block=pending: cid not in block and ctx.row_id(cid) not in done)
 
 
-def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob, journals: Sequence[Path], start: Launcher,
-           writer: RunWriter, tally: Tally, bar: Progress) -> bool:
-    """Measure ``pending`` in one pass per journal; store each case's merged row once every pass has
-    measured it (also when interrupted: complete cases are kept). True when every row of the block
-    is stored."""
+def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
+           journals: tuple[Sequence[Path], Sequence[Path]], start: Launcher, writer: RunWriter, tally: Tally,
+           bar: Progress) -> bool:
+    """Measure ``pending`` in one pass per journal of ``journals[0]``, then the cases short of
+    processes beside a slow host in extra passes (``journals[1]``); store each case's merged row once
+    every pass has measured it (also when interrupted: complete cases are kept). True when every
+    row of the block is stored."""
+    base, extra = journals
     stored = 0
     try:
-        for k, path in enumerate(journals):
-            where = f"process {k + 1}/{len(journals)}"
-            ordered = dataclasses.replace(job, cases=tuple(order_for(list(pending.values()), k)), journal=str(path))
-            run_pass(ordered, start, lambda cid, code: died(ctx, pending[cid], code),
-                     lambda row, where=where: bar.update(row, where))
+        for k, path in enumerate(base):
+            _pass(ctx, pending, list(pending.values()), job, k, path, f"process {k + 1}/{len(base)}", start, bar)
+        for j, path in enumerate(extra):
+            again = [pending[cid] for cid, rows in iter_complete(base, list(pending), extra[:j])
+                     if short_of(rows, len(base))]
+            if not again:
+                break
+            bar.extend(len(again))
+            _pass(ctx, pending, again, job, len(base) + j, path, f"extra process {j + 1} (slow host)", start, bar)
     finally:
-        for _, rows in iter_complete(journals, list(pending)):
+        for _, rows in iter_complete(base, list(pending), extra):
             row = merge(rows)
             writer.append(row)
             tally.stored(row, rows)
             stored += 1
     return stored == len(pending)
+
+
+def _pass(ctx: RunContext, pending: dict[str, Case], cases: list[Case], job: WorkerJob, k: int, path: Path,
+          where: str, start: Launcher, bar: Progress) -> None:
+    """One pass of workers over ``cases``, in process ``k``'s order, journaled to ``path``."""
+    ordered = dataclasses.replace(job, cases=tuple(order_for(cases, k)), journal=str(path))
+    run_pass(ordered, start, lambda cid, code: died(ctx, pending[cid], code),
+             lambda row: bar.update(row, where))
 
 
 def confirm_in_workers(ctx: RunContext, run_dir: Path, pairs: Sequence[tuple[Case, Case]], start: Launcher,
