@@ -47,9 +47,11 @@ from harness.predict.features import features  # noqa: E402
 from harness.predict.model import (  # noqa: E402
     WHAT_RAN,
     accuracy,
+    canary_reference,
     cross_validate,
     encode,
     fit,
+    host_factor,
     training_rows,
     vocabulary,
 )
@@ -84,11 +86,16 @@ def measure(out: Path, threads: int | None, budget: float) -> tuple[list[str], l
 
 def noise_floor(b: pd.DataFrame, again: pd.DataFrame) -> dict:
     """How far two measurements of the same cases (``b`` and ``again``, joined on case_id) are apart:
-    the best agreement any prediction of one of them can reach."""
-    x = b.set_index(R.CASE_ID)[R.TIME_MEDIAN]
-    y = again.set_index(R.CASE_ID)[R.TIME_MEDIAN]
+    the best agreement any prediction of one of them can reach; and (``host_*``) how far apart once
+    each is scaled by its canary (``host_factor``), the agreement a prediction that knows the host's
+    speed (the model's) is held to."""
+    x, y = b.set_index(R.CASE_ID), again.set_index(R.CASE_ID)
     both = x.index.intersection(y.index)
-    return {"cases": len(both), **accuracy(y.loc[both], x.loc[both])}
+    x, y = x.loc[both], y.loc[both]
+    plain = accuracy(y[R.TIME_MEDIAN], x[R.TIME_MEDIAN])
+    ref = canary_reference(x)
+    scaled = accuracy(num(y, R.TIME_MEDIAN) / host_factor(y, ref) * host_factor(x, ref), x[R.TIME_MEDIAN])
+    return {"cases": len(both), **plain, **{f"host_{k}": v for k, v in scaled.items() if k != "rows"}}
 
 
 def load(paths: list[str]) -> pd.DataFrame:
@@ -141,7 +148,8 @@ def kinds_held_out(rows: pd.DataFrame) -> list[dict]:
     """Each layer kind predicted by a regressor fitted on the other kinds (no cross-validation inside)."""
     out_pred = pd.Series(np.nan, index=rows.index)
     roof = roofline(rows)["predicted_roofline_s"]
-    y = np.log(num(rows, R.TIME_MEDIAN) / roof).to_numpy()
+    host = host_factor(rows, canary_reference(rows))         # the host's speed taken out, as ``fit`` does
+    y = np.log(num(rows, R.TIME_MEDIAN) / host / roof).to_numpy()
     for _, g in rows.groupby(R.LAYER):
         rest = rows.drop(index=g.index)
         if len(rest) < 20:
@@ -149,7 +157,9 @@ def kinds_held_out(rows: pd.DataFrame) -> list[dict]:
         vocab = vocabulary(rest)
         est = train_regressor(encode(features(rest), vocab), y[rows.index.get_indexer(rest.index)])
         cap = -math.log(max(1.0, float(np.exp(-y[rows.index.get_indexer(rest.index)]).max())) * 1.1)
-        out_pred.loc[g.index] = roof.loc[g.index] * np.exp(np.maximum(est.predict(encode(features(g), vocab)), cap))
+        at = rows.index.get_indexer(g.index)
+        out_pred.loc[g.index] = roof.loc[g.index] * np.exp(np.maximum(est.predict(encode(features(g), vocab)), cap)) \
+            * host[at]
     res = []
     t = num(rows, R.TIME_MEDIAN)
     for kind, g in [("(all)", rows)] + list(rows.groupby(R.LAYER, sort=True)):
@@ -179,11 +189,13 @@ def main() -> int:
         train_paths, test_paths = args.train, args.test
     a, b = load(train_paths), load(test_paths)
     rows_a = training_rows(a)
+    ref = canary_reference(rows_a)
     print(f"\nrun A (training): {len(a)} rows, {len(rows_a)} used; run B (held out): {len(b)} rows; "
-          f"machine {a[R.MACHINE_ID].iloc[0]} settings {a[R.SETTINGS_ID].iloc[0]}")
+          f"machine {a[R.MACHINE_ID].iloc[0]} settings {a[R.SETTINGS_ID].iloc[0]}; reference canary "
+          + (f"{ref * 1e6:.1f} us per step (times scaled to it)" if ref else "none (no scaling)"))
     results: dict[str, list[dict]] = {}
 
-    cv = cross_validate(rows_a)
+    cv = cross_validate(rows_a, canary=canary_reference(rows_a))
     results["cross-validation"] = (table(rows_a, cv["roofline_s"], "roofline")
                                    + table(rows_a, cv["predicted_s"], "model"))
     show("1. cross-validation in run A (5 folds grouped by layer configuration)", results["cross-validation"])
@@ -214,7 +226,9 @@ def main() -> int:
     floor = noise_floor(b, load(repeat_paths)) if repeat_paths else None
     if floor:
         print(f"\nnoise floor: {floor['cases']} cases of B measured again: median {100 * floor['median_error']:.1f} % "
-              f"apart, {100 * floor['within_10']:.0f} % within 10 %, {100 * floor['within_20']:.0f} % within 20 %")
+              f"apart, {100 * floor['within_10']:.0f} % within 10 %, {100 * floor['within_20']:.0f} % within 20 %; "
+              f"each scaled by its canary: median {100 * floor['host_median_error']:.1f} %, "
+              f"{100 * floor['host_within_10']:.0f} % within 10 %, {100 * floor['host_within_20']:.0f} % within 20 %")
     head = {r["basis"]: r for r in results["across runs (stable rows)"] if r["family"] == "(all)"}
     m, rf = head.get("model", {}), head.get("roofline", {})
     ratio = rf.get("median_error", math.nan) / m.get("median_error", math.nan) if m.get("median_error") else math.nan

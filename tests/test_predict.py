@@ -155,6 +155,35 @@ def test_a_model_fitted_on_synthetic_rows_recovers_the_law(law_model):
     assert law_model.runs == ("synthetic-run-a",) and law_model.machine_id == MACHINE
 
 
+def test_the_host_speed_is_taken_out_by_the_canary_and_put_back_per_row():
+    """Rows measured while the host ran 1.3x slow (their canary 1.3x the others', their time with it)
+    teach the same law; a measured row is predicted at its own canary's speed, a row without one
+    at the reference (the training rows' median canary), and a saved model keeps the reference."""
+    train = synthetic(240, seed=1, noise=0.0)
+    slow = np.arange(len(train)) % 3 == 0
+    train["canary_s"] = np.where(slow, 39e-6, 30e-6)
+    train["time_median_s"] = train["time_median_s"] * np.where(slow, 1.3, 1.0)
+    model = fit(train)
+    assert model.canary_s == pytest.approx(30e-6)
+    held = synthetic(120, seed=2, noise=0.0)
+    at_ref = model.predict(held)["predicted_s"]
+    assert accuracy(at_ref, held["time_median_s"])["median_error"] < 0.05     # the law, host speed taken out
+    busy = model.predict(held.assign(canary_s=45e-6))["predicted_s"]
+    assert (busy / at_ref).tolist() == pytest.approx([1.5] * len(held))
+    assert model.predict(held.assign(canary_s=30e-6))["predicted_s"].tolist() == pytest.approx(at_ref.tolist())
+    unscaled = fit(train.drop(columns=["canary_s"]))
+    assert unscaled.canary_s is None
+    assert accuracy(unscaled.predict(held)["predicted_s"], held["time_median_s"])["median_error"] > 0.05
+
+
+def test_a_saved_model_keeps_its_reference_canary(tmp_path):
+    f = synthetic(60, seed=3).assign(canary_s=31e-6)
+    back = load(save(fit(f), tmp_path / "m.json"))
+    assert back.canary_s == pytest.approx(31e-6)
+    assert back.predict(f.assign(canary_s=62e-6))["predicted_s"].tolist() == pytest.approx(
+        (2 * back.predict(f)["predicted_s"]).tolist())
+
+
 def test_the_model_covers_only_its_machine_settings_and_dtype(law_model):
     other = pd.concat([synthetic(3, 5, machine="elsewhere000"), synthetic(3, 6, settings="othersetting"),
                        synthetic(3, 7).assign(dtype="bf16"), synthetic(3, 8)], ignore_index=True)
@@ -217,6 +246,8 @@ def hostile_files(model, tmp_path) -> dict:
     put("other-format.json", json.dumps({**good, "format": "something-else"}))
     put("newer-version.json", json.dumps({**good, "version": 99}))
     put("other-features.json", json.dumps({**good, "features": ["a", "b"]}))
+    put("negative-canary.json", json.dumps({**good, "canary_s": -3e-5}))
+    put("text-canary.json", json.dumps({**good, "canary_s": "fast"}))
     tampered = _doc(model)
     tampered["groups"][0]["estimator"]["sha256"] = "0" * 64
     put("tampered.json", json.dumps(tampered))
@@ -246,6 +277,8 @@ def test_hostile_model_files_are_refused_with_one_line_naming_the_file(law_model
     assert "NaN" in msgs["nan.json"] and "infinite" in msgs["infinite.json"]
     assert "SHA-256" in msgs["tampered.json"] and "builtins.len" in msgs["untrusted-type.json"]
     assert "HistGradientBoostingRegressor" in msgs["not-hgb.json"] and "NaN or infinite" in msgs["nan-in-tree.json"]
+    assert '"canary_s" is -3e-05: expected a positive number' in msgs["negative-canary.json"]
+    assert "'fast'" in msgs["text-canary.json"]
 
 
 def test_a_model_of_another_machine_is_refused(law_model, tmp_path):

@@ -11,6 +11,13 @@ features coded by the vocabulary learned here). Held-out figures and the predict
 from a K-fold cross-validation grouped by ``config_id`` (no layer in two folds): the interval is
 the 5th to 95th percentile of the held-out log residuals (split-conformal).
 
+The host's speed is taken out (``host_factor``): on a shared host the same layer ran 19 % faster in
+one hour than in the one before, and its canary (``harness.timing.canary``) with it (log-log
+correlation 0.72 over 155 layers). A row's time is scaled to the model's reference canary (the
+median ``canary_s`` of its training rows) before it is learned, and a prediction for a measured row
+is scaled back by that row's canary: the model learns the layer, the canary says the host. A layer
+never measured is predicted at the reference speed.
+
 Stored (``save``/``load``) as one JSON document: the machine, device and settings it belongs to,
 the library versions, the run ids it learned from, the vocabulary, the held-out figures, and per
 dtype the estimator in skops' format (base64, with its SHA-256). ``load`` refuses with one line
@@ -164,6 +171,9 @@ class EfficiencyModel:
     fill: dict[str, dict[str, Any]]
     roofs: dict[str, dict[str, Any]]
     groups: tuple[Fitted, ...]
+    #: The reference canary (seconds per step): the median ``canary_s`` of the training rows, the host
+    #: speed predictions are made at (``None``: rows without a canary; no scaling).
+    canary_s: float | None = None
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -201,7 +211,7 @@ class EfficiencyModel:
             x = encode(feats.loc[sel[sel].index], self.vocab)
             with one_thread():
                 y = np.maximum(g.estimator.predict(x), -math.log(g.fraction_max))
-            t = roof.loc[sel, "predicted_roofline_s"].to_numpy() * np.exp(y)
+            t = roof.loc[sel, "predicted_roofline_s"].to_numpy() * np.exp(y) * host_factor(rows[sel], self.canary_s)
             out.loc[sel, "predicted_s"] = t
             out.loc[sel, "predicted_low_s"] = t * math.exp(g.interval[0])
             out.loc[sel, "predicted_high_s"] = t * math.exp(g.interval[1])
@@ -270,6 +280,26 @@ def encode(feats: pd.DataFrame, vocab: Mapping[str, Sequence[str]]) -> np.ndarra
 
 # --- fitting ----------------------------------------------------------------------------------------------
 
+def canary_reference(rows: pd.DataFrame) -> float | None:
+    """The median ``canary_s`` of ``rows`` that have one (seconds per canary step), else ``None``."""
+    c = num(rows, R.CANARY) if R.CANARY in rows else pd.Series(dtype=float)
+    c = c[np.isfinite(c) & (c > 0)]
+    return float(c.median()) if len(c) else None
+
+
+def host_factor(rows: pd.DataFrame, reference: float | None) -> np.ndarray:
+    """How much slower the host ran beside each row than at ``reference``: its ``canary_s`` over the
+    reference (1 where either is missing). Rows a model covers share its settings, threads
+    included, so their canaries (sized by the threads: ``canary.shape``) are comparable."""
+    out = np.ones(len(rows))
+    if reference is None or reference <= 0 or R.CANARY not in rows:
+        return out
+    c = num(rows, R.CANARY).to_numpy(dtype=float)
+    ok = np.isfinite(c) & (c > 0)
+    out[ok] = c[ok] / reference
+    return out
+
+
 def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows a model may learn from: measured (``ok``), with a time and a roofline above zero; the rows
     set aside as not stable are left out when at least half the rows (and ``MIN_ROWS``) remain."""
@@ -296,17 +326,19 @@ def one_of(frame: pd.DataFrame, col: str, what: str) -> str:
     return values[0]
 
 
-def cross_validate(rows: pd.DataFrame, folds: int = FOLDS, vocab: Mapping[str, Sequence[str]] | None = None
-                   ) -> pd.DataFrame:
+def cross_validate(rows: pd.DataFrame, folds: int = FOLDS, vocab: Mapping[str, Sequence[str]] | None = None,
+                   canary: float | None = None) -> pd.DataFrame:
     """Held-out predictions of every row of one group: K folds grouped by ``config_id`` (a layer is
-    never in the fold that predicts it). Columns ``log_ratio`` (measured over roofline),
-    ``log_predicted`` (the fold model's), ``predicted_s``, ``roofline_s`` and ``time_s``."""
+    never in the fold that predicts it). Columns ``log_ratio`` (measured over roofline, at the
+    ``canary`` reference speed: ``host_factor``), ``log_predicted`` (the fold model's),
+    ``predicted_s`` (at the row's host speed), ``roofline_s`` and ``time_s``."""
     vocab = vocabulary(rows) if vocab is None else vocab
     roof = roofline(rows)
     x = encode(features(rows, roof), vocab)
     t = num(rows, R.TIME_MEDIAN).to_numpy()
     r = roof["predicted_roofline_s"].to_numpy()
-    y = np.log(t / r)
+    host = host_factor(rows, canary)
+    y = np.log(t / host / r)
     groups = rows[R.CONFIG_ID].astype(str).to_numpy() if R.CONFIG_ID in rows else np.arange(len(rows)).astype(str)
     k = min(folds, len(set(groups)))
     pred = np.full(len(rows), np.nan)
@@ -316,8 +348,8 @@ def cross_validate(rows: pd.DataFrame, folds: int = FOLDS, vocab: Mapping[str, S
             cap = -math.log(max(1.0, float(np.exp(-y[learn]).max())) * ROOF_SLACK)
             with one_thread():
                 pred[test] = np.maximum(est.predict(x[test]), cap)
-    return pd.DataFrame({"log_ratio": y, "log_predicted": pred, "predicted_s": r * np.exp(pred), "roofline_s": r,
-                         "time_s": t}, index=rows.index)
+    return pd.DataFrame({"log_ratio": y, "log_predicted": pred, "predicted_s": r * np.exp(pred) * host,
+                         "roofline_s": r, "time_s": t}, index=rows.index)
 
 
 def accuracy(predicted: np.ndarray | pd.Series, measured: np.ndarray | pd.Series) -> dict[str, float]:
@@ -399,12 +431,13 @@ def fit(frame: pd.DataFrame, *, folds: int = FOLDS, min_rows: int = MIN_ROWS) ->
     settings = one_of(rows, R.SETTINGS_ID, "settings (threads, affinity, threading variables)")
     vocab = vocabulary(rows)
     keys = group_keys(rows)
+    canary = canary_reference(rows)
     groups = []
     for key, g in rows.groupby(keys, sort=True):
         if len(g) < min_rows:
             continue
         key = key if isinstance(key, tuple) else (key,)
-        groups.append(_fit_group(tuple((k, str(v)) for k, v in zip(keys, key)), g, folds, vocab))
+        groups.append(_fit_group(tuple((k, str(v)) for k, v in zip(keys, key)), g, folds, vocab, canary))
     if not groups:
         raise SpecError("rows", len(rows), f"at least {min_rows} usable rows of one dtype")
     threads = num(rows, R.THREADS).dropna()
@@ -414,12 +447,12 @@ def fit(frame: pd.DataFrame, *, folds: int = FOLDS, min_rows: int = MIN_ROWS) ->
         settings_id=settings, threads=int(threads.mode().iloc[0]) if len(threads) else None,
         runs=tuple(sorted(rows[R.RUN_ID].astype(str).unique())) if R.RUN_ID in rows else (),
         created=now_iso(), versions=versions(rows), vocab=vocab, fill=what_ran_fill(rows), roofs=_roofs(rows),
-        groups=tuple(groups))
+        groups=tuple(groups), canary_s=canary)
 
 
 def _fit_group(key: tuple[tuple[str, str], ...], rows: pd.DataFrame, folds: int,
-               vocab: Mapping[str, Sequence[str]]) -> Fitted:
-    cv = cross_validate(rows, folds, vocab)
+               vocab: Mapping[str, Sequence[str]], canary: float | None = None) -> Fitted:
+    cv = cross_validate(rows, folds, vocab, canary)
     x = encode(features(rows), vocab)
     y = cv["log_ratio"].to_numpy()
     est = train(x, y)
@@ -461,7 +494,8 @@ def to_json(model: EfficiencyModel) -> dict[str, Any]:
             "machine_name": model.machine_name, "device_type": model.device_type, "device_name": model.device_name,
             "settings_id": model.settings_id, "threads": model.threads, "runs": list(model.runs),
             "created": model.created, "versions": model.versions, "features": list(FEATURES),
-            "vocab": model.vocab, "fill": model.fill, "roofs": model.roofs, "groups": groups}
+            "vocab": model.vocab, "fill": model.fill, "roofs": model.roofs, "canary_s": model.canary_s,
+            "groups": groups}
 
 
 def save(model: EfficiencyModel, path: str | Path) -> Path:
@@ -541,6 +575,9 @@ def _from_json(doc: Any, path: Path, machine_id: str | None) -> EfficiencyModel:
     if not groups:
         raise ModelFileError(path, "holds no fitted group")
     threads = doc.get("threads")
+    canary = doc.get("canary_s")
+    if canary is not None and (isinstance(canary, bool) or not isinstance(canary, (int, float)) or canary <= 0):
+        raise ModelFileError(path, f"\"canary_s\" is {canary!r}: expected a positive number of seconds or null")
     return EfficiencyModel(
         machine_id=mid, machine_name=str(doc.get("machine_name") or mid), device_type=_need(doc, "device_type", str),
         device_name=str(doc.get("device_name") or ""), settings_id=_need(doc, "settings_id", str),
@@ -549,7 +586,7 @@ def _from_json(doc: Any, path: Path, machine_id: str | None) -> EfficiencyModel:
         versions={str(k): str(v) for k, v in _need(doc, "versions", dict).items()}, vocab=vocab,
         fill={str(k): dict(v) for k, v in _need(doc, "fill", dict).items() if isinstance(v, dict)},
         roofs={str(k): dict(v) for k, v in _need(doc, "roofs", dict).items() if isinstance(v, dict)},
-        groups=groups, source=str(path))
+        groups=groups, canary_s=float(canary) if canary is not None else None, source=str(path))
 
 
 def _group(g: Any, path: Path, i: int) -> Fitted:

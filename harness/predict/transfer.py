@@ -28,10 +28,12 @@ _IDS = (R.MACHINE_ID, R.SETTINGS_ID, R.DEVICE_TYPE)
 
 def as_source(rows: pd.DataFrame, source: Any) -> pd.DataFrame:
     """``rows`` as the source machine would store them: its ids and, per dtype, the roofs its training
-    rows stored (rows of a dtype it has no roofs for get none)."""
+    rows stored (rows of a dtype it has no roofs for get none); no canary (another machine's canary
+    says nothing of the source's speed: the source predicts at its reference)."""
     src = rows.copy()
     src[R.MACHINE_ID], src[R.SETTINGS_ID], src[R.DEVICE_TYPE] = source.machine_id, source.settings_id, \
         source.device_type
+    src[R.CANARY] = np.nan
     cols = sorted({c for roofs in source.roofs.values() for c in roofs})
     for c in cols:
         src[c] = pd.Series([source.roofs.get(str(d), {}).get(c) for d in src[R.DTYPE]], index=src.index, dtype=object)
