@@ -66,6 +66,19 @@ def test_library_verdicts_geomean_and_fail_on():
         FailOn.parse("p99:10%")
 
 
+def test_a_shift_of_the_host_canary_is_said_never_taken_out():
+    """B's canary ran 1.25x slower (40 vs 32 us per step): one note names it; the ratios stay measured."""
+    a = pd.DataFrame([{**r, "canary_s": 32e-6} for r in A], columns=list(R.COLUMN_NAMES))
+    b = pd.DataFrame([{**r, "canary_s": 40e-6} for r in B], columns=list(R.COLUMN_NAMES))
+    t = compare(a, b)
+    assert t.attrs["notes"] == ["the host canary ran a median 1.25x slower in B than in A (32.0 vs 40.0 us per "
+                                "step): a shift of about that size in every layer is likely the host's speed, "
+                                "not the code's"]
+    assert t.set_index("case_id")["ratio"].to_dict()["c1"] == pytest.approx(1.21)
+    assert compare(a, b.assign(canary_s=33e-6)).attrs["notes"] == []          # within 5 %: nothing said
+    assert compare(a, b.assign(settings_id="t" * 12)).attrs["notes"][-1].startswith("threading settings differ")
+
+
 def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     a, b = str(runs / "nightly-a-*"), str(runs / "nightly-b-*")
     assert main(["compare", a, "--to", b]) == 0

@@ -10,6 +10,7 @@ reads as a change (in the spirit of NVBench's SAME/FAST/SLOW).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -116,7 +117,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
         slower, "slower", np.where(faster, "faster", "same"))))
     out = j.reset_index()
     out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(),
-                     notes=_setting_notes(sa, sb) + _timing_notes(out),
+                     notes=_setting_notes(sa, sb) + _timing_notes(out) + ([] if cross else host_notes(a, b)),
                      stability={t: count(out[f"stability_{t}"]) for t in "ab"},
                      set_aside={t: set_aside_of(out[f"stability_{t}"]) for t in "ab"})
     return out
@@ -203,6 +204,31 @@ class FailOn:
             return pd.Series(False, index=table.index)
         over = (b - a) / a > self.limit if self.relative else (b - a) > self.limit
         return over.fillna(False) & ~table["verdict"].isin(UNJUDGED)
+
+
+#: A median canary this much apart between two runs is said (``host_notes``).
+HOST_SHIFT = 0.05
+
+
+def host_notes(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """One line when the host canary (``canary_s``: the host's speed beside each row's blocks) ran a
+    median ``HOST_SHIFT`` or more apart in A and B, of one machine and settings: a shift of that size
+    in every layer is then likely the host's. Said, never taken out of the ratios: the canary is a
+    torch GEMM and copy, which a change of torch or build moves as it moves the layers."""
+    if any(R.CANARY not in f or R.SETTINGS_ID not in f for f in (a, b)):
+        return []
+    if len({str(v) for f in (a, b) for v in f[R.SETTINGS_ID].dropna()}) != 1:
+        return []                   # other threads: canaries of another size, not comparable
+    ca, cb = (pd.to_numeric(f.loc[f[R.STATUS] == "ok", R.CANARY], errors="coerce") for f in (a, b))
+    ca, cb = ca[ca > 0], cb[cb > 0]
+    if ca.empty or cb.empty:
+        return []
+    r = float(cb.median() / ca.median())
+    if abs(math.log(r)) < math.log1p(HOST_SHIFT):
+        return []
+    how = f"{r:.2f}x slower" if r > 1 else f"{1 / r:.2f}x faster"
+    return [f"the host canary ran a median {how} in B than in A ({ca.median() * 1e6:.1f} vs {cb.median() * 1e6:.1f} "
+            f"us per step): a shift of about that size in every layer is likely the host's speed, not the code's"]
 
 
 def _setting_notes(sa: Side, sb: Side) -> list[str]:
