@@ -61,17 +61,21 @@ def interleaved_ratios(loaded: Loaded) -> dict[tuple[str, str], float]:
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
     """Figures of two runs of one suite: stable-in-both agreement and flagged moves."""
-    cols = ["case_id", "status", "time_median_s", "stability"]
+    cols = ["case_id", "status", "time_median_s", "stability", "canary_s"]
     m = a[cols].merge(b[cols], on="case_id", suffixes=("_a", "_b"))
     m = m[(m.status_a == "ok") & (m.status_b == "ok")]
     ratio = m.time_median_s_b / m.time_median_s_a
     move = (ratio - 1).abs().where(ratio >= 1, (1 / ratio - 1).abs())
+    scaled = ratio / (m.canary_s_b / m.canary_s_a)          # each time over its canary: the host's speed out
+    scaled_move = (scaled - 1).abs().where(scaled >= 1, (1 / scaled - 1).abs())
     both = (m.stability_a == "stable") & (m.stability_b == "stable")
     flagged = (m.stability_a != "stable") | (m.stability_b != "stable")
     moved = move > 0.10
     return {"cases": len(m), "stable_in_both": int(both.sum()),
             "agree_3pct": float((move[both] <= 0.03).mean()) if both.any() else float("nan"),
             "agree_10pct": float((move[both] <= 0.10).mean()) if both.any() else float("nan"),
+            "agree_3pct_scaled": float((scaled_move[both] <= 0.03).mean()) if both.any() else float("nan"),
+            "median_move": float(move.median()), "median_move_scaled": float(scaled_move.median()),
             "moved_10pct": int(moved.sum()), "moved_and_flagged": int((moved & flagged).sum()),
             "flagged_a": int((m.stability_a != "stable").sum()), "flagged_b": int((m.stability_b != "stable").sum())}
 
@@ -129,6 +133,9 @@ def report(suite: str, tmp: Path, args: argparse.Namespace, start: str) -> None:
           f"wall {wall_a:.1f} s + {wall_b:.1f} s")
     print(f"  stable in both runs: {fig['stable_in_both']}; of those within 3 %: "
           f"{100 * fig['agree_3pct']:.0f} %, within 10 %: {100 * fig['agree_10pct']:.0f} %")
+    print(f"  each time scaled by its row's canary (the host's speed taken out, as the efficiency model does): "
+          f"{100 * fig['agree_3pct_scaled']:.0f} % of those within 3 %; median move over every case "
+          f"{100 * fig['median_move']:.1f} % -> {100 * fig['median_move_scaled']:.1f} % scaled")
     print(f"  moved > 10 % between runs: {fig['moved_10pct']}, flagged in at least one run: "
           f"{fig['moved_and_flagged']}")
     print(f"  rows flagged (not stable): run 1 {fig['flagged_a']}, run 2 {fig['flagged_b']}; verdicts {verdicts}")
