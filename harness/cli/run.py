@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         early = None
     from harness.analysis.confirmed import select  # deferred: as above
     if early is not None and not args.no_report:
-        import harness.report.plots  # noqa: F401 - now, while the fork server still imports torch: free time
+        import harness.report.plots  # noqa: F401  # deferred: matplotlib, while the fork server imports torch
     summary = run_suite(suite, out=args.out, workers=early, confirm=None if args.no_confirm else select, **kwargs)
     if summary.interrupted:
         print(f"interrupted: {interrupted_text(summary)}; layerbench run {args.suite} --resume continues",
