@@ -90,6 +90,8 @@ def slow_host_in_second_process(fn, *, inputs, **kw):
     (and its time with it), at the usual speed in every other process, extra ones included."""
     from harness.timing.canary import CanaryReport
     i, batch = _process_index(), inputs[0][0].shape[0]
+    if i >= 3 and os.environ.get("LB_FAKE_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)               # every extra process dies
     slow = 1.5 if (batch == 2 and i == 1) else 1.0
     samples = tuple(1e-3 * slow * (1 + 0.001 * k) for k in range(10))
     canary = CanaryReport(reference_s=30e-6 * slow, kept_s=(30e-6 * slow,) * 10, rejected=0)
@@ -119,6 +121,23 @@ def test_a_case_beside_a_slow_host_gets_one_more_process(tmp_path, monkeypatch, 
     assert len(extra) == 1 and "relu b=2" in extra[0]
     assert sorted(p.name for p in fake_dir.iterdir()) == ["p0", "p1", "p2", "p3"]      # one extra worker, once
     assert not list(r.run_dir.glob("proc-*.jsonl"))
+
+
+def test_an_extra_process_that_dies_leaves_the_row_to_the_others(tmp_path, monkeypatch):
+    """Both extra processes of batch 2 are killed: the row is judged by the base processes kept (2 of
+    3 beside the canary), not marked noisy for failures of processes nobody asked for."""
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    monkeypatch.setenv("LB_FAKE_KILL", "1")
+    r = run_suite(parse_suite(SUITE), out=tmp_path / "out", measure_fn=slow_host_in_second_process,
+                  progress=False, profile=False, processes=3)
+    f = load_results(r.run_dir)
+    f["batch"] = [json.loads(a)["b"] for a in f["axes"]]
+    row = f.set_index("batch").loc[2]
+    assert row["processes"] == 2 and row["stability"] == "stable"
+    assert row["stability_reason"].startswith("1 of 3 processes set aside") and "failed" not in row["stability_reason"]
+    assert sorted(p.name for p in fake_dir.iterdir()) == ["p0", "p1", "p2", "p3", "p4"]    # two extras tried
 
 
 def test_a_worker_killed_mid_case_costs_that_case_one_process(tmp_path, monkeypatch):

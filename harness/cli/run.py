@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         early.close()                # the suite asks for another OpenMP policy: run_suite starts the right server
         early = None
     from harness.analysis.confirmed import select  # deferred: as above
-    if early is not None and not args.no_report:
+    if early is not None and not args.no_report and (kwargs["processes"] > 1 or policy is not None):
         import harness.report.plots  # noqa: F401  # deferred: matplotlib, while the fork server imports torch
     summary = run_suite(suite, out=args.out, workers=early, confirm=None if args.no_confirm else select, **kwargs)
     if summary.interrupted:

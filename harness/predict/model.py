@@ -211,11 +211,12 @@ class EfficiencyModel:
             x = encode(feats.loc[sel[sel].index], self.vocab)
             with one_thread():
                 y = np.maximum(g.estimator.predict(x), -math.log(g.fraction_max))
-            t = roof.loc[sel, "predicted_roofline_s"].to_numpy() * np.exp(y) * host_factor(rows[sel], self.canary_s)
+            host = host_factor(rows[sel], self.canary_s)
+            t = roof.loc[sel, "predicted_roofline_s"].to_numpy() * np.exp(y) * host
             out.loc[sel, "predicted_s"] = t
             out.loc[sel, "predicted_low_s"] = t * math.exp(g.interval[0])
             out.loc[sel, "predicted_high_s"] = t * math.exp(g.interval[1])
-            out.loc[sel, "predicted_fraction"] = np.exp(-y)
+            out.loc[sel, "predicted_fraction"] = np.exp(-y) / host      # of the roof, at the row's host speed
         return out
 
     def covers(self, frame: pd.DataFrame) -> pd.Series:

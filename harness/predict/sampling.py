@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from harness import record as R
-from harness.predict.model import cross_validate, group_keys, training_rows
+from harness.predict.model import canary_reference, cross_validate, group_keys, training_rows
 
 #: Sweep names never moved: they choose the kernel (kernel size, stride, padding, dilation, groups,
 #: heads, head size, causal) or are derived; moving them would leave the neighbourhood.
@@ -41,11 +41,12 @@ def heldout_errors(frame: pd.DataFrame) -> pd.DataFrame:
     """The training rows of ``frame`` (one machine and settings) with ``heldout_error``: |held-out
     prediction - measured| / measured, from a K-fold cross-validation grouped by layer, per dtype."""
     rows = training_rows(frame)
+    canary = canary_reference(rows)                 # the host's speed taken out, as ``fit`` does
     parts = []
     for _, g in rows.groupby(group_keys(rows)):
         if len(g) < 8:
             continue
-        cv = cross_validate(g)
+        cv = cross_validate(g, canary=canary)
         parts.append(g.assign(heldout_error=(cv["predicted_s"] - cv["time_s"]).abs() / cv["time_s"]))
     return pd.concat(parts) if parts else rows.assign(heldout_error=np.nan)
 

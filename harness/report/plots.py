@@ -9,7 +9,6 @@ and the fastest row relative to its roofline, and keeps its legends outside the 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import multiprocessing
@@ -182,7 +181,7 @@ def draw_all(jobs: list[Job], notes: list[str]) -> list[Plot]:
                 notes.extend(job_notes)
                 if got is not None:
                     name, title, png = got
-                    plots.append(Plot(name, title, png, vector=functools.partial(_svg_again, job)))
+                    plots.append(Plot(name, title, png, vector=_svg_again(job)))
             return plots
     drawn = [safe(j.draw, *j.args, notes=notes, **j.kwargs) for j in jobs]
     return [p for p in drawn if p is not None]
@@ -201,9 +200,16 @@ def _baked(index: int) -> tuple[tuple[str, str, bytes] | None, list[str]]:
     return ((plot.name, plot.title, plot.png) if plot is not None else None), notes
 
 
-def _svg_again(job: Job) -> bytes:
-    """The SVG of a plot drawn in another process: the job drawn again here (same data, same bytes)."""
-    return job.draw(*job.args, **job.kwargs).svg
+def _svg_again(job: Job) -> Callable[[], bytes]:
+    """A function giving the SVG of a plot drawn in another process: the job drawn again here (same
+    data, same bytes) the first time it is called, kept after."""
+    done: list[bytes] = []
+
+    def svg() -> bytes:
+        if not done:
+            done.append(job.draw(*job.args, **job.kwargs).svg)
+        return done[0]
+    return svg
 
 
 def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any) -> Plot | None:

@@ -21,8 +21,10 @@ from harness.timing import modes as M
 from harness.timing.stability import median_low, verdict
 
 
-def _ok(row: Row) -> bool:
+def measured(row: Row) -> bool:
+    """Whether ``row`` is a measured one (``ok``, with a median time)."""
     return row.status == Status.OK and row.timing is not None and row.timing.time_median_s is not None
+
 
 
 def measuring_s(row: Row) -> float:
@@ -38,7 +40,7 @@ def merge(rows: Sequence[Row]) -> Row:
     process really measured); ``process_medians_s`` keeps every process's median. A case that
     failed in every process keeps the first failure; one that failed in some is judged ``noisy``
     with the failures named."""
-    ok = [r for r in rows if _ok(r)]
+    ok = [r for r in rows if measured(r)]
     if not ok:
         return rows[0]
     every = ok
@@ -52,7 +54,7 @@ def merge(rows: Sequence[Row]) -> Row:
     stab, why = verdict(samples, busy)
     stab, why, modes = _told(stab, why, samples, medians, [_canary(r) for r in ok], mid)
     why = f"{aside}; {why}" if aside else why
-    failures = [r for r in rows if not _ok(r)]
+    failures = [r for r in rows if not measured(r)]
     if failures:
         stab = stab if stab is Stability.CONTENDED else Stability.NOISY
         why = f"{len(failures)} of {len(rows)} processes failed ({failures[0].health.error}); {why}"
@@ -105,7 +107,7 @@ def short_of(rows: Sequence[Row], asked: int) -> bool:
     the host canary (``host_slow`` set some aside): one more process may find the host at the speed
     the others did (``harness.runner.workers`` then measures it once more). A case that failed in a
     process is not: another process would not mend it."""
-    ok = [r for r in rows if _ok(r)]
+    ok = [r for r in rows if measured(r)]
     return bool(ok) and len(ok) == len(rows) and len(host_slow(ok)[0]) < asked
 
 

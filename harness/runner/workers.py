@@ -22,7 +22,8 @@ The parent merges the N rows of a case into one (``harness.runner.repeats.merge`
 A case whose processes ran beside a slow host (``repeats.host_slow`` set some aside, so fewer than N
 would judge it) is measured in one more process, up to ``EXTRA_PROCESSES`` more, while that stays
 so: a noisy spell of a shared host then costs time rather than verdicts. Extra passes journal to
-``proc-<...>-x0.jsonl``, ``-x1`` and take only those cases, in their own shuffled order.
+``proc-<...>-n<N>x0.jsonl``, ``-n<N>x1`` and take only those cases, in their own shuffled order; a
+failed extra process is left out of the row.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from harness.runner import confirm
 from harness.runner.context import RunContext
 from harness.runner.launch import Launcher, WorkerHandle
 from harness.runner.progress import Progress
-from harness.runner.repeats import merge, short_of
+from harness.runner.repeats import measured, merge, short_of
 from harness.runner.rows import failed
 from harness.runner.tally import Tally
 from harness.runner.worker import WorkerJob
@@ -216,24 +217,38 @@ def prune(path: Path, keep: Callable[[str], bool]) -> None:
     os.replace(tmp, path)
 
 
-def iter_complete(journals: Sequence[Path], case_ids: Sequence[str],
-                  extra: Sequence[Path] = ()) -> Iterator[tuple[str, list[Row]]]:
-    """(case id, its row from every journal, then from each ``extra`` journal holding one) for the
-    cases every one of ``journals`` holds, in ``case_ids`` order."""
+def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator[tuple[str, list[Row]]]:
+    """(case id, its row from every journal) for the cases every journal holds, in ``case_ids`` order."""
     by_proc = [read_journal(p)[0] for p in journals]
-    by_extra = [read_journal(p)[0] for p in extra if p.exists()]
     for cid in case_ids:
         rows = [r.get(cid) for r in by_proc]
         if all(r is not None for r in rows):
-            yield cid, [*rows, *(r[cid] for r in by_extra if cid in r)]  # type: ignore[list-item]
+            yield cid, rows  # type: ignore[misc]
+
+
+def with_extras(base: Sequence[Path], extra: Sequence[Path], case_ids: Sequence[str]
+                ) -> Iterator[tuple[str, list[Row]]]:
+    """``iter_complete(base)``, each case's rows followed by its extra passes' rows, in pass order,
+    while the case is still ``short_of`` its processes: the rule that chose it for each extra pass,
+    so a row left in an extra journal by another start of the run never joins a case that did not
+    need it. A failed extra process is left out (the base processes judge the case; it cost time)."""
+    by_extra = [read_journal(p)[0] if p.exists() else {} for p in extra]
+    for cid, rows in iter_complete(base, case_ids):
+        for got in by_extra:
+            if not short_of(rows, len(base)):
+                break
+            row = got.get(cid)
+            if row is not None and measured(row):
+                rows.append(row)
+        yield cid, rows
 
 
 def journal_paths(ctx: RunContext, run_dir: Path, repeats: Repeats, extra: bool = False) -> list[Path]:
     """The worker journals of this shard and OpenMP policy, one per pass (named by the policy too: a
     resume under another policy never merges old rows); ``extra``: those of the extra passes."""
     tag = f"{shard_label(ctx.shard)}-{repeats.omp_wait or 'env'}"
-    if extra:
-        return [journal_path(run_dir, tag, j, "x") for j in range(EXTRA_PROCESSES)]
+    if extra:           # named by N too: a start with another --processes never reads them
+        return [journal_path(run_dir, tag, j, f"n{repeats.processes}x") for j in range(EXTRA_PROCESSES)]
     return [journal_path(run_dir, tag, k) for k in range(repeats.processes)]
 
 
@@ -268,14 +283,15 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
         for k, path in enumerate(base):
             _pass(ctx, pending, list(pending.values()), job, k, path, f"process {k + 1}/{len(base)}", start, bar)
         for j, path in enumerate(extra):
-            again = [pending[cid] for cid, rows in iter_complete(base, list(pending), extra[:j])
+            again = [pending[cid] for cid, rows in with_extras(base, extra[:j], list(pending))
                      if short_of(rows, len(base))]
             if not again:
                 break
-            bar.extend(len(again))
+            journaled = read_journal(path)[0] if path.exists() else {}
+            bar.extend(sum(c.case_id not in journaled for c in again))
             _pass(ctx, pending, again, job, len(base) + j, path, f"extra process {j + 1} (slow host)", start, bar)
     finally:
-        for _, rows in iter_complete(base, list(pending), extra):
+        for _, rows in with_extras(base, extra, list(pending)):
             row = merge(rows)
             writer.append(row)
             tally.stored(row, rows)
