@@ -9,6 +9,7 @@ and the fastest row relative to its roofline, and keeps its legends outside the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import multiprocessing
@@ -127,15 +128,11 @@ def _render(fig: Figure, name: str, title: str) -> Plot:
 
 def _svg_once(fig: Figure, box: Any) -> Callable[[], bytes]:
     """A function that renders ``fig`` to SVG (cropped to ``box``) the first time it is called."""
-    done: list[bytes] = []
-
     def svg() -> bytes:
-        if not done:
-            out = io.BytesIO()
-            fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=box)
-            done.append(out.getvalue())
-        return done[0]
-    return svg
+        out = io.BytesIO()
+        fig.savefig(out, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches=box)
+        return out.getvalue()
+    return functools.cache(svg)
 
 
 def _figure(figsize: tuple[float, float]) -> tuple[Figure, Any]:
@@ -203,13 +200,7 @@ def _baked(index: int) -> tuple[tuple[str, str, bytes] | None, list[str]]:
 def _svg_again(job: Job) -> Callable[[], bytes]:
     """A function giving the SVG of a plot drawn in another process: the job drawn again here (same
     data, same bytes) the first time it is called, kept after."""
-    done: list[bytes] = []
-
-    def svg() -> bytes:
-        if not done:
-            done.append(job.draw(*job.args, **job.kwargs).svg)
-        return done[0]
-    return svg
+    return functools.cache(lambda: job.draw(*job.args, **job.kwargs).svg)
 
 
 def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any) -> Plot | None:

@@ -26,7 +26,6 @@ def measured(row: Row) -> bool:
     return row.status == Status.OK and row.timing is not None and row.timing.time_median_s is not None
 
 
-
 def measuring_s(row: Row) -> float:
     """Seconds one process spent warming up and sampling this row (0 for a row not measured)."""
     t = row.timing

@@ -88,7 +88,7 @@ def order_for(items: Sequence[Any], process: int) -> list[Any]:
 
 
 def journal_path(run_dir: Path, shard_label: str, process: int, kind: str = "p") -> Path:
-    """``proc-<shard and policy>-p<k>.jsonl``; an extra pass's ``...-x<k>.jsonl``."""
+    """``proc-<shard and policy>-p<k>.jsonl``; an extra pass's ``...-n<N>x<k>.jsonl`` (``journal_paths``)."""
     return run_dir / f"proc-{shard_label}-{kind}{process}.jsonl"
 
 
@@ -226,16 +226,18 @@ def iter_complete(journals: Sequence[Path], case_ids: Sequence[str]) -> Iterator
             yield cid, rows  # type: ignore[misc]
 
 
-def with_extras(base: Sequence[Path], extra: Sequence[Path], case_ids: Sequence[str]
+def with_extras(complete: dict[str, list[Row]], extra: Sequence[Path], asked: int
                 ) -> Iterator[tuple[str, list[Row]]]:
-    """``iter_complete(base)``, each case's rows followed by its extra passes' rows, in pass order,
-    while the case is still ``short_of`` its processes: the rule that chose it for each extra pass,
-    so a row left in an extra journal by another start of the run never joins a case that did not
-    need it. A failed extra process is left out (the base processes judge the case; it cost time)."""
+    """Each case of ``complete`` (its ``asked`` base rows: ``iter_complete``) with its extra passes'
+    rows after them, in pass order, while the case is still ``short_of`` its processes: the rule
+    that chose it for each extra pass, so a row left in an extra journal by another start of the run
+    never joins a case that did not need it. A failed extra process is left out (the base
+    processes judge the case; it cost time)."""
     by_extra = [read_journal(p)[0] if p.exists() else {} for p in extra]
-    for cid, rows in iter_complete(base, case_ids):
+    for cid, base in complete.items():
+        rows = list(base)
         for got in by_extra:
-            if not short_of(rows, len(base)):
+            if not short_of(rows, asked):
                 break
             row = got.get(cid)
             if row is not None and measured(row):
@@ -279,11 +281,13 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
     row of the block is stored."""
     base, extra = journals
     stored = 0
+    complete: dict[str, list[Row]] | None = None        # the base passes' rows, read once they are done
     try:
         for k, path in enumerate(base):
             _pass(ctx, pending, list(pending.values()), job, k, path, f"process {k + 1}/{len(base)}", start, bar)
+        complete = dict(iter_complete(base, list(pending)))
         for j, path in enumerate(extra):
-            again = [pending[cid] for cid, rows in with_extras(base, extra[:j], list(pending))
+            again = [pending[cid] for cid, rows in with_extras(complete, extra[:j], len(base))
                      if short_of(rows, len(base))]
             if not again:
                 break
@@ -291,7 +295,9 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
             bar.extend(sum(c.case_id not in journaled for c in again))
             _pass(ctx, pending, again, job, len(base) + j, path, f"extra process {j + 1} (slow host)", start, bar)
     finally:
-        for _, rows in with_extras(base, extra, list(pending)):
+        if complete is None:                            # interrupted in a base pass: what is complete
+            complete = dict(iter_complete(base, list(pending)))
+        for _, rows in with_extras(complete, extra, len(base)):
             row = merge(rows)
             writer.append(row)
             tally.stored(row, rows)
