@@ -10,6 +10,9 @@ Prints:
      torch, harness.runner"``), and the share of that spent warming up and sampling in every
      process (the run's stored ``measuring_s``, and each interleaved confirmation's). Targets:
      worker start under 0.3 s; measuring >= 85 % with ``--processes 1``, >= 75 % with the default 3.
+     Also the rest (net wall time less the measuring) in seconds: a slow spell of a shared host
+     stretches the measuring (and so the share) much more than the rest, so a before/after pair is
+     best compared by the rest.
 
 ``--checkout DIR`` runs part 2 on another checkout of layerbench (its ``harness`` on PYTHONPATH),
 so a before/after pair is measured on the same machine, minutes apart. A checkout that stores no
@@ -113,17 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"interpreter start (import torch, harness.runner): median {boot:.2f} s of {len(boots)} "
           f"({', '.join(f'{b:.2f}' for b in boots)})  [{root}]")
     for p in (int(x) for x in args.processes.split(",")):
-        shares = []
+        shares, others = [], []
         for _ in range(args.repeat):
             wall, spent, confirming, exact, rows = main_job(args.suite, p, str(root))
             net = wall - boot
             shares.append((spent + confirming) / net)
+            others.append(net - spent - confirming)
             how = "stored measuring_s" if exact else "estimated from the rows"
             print(f"layerbench run {args.suite} --processes {p}: {rows} rows, {wall:.1f} s wall, {net:.1f} s net of "
                   f"the interpreter start; warm-up + sampling {spent:.1f} s of rows ({how}) + {confirming:.1f} s of "
                   f"interleaved confirmations = {100 * shares[-1]:.0f} %")
         print(f"  --processes {p}: measuring share median {100 * statistics.median(shares):.0f} % of {len(shares)} "
-              f"runs (target {85 if p == 1 else 75} %)")
+              f"runs (target {85 if p == 1 else 75} %); the rest median {statistics.median(others):.1f} s (on a "
+              f"shared host the measuring stretches with the host's slow spells, the rest much less: compare it)")
     return 0
 
 

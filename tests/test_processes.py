@@ -516,3 +516,25 @@ def test_a_resumed_run_uses_every_record_its_journals_hold(tmp_path, resume_dtyp
     f = load_results(next((tmp_path / "out").iterdir()))
     assert len(f) == 4 + new and f["row_id"].is_unique and (f["processes"] == 2).all()
     assert not list((tmp_path / "out").glob("*/proc-*"))
+
+
+def test_only_the_first_process_profiles_and_every_row_keeps_what_ran(tmp_path, monkeypatch):
+    """What ran is profiled once a case (the first pass), not in every process; the merged row keeps
+    it whichever process holds its median."""
+    from harness.runner import workers as W
+    profiled: list[bool] = []
+    real = W.run_pass
+
+    def spy(job, *args):
+        profiled.append(job.profile)
+        return real(job, *args)
+
+    monkeypatch.setattr(W, "run_pass", spy)
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    r = run_suite(parse_suite(SUITE), out=tmp_path / "out", measure_fn=slow_second_process, progress=False,
+                  profile=True, processes=3)
+    assert profiled == [True, False, False]
+    f = load_results(r.run_dir)
+    assert len(f) == 4 and (f["kernels"] == "aten::clamp_min").all() and (f["kernel_launches"] >= 1).all()

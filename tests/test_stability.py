@@ -146,3 +146,13 @@ def test_a_sample_split_is_found_before_a_gapless_process_spread():
     split = [1e-3] * 10 + [1.1e-3] * 10          # one process: two clusters 10 % apart
     v, why = S.verdict([split, [1e-3] * 20], None)
     assert v is Stability.BIMODAL and "samples split 10/10" in why
+
+
+def test_merge_takes_what_ran_from_the_process_that_profiled():
+    # only the first process profiles (harness.runner.workers._pass); the row kept is the lower median's
+    ran = {"kernels": "aten::mkldnn_convolution", "kernel_launches": 4}
+    row = merge([_rec(2.9e-3, 0.0, tight(2.9e-3), **ran), _rec(2.8e-3, 0.0, tight(2.8e-3)),
+                 _rec(2.7e-3, 0.0, tight(2.7e-3))])
+    assert row.timing.time_median_s == 2.8e-3
+    assert row.ran is not None and row.ran.kernels == "aten::mkldnn_convolution" and row.ran.kernel_launches == 4
+    assert merge([_rec(2.8e-3, 0.0, tight(2.8e-3)), _rec(2.7e-3, 0.0, tight(2.7e-3))]).ran is None

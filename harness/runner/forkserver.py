@@ -24,9 +24,12 @@ from typing import IO
 
 from harness.runner.worker import die_with_parent, run_job
 
-#: What the server imports before it forks: the worker's code (torch, counting, timing, profiling)
-#: and what counting imports on first use (attention is counted under FakeTensorMode).
-PRELOAD = ("harness.runner.worker", "torch._subclasses.fake_tensor", "torch.autograd.profiler")
+#: What the server imports before it forks: the worker's code (torch, counting, timing, profiling),
+#: what counting imports on first use (attention is counted under FakeTensorMode) and what autograd
+#: imports on a process's first backward (``torch.fx.experimental.symbolic_shapes`` and sympy: 0.55 s
+#: of a worker's warm-up otherwise).
+PRELOAD = ("harness.runner.worker", "torch._subclasses.fake_tensor", "torch.autograd.profiler",
+           "torch.fx.experimental.symbolic_shapes")
 
 def serve(parent_pid: int) -> None:
     """The server's loop: import ``PRELOAD``, say ``ready``, then fork one worker per job line."""

@@ -63,7 +63,8 @@ def merge(rows: Sequence[Row]) -> Row:
     health = dataclasses.replace(rep.health, host_busy=busy, stability=stab.value, stability_reason=why[:2000],
                                  modes=modes, **_host_columns([r.health for r in every], [r.timing for r in every]))
     provenance = dataclasses.replace(rep.provenance, timestamp=now_iso())
-    return dataclasses.replace(rep, timing=timing, health=health, provenance=provenance)
+    ran = rep.ran or next((r.ran for r in every if r.ran is not None), None)   # profiled in the first process
+    return dataclasses.replace(rep, timing=timing, health=health, provenance=provenance, ran=ran)
 
 
 #: A process whose median canary ran more than this fraction above the fastest process's is set aside

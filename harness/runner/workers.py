@@ -307,8 +307,11 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
 
 def _pass(ctx: RunContext, pending: dict[str, Case], cases: list[Case], job: WorkerJob, k: int, path: Path,
           where: str, start: Launcher, bar: Progress) -> None:
-    """One pass of workers over ``cases``, in process ``k``'s order, journaled to ``path``."""
-    ordered = dataclasses.replace(job, cases=tuple(order_for(cases, k)), journal=str(path))
+    """One pass of workers over ``cases``, in process ``k``'s order, journaled to ``path``. Only the
+    first pass profiles what ran (one profiled call a case; the same kernels run in every process,
+    and ``repeats.merge`` takes them from the process that has them)."""
+    ordered = dataclasses.replace(job, cases=tuple(order_for(cases, k)), journal=str(path),
+                                  profile=job.profile and k == 0)
     run_pass(ordered, start, lambda cid, code: died(ctx, pending[cid], code),
              lambda row: bar.update(row, where))
 
