@@ -123,6 +123,40 @@ def test_a_case_beside_a_slow_host_gets_one_more_process(tmp_path, monkeypatch, 
     assert not list(r.run_dir.glob("proc-*.jsonl"))
 
 
+def test_a_run_interrupted_before_an_extra_pass_leaves_that_case_to_the_resume(tmp_path, monkeypatch):
+    """Ctrl-C as the extra pass for batch 2 starts: the three other cases are stored, batch 2 stays in
+    the journals; the resume measures only its extra process and stores it judged by three processes
+    at the host's usual speed, not by the two its base passes kept."""
+    from harness.runner import workers as W
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    real = W._pass
+
+    def interrupted_extra(ctx, pending, cases, job, k, path, where, *rest):
+        if where.startswith("extra"):
+            raise KeyboardInterrupt
+        return real(ctx, pending, cases, job, k, path, where, *rest)
+
+    monkeypatch.setattr(W, "_pass", interrupted_extra)
+    kw = dict(out=tmp_path / "out", measure_fn=slow_host_in_second_process, progress=False, profile=False,
+              processes=3, calibrate="never")
+    r = run_suite(parse_suite(SUITE), **kw)
+    assert r.interrupted and r.statuses == {"ok": 3}
+    f = load_results(r.run_dir)
+    assert sorted(json.loads(a)["b"] for a in f["axes"]) == [1, 3, 4]
+    monkeypatch.setattr(W, "_pass", real)
+    again = run_suite(parse_suite(SUITE), resume=True, **kw)
+    assert not again.interrupted and again.statuses == {"ok": 1} and again.run_dir == r.run_dir
+    f = load_results(r.run_dir)
+    f["batch"] = [json.loads(a)["b"] for a in f["axes"]]
+    row = f.set_index("batch").loc[2]
+    assert row["processes"] == 3 and row["stability"] == "stable"
+    assert row["stability_reason"].startswith("1 of 4 processes set aside")
+    assert sorted(p.name for p in fake_dir.iterdir()) == ["p0", "p1", "p2", "p3"]      # the resume ran one worker
+    assert not list(r.run_dir.glob("proc-*.jsonl"))
+
+
 def test_an_extra_process_that_dies_leaves_the_row_to_the_others(tmp_path, monkeypatch):
     """Both extra processes of batch 2 are killed: the row is judged by the base processes kept (2 of
     3 beside the canary), not marked noisy for failures of processes nobody asked for."""

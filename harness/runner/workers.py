@@ -277,11 +277,13 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
            bar: Progress) -> bool:
     """Measure ``pending`` in one pass per journal of ``journals[0]``, then the cases short of
     processes beside a slow host in extra passes (``journals[1]``); store each case's merged row once
-    every pass has measured it (also when interrupted: complete cases are kept). True when every
-    row of the block is stored."""
+    every pass it needs has measured it. When interrupted, the complete cases are stored, except
+    those still short of processes with an extra pass left: they stay in the journals, and a resume
+    measures their extra passes before storing them. True when every row of the block is stored."""
     base, extra = journals
     stored = 0
     complete: dict[str, list[Row]] | None = None        # the base passes' rows, read once they are done
+    finished = False
     try:
         for k, path in enumerate(base):
             _pass(ctx, pending, list(pending.values()), job, k, path, f"process {k + 1}/{len(base)}", start, bar)
@@ -294,10 +296,13 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
             journaled = read_journal(path)[0] if path.exists() else {}
             bar.extend(sum(c.case_id not in journaled for c in again))
             _pass(ctx, pending, again, job, len(base) + j, path, f"extra process {j + 1} (slow host)", start, bar)
+        finished = True
     finally:
         if complete is None:                            # interrupted in a base pass: what is complete
             complete = dict(iter_complete(base, list(pending)))
         for _, rows in with_extras(complete, extra, len(base)):
+            if not finished and short_of(rows, len(base)) and len(rows) < len(base) + len(extra):
+                continue                                # its extra passes are a resume's to finish
             row = merge(rows)
             writer.append(row)
             tally.stored(row, rows)
