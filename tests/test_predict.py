@@ -366,3 +366,23 @@ def test_the_launch_floor_is_measured_at_calibration_and_stored_in_every_row(tmp
     device = resolve_device("cpu")
     assert resolve_peaks(device, ["fp32"], 1, c)["fp32"].launch_overhead_s == pytest.approx(3.5e-6)
     assert resolve_peaks(device, ["fp32"], 1, old)["fp32"].launch_overhead_s == CpuBackend.launch_overhead_s
+
+
+def test_a_residual_far_beyond_its_reasons_names_the_kernel_with_sizes():
+    """A 3x3 stride-2 max pool (each input read 9/4 = 2.25x) predicted 8 us (400 kB read + 400 kB
+    written at L2's 100 GB/s), measured 640 us: 80x. The overlap accounts for 2.25x at most; the rest,
+    80 / 2.25 = 36x, is the kernel's, at 1.25 % of its roof and 1.25 GB/s moved."""
+    from harness.predict.explain import explain
+    r = row(1e3, 400e3, 400e3, layer="maxpool2d", time_median_s=640e-6, input_shapes="1x16x100x100",
+            config=json.dumps({"kernel_size": [3, 3], "stride": [2, 2]}), kernels="aten::max_pool2d_with_indices")
+    d = derive(pd.DataFrame([r])).iloc[0]
+    assert d["predicted_bound"] == "L2" and d["residual"] == pytest.approx(80.0)
+    said = explain(d)
+    assert said.startswith("80.00x slower than predicted: its windows overlap: each input element is read about "
+                           "2.2x (kernel / stride)")
+    assert said.endswith("that accounts for 2.2x at most; the rest, 36x, is the kernel itself "
+                         "(aten::max_pool2d_with_indices: 1.2 % of its L2 roof, 1.25 GB/s moved)")
+    # nothing in the counts of a relu 4x slower than its roof: the kernel's rate instead of a bare intensity
+    d = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=32e-6, kernels="aten::clamp_min")])).iloc[0]
+    assert explain(d) == ("4.00x slower than predicted: nothing in its counts explains it: the kernel itself "
+                          "(aten::clamp_min: 25.0 % of its L2 roof, 25 GB/s moved)")

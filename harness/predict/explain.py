@@ -12,7 +12,7 @@ import pandas as pd
 from harness import record as R
 from harness.predict.features import features
 from harness.predict.roofline import levels_of
-from harness.units import binary_bytes, seconds
+from harness.units import binary_bytes, seconds, si
 
 
 def _f(v: Any) -> float:
@@ -47,10 +47,10 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if slow and math.isfinite(g) and g > 1:
         out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
                    "little reuse per byte loaded, a grouped/depthwise kernel")
-    kernel, stride = _f(feat.get("kernel")), _f(feat.get("stride"))
-    if slow and "pool" in str(row.get(R.LAYER)) and math.isfinite(kernel) and kernel > (stride if stride > 0 else 1):
-        out.append(f"its windows overlap: each input element is read about {kernel / max(stride, 1):.0f}x "
-                   "(kernel / stride), where the count assumes once")
+    reread = overlap(row, feat)
+    if slow and reread is not None:
+        out.append(f"its windows overlap: each input element is read about {reread:.1f}x (kernel / stride), "
+                   "where the count assumes once")
     reorders = _f(row.get(R.ONEDNN_REORDERS))
     if slow and math.isfinite(reorders) and reorders > 0:
         out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")
@@ -78,12 +78,60 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     return out
 
 
+def overlap(row: pd.Series, feat: pd.Series) -> float | None:
+    """How many times a pooling window reads each input element (kernel elements / stride product:
+    2.25 for 3x3 windows at stride 2), where the counts read it once; None for other layers or
+    windows that do not overlap. The extra reads hit the cache the first read filled, so they cost
+    at most this factor of the memory time."""
+    kernel, stride = _f(feat.get("kernel")), _f(feat.get("stride"))
+    if "pool" not in str(row.get(R.LAYER)) or not math.isfinite(kernel) or not kernel > max(stride, 1):
+        return None
+    return kernel / max(stride, 1)
+
+
+#: A slow row whose residual is this many times what its sized reasons account for gets the rest named.
+UNEXPLAINED = 3.0
+
+
+def kernel_rate(row: pd.Series, feat: pd.Series) -> str:
+    """The kernel that ran and the share of its roof it reached: ``the kernel itself
+    (aten::max_pool2d_with_indices: 1.0 % of its L3 roof, 1.52 GB/s moved)``."""
+    res, t = _f(row.get("residual")), _f(row.get(R.TIME_MEDIAN))
+    bound = row.get("predicted_bound")
+    moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
+    rate = f"{si(moved / t, 'B/s')} moved" if bound not in ("compute", "launch") else \
+        f"{si(_f(row.get(R.FLOPS)) / t, 'FLOP/s')}"
+    impl = feat.get("implementation")
+    impl = f"{impl}: " if isinstance(impl, str) and impl else ""
+    return f"the kernel itself ({impl}{100 / res:.1f} % of its {bound} roof, {rate})"
+
+
+def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
+    """``why`` with the kernel's part named where the reasons leave most of a slow row's miss: after
+    the overlap of pooling windows (the one reason with a size) when the residual is over
+    ``UNEXPLAINED`` times it; in place of the bare intensity line (or of nothing) when nothing else
+    was found."""
+    res = _f(row.get("residual"))
+    if not (math.isfinite(res) and res > 1 and _f(row.get(R.TIME_MEDIAN)) > 0):
+        return why
+    reread = overlap(row, feat)
+    if reread is not None and res / reread > UNEXPLAINED:
+        return [*why, f"that accounts for {reread:.1f}x at most; the rest, {res / reread:.0f}x, is "
+                + kernel_rate(row, feat)]
+    if all(w.startswith("intensity ") for w in why):
+        return [f"nothing in its counts explains it: {kernel_rate(row, feat)}"]
+    return why
+
+
 def explain(row: pd.Series, top: int = 2, feat: pd.Series | None = None) -> str:
-    """One sentence: how far off the prediction was and the ``top`` reasons its counts give (``feat``:
-    as for ``reasons``)."""
+    """One sentence: how far off the prediction was, the ``top`` reasons its counts give (``feat``:
+    as for ``reasons``) and, where they account for far less than the miss, what the kernel itself
+    reached (``_sized``)."""
     res = _f(row.get("residual"))
     if not math.isfinite(res):
         return "no prediction"
+    if feat is None:
+        feat = features(pd.DataFrame([row.to_dict()])).iloc[0]
     how = f"{res:.2f}x slower than predicted" if res >= 1 else f"{1 / res:.2f}x faster than predicted"
-    why = reasons(row, feat)[:top]
+    why = _sized(row, feat, reasons(row, feat)[:top])
     return f"{how}: " + ("; ".join(why) if why else "nothing in its counts stands out")
