@@ -28,7 +28,7 @@ def test_sample_modes_shares():
     xs = [1.0e-3] * 13 + [1.5e-3] * 7
     a, b = M.sample_modes(xs, 1.0e-3)
     assert (a.samples, b.samples, a.holds_row) == (13, 7, True)
-    assert M.describe((a, b), 1) == "two speeds: 1 ms (65% of samples) and 1.5 ms (35%); the row's time is the first"
+    assert M.describe((a, b), 1) == "two speeds: 1 ms (65 % of samples) and 1.5 ms (35 %); the row's time is the first"
     assert M.sample_modes([1.0] * 3, 1.0) is None                  # too few for two sides of 2
     assert M.sample_modes([1.0, 2.0], 1.0) is None
 
@@ -160,3 +160,35 @@ def test_an_unknown_heap_policy_is_refused_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("layerbench run: error: LAYERBENCH_HEAP='steddy' is invalid: expected steady (the default: "
                        "the heap held steady) or default (the allocator left alone)")
+
+
+def test_a_split_in_one_process_is_told_as_that_process_s_and_the_row_time_as_another_s():
+    # process 1's samples split 5/15 at 637 and 829 us; the row's time, 724 us, is process 2's median
+    xs = [637e-6] * 5 + [829e-6] * 15
+    a, b = M.sample_modes(xs, 724e-6)
+    assert not a.holds_row and not b.holds_row
+    assert M.describe((a, b), 3, 724e-6) == ("two speeds in one of 3 processes: 637 us (25 % of its samples) and "
+                                             "829 us (75 %); the row's time, 724 us, is another process's median")
+    a, b = M.sample_modes(xs, 829e-6)                 # the row's time is this process's: the second mode
+    assert b.holds_row and M.describe((a, b), 3, 829e-6).endswith("the row's time is the second")
+
+
+def test_the_summary_counts_and_names_every_row_at_two_speeds():
+    import pandas as pd
+
+    from harness.report.trust import SHOWN, modes_lines
+    first = "two speeds: 1 ms (2 of 3 processes) and 2 ms (1 of 3); the row's time is the first; process medians"
+    aside = ("1 of 4 processes set aside: the host canary beside them ran 1.40x; two speeds: 1 ms (2 of 3 "
+             "processes) and 2 ms (1 of 3); the row's time is the second; process medians")
+    within = ("two speeds in one of 3 processes: 637 us (25 % of its samples) and 829 us (75 %); the row's time, "
+              "724 us, is another process's median; rel_iqr 12 %")
+    rows = pd.DataFrame({"family": ["f"] * 6, "layer": ["relu"] * 6, "config": ["{}"] * 6,
+                         "input_shapes": [f"{b}x8" for b in range(6)], "memory_format": ["nchw"] * 6,
+                         "dtype": ["fp32"] * 6, "stability": ["bimodal"] * 5 + ["stable"],
+                         "stability_reason": [first, aside, within, first, first, "3 process(es) within 1 %"]})
+    lines = modes_lines(rows)
+    assert lines[0] == "two speeds (5 rows):" and lines[-1] == f"  and {5 - SHOWN} more (their `stability_reason`)"
+    text = " ".join(x.strip() for x in lines)
+    assert "1 ms (2 of 3 processes) and 2 ms (1 of 3); the row's time is the second" in text
+    assert ("637 us (25 % of its samples) and 829 us (75 %); the row's time, 724 us, is another process's median "
+            "(seen in one of 3 processes)") in text

@@ -156,3 +156,14 @@ def test_merge_takes_what_ran_from_the_process_that_profiled():
     assert row.timing.time_median_s == 2.8e-3
     assert row.ran is not None and row.ran.kernels == "aten::mkldnn_convolution" and row.ran.kernel_launches == 4
     assert merge([_rec(2.8e-3, 0.0, tight(2.8e-3)), _rec(2.7e-3, 0.0, tight(2.7e-3))]).ran is None
+
+
+def test_a_row_at_two_speeds_tells_them_first_and_the_process_set_aside_after():
+    """Four processes: the third beside a 1.45x slow canary is set aside; of the other three, two ran
+    at 1.0 ms and one at 2.0 ms with the same canary: bimodal, its speeds first in the reason."""
+    row = merge([_canary_rec(1.0e-3, 30e-6), _canary_rec(2.0e-3, 30.2e-6), _canary_rec(1.45e-3, 43.5e-6),
+                 _canary_rec(1.01e-3, 30.1e-6)])
+    why = row.health.stability_reason
+    assert row.health.stability == "bimodal" and row.timing.processes == 3
+    assert why.startswith("two speeds: 1.01 ms (2 of 3 processes) and 2 ms (1 of 3); the row's time is the first; "
+                          "1 of 4 processes set aside: the host canary beside them ran 1.45x")

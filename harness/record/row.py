@@ -268,7 +268,8 @@ class Health:
                                 "threshold); null for rows not measured", added=3)
     stability_reason: str | None = col("-", "the figures behind the verdict", added=3)
     modes: str | None = col("-", "bimodal and host-slowed rows: JSON list of the two speeds, each "
-                            "`{median_s, samples, processes, holds_row}`", added=5)
+                            "`{median_s, samples, processes, holds_row}` (`holds_row` false for both where one "
+                            "process's samples split and the row's time is another process's median)", added=5)
     canary_slowdown: float | None = col("fraction", "how much slower the host ran in the row's slowest process "
                                         "than in its fastest: the largest process median canary / the smallest "
                                         "- 1 (0 for one process)", added=5)

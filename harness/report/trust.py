@@ -25,15 +25,24 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
     """Each row at two speeds (its reason starts ``two speeds:``), named, up to ``SHOWN``."""
     if R.STABILITY_REASON not in ok:
         return []
-    two = ok[ok[R.STABILITY_REASON].fillna("").str.startswith("two speeds:")]
+    found = ok[R.STABILITY_REASON].fillna("").str.extract(_TWO_SPEEDS)
+    told = found[1].where(found[0].isna(), found[1] + " (seen in " + found[0].str.removeprefix("in ") + ")")
+    two = ok[found[1].notna()]
     if two.empty:
         return []
-    lines = [f"two speeds ({len(two)} row{'s' if len(two) != 1 else ''}; the row's time is one of them):"]
-    for _, row in two.head(SHOWN).iterrows():
-        speeds = str(row[R.STABILITY_REASON]).split(";", 1)[0].removeprefix("two speeds: ")
+    lines = [f"two speeds ({len(two)} row{'s' if len(two) != 1 else ''}):"]
+    for i, row in two.head(SHOWN).iterrows():
         host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
-        lines += wrap(f"{describe_row(row)}: {speeds}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        lines += wrap(f"{describe_row(row)}: {told[i]}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
+    if len(two) > SHOWN:
+        lines.append(f"  and {len(two) - SHOWN} more (their `stability_reason`)")
     return lines
+
+
+#: The two-speeds sentence of a row's reason (first in it, or after a note of processes set aside in
+#: rows stored before it came first): where it was seen (one of several processes), and the speeds
+#: with which of them holds the row's time.
+_TWO_SPEEDS = r"(?:^|; )two speeds(?: (in one of \d+ processes))?: ([^;]*; the row's time[^;]*)"
 
 
 def canary_lines(ok: pd.DataFrame) -> list[str]:

@@ -52,7 +52,9 @@ def merge(rows: Sequence[Row]) -> Row:
     samples = [r.timing.samples_s or [] for r in ok]   # type: ignore[union-attr]
     stab, why = verdict(samples, busy)
     stab, why, modes = _told(stab, why, samples, medians, [_canary(r) for r in ok], mid)
-    why = f"{aside}; {why}" if aside else why
+    if aside:                       # after the two speeds (two clauses), which a row's reason tells first
+        parts = why.split("; ", 2) if modes else [why]
+        why = "; ".join([*parts[:2], aside, *parts[2:]] if modes else [aside, why])
     failures = [r for r in rows if not measured(r)]
     if failures:
         stab = stab if stab is Stability.CONTENDED else Stability.NOISY
@@ -125,7 +127,7 @@ def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians
         else next((m for xs in samples if (m := M.sample_modes(xs, mid)) and M.splits(xs)), None)
     if two is None:
         return stab, why, None
-    return stab, f"{M.describe(two, len(samples))}; {why}", M.to_json(two)
+    return stab, f"{M.describe(two, len(samples), mid)}; {why}", M.to_json(two)
 
 
 def _canary_columns(timings: Sequence[Timing]) -> dict[str, object]:

@@ -66,27 +66,36 @@ def splits(samples: Sequence[float]) -> bool:
 
 def sample_modes(samples: Sequence[float], row_median: float) -> tuple[Mode, Mode] | None:
     """Two modes of one process's samples split at their widest gap (each side at least
-    ``MIN_CLUSTER_SHARE`` of them)."""
+    ``MIN_CLUSTER_SHARE`` of them); a mode holds the row's time where it lies within the mode's
+    samples (neither does when the row's time is another process's median)."""
     s = sorted(samples)
     cut = _split_at_gap(s, max(2, int(MIN_CLUSTER_SHARE * len(s) + 0.999)))
     if cut is None:
         return None
     low, high = s[: cut + 1], s[cut + 1:]
     return (Mode(statistics.median(low), len(low), 1, row_median <= low[-1]),
-            Mode(statistics.median(high), len(high), 1, row_median > low[-1]))
+            Mode(statistics.median(high), len(high), 1, high[0] <= row_median <= high[-1]))
 
 
-def describe(modes: Sequence[Mode], processes: int) -> str:
-    """"two speeds: 0.75 ms (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first"."""
+def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None) -> str:
+    """"two speeds: 0.75 ms (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first";
+    split within one of several processes: "two speeds in one of 3 processes: 637 us (24 % of its
+    samples) and 829 us (76 %); the row's time, 724 us, is another process's median"."""
     a, b = modes
     total = a.samples + b.samples
+    within = ""
     if processes > 1 and a.processes + b.processes == processes:
         parts = f"{seconds(a.median_s)} ({a.processes} of {processes} processes) and " \
                 f"{seconds(b.median_s)} ({b.processes} of {processes})"
     else:
-        parts = f"{seconds(a.median_s)} ({a.samples / total:.0%} of samples) and " \
-                f"{seconds(b.median_s)} ({b.samples / total:.0%})"
-    return f"two speeds: {parts}; the row's time is the {'first' if a.holds_row else 'second'}"
+        within = f" in one of {processes} processes" if processes > 1 else ""
+        parts = f"{seconds(a.median_s)} ({100 * a.samples / total:.0f} % of {'its ' if within else ''}samples) " \
+                f"and {seconds(b.median_s)} ({100 * b.samples / total:.0f} %)"
+    if a.holds_row or b.holds_row:
+        which = f"the row's time is the {'first' if a.holds_row else 'second'}"
+    else:
+        which = f"the row's time{f', {seconds(row_s)},' if row_s is not None else ''} is another process's median"
+    return f"two speeds{within}: {parts}; {which}"
 
 
 def to_json(modes: Sequence[Mode] | None) -> str | None:
