@@ -62,3 +62,10 @@ def binary_bytes(v: int | None) -> str:
         if v >= scale:
             return f"{v / scale:.4g} {suffix}"
     return f"{v} B"
+
+
+def micros(v: float) -> str:
+    """Seconds as a plain number of microseconds, four significant digits and never an exponent
+    (``1450``, ``16030``, ``2.5``): the slash-joined medians of a verdict's reason, in ``us``."""
+    us = v * 1e6
+    return f"{us:.0f}" if abs(us) >= 1000 else f"{us:.4g}"

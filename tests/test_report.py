@@ -192,8 +192,8 @@ def test_an_outlier_in_a_cache_names_its_level_roof(tmp_path):
     lines = _outlier_lines(model)
     # judged against the L2 roof, not the DRAM one the flat roofline uses (10x further)
     for line, i in zip(lines, (t["roof_level_fraction"].idxmin(), t["roof_level_fraction"].idxmax())):
-        assert line.endswith(f", {percent3(moved[i] / 1e9 / t['time_median_s'][i])} of its roofline time (bound "
-                             "by L2: its working set fits that cache).")
+        assert line.endswith(f": its roofline's time is {percent3(moved[i] / 1e9 / t['time_median_s'][i])} of that "
+                             "(bound by L2: its working set fits that cache).")
 
 
 def _roof_labels(table):

@@ -167,3 +167,8 @@ def test_a_row_at_two_speeds_tells_them_first_and_the_process_set_aside_after():
     assert row.health.stability == "bimodal" and row.timing.processes == 3
     assert why.startswith("two speeds: 1.01 ms (2 of 3 processes) and 2 ms (1 of 3); the row's time is the first; "
                           "1 of 4 processes set aside: the host canary beside them ran 1.45x")
+
+
+def test_medians_in_a_reason_are_plain_microseconds():
+    v, why = S.verdict([tight(7.949e-3), tight(16.03e-3)], 0.0)
+    assert v is Stability.BIMODAL and "7949/16030 us" in why and "e+" not in why

@@ -153,7 +153,7 @@ def _outlier_lines(model: ReportModel) -> list[str]:
         bound = (f"bound by {level}" + (": its working set fits that cache" if is_cache_level(level, r) else "")
                  if hier and level else r.get("label") or "no label")
         out.append(f"{kind.capitalize()} ({r[R.DTYPE]}): {r[R.FAMILY]}: {describe_row(r)}, "
-                   f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}, {frac} of its roofline time ({bound}).")
+                   f"{cell(R.TIME_MEDIAN, r[R.TIME_MEDIAN])}: its roofline's time is {frac} of that ({bound}).")
     return out
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from harness.record import Health, Row, Stability, Status, Timing, now_iso
 from harness.timing import modes as M
 from harness.timing.stability import median_low, verdict
+from harness.units import micros
 
 
 def measured(row: Row) -> bool:
@@ -101,7 +102,7 @@ def host_slow(rows: Sequence[Row]) -> tuple[list[Row], str]:
     return ([rows[i] for i in sorted(keep)],
             f"{len(slow)} of {len(rows)} processes set aside: the host canary beside them ran {shown} the "
             f"fastest process's (over {PROCESS_BAND:.0%}); their medians "
-            + "/".join(f"{float(rows[i].timing.time_median_s) * 1e6:.4g}" for i in slow) + " us")  # type: ignore[union-attr]
+            + "/".join(micros(float(rows[i].timing.time_median_s)) for i in slow) + " us")  # type: ignore[union-attr]
 
 
 def short_of(rows: Sequence[Row], asked: int) -> bool:

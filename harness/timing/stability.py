@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from harness.record import Stability
 from harness.timing.stats import NOISY_REL_IQR  # the within-process threshold `noisy` already uses
+from harness.units import micros
 
 BUSY_LIMIT = 0.20
 SPLIT = 0.03
@@ -56,7 +57,7 @@ def split_samples(xs: Sequence[float]) -> str | None:
     best = max(range(low - 1, len(s) - low), key=lambda i: s[i + 1] - s[i], default=None)
     if best is None or med <= 0 or (s[best + 1] - s[best]) / med <= SAMPLE_GAP:
         return None
-    return (f"samples split {best + 1}/{len(s) - best - 1} at {s[best] * 1e6:.4g}|{s[best + 1] * 1e6:.4g} us "
+    return (f"samples split {best + 1}/{len(s) - best - 1} at {micros(s[best])}|{micros(s[best + 1])} us "
             f"(gap {100 * (s[best + 1] - s[best]) / med:.0f} % of the median)")
 
 
@@ -79,7 +80,7 @@ def verdict(samples: Sequence[Sequence[float]], host_busy: float | None) -> tupl
         gaps = [(ordered[i + 1][0] - ordered[i][0], i) for i in range(len(ordered) - 1)]
         gap, _ = max(gaps)
         widest = max(q[2] - q[0] for q in quart)
-        shown = "/".join(f"{m * 1e6:.4g}" for m in medians)
+        shown = "/".join(micros(m) for m in medians)
         if gap > GAP_FACTOR * widest:
             return Stability.BIMODAL, f"process medians {shown} us split by {100 * gap / mid:.0f} %; {figures}"
         spread_text: str | None = f"process medians {shown} us spread {100 * spread:.0f} %; {figures}"
