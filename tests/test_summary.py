@@ -177,7 +177,7 @@ def test_memory_bound_rows_are_judged_by_bandwidth_and_their_cache_level():
     # (it outruns the 20 GB/s DRAM copy 2.6x: never shown as 262 % of it; L2 has no datasheet figure).
     # 100 MiB in 20 ms = 5.24 GB/s: 26 % of the 20 GB/s copy, 13 % of the 40 GB/s datasheet (main memory)
     mem = next(x for x in lines if x.strip().startswith("mem"))
-    assert mem.strip() == "mem   best c=8: B/s 52 % / - (L2 roof);  worst c=16: B/s 26 % / 13 %"
+    assert mem.strip() == "mem   best c=8: B/s 52 % of its L2 roof;  worst c=16: B/s 26 % / 13 %"
     # 1e9 FLOP in 20 ms = 50 GFLOP/s: 50 % of the ceiling, 25 % of the datasheet peak
     assert next(x for x in lines if x.strip().startswith("gemm")).strip() == "gemm  best linear: 50 % / 25 %"
 

@@ -82,8 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(f"{summary.run_id}: {counts_text(summary.statuses)} ({summary.already_done} already stored) in "
           f"{summary.seconds:.1f} s -> {summary.parquet}")
-    if summary.confirmed:
-        print(f"candidate findings timed interleaved: {summary.confirmed} (pairs x processes)")
     if summary.parquet.exists():
         from harness.report.summary import finish_run  # deferred: --help without torch/pandas
         report = None if args.no_report else Path(args.report) if args.report else summary.run_dir / "report"

@@ -114,12 +114,14 @@ ASIDE_NOTE = ("  (* a row set aside, not stable: its time may not hold in anothe
               "line)")
 
 
-def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, which: str = "") -> list[str]:
+def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, which: str = "",
+                      width: int | None = None) -> list[str]:
     """Per family: the best and the worst row of ``ok`` by the utilization of the roof that binds
     each (``_figures``: FLOP/s of the measured ceiling and of the theoretical peak; B/s for a
     memory-side row), named by the sweep names that vary within the family in ``named_by``
     (default: ``ok``). Utilization is a figure, not a verdict: every measured row counts, and a
-    set-aside row (``verdicts.is_set_aside``) is marked ``*``. ``which`` names the rows (a pass)."""
+    set-aside row (``verdicts.is_set_aside``) is marked ``*``. ``which`` names the rows (a pass);
+    ``width``: of the family column (default: the longest family here)."""
     named_by = ok if named_by is None else named_by
     of = f" ({which})" if which else ""
     if ok.empty:
@@ -129,7 +131,7 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
     ok = ok.assign(_aside=is_set_aside(ok), _key=[_rank_key(r) for _, r in ok.iterrows()])
     lines = [f"utilization per family{of}, best and worst: measured ceiling / {_peak_kind(ok)} peak "
              "(FLOP/s; B/s if memory-bound)"]
-    width = max(len(str(f)) for f in ok[R.FAMILY].unique())
+    width = width or max(len(str(f)) for f in ok[R.FAMILY].unique())
     for family, rows in ok.groupby(R.FAMILY, sort=False):
         rows = rows[rows["_key"].notna()]
         if rows.empty:
@@ -148,7 +150,11 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
 
 
 def _cell(row: pd.Series, varying: list[str]) -> str:
+    """``k=5 p=2*: 84 % / 75 %``; a cache-resident row against its level's measured roof alone (a
+    cache has no datasheet figure): ``relu: B/s 24 % of its L3 roof``."""
     ceiling, peak, unit, cache = _figures(row)
+    if cache and pd.isna(peak):
+        return f"{_name(row, varying)}{_mark(row)}: {unit}{_pct(ceiling)} of its {cache.strip(' ()')}"
     return f"{_name(row, varying)}{_mark(row)}: {unit}{_pct(ceiling)} / {_pct(peak)}{cache}"
 
 
@@ -167,7 +173,9 @@ def pass_utilization_lines(ok: pd.DataFrame) -> list[str]:
     held = [p for p in R.PASSES if (passes == p).any()]
     if len(held) <= 1:
         return utilization_lines(ok)
-    lines = [line for p in held for line in utilization_lines(ok[passes == p], which=p) if line != ASIDE_NOTE]
+    width = max(len(str(f)) for f in ok[R.FAMILY].unique())      # one column over every pass's block
+    lines = [line for p in held for line in utilization_lines(ok[passes == p], which=p, width=width)
+             if line != ASIDE_NOTE]
     return lines + ([ASIDE_NOTE] if is_set_aside(ok).any() else [])
 
 
