@@ -386,3 +386,25 @@ def test_a_residual_far_beyond_its_reasons_names_the_kernel_with_sizes():
     d = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=32e-6, kernels="aten::clamp_min")])).iloc[0]
     assert explain(d) == ("4.00x slower than predicted: nothing in its counts explains it: the kernel itself "
                           "(aten::clamp_min: 25.0 % of its L2 roof, 25 GB/s moved)")
+
+
+def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_explains_only_speed():
+    """A causal sdpa 8x slower than its compute roof: the full tiles account for 2x, the kernel for
+    the rest (4x). A working set just over L2 is predicted at L3's bandwidth: it can make a row
+    faster than predicted (most of it still hits L2), never slower."""
+    from harness.predict.explain import explain
+    causal = row(1e8, 100e3, layer="sdpa", time_median_s=8e-3, config=json.dumps({"causal": True}),
+                 input_shapes="1x8x128x64;1x8x128x64;1x8x128x64",
+                 kernels="aten::_scaled_dot_product_flash_attention_for_cpu")
+    d = derive(pd.DataFrame([causal])).iloc[0]
+    assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(8.0)
+    said = explain(d)
+    assert "causal: the count takes the unmasked half of the scores" in said
+    assert said.endswith("that accounts for 2.0x at most; the rest, 4x, is the kernel itself "
+                         "(aten::_scaled_dot_product_flash_attention_for_cpu: 12.5 % of its compute roof, "
+                         "12.5 GFLOP/s)")
+    over = 600 * KIB                                       # 1.2 MiB moved: just over L2 (1 MiB), predicted at L3
+    slow = derive(pd.DataFrame([row(1e3, over, over, time_median_s=1e-3)])).iloc[0]
+    fast = derive(pd.DataFrame([row(1e3, over, over, time_median_s=12e-6)])).iloc[0]
+    assert slow["predicted_bound"] == "L3" and "overflows" not in explain(slow)
+    assert "just overflows L2 (1 MiB): predicted at the next level's bandwidth" in explain(fast)

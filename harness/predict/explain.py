@@ -47,10 +47,7 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if slow and math.isfinite(g) and g > 1:
         out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
                    "little reuse per byte loaded, a grouped/depthwise kernel")
-    reread = overlap(row, feat)
-    if slow and reread is not None:
-        out.append(f"its windows overlap: each input element is read about {reread:.1f}x (kernel / stride), "
-                   "where the count assumes once")
+    out += [text for text, _ in sized(row, feat)] if slow else []
     reorders = _f(row.get(R.ONEDNN_REORDERS))
     if slow and math.isfinite(reorders) and reorders > 0:
         out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")
@@ -62,9 +59,10 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
         out.append(f"no native {row.get(R.DTYPE)} unit: its peak is the fp32 rate")
     moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
     levels = levels_of(str(row.get(R.CEILING_LEVELS))) if isinstance(row.get(R.CEILING_LEVELS), str) else ()
-    for name, cap, _bw in levels:
-        if cap and math.isfinite(moved) and cap < moved <= 2 * cap and slow:
-            out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)})")
+    for name, cap, _bw in levels:     # predicted at the next level's speed, while most of it still hits this one
+        if cap and math.isfinite(moved) and cap < moved <= 2 * cap and not slow:
+            out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)}): "
+                       f"predicted at the next level's bandwidth, most of it still hits {name}")
             break
     if not slow and row.get("predicted_bound") not in ("compute", "launch", None):
         out.append(f"faster than its {row.get('predicted_bound')} roof: its data stay in a faster level across "
@@ -75,6 +73,22 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if slow and not out and math.isfinite(intensity):
         out.append(f"intensity {intensity:.1f} FLOP/B, bound by {row.get('predicted_bound')}: a kernel far from "
                    "its roof")
+    return out
+
+
+def sized(row: pd.Series, feat: pd.Series) -> list[tuple[str, float]]:
+    """The reasons that carry a size, each with the most of a slow row's residual it can account
+    for: a pool's overlapping windows (``overlap``), and a causal attention counted as its unmasked
+    half of the scores while a kernel computing whole tiles across the diagonal does up to all of
+    them (2x)."""
+    out: list[tuple[str, float]] = []
+    reread = overlap(row, feat)
+    if reread is not None:
+        out.append((f"its windows overlap: each input element is read about {reread:.1f}x (kernel / stride), "
+                    "where the count assumes once", reread))
+    if str(row.get(R.LAYER)) in ("sdpa", "mha") and _f(feat.get("causal")) == 1:
+        out.append(("causal: the count takes the unmasked half of the scores, and a kernel that computes whole "
+                    "tiles across the diagonal does up to twice that", 2.0))
     return out
 
 
@@ -108,16 +122,15 @@ def kernel_rate(row: pd.Series, feat: pd.Series) -> str:
 
 def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
     """``why`` with the kernel's part named where the reasons leave most of a slow row's miss: after
-    the overlap of pooling windows (the one reason with a size) when the residual is over
-    ``UNEXPLAINED`` times it; in place of the bare intensity line (or of nothing) when nothing else
-    was found."""
+    the reasons with a size (``sized``) when the residual is over ``UNEXPLAINED`` times what they
+    account for; in place of the bare intensity line (or of nothing) when nothing else was found."""
     res = _f(row.get("residual"))
     if not (math.isfinite(res) and res > 1 and _f(row.get(R.TIME_MEDIAN)) > 0):
         return why
-    reread = overlap(row, feat)
-    if reread is not None and res / reread > UNEXPLAINED:
-        return [*why, f"that accounts for {reread:.1f}x at most; the rest, {res / reread:.0f}x, is "
-                + kernel_rate(row, feat)]
+    most = math.prod(f for _, f in sized(row, feat))
+    if most > 1 and res / most > UNEXPLAINED:
+        return [*why, f"{'that accounts' if len(why) == 1 else 'those account'} for {most:.1f}x at most; the rest, "
+                f"{res / most:.0f}x, is " + kernel_rate(row, feat)]
     if all(w.startswith("intensity ") for w in why):
         return [f"nothing in its counts explains it: {kernel_rate(row, feat)}"]
     return why
