@@ -358,3 +358,28 @@ def test_store_journal_torn_line_cut_and_rows_fsynced(tmp_path: Path, monkeypatc
         writer.close()
     assert [r["row_id"] for r in read_journal(path)] == [r["row_id"] for r in records[:4]]
     assert path.read_bytes().endswith(b"\n") and path.read_bytes().count(b"\n") == 4
+
+
+def test_the_lock_file_goes_with_its_holder_and_a_lock_on_a_removed_file_is_taken_again(tmp_path, monkeypatch):
+    """A run leaves no lock file behind; a process that opened the lock file just before its holder
+    removed it takes the lock on the file the path names now, not on the removed one."""
+    from harness.store import runs
+    r = run_suite(parse_suite(SUITE), out=tmp_path, measure_fn=fake_measure, progress=False, profile=False)
+    assert not list(r.run_dir.glob(".lock-*"))
+    path = tmp_path / ".lock-x"
+    first = runs._lock(path)
+    with pytest.raises(runs.StoreError, match="being written by pid"):
+        runs._lock(path)                                  # held: refused
+    runs._unlock(first)
+    assert not path.exists()
+    seen: list[bool] = []
+    real = runs._same_file
+
+    def removed_once(fh, p):                              # the first file opened was removed meanwhile
+        seen.append(real(fh, p))
+        return len(seen) > 1 and seen[-1]
+
+    monkeypatch.setattr(runs, "_same_file", removed_once)
+    held = runs._lock(path)
+    assert seen == [True, True] and path.read_text().startswith(f"pid {os.getpid()}")
+    runs._unlock(held)

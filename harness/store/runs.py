@@ -218,9 +218,14 @@ class RunWriter:
 
 
 def _lock(path: Path) -> Any:
-    """An exclusive, non-blocking lock on ``path``; ``StoreError`` if another process holds it."""
-    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until the writer closes
-    if fcntl is not None:
+    """An exclusive, non-blocking lock on ``path``; ``StoreError`` if another process holds it. The
+    holder removes the file when it lets go (``_unlock``), so a lock is taken only on the file the
+    path still names: one opened just before its holder removed it is let go and the path opened
+    again."""
+    while True:
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until the writer closes
+        if fcntl is None:
+            break
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -229,6 +234,9 @@ def _lock(path: Path) -> Any:
             fh.close()
             raise StoreError(f"{path.parent}: this run shard is being written by {holder}; wait for it, or "
                              "start a new run (without --resume)") from None
+        if _same_file(fh, path):
+            break
+        fh.close()                             # removed by the holder we waited on: take the new one
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()} on {os.uname().nodename if hasattr(os, 'uname') else 'this host'}")
@@ -236,8 +244,18 @@ def _lock(path: Path) -> Any:
     return fh
 
 
+def _same_file(fh: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
 def _unlock(fh: Any) -> None:
+    """Remove the lock file, then let go of it (nothing of a finished run is left behind)."""
     with contextlib.suppress(OSError, ValueError):
+        if fcntl is not None and _same_file(fh, Path(fh.name)):
+            os.unlink(fh.name)
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
