@@ -227,3 +227,15 @@ def test_a_number_stays_with_its_unit_and_no_line_passes_a_terminal():
     assert all(len(line) <= MAX_WIDTH for line in out) and out[-1] == short
     assert out[0].startswith("  header") and out[1].startswith("    word")
     assert " ".join(x.strip() for x in out[:-1]) == long.strip()
+
+
+def test_the_clock_line_tells_the_rows_range_apart_from_the_spread_within_a_row():
+    import pandas as pd
+
+    from harness.report.trust import clock_lines
+    rows = pd.DataFrame({"clock_mhz": [2900.0, 2980.0, 3040.0], "clock_spread": [0.01, 0.258, 0.02]})
+    assert " ".join(x.strip() for x in clock_lines(rows)) == (
+        "CPU clock measured around the rows: 2.98 GHz (median of the rows; 2.90 to 3.04 GHz across them); the "
+        "readings around one row spread up to 25.8 % (a reading the host interrupted reads low)")
+    steady = clock_lines(rows.assign(clock_spread=[0.01, 0.02, 0.01]))
+    assert " ".join(x.strip() for x in steady).endswith("spread up to 2.0 %")

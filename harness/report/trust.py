@@ -15,6 +15,9 @@ from harness.units import percent
 
 #: Summary width, and the most rows a line names.
 SHOWN = 3
+#: Readings of the CPU clock around a row spread this much at most on a quiet host (a dependent-add
+#: chain timed per CPU: ``harness.devices.clock``); wider, a reading was interrupted.
+CLOCK_STEADY = 0.05
 
 
 def _num(frame: pd.DataFrame, col: str) -> pd.Series:
@@ -65,8 +68,12 @@ def clock_lines(ok: pd.DataFrame) -> list[str]:
     mhz = _num(ok, R.CLOCK_MHZ).dropna()
     if mhz.empty:
         return []
-    text = (f"CPU clock measured around the rows: {mhz.median() / 1e3:.2f} GHz (median; {mhz.min() / 1e3:.2f} to "
-            f"{mhz.max() / 1e3:.2f}), widest spread within a row {percent(_num(ok, R.CLOCK_SPREAD).max())}")
+    spread = _num(ok, R.CLOCK_SPREAD).max()
+    text = (f"CPU clock measured around the rows: {mhz.median() / 1e3:.2f} GHz (median of the rows; "
+            f"{mhz.min() / 1e3:.2f} to {mhz.max() / 1e3:.2f} GHz across them)")
+    if pd.notna(spread):
+        text += (f"; the readings around one row spread up to {percent(spread)}"
+                 + (" (a reading the host interrupted reads low)" if spread > CLOCK_STEADY else ""))
     return wrap(text, WIDTH, subsequent_indent="  ")
 
 
