@@ -210,7 +210,8 @@ def _predict_text(out: Any, target: Any, fmt: str, pd: Any) -> str:
     from harness.units import seconds  # deferred: as above
     lines = [f"predict on {target.machine_name} [{target.machine_id}] ({target.device_type}): {target.source}"]
     table = pd.DataFrame({
-        "case": [f"{r['family']}: {describe_row(r)}" for _, r in out.iterrows()],
+        "case": [describe_row(r) if r["family"] == r["layer"] else f"{r['family']}: {describe_row(r)}"
+                 for _, r in out.iterrows()],      # a layer predicted alone is its own family: named once
         "dtype": out["dtype"],
         "predicted": [seconds(v) if pd.notna(v) else (r.get("error") or "-")[:60] for v, (_, r) in
                       zip(out["predicted_s"], out.iterrows())],
