@@ -79,6 +79,27 @@ def test_a_shift_of_the_host_canary_is_said_never_taken_out():
     assert compare(a, b.assign(settings_id="t" * 12)).attrs["notes"][-1].startswith("threading settings differ")
 
 
+def test_cases_on_one_side_only_and_a_side_without_canary_are_said():
+    """B measured two backward cases A never had, and only B kept a host canary: both said in a note."""
+    a = pd.DataFrame(A, columns=list(R.COLUMN_NAMES))
+    extra = [row(case_id=c, family="backward", run_id="b", time_median_s=2e-4) for c in ("w1", "w2")]
+    b = pd.DataFrame([{**r, "canary_s": 40e-6} for r in [*B, *extra]], columns=list(R.COLUMN_NAMES))
+    t = compare(a, b)
+    assert len(t) == 5 and t.attrs["notes"] == [
+        "2 measured case(s) of B are not in A (2 backward): not compared",
+        "A stored no host canary (measured before rows kept one): whether the host ran at another speed in the "
+        "two runs cannot be told"]
+    assert compare(a, a).attrs["notes"] == []
+
+
+def test_a_comparison_with_nothing_judged_says_why_it_has_no_family_mean(tmp_path, capsys):
+    for name, rows in (("a", A[3:4]), ("b", B[3:4])):                   # n1: noisy in B
+        (tmp_path / name).mkdir()
+        write_parquet(pd.DataFrame(rows, columns=list(R.COLUMN_NAMES)), tmp_path / name / "part-1of1.parquet")
+    main(["compare", str(tmp_path / "a"), "--to", str(tmp_path / "b")])
+    assert "geometric mean of B/A per family:\n(none: no case judged on both sides)" in capsys.readouterr().out
+
+
 def test_cli_globs_units_fail_on_and_formats(runs, capsys):
     a, b = str(runs / "nightly-a-*"), str(runs / "nightly-b-*")
     assert main(["compare", a, "--to", b]) == 0

@@ -117,7 +117,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
         slower, "slower", np.where(faster, "faster", "same"))))
     out = j.reset_index()
     out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(),
-                     notes=_setting_notes(sa, sb) + _timing_notes(out) + ([] if cross else host_notes(a, b)),
+                     notes=_setting_notes(sa, sb) + _timing_notes(out) + _unmatched_notes(a, b, key)
+                     + ([] if cross else host_notes(a, b)),
                      stability={t: count(out[f"stability_{t}"]) for t in "ab"},
                      set_aside={t: set_aside_of(out[f"stability_{t}"]) for t in "ab"})
     return out
@@ -210,19 +211,42 @@ class FailOn:
 HOST_SHIFT = 0.05
 
 
+def _unmatched_notes(a: pd.DataFrame, b: pd.DataFrame, key: str) -> list[str]:
+    """One line per side with measured cases the other side lacks (a suite that grew, a pass added),
+    named by their families: left out of the comparison, and said so."""
+    ka, kb = (_ok(f, key) for f in (a, b))
+    notes = []
+    for side, mine, theirs, other in (("A", ka, kb, "B"), ("B", kb, ka, "A")):
+        only = mine[~mine.index.isin(theirs.index)]
+        if len(only):
+            fams = ", ".join(f"{n} {f}" for f, n in only[R.FAMILY].astype(str).value_counts().items()) \
+                if R.FAMILY in only else ""
+            notes.append(f"{len(only)} measured case(s) of {side} are not in {other} ({fams}): not compared")
+    return notes
+
+
+def _canary_absent_note(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """One line when one side has host canaries and the other none (stored before rows kept one)."""
+    has = [R.CANARY in f and pd.to_numeric(f[R.CANARY], errors="coerce").gt(0).any() for f in (a, b)]
+    if has[0] == has[1]:
+        return []
+    return [f"{'A' if not has[0] else 'B'} stored no host canary (measured before rows kept one): whether the host "
+            "ran at another speed in the two runs cannot be told"]
+
+
 def host_notes(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     """One line when the host canary (``canary_s``: the host's speed beside each row's blocks) ran a
     median ``HOST_SHIFT`` or more apart in A and B, of one machine and settings: a shift of that size
     in every layer is then likely the host's. Said, never taken out of the ratios: the canary is a
     torch GEMM and copy, which a change of torch or build moves as it moves the layers."""
     if any(R.CANARY not in f or R.SETTINGS_ID not in f for f in (a, b)):
-        return []
+        return _canary_absent_note(a, b)
     if len({str(v) for f in (a, b) for v in f[R.SETTINGS_ID].dropna()}) != 1:
         return []                   # other threads: canaries of another size, not comparable
     ca, cb = (pd.to_numeric(f.loc[f[R.STATUS] == "ok", R.CANARY], errors="coerce") for f in (a, b))
     ca, cb = ca[ca > 0], cb[cb > 0]
     if ca.empty or cb.empty:
-        return []
+        return _canary_absent_note(a, b)
     r = float(cb.median() / ca.median())
     if abs(math.log(r)) < math.log1p(HOST_SHIFT):
         return []

@@ -105,7 +105,8 @@ def compare_table(m: CompareModel) -> str:
         return "\n".join([*m.head(), "no case in common"]) + "\n"
     view, g = _view(m), _families(m)
     body = [view.to_string(index=False, na_rep="-") if not view.empty else "(no case changed)", "",
-            "geometric mean of B/A per family:", g.to_string(index=False) if not g.empty else "(none)"]
+            "geometric mean of B/A per family:",
+            g.to_string(index=False) if not g.empty else "(none: no case judged on both sides)"]
     return "\n".join([*m.head(), *body, "", m.tail()]) + "\n"
 
 
