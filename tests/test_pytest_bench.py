@@ -61,6 +61,7 @@ def test_report_compare_regress_on_plain_files(tmp_path, capsys):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "test\\_sort\\[100\\]" in md and " on nan" not in md and " on None" not in md
     assert "its rows store no FLOP count" in md and not list((tmp_path / "r").glob("*.png"))   # no empty plot
+    assert capsys.readouterr().out.startswith("findings: none\n")          # no FLOP count: no equal-FLOPs pair
     assert main(["compare", str(a), str(b)]) == 0
     assert "1 slower" in capsys.readouterr().out
     assert main(["regress", str(b), "--baseline", str(a)]) == 1

@@ -80,9 +80,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for f in formats:
         if f not in ("html", "markdown", "json"):
             raise SpecError("--format", f, "html, markdown or json (comma-separated)")
+    from harness.report.wrap import WIDTH, wrap  # deferred: as above
     rep = build_report(_load(args.runs, "runs"), args.out, formats=formats, top=args.top)
+    print("findings (equal FLOPs, slowest vs fastest):" if rep.findings else "findings: none")
     for i, text in enumerate(rep.findings, 1):
-        print(f"{i}. {text}")
+        print("\n".join(wrap(f"{i}. {text}", WIDTH, initial_indent="  ", subsequent_indent="     ")))
     for f in rep.files:
         if f.suffix in (".html", ".md", ".json"):
             print(f"{f.suffix[1:]}: {f}")
