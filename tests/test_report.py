@@ -314,3 +314,12 @@ def test_plots_drawn_side_by_side_match_those_drawn_in_turn(tmp_path, monkeypatc
         got[workers] = ([(p.name, p.title, p.png, p.svg) for p in drawn], notes)
     assert len(got[1][0]) >= 2 and got[4] == got[1]
     assert len(got[4][1]) == 1 and got[4][1][0].startswith("plot t left out (KeyError")
+
+
+def test_a_plot_label_is_cut_at_a_word_and_never_inside_a_parenthesis(monkeypatch):
+    from harness.report import plots
+    name = "conv2d in=64 out=64 k=3 p=1 on 4x64x28x28 (channels_last)"          # 57 characters
+    monkeypatch.setattr(plots, "describe_row", lambda row: name)
+    assert plots.short_case(pd.Series(dtype=object)) == name
+    assert plots.short_case(pd.Series(dtype=object), width=50) == "conv2d in=64 out=64 k=3 p=1 on 4x64x28x28 …"
+    assert plots.short_case(pd.Series(dtype=object), width=20) == "conv2d in=64 out=64 …"

@@ -212,9 +212,13 @@ def safe(draw: Callable[..., Plot], *args: Any, notes: list[str], **kwargs: Any)
         return None
 
 
-def short_case(row: pd.Series, width: int = 44) -> str:
+def short_case(row: pd.Series, width: int = 64) -> str:
+    """The row as the summary names it, cut at a word (never inside a parenthesis) past ``width``."""
     text = describe_row(row)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0]
+    return (cut.split(" (", 1)[0] if cut.count("(") > cut.count(")") else cut) + " …"
 
 
 def _points(ax: Any, ok: pd.DataFrame, x: str, y: str, style: Style, *, scale: float = 1.0,
@@ -405,8 +409,10 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, name: str, title: str, value: s
             ax.text(j, i, f"{v:.2g} %" if v < 1 else f"{v:.0f} %", ha="center", va="center", fontsize=7,
                     color="white" if im.norm(v) < 0.6 else "black")
     fig.colorbar(im, ax=ax, label=HEAT_BARS.get(value, f"{value} (%)"), format="%.0f")
-    width = fig.get_size_inches()[0]        # the title over axes and colour bar, wrapped to the figure
-    fig.suptitle("\n".join(textwrap.wrap(plain(title), max(24, int(width * 12)))), fontsize=9)
+    width, height = fig.get_size_inches()   # the title over axes and colour bar, wrapped to the figure
+    lines = textwrap.wrap(plain(title), max(24, int(width * 12)))
+    fig.suptitle("\n".join(lines), fontsize=9, y=1 - 0.05 / height, va="top")
+    fig.subplots_adjust(top=1 - (0.12 + 0.16 * len(lines)) / height)     # room for its lines above the axes
     return _render(fig, name, title)
 
 
