@@ -90,6 +90,10 @@ def test_cases_on_one_side_only_and_a_side_without_canary_are_said():
         "A stored no host canary (measured before rows kept one): whether the host ran at another speed in the "
         "two runs cannot be told"]
     assert compare(a, a).attrs["notes"] == []
+    broke = b.copy()
+    broke.loc[broke["case_id"] == "c2", ["status", "time_median_s"]] = ["error", None]   # c2 stopped measuring
+    assert compare(a, broke).attrs["notes"][0] == ("1 case(s) measured in A were not measured in B (1 error): not "
+                                                   "compared")
 
 
 def test_a_comparison_with_nothing_judged_says_why_it_has_no_family_mean(tmp_path, capsys):

@@ -28,7 +28,8 @@ def test_sample_modes_shares():
     xs = [1.0e-3] * 13 + [1.5e-3] * 7
     a, b = M.sample_modes(xs, 1.0e-3)
     assert (a.samples, b.samples, a.holds_row) == (13, 7, True)
-    assert M.describe((a, b), 1) == "two speeds: 1 ms (65 % of samples) and 1.5 ms (35 %); the row's time is the first"
+    assert M.describe((a, b), 1, samples=True) == ("two speeds: 1 ms (65 % of samples) and 1.5 ms (35 %); the row's "
+                                                   "time is the first")
     assert M.sample_modes([1.0] * 3, 1.0) is None                  # too few for two sides of 2
     assert M.sample_modes([1.0, 2.0], 1.0) is None
 
@@ -167,10 +168,11 @@ def test_a_split_in_one_process_is_told_as_that_process_s_and_the_row_time_as_an
     xs = [637e-6] * 5 + [829e-6] * 15
     a, b = M.sample_modes(xs, 724e-6)
     assert not a.holds_row and not b.holds_row
-    assert M.describe((a, b), 3, 724e-6) == ("two speeds in one of 3 processes: 637 us (25 % of its samples) and "
-                                             "829 us (75 %); the row's time, 724 us, is another process's median")
+    assert M.describe((a, b), 3, 724e-6, samples=True, own=False) == (
+        "two speeds in one of 3 processes: 637 us (25 % of its samples) and 829 us (75 %); the row's time, 724 us, "
+        "is another process's median")
     a, b = M.sample_modes(xs, 829e-6)                 # the row's time is this process's: the second mode
-    assert b.holds_row and M.describe((a, b), 3, 829e-6).endswith("the row's time is the second")
+    assert b.holds_row and M.describe((a, b), 3, 829e-6, samples=True).endswith("the row's time is the second")
 
 
 def test_the_summary_counts_and_names_every_row_at_two_speeds():
@@ -190,5 +192,19 @@ def test_the_summary_counts_and_names_every_row_at_two_speeds():
     assert lines[0] == "two speeds (5 rows):" and lines[-1] == f"  and {5 - SHOWN} more (their `stability_reason`)"
     text = " ".join(x.strip() for x in lines)
     assert "1 ms (2 of 3 processes) and 2 ms (1 of 3); the row's time is the second" in text
-    assert ("637 us (25 % of its samples) and 829 us (75 %); the row's time, 724 us, is another process's median "
-            "(seen in one of 3 processes)") in text
+    assert ("in one of 3 processes: 637 us (25 % of its samples) and 829 us (75 %); the row's time, 724 us, is "
+            "another process's median") in text
+
+
+def test_an_even_split_and_two_kept_processes_are_told_as_one_process_s_samples():
+    # an even split of one process's samples: its median lies in the gap, between the two speeds
+    xs = [1.0e-3] * 10 + [1.1e-3] * 10
+    a, b = M.sample_modes(xs, 1.05e-3)
+    assert not a.holds_row and not b.holds_row
+    assert M.describe((a, b), 1, 1.05e-3, samples=True) == (
+        "two speeds: 1 ms (50 % of samples) and 1.1 ms (50 %); the row's time, 1.05 ms, lies between them")
+    # a row time below both speeds is held by neither (the first mode has a lower bound too)
+    assert not any(m.holds_row for m in M.sample_modes(xs, 0.5e-3))
+    # two processes kept, the split within one of them: never told as "1 of 2 processes"
+    assert M.describe((a, b), 2, 1.09e-3, samples=True, own=False).startswith(
+        "two speeds in one of 2 processes: 1 ms (50 % of its samples)")

@@ -380,7 +380,7 @@ def test_a_residual_far_beyond_its_reasons_names_the_kernel_with_sizes():
     said = explain(d)
     assert said.startswith("80.00x slower than predicted: its windows overlap: each input element is read about "
                            "2.2x (kernel / stride)")
-    assert said.endswith("that accounts for 2.2x at most; the rest, 36x, is the kernel itself "
+    assert said.endswith("where the count assumes once (at most 2.2x); the rest, 36x, is the kernel itself "
                          "(aten::max_pool2d_with_indices: 1.2 % of its L2 roof, 1.25 GB/s moved)")
     # nothing in the counts of a relu 4x slower than its roof: the kernel's rate instead of a bare intensity
     d = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=32e-6, kernels="aten::clamp_min")])).iloc[0]
@@ -400,11 +400,32 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_explain
     assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(8.0)
     said = explain(d)
     assert "causal: the count takes the unmasked half of the scores" in said
-    assert said.endswith("that accounts for 2.0x at most; the rest, 4x, is the kernel itself "
+    assert said.endswith("does up to twice that (at most 2.0x); the rest, 4x, is the kernel itself "
                          "(aten::_scaled_dot_product_flash_attention_for_cpu: 12.5 % of its compute roof, "
                          "12.5 GFLOP/s)")
     over = 600 * KIB                                       # 1.2 MiB moved: just over L2 (1 MiB), predicted at L3
     slow = derive(pd.DataFrame([row(1e3, over, over, time_median_s=1e-3)])).iloc[0]
     fast = derive(pd.DataFrame([row(1e3, over, over, time_median_s=12e-6)])).iloc[0]
     assert slow["predicted_bound"] == "L3" and "overflows" not in explain(slow)
-    assert "just overflows L2 (1 MiB): predicted at the next level's bandwidth" in explain(fast)
+    assert "just overflows L2 (1 MiB): predicted at L3's bandwidth, part of it may still hit L2" in explain(fast)
+
+
+def test_the_kernel_s_rest_is_told_against_the_roofline_only():
+    """A model's miss is not the kernel's distance from its roof, nor a launch-bound row's: no
+    "rest"; a model-predicted row's share of its roof is the roofline's time over its time, not
+    1 / residual."""
+    from harness.predict.explain import explain, kernel_rate
+    from harness.predict.features import features
+    r = row(1e3, 400e3, 400e3, layer="maxpool2d", time_median_s=640e-6, input_shapes="1x16x100x100",
+            config=json.dumps({"kernel_size": [3, 3], "stride": [2, 2]}), kernels="aten::max_pool2d_with_indices")
+    d = derive(pd.DataFrame([r])).iloc[0]
+    assert "the rest, 36x" in explain(d)
+    modelled = d.copy()
+    modelled["predicted_basis"], modelled["predicted_s"], modelled["residual"] = "model", 320e-6, 2.0
+    said = explain(modelled)
+    assert said.startswith("2.00x slower than predicted: its windows overlap") and "the rest" not in said
+    assert "1.2 % of its L2 roof" in kernel_rate(modelled, features(pd.DataFrame([modelled.to_dict()])).iloc[0])
+    tiny = derive(pd.DataFrame([row(10, 10, layer="maxpool2d", time_median_s=1e-3, kernel_launches=2,
+                                    config=json.dumps({"kernel_size": [3, 3], "stride": [2, 2]}))])).iloc[0]
+    assert tiny["predicted_bound"] == "launch" and "the rest" not in explain(tiny)
+    assert "windows overlap" not in explain(tiny)                   # more reads cost memory time, not launches

@@ -552,6 +552,26 @@ def test_a_resumed_run_uses_every_record_its_journals_hold(tmp_path, resume_dtyp
     assert not list((tmp_path / "out").glob("*/proc-*"))
 
 
+def failing_in_first_process(fn, *, inputs, **kw):
+    """1 ms per call; batch 2 fails in the first process."""
+    if _process_index() == 0 and inputs[0][0].shape[0] == 2:
+        raise RuntimeError("boom")
+    return slow_second_process(fn, inputs=inputs, **kw)
+
+
+def test_a_case_the_first_process_did_not_measure_is_profiled_by_a_later_one(tmp_path, monkeypatch):
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    monkeypatch.setenv("LB_FAKE_DIR", str(fake_dir))
+    r = run_suite(parse_suite(SUITE), out=tmp_path / "out", measure_fn=failing_in_first_process, progress=False,
+                  profile=True, processes=3)
+    f = load_results(r.run_dir)
+    f["batch"] = [json.loads(a)["b"] for a in f["axes"]]
+    row = f.set_index("batch").loc[2]
+    assert row["stability_reason"].startswith("1 of 3 processes failed (RuntimeError: boom)")
+    assert row["kernels"] == "aten::clamp_min" and (f["kernels"] == "aten::clamp_min").all()
+
+
 def test_only_the_first_process_profiles_and_every_row_keeps_what_ran(tmp_path, monkeypatch):
     """What ran is profiled once a case (the first pass), not in every process; the merged row keeps
     it whichever process holds its median."""

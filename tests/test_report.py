@@ -322,4 +322,5 @@ def test_a_plot_label_is_cut_at_a_word_and_never_inside_a_parenthesis(monkeypatc
     monkeypatch.setattr(plots, "describe_row", lambda row: name)
     assert plots.short_case(pd.Series(dtype=object)) == name
     assert plots.short_case(pd.Series(dtype=object), width=50) == "conv2d in=64 out=64 k=3 p=1 on 4x64x28x28 …"
-    assert plots.short_case(pd.Series(dtype=object), width=20) == "conv2d in=64 out=64 …"
+    assert plots.short_case(pd.Series(dtype=object), width=21) == "conv2d in=64 out=64 …"      # 21 characters
+    assert plots.short_case(pd.Series(dtype=object), width=20) == "conv2d in=64 …"          # never past the width

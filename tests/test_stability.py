@@ -172,3 +172,12 @@ def test_a_row_at_two_speeds_tells_them_first_and_the_process_set_aside_after():
 def test_medians_in_a_reason_are_plain_microseconds():
     v, why = S.verdict([tight(7.949e-3), tight(16.03e-3)], 0.0)
     assert v is Stability.BIMODAL and "7949/16030 us" in why and "e+" not in why
+
+
+def test_a_split_within_one_of_two_processes_is_told_as_that_process_s_samples():
+    split = [1.0e-3] * 8 + [1.1e-3] * 12                        # process 1: median 1.1 ms, samples split
+    row = merge([_rec(1.1e-3, 0.0, split), _rec(1.09e-3, 0.0, tight(1.09e-3))])
+    why = row.health.stability_reason
+    assert row.health.stability == "bimodal" and row.timing.time_median_s == 1.09e-3
+    assert why.startswith("two speeds in one of 2 processes: 1 ms (40 % of its samples) and 1.1 ms (60 %); the "
+                          "row's time, 1.09 ms, is another process's median")

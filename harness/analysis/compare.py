@@ -214,14 +214,23 @@ HOST_SHIFT = 0.05
 def _unmatched_notes(a: pd.DataFrame, b: pd.DataFrame, key: str) -> list[str]:
     """One line per side with measured cases the other side lacks (a suite that grew, a pass added),
     named by their families: left out of the comparison, and said so."""
-    ka, kb = (_ok(f, key) for f in (a, b))
     notes = []
-    for side, mine, theirs, other in (("A", ka, kb, "B"), ("B", kb, ka, "A")):
-        only = mine[~mine.index.isin(theirs.index)]
-        if len(only):
-            fams = ", ".join(f"{n} {f}" for f, n in only[R.FAMILY].astype(str).value_counts().items()) \
-                if R.FAMILY in only else ""
-            notes.append(f"{len(only)} measured case(s) of {side} are not in {other} ({fams}): not compared")
+    for side, mine, theirs, other in (("A", a, b, "B"), ("B", b, a, "A")):
+        only = _ok(mine, key)
+        only = only[~only.index.isin(_ok(theirs, key).index)]
+        if only.empty:
+            continue
+        there = theirs.drop_duplicates(key, keep="last").set_index(key)[R.STATUS].reindex(only.index)
+        failed = there.dropna()
+        if len(failed):                 # a case that stopped measuring is news, not a suite that shrank
+            how = ", ".join(f"{n} {st}" for st, n in failed.astype(str).value_counts().items())
+            notes.append(f"{len(failed)} case(s) measured in {side} were not measured in {other} ({how}): not "
+                         "compared")
+        absent = only[there.isna().to_numpy()]
+        if len(absent):
+            fams = ", ".join(f"{n} {f}" for f, n in absent[R.FAMILY].astype(str).value_counts().items()) \
+                if R.FAMILY in absent else ""
+            notes.append(f"{len(absent)} measured case(s) of {side} are not in {other} ({fams}): not compared")
     return notes
 
 

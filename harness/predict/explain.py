@@ -47,7 +47,7 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if slow and math.isfinite(g) and g > 1:
         out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
                    "little reuse per byte loaded, a grouped/depthwise kernel")
-    out += [text for text, _ in sized(row, feat)] if slow else []
+    out += [f"{text} (at most {most:.1f}x)" for text, most in sized(row, feat)] if slow else []
     reorders = _f(row.get(R.ONEDNN_REORDERS))
     if slow and math.isfinite(reorders) and reorders > 0:
         out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")
@@ -59,10 +59,10 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
         out.append(f"no native {row.get(R.DTYPE)} unit: its peak is the fp32 rate")
     moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
     levels = levels_of(str(row.get(R.CEILING_LEVELS))) if isinstance(row.get(R.CEILING_LEVELS), str) else ()
-    for name, cap, _bw in levels:     # predicted at the next level's speed, while most of it still hits this one
-        if cap and math.isfinite(moved) and cap < moved <= 2 * cap and not slow:
+    for (name, cap, _bw), (after, _, _) in zip(levels, levels[1:]):   # predicted at the next level's speed
+        if not slow and row.get("predicted_bound") == after and cap and math.isfinite(moved) and cap < moved <= 2 * cap:
             out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)}): "
-                       f"predicted at the next level's bandwidth, most of it still hits {name}")
+                       f"predicted at {after}'s bandwidth, part of it may still hit {name}")
             break
     if not slow and row.get("predicted_bound") not in ("compute", "launch", None):
         out.append(f"faster than its {row.get('predicted_bound')} roof: its data stay in a faster level across "
@@ -82,11 +82,12 @@ def sized(row: pd.Series, feat: pd.Series) -> list[tuple[str, float]]:
     half of the scores while a kernel computing whole tiles across the diagonal does up to all of
     them (2x)."""
     out: list[tuple[str, float]] = []
+    bound = row.get("predicted_bound")
     reread = overlap(row, feat)
-    if reread is not None:
+    if reread is not None and bound not in ("compute", "launch"):      # more reads: more memory time only
         out.append((f"its windows overlap: each input element is read about {reread:.1f}x (kernel / stride), "
                     "where the count assumes once", reread))
-    if str(row.get(R.LAYER)) in ("sdpa", "mha") and _f(feat.get("causal")) == 1:
+    if str(row.get(R.LAYER)) in ("sdpa", "mha") and _f(feat.get("causal")) == 1 and bound == "compute":
         out.append(("causal: the count takes the unmasked half of the scores, and a kernel that computes whole "
                     "tiles across the diagonal does up to twice that", 2.0))
     return out
@@ -110,14 +111,13 @@ UNEXPLAINED = 3.0
 def kernel_rate(row: pd.Series, feat: pd.Series) -> str:
     """The kernel that ran and the share of its roof it reached: ``the kernel itself
     (aten::max_pool2d_with_indices: 1.0 % of its L3 roof, 1.52 GB/s moved)``."""
-    res, t = _f(row.get("residual")), _f(row.get(R.TIME_MEDIAN))
+    t, roof = _f(row.get(R.TIME_MEDIAN)), _f(row.get("predicted_roofline_s"))
     bound = row.get("predicted_bound")
     moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
-    rate = f"{si(moved / t, 'B/s')} moved" if bound not in ("compute", "launch") else \
-        f"{si(_f(row.get(R.FLOPS)) / t, 'FLOP/s')}"
+    rate = f"{si(moved / t, 'B/s')} moved" if bound != "compute" else f"{si(_f(row.get(R.FLOPS)) / t, 'FLOP/s')}"
     impl = feat.get("implementation")
     impl = f"{impl}: " if isinstance(impl, str) and impl else ""
-    return f"the kernel itself ({impl}{100 / res:.1f} % of its {bound} roof, {rate})"
+    return f"the kernel itself ({impl}{100 * roof / t:.1f} % of its {bound} roof, {rate})"
 
 
 def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
@@ -125,12 +125,14 @@ def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
     the reasons with a size (``sized``) when the residual is over ``UNEXPLAINED`` times what they
     account for; in place of the bare intensity line (or of nothing) when nothing else was found."""
     res = _f(row.get("residual"))
-    if not (math.isfinite(res) and res > 1 and _f(row.get(R.TIME_MEDIAN)) > 0):
+    if not (math.isfinite(res) and res > 1 and _f(row.get(R.TIME_MEDIAN)) > 0
+            and _f(row.get("predicted_roofline_s")) > 0):
         return why
+    if row.get("predicted_basis") == "model" or row.get("predicted_bound") == "launch":
+        return why                  # a model's miss is not the kernel's distance from its roof; nor a launch's
     most = math.prod(f for _, f in sized(row, feat))
     if most > 1 and res / most > UNEXPLAINED:
-        return [*why, f"{'that accounts' if len(why) == 1 else 'those account'} for {most:.1f}x at most; the rest, "
-                f"{res / most:.0f}x, is " + kernel_rate(row, feat)]
+        return [*why, f"the rest, {res / most:.0f}x, is " + kernel_rate(row, feat)]
     if all(w.startswith("intensity ") for w in why):
         return [f"nothing in its counts explains it: {kernel_rate(row, feat)}"]
     return why

@@ -217,7 +217,7 @@ def short_case(row: pd.Series, width: int = 64) -> str:
     text = describe_row(row)
     if len(text) <= width:
         return text
-    cut = text[:width].rsplit(" ", 1)[0]
+    cut = text[:width - 1].rsplit(" ", 1)[0] if text[width - 2] != " " else text[:width - 2]
     return (cut.split(" (", 1)[0] if cut.count("(") > cut.count(")") else cut) + " …"
 
 

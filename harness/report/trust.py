@@ -25,11 +25,12 @@ def _num(frame: pd.DataFrame, col: str) -> pd.Series:
 
 
 def modes_lines(ok: pd.DataFrame) -> list[str]:
-    """Each row at two speeds (its reason starts ``two speeds:``), named, up to ``SHOWN``."""
+    """Each row at two speeds (its reason holds a ``two speeds...`` sentence: ``_TWO_SPEEDS``), named, up
+    to ``SHOWN``, and how many more."""
     if R.STABILITY_REASON not in ok:
         return []
     found = ok[R.STABILITY_REASON].fillna("").str.extract(_TWO_SPEEDS)
-    told = found[1].where(found[0].isna(), found[1] + " (seen in " + found[0].str.removeprefix("in ") + ")")
+    told = found[1].where(found[0].isna(), found[0] + ": " + found[1])
     two = ok[found[1].notna()]
     if two.empty:
         return []

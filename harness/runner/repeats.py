@@ -124,11 +124,16 @@ def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians
             stab, why = Stability.HOST_SLOWED, f"{follows}; {why}"
     if stab not in (Stability.BIMODAL, Stability.HOST_SLOWED):
         return stab, why, None
-    two = M.process_modes(samples) if why.startswith("process medians") or stab is Stability.HOST_SLOWED \
-        else next((m for xs in samples if (m := M.sample_modes(xs, mid)) and M.splits(xs)), None)
+    if why.startswith("process medians") or stab is Stability.HOST_SLOWED:
+        two, text = M.process_modes(samples), lambda m: M.describe(m, len(samples), mid)
+    else:                           # the samples of one process split: the first such process's
+        at = next((i for i, xs in enumerate(samples) if M.splits(xs) and M.sample_modes(xs, mid)), None)
+        two = M.sample_modes(samples[at], mid) if at is not None else None
+        own = at is not None and medians[at] == mid
+        text = lambda m: M.describe(m, len(samples), mid, samples=True, own=own)   # noqa: E731
     if two is None:
         return stab, why, None
-    return stab, f"{M.describe(two, len(samples), mid)}; {why}", M.to_json(two)
+    return stab, f"{text(two)}; {why}", M.to_json(two)
 
 
 def _canary_columns(timings: Sequence[Timing]) -> dict[str, object]:

@@ -54,6 +54,8 @@ class WorkerJob:
     #: (slow, fast) cases to time interleaved instead of ``cases`` (``harness.runner.confirm``)
     pairs: tuple[tuple[Case, Case], ...] = ()
     process: int = 0              # which of the run's processes this is (the interleaving's seed)
+    #: cases to profile though ``profile`` is off: those the first process did not measure
+    profile_also: frozenset[str] = frozenset()
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -73,7 +75,7 @@ def worker_main(job: WorkerJob) -> None:
                 return                        # the parent is gone: never measure beside its successor
             append(fh, {"start": case.case_id})
             before = sample()
-            row = build_row(case, job.ctx, job.measure_fn, job.profile)
+            row = build_row(case, job.ctx, job.measure_fn, job.profile or case.case_id in job.profile_also)
             append(fh, single(row, host_busy(before, sample())).to_record())
             if row.health.status == Status.ERROR and device_lost(job.ctx):
                 raise SystemExit(DEVICE_LOST)

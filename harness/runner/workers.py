@@ -287,6 +287,10 @@ def _block(ctx: RunContext, pending: dict[str, Case], job: WorkerJob,
     try:
         for k, path in enumerate(base):
             _pass(ctx, pending, list(pending.values()), job, k, path, f"process {k + 1}/{len(base)}", start, bar)
+            if k == 0 and job.profile:      # what the first process did not measure, a later one profiles
+                rows = read_journal(path)[0]
+                job = dataclasses.replace(job, profile_also=frozenset(
+                    cid for cid in pending if cid not in rows or not measured(rows[cid])))
         complete = dict(iter_complete(base, list(pending)))
         for j, path in enumerate(extra):
             again = [pending[cid] for cid, rows in with_extras(complete, extra[:j], len(base))
@@ -314,7 +318,8 @@ def _pass(ctx: RunContext, pending: dict[str, Case], cases: list[Case], job: Wor
           where: str, start: Launcher, bar: Progress) -> None:
     """One pass of workers over ``cases``, in process ``k``'s order, journaled to ``path``. Only the
     first pass profiles what ran (one profiled call a case; the same kernels run in every process,
-    and ``repeats.merge`` takes them from the process that has them)."""
+    and ``repeats.merge`` takes them from the process that has them), and later passes the cases it
+    did not measure (``WorkerJob.profile_also``)."""
     ordered = dataclasses.replace(job, cases=tuple(order_for(cases, k)), journal=str(path),
                                   profile=job.profile and k == 0)
     run_pass(ordered, start, lambda cid, code: died(ctx, pending[cid], code),

@@ -256,6 +256,7 @@ def _unlock(fh: Any) -> None:
     with contextlib.suppress(OSError, ValueError):
         if fcntl is not None and _same_file(fh, Path(fh.name)):
             os.unlink(fh.name)
+    with contextlib.suppress(OSError, ValueError):      # let go even where the file could not be removed
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()

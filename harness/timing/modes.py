@@ -73,28 +73,33 @@ def sample_modes(samples: Sequence[float], row_median: float) -> tuple[Mode, Mod
     if cut is None:
         return None
     low, high = s[: cut + 1], s[cut + 1:]
-    return (Mode(statistics.median(low), len(low), 1, row_median <= low[-1]),
+    return (Mode(statistics.median(low), len(low), 1, low[0] <= row_median <= low[-1]),
             Mode(statistics.median(high), len(high), 1, high[0] <= row_median <= high[-1]))
 
 
-def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None) -> str:
+def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None, *, samples: bool = False,
+             own: bool = True) -> str:
     """"two speeds: 0.75 ms (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first";
-    split within one of several processes: "two speeds in one of 3 processes: 637 us (24 % of its
-    samples) and 829 us (76 %); the row's time, 724 us, is another process's median"."""
+    ``samples``: the split is within one process's samples (``sample_modes``): "two speeds in one of
+    3 processes: 637 us (24 % of its samples) and 829 us (76 %); the row's time, 724 us, is another
+    process's median" (``own``: whether the row's time is that process's median; then, held by
+    neither mode, it lies between them)."""
     a, b = modes
     total = a.samples + b.samples
-    within = ""
-    if processes > 1 and a.processes + b.processes == processes:
+    within = f" in one of {processes} processes" if samples and processes > 1 else ""
+    if not samples:
         parts = f"{seconds(a.median_s)} ({a.processes} of {processes} processes) and " \
                 f"{seconds(b.median_s)} ({b.processes} of {processes})"
     else:
-        within = f" in one of {processes} processes" if processes > 1 else ""
         parts = f"{seconds(a.median_s)} ({100 * a.samples / total:.0f} % of {'its ' if within else ''}samples) " \
                 f"and {seconds(b.median_s)} ({100 * b.samples / total:.0f} %)"
+    shown = f", {seconds(row_s)}," if row_s is not None else ""
     if a.holds_row or b.holds_row:
         which = f"the row's time is the {'first' if a.holds_row else 'second'}"
+    elif own:
+        which = f"the row's time{shown} lies between them"
     else:
-        which = f"the row's time{f', {seconds(row_s)},' if row_s is not None else ''} is another process's median"
+        which = f"the row's time{shown} is another process's median"
     return f"two speeds{within}: {parts}; {which}"
 
 
