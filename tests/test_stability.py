@@ -124,7 +124,7 @@ def test_a_process_beside_a_slow_canary_is_set_aside_and_the_others_judge_the_ro
     assert h.stability == "stable" and t.processes == 2
     assert t.process_medians_s == [1.0e-3, 1.01e-3] and t.time_median_s == 1.0e-3
     assert h.stability_reason.startswith("1 of 3 processes set aside: the host canary beside them ran 1.45x the "
-                                         "fastest process's (over 10%); their medians 1450 us")
+                                         "fastest process's (over 10 %); their medians 1450 us")
     assert h.canary_slowdown == pytest.approx(0.45)            # the host's swing over every process
     assert t.process_canaries_s == [30e-6, 30.3e-6] and t.samples_rejected == 4
     # a canary 9 % slower stays (within the band), and two processes are never cut to one

@@ -64,8 +64,8 @@ class CompareModel:
     def tail(self) -> str:
         c = self.counts
         shown = ("slower", "faster", "same", SET_ASIDE) + ((TIMING_DIFFERS,) if c.get(TIMING_DIFFERS) else ())
-        return (f"B vs A over {len(self.table)} cases (threshold {self.threshold:.0%}, beyond each side's noise "
-                "band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in shown))
+        return (f"B vs A over {len(self.table)} cases (threshold {100 * self.threshold:.0f} %, beyond each side's "
+                "noise band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in shown))
 
     def set_aside_lines(self) -> list[str]:
         """The set-aside sentence of each side (``harness.analysis.verdicts.set_aside_text``)."""

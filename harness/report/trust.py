@@ -37,7 +37,8 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
     lines = [f"two speeds ({len(two)} row{'s' if len(two) != 1 else ''}):"]
     for i, row in two.head(SHOWN).iterrows():
         host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
-        lines += wrap(f"{describe_row(row)}: {told[i]}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        name = f"{row[R.FAMILY]} {describe_row(row)}" if pd.notna(row.get(R.FAMILY)) else describe_row(row)
+        lines += wrap(f"{name}: {told[i]}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
     if len(two) > SHOWN:
         lines.append(f"  and {len(two) - SHOWN} more (their `stability_reason`)")
     return lines
@@ -56,9 +57,9 @@ def canary_lines(ok: pd.DataFrame) -> list[str]:
         return []
     total, rows = int(rejected.fillna(0).sum()), int((rejected > 0).sum())
     slowed = int(ok.get(R.STABILITY, pd.Series(dtype=str)).eq(R.Stability.HOST_SLOWED.value).sum())
-    parts = [f"{total} sample block(s) set aside in {rows} row(s), the canary beside them over {REJECT:.0%} (or "
-             f"{NOISE_MADS:g} of its deviations) above its median" if total else
-             f"no sample block set aside (none beside a canary over {REJECT:.0%} above its median)"]
+    parts = [f"{total} sample block(s) set aside in {rows} row(s), the canary beside them over "
+             f"{100 * REJECT:.0f} % (or {NOISE_MADS:g} of its deviations) above its median" if total else
+             f"no sample block set aside (none beside a canary over {100 * REJECT:.0f} % above its median)"]
     if slowed:
         parts.append(f"{slowed} row(s) host-slowed (their processes' times followed the canary)")
     return wrap("host canary: " + "; ".join(parts), WIDTH, subsequent_indent="  ")

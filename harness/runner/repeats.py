@@ -101,7 +101,7 @@ def host_slow(rows: Sequence[Row]) -> tuple[list[Row], str]:
     shown = ", ".join(f"{canaries[i] / fastest:.2f}x" for i in slow)                  # type: ignore[operator]
     return ([rows[i] for i in sorted(keep)],
             f"{len(slow)} of {len(rows)} processes set aside: the host canary beside them ran {shown} the "
-            f"fastest process's (over {PROCESS_BAND:.0%}); their medians "
+            f"fastest process's (over {100 * PROCESS_BAND:.0f} %); their medians "
             + "/".join(micros(float(rows[i].timing.time_median_s)) for i in slow) + " us")  # type: ignore[union-attr]
 
 

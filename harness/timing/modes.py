@@ -123,4 +123,4 @@ def follows_host(medians: Sequence[float], canaries: Sequence[float | None]) -> 
     shown = "/".join(seconds(m) for m in medians)
     slow = "/".join(f"{c / fastest:.2f}x" for c in canaries if c is not None)
     return (f"process medians {shown} follow their canaries ({slow} the fastest): within {fair:.1%} once the "
-            f"host's speed is taken out, {raw:.0%} apart without")
+            f"host's speed is taken out, {100 * raw:.0f} % apart without")
