@@ -334,6 +334,17 @@ def _with_report(text: str, report: str | Path | None) -> str:
     return f"{text}\nreport: {report}" if report is not None else f"{text}\nreport: not written"
 
 
+def summary_of(model: ReportModel, report: str | Path | None) -> str:
+    """What the end of a run prints: the summary, predicted against measured, the report's path."""
+    return _with_report(render_text(model, "summary") + "\n" + render_text(model, "predictions-summary"), report)
+
+
+def summarize_run(run_dir: str | Path, report: str | Path | None = None) -> str:
+    """The end-of-run text of a stored run (its interleaved confirmations included), as
+    ``layerbench run`` printed it once measured: the README's first screen is one."""
+    return summary_of(build_model(store.load_runs([run_dir]), with_plots=False), report)
+
+
 def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
     """Load ``run_dir`` once, build its report model once (plots only when the report is written),
     write the HTML report to ``report_dir`` (None: skip; ``layerbench report`` writes Markdown and
@@ -361,7 +372,7 @@ def finish_run(run_dir: Path, report_dir: Path | None) -> pd.DataFrame | None:
         except Exception as e:          # the report never fails the run
             print(f"layerbench run: report not written: {type(e).__name__}: {e}", file=sys.stderr)
     try:
-        print(_with_report(render_text(model, "summary") + "\n" + render_text(model, "predictions-summary"), html))
+        print(summary_of(model, html))
     except Exception as e:              # nor does the summary
         print(f"layerbench run: no summary: {type(e).__name__}: {e}", file=sys.stderr)
     return loaded.frame
