@@ -215,9 +215,9 @@ def _unmatched_notes(a: pd.DataFrame, b: pd.DataFrame, key: str) -> list[str]:
     """One line per side with measured cases the other side lacks (a suite that grew, a pass added),
     named by their families: left out of the comparison, and said so."""
     notes = []
-    for side, mine, theirs, other in (("A", a, b, "B"), ("B", b, a, "A")):
-        only = _ok(mine, key)
-        only = only[~only.index.isin(_ok(theirs, key).index)]
+    oka, okb = _ok(a, key), _ok(b, key)
+    for side, theirs, ok_mine, ok_theirs, other in (("A", b, oka, okb, "B"), ("B", a, okb, oka, "A")):
+        only = ok_mine[~ok_mine.index.isin(ok_theirs.index)]
         if only.empty:
             continue
         there = theirs.drop_duplicates(key, keep="last").set_index(key)[R.STATUS].reindex(only.index)

@@ -12,7 +12,7 @@ import pandas as pd
 from harness import record as R
 from harness.predict.features import features
 from harness.predict.roofline import levels_of
-from harness.units import binary_bytes, seconds, si
+from harness.units import binary_bytes, percent, seconds, si
 
 
 def _f(v: Any) -> float:
@@ -117,7 +117,7 @@ def kernel_rate(row: pd.Series, feat: pd.Series) -> str:
     rate = f"{si(moved / t, 'B/s')} moved" if bound != "compute" else f"{si(_f(row.get(R.FLOPS)) / t, 'FLOP/s')}"
     impl = feat.get("implementation")
     impl = f"{impl}: " if isinstance(impl, str) and impl else ""
-    return f"the kernel itself ({impl}{100 * roof / t:.1f} % of its {bound} roof, {rate})"
+    return f"the kernel itself ({impl}{percent(roof / t)} of its {bound} roof, {rate})"
 
 
 def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:

@@ -64,7 +64,7 @@ class CompareModel:
     def tail(self) -> str:
         c = self.counts
         shown = ("slower", "faster", "same", SET_ASIDE) + ((TIMING_DIFFERS,) if c.get(TIMING_DIFFERS) else ())
-        return (f"B vs A over {len(self.table)} cases (threshold {100 * self.threshold:.0f} %, beyond each side's "
+        return (f"B vs A over {len(self.table)} cases (threshold {percent(self.threshold, 0)}, beyond each side's "
                 "noise band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in shown))
 
     def set_aside_lines(self) -> list[str]:

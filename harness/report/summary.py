@@ -131,7 +131,7 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
     ok = ok.assign(_aside=is_set_aside(ok), _key=[_rank_key(r) for _, r in ok.iterrows()])
     lines = [f"utilization per family{of}, best and worst: measured ceiling / {_peak_kind(ok)} peak "
              "(FLOP/s; B/s if memory-bound)"]
-    width = width or max(len(str(f)) for f in ok[R.FAMILY].unique())
+    width = width or _family_width(ok)
     for family, rows in ok.groupby(R.FAMILY, sort=False):
         rows = rows[rows["_key"].notna()]
         if rows.empty:
@@ -147,6 +147,10 @@ def utilization_lines(ok: pd.DataFrame, named_by: pd.DataFrame | None = None, wh
     if ok["_aside"].any():
         lines.append(ASIDE_NOTE)
     return lines
+
+
+def _family_width(ok: pd.DataFrame) -> int:
+    return max(len(str(f)) for f in ok[R.FAMILY].unique())
 
 
 def _cell(row: pd.Series, varying: list[str]) -> str:
@@ -173,7 +177,7 @@ def pass_utilization_lines(ok: pd.DataFrame) -> list[str]:
     held = [p for p in R.PASSES if (passes == p).any()]
     if len(held) <= 1:
         return utilization_lines(ok)
-    width = max(len(str(f)) for f in ok[R.FAMILY].unique())      # one column over every pass's block
+    width = _family_width(ok)                                    # one column over every pass's block
     lines = [line for p in held for line in utilization_lines(ok[passes == p], which=p, width=width)
              if line != ASIDE_NOTE]
     return lines + ([ASIDE_NOTE] if is_set_aside(ok).any() else [])

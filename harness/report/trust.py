@@ -58,8 +58,8 @@ def canary_lines(ok: pd.DataFrame) -> list[str]:
     total, rows = int(rejected.fillna(0).sum()), int((rejected > 0).sum())
     slowed = int(ok.get(R.STABILITY, pd.Series(dtype=str)).eq(R.Stability.HOST_SLOWED.value).sum())
     parts = [f"{total} sample block(s) set aside in {rows} row(s), the canary beside them over "
-             f"{100 * REJECT:.0f} % (or {NOISE_MADS:g} of its deviations) above its median" if total else
-             f"no sample block set aside (none beside a canary over {100 * REJECT:.0f} % above its median)"]
+             f"{percent(REJECT, 0)} (or {NOISE_MADS:g} of its deviations) above its median" if total else
+             f"no sample block set aside (none beside a canary over {percent(REJECT, 0)} above its median)"]
     if slowed:
         parts.append(f"{slowed} row(s) host-slowed (their processes' times followed the canary)")
     return wrap("host canary: " + "; ".join(parts), WIDTH, subsequent_indent="  ")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from harness.record import Health, Row, Stability, Status, Timing, now_iso
 from harness.timing import modes as M
 from harness.timing.stability import median_low, verdict
-from harness.units import micros
+from harness.units import micros, percent
 
 
 def measured(row: Row) -> bool:
@@ -52,10 +52,7 @@ def merge(rows: Sequence[Row]) -> Row:
     busy = max(busy_values) if busy_values else None
     samples = [r.timing.samples_s or [] for r in ok]   # type: ignore[union-attr]
     stab, why = verdict(samples, busy)
-    stab, why, modes = _told(stab, why, samples, medians, [_canary(r) for r in ok], mid)
-    if aside:                       # after the two speeds (two clauses), which a row's reason tells first
-        parts = why.split("; ", 2) if modes else [why]
-        why = "; ".join([*parts[:2], aside, *parts[2:]] if modes else [aside, why])
+    stab, why, modes = _told(stab, why, samples, medians, [_canary(r) for r in ok], mid, aside)
     failures = [r for r in rows if not measured(r)]
     if failures:
         stab = stab if stab is Stability.CONTENDED else Stability.NOISY
@@ -101,7 +98,7 @@ def host_slow(rows: Sequence[Row]) -> tuple[list[Row], str]:
     shown = ", ".join(f"{canaries[i] / fastest:.2f}x" for i in slow)                  # type: ignore[operator]
     return ([rows[i] for i in sorted(keep)],
             f"{len(slow)} of {len(rows)} processes set aside: the host canary beside them ran {shown} the "
-            f"fastest process's (over {100 * PROCESS_BAND:.0f} %); their medians "
+            f"fastest process's (over {percent(PROCESS_BAND, 0)}); their medians "
             + "/".join(micros(float(rows[i].timing.time_median_s)) for i in slow) + " us")  # type: ignore[union-attr]
 
 
@@ -115,25 +112,33 @@ def short_of(rows: Sequence[Row], asked: int) -> bool:
 
 
 def _told(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians: Sequence[float],
-          canaries: Sequence[float | None], mid: float) -> tuple[Stability, str, str | None]:
+          canaries: Sequence[float | None], mid: float, aside: str = "") -> tuple[Stability, str, str | None]:
     """(verdict, reason, modes JSON): ``host-slowed`` where the process medians follow their canaries;
-    a bimodal or host-slowed row's two speeds told first in its reason."""
+    the reason tells a bimodal or host-slowed row's two speeds first, then ``aside`` (the processes
+    ``host_slow`` set aside, if any), then the verdict's figures."""
     if stab in (Stability.BIMODAL, Stability.NOISY):
         follows = M.follows_host(medians, canaries)
         if follows is not None:
             stab, why = Stability.HOST_SLOWED, f"{follows}; {why}"
+    told = _speeds(stab, why, samples, medians, mid)
+    text = "; ".join(x for x in (told[0] if told else "", aside, why) if x)
+    return stab, text, M.to_json(told[1]) if told else None
+
+
+def _speeds(stab: Stability, why: str, samples: Sequence[Sequence[float]], medians: Sequence[float],
+            mid: float) -> tuple[str, tuple[M.Mode, M.Mode]] | None:
+    """A bimodal or host-slowed row's two speeds, told (``modes.describe``) and as modes: of the
+    process medians, or of the first process whose samples split."""
     if stab not in (Stability.BIMODAL, Stability.HOST_SLOWED):
-        return stab, why, None
+        return None
     if why.startswith("process medians") or stab is Stability.HOST_SLOWED:
-        two, text = M.process_modes(samples), lambda m: M.describe(m, len(samples), mid)
-    else:                           # the samples of one process split: the first such process's
-        at = next((i for i, xs in enumerate(samples) if M.splits(xs) and M.sample_modes(xs, mid)), None)
-        two = M.sample_modes(samples[at], mid) if at is not None else None
-        own = at is not None and medians[at] == mid
-        text = lambda m: M.describe(m, len(samples), mid, samples=True, own=own)   # noqa: E731
-    if two is None:
-        return stab, why, None
-    return stab, f"{text(two)}; {why}", M.to_json(two)
+        two = M.process_modes(samples)
+        return (M.describe(two, len(samples), mid), two) if two else None
+    found = next(((i, m) for i, xs in enumerate(samples) if M.splits(xs) and (m := M.sample_modes(xs, mid))), None)
+    if found is None:
+        return None
+    at, two = found
+    return M.describe(two, len(samples), mid, samples=True, own=medians[at] == mid), two
 
 
 def _canary_columns(timings: Sequence[Timing]) -> dict[str, object]:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from harness.timing.stability import MIN_CLUSTER_SHARE, SPLIT, median_low, split_samples
-from harness.units import seconds
+from harness.units import percent, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +91,8 @@ def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None, 
         parts = f"{seconds(a.median_s)} ({a.processes} of {processes} processes) and " \
                 f"{seconds(b.median_s)} ({b.processes} of {processes})"
     else:
-        parts = f"{seconds(a.median_s)} ({100 * a.samples / total:.0f} % of {'its ' if within else ''}samples) " \
-                f"and {seconds(b.median_s)} ({100 * b.samples / total:.0f} %)"
+        parts = f"{seconds(a.median_s)} ({percent(a.samples / total, 0)} of {'its ' if within else ''}samples) " \
+                f"and {seconds(b.median_s)} ({percent(b.samples / total, 0)})"
     shown = f", {seconds(row_s)}," if row_s is not None else ""
     if a.holds_row or b.holds_row:
         which = f"the row's time is the {'first' if a.holds_row else 'second'}"
@@ -123,4 +123,4 @@ def follows_host(medians: Sequence[float], canaries: Sequence[float | None]) -> 
     shown = "/".join(seconds(m) for m in medians)
     slow = "/".join(f"{c / fastest:.2f}x" for c in canaries if c is not None)
     return (f"process medians {shown} follow their canaries ({slow} the fastest): within {fair:.1%} once the "
-            f"host's speed is taken out, {100 * raw:.0f} % apart without")
+            f"host's speed is taken out, {percent(raw, 0)} apart without")
