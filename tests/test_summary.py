@@ -183,6 +183,27 @@ def test_memory_bound_rows_are_judged_by_bandwidth_and_their_cache_level():
     assert next(x for x in lines if x.strip().startswith("gemm")).strip() == "gemm  best linear: 50 % / 25 %"
 
 
+def test_a_launch_bound_cache_row_is_judged_by_its_bandwidth_not_its_launch_floor():
+    """A row inside L1 whose 19 dispatches take longer than its bytes: its launch floor's share of
+    its time (above 100 %) is no bandwidth figure; the summary shows its B/s against the L1 roof."""
+    import json
+
+    from harness.analysis import derive
+    from harness.report.summary import utilization_lines
+    levels = json.dumps([{"level": "L1", "bytes_s": 300e9, "capacity_bytes": 2**16},
+                         {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
+    row = dict(status="ok", family="attention", layer="sdpa", axes='{"seq": 16}', flops=1e3, bytes_read=24_576,
+               bytes_written=8_320, time_median_s=21e-6, ceiling_flops_s=100e9, ceiling_bytes_s=20e9,
+               peak_flops_s=200e9, peak_bytes_s=40e9, peak_source="datasheet", kernel_launches=19,
+               launch_overhead_s=1.3e-6, ceiling_levels=levels, stability="stable")
+    t = derive(pd.DataFrame([row]))
+    assert t["roof_level"][0] == "launch" and t["roof_level_fraction"][0] == pytest.approx(19 * 1.3e-6 / 21e-6)
+    # 32,896 B in 21 us = 1.57 GB/s: 0.5 % of the 300 GB/s L1 roof, printed 1 % (never 118 %, the launch
+    # floor's share)
+    line = next(x for x in utilization_lines(t) if x.strip().startswith("attention"))
+    assert line.strip() == "attention  best sdpa: B/s 1 % of its L1 roof"
+
+
 # --- a run of several passes: one utilization block per pass, the backward against its forward --------------
 
 def by_pass(fn, *, inputs, **kw):
@@ -240,3 +261,34 @@ def test_the_clock_line_tells_the_rows_range_apart_from_the_spread_within_a_row(
         "readings around one row spread up to 25.8 % (a reading the host interrupted reads low)")
     steady = clock_lines(rows.assign(clock_spread=[0.01, 0.02, 0.01]))
     assert " ".join(x.strip() for x in steady).endswith("spread up to 2.0 %")
+
+
+def test_rows_above_a_peak_a_ceiling_or_their_level_bandwidth_are_said_with_the_numbers():
+    """A row faster than its formula peak is a defect of the peak; faster than the measured GEMM, a
+    ceiling to measure again; bytes faster than its level's measured roof, the roof's convention: each
+    named with its figure, never only a utilization above 100 %."""
+    import json
+
+    from harness.analysis import derive
+    from harness.report.trust import above_lines
+    levels = json.dumps([{"level": "L2", "bytes_s": 100e9, "capacity_bytes": 2**20},
+                         {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
+    base = dict(status="ok", layer="linear", bytes_written=0, ceiling_flops_s=100e9, ceiling_bytes_s=20e9,
+                peak_flops_s=200e9, peak_bytes_s=None, peak_source="formula", kernel_launches=1,
+                launch_overhead_s=1e-9, ceiling_levels=levels, stability="stable", flops=1e9, bytes_read=1e6)
+    rows = [dict(base, family="fast", config='{"in": 8}', time_median_s=4e-3),    # 250 GFLOP/s: 250 % / 125 %
+            dict(base, family="mid", config='{"in": 16}', time_median_s=8e-3),    # 125 GFLOP/s: 125 % / 63 %
+            dict(base, family="slow", config='{"in": 32}', time_median_s=20e-3),  # 50 GFLOP/s: below both
+            # an add reading 2 x 40 MiB and writing 40 MiB (DRAM) in 5 ms: 25.2 GB/s, 126 % of the 20 GB/s copy
+            dict(base, family="add", layer="add", config='{"c": 8}', flops=1e7, bytes_read=80 * 2**20,
+                 bytes_written=40 * 2**20, time_median_s=5e-3)]
+    t = derive(pd.DataFrame(rows))
+    assert t["bw_util_level"][3] == pytest.approx(120 * 2**20 / 5e-3 / 20e9)
+    text = " ".join(x.strip() for x in above_lines(t))
+    assert ("above the theoretical peak (a defect of the peak: its clock or FLOP per cycle): 1 row(s): linear in=8 "
+            "125 % above the measured GEMM ceiling (a kernel the calibration did not reach: calibrate --force): "
+            "2 row(s): linear in=8 250 %; linear in=16 125 % above the measured bandwidth") in text
+    assert text.endswith("without the line each write first reads, so a layer that reads more than it writes can "
+                         "pass it; a cache level's, a read whose set may partly sit in a faster level): 1 row(s): "
+                         "add c=8 126 % of DRAM")
+    assert above_lines(t.iloc[[2]]) == []

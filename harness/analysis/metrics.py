@@ -94,6 +94,10 @@ DERIVED = (
             "capacity), not its main memory"),
     Derived("roof_level_bytes_s", "B/s", "bandwidth of roof_mem_level (main memory: ceiling_bytes_s, else "
             "peak_bytes_s)"),
+    Derived("bw_util_level", "fraction", "achieved_bytes_s / roof_level_bytes_s: the share of its memory level's "
+            "roof the row's bytes reached (above 1: it reads more than it writes, which the main-memory copy's "
+            "convention, write-allocate traffic not counted, undercounts; or part of its working set sat in a "
+            "faster level)"),
     Derived("roof_level", "-", "`compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or `launch`: which bound is largest, "
             "flops / compute roof, working set / roof_level_bytes_s, or launch_floor_s"),
     Derived("roof_level_time_s", "s", "the largest of those three bounds: the hierarchical roofline time"),
@@ -230,6 +234,7 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     f["roof_mem_level"] = name.where(ok, None)
     f["roof_mem_cache"] = cache.astype(object).where(ok & name.notna(), None)
     f["roof_level_bytes_s"] = bw.where(ok)
+    f["bw_util_level"] = (moved / t / bw).where(ok)
     f["roof_level"] = pd.Series(level, index=f.index, dtype=object).where(known, None)
     f["roof_level_time_s"] = bound.where(known)
     f["roof_level_fraction"] = f["roof_level_time_s"] / t

@@ -93,7 +93,27 @@ def above_lines(ok: pd.DataFrame) -> list[str]:
             continue
         named = "; ".join(f"{describe_row(r)} {percent(r[util], 0)}" for _, r in over.head(SHOWN).iterrows())
         lines += wrap(f"above {what}: {len(over)} row(s): {named}", WIDTH, subsequent_indent="  ")
-    return lines
+    return lines + _above_bandwidth(ok)
+
+
+#: Why bytes can outrun their level's measured roof: the roof's own convention (STREAM's).
+_BW_WHY = ("the main-memory roof is a copy counted as STREAM counts it, without the line each write first reads, so "
+           "a layer that reads more than it writes can pass it; a cache level's, a read whose set may partly sit "
+           "in a faster level")
+
+
+def _above_bandwidth(ok: pd.DataFrame) -> list[str]:
+    """Rows whose bytes/s passed the measured roof of the memory level their working set fits
+    (``bw_util_level`` above 1): said with that level, never shown as a utilization to believe."""
+    if "bw_util_level" not in ok:
+        return []
+    over = ok[_num(ok, "bw_util_level").gt(1)].sort_values("bw_util_level", ascending=False)
+    if over.empty:
+        return []
+    named = "; ".join(f"{describe_row(r)} {percent(r['bw_util_level'], 0)} of {r['roof_mem_level']}"
+                      for _, r in over.head(SHOWN).iterrows())
+    return wrap(f"above the measured bandwidth of their memory level ({_BW_WHY}): {len(over)} row(s): {named}",
+                WIDTH, subsequent_indent="  ")
 
 
 def trust_lines(ok: pd.DataFrame) -> list[str]:
