@@ -180,3 +180,25 @@ def test_fail_on_that_judges_nothing_fails_unless_allowed(runs, tmp_path, capsys
         assert "--fail-on median:10%: nothing judged" in capsys.readouterr().err
         assert main(["compare", a, "--to", b, "--fail-on", "median:10%", "--allow-empty"]) == 0
     assert main(["compare", a, "--to", str(runs / "nightly-b-1"), "--fail-on", "median:25%"]) == 0
+
+
+def test_util_is_of_the_roof_on_the_row_s_side_of_the_ridge():
+    """A relu (1 MFLOP, 64 MB moved in DRAM) is judged by its bytes against the 20 GB/s main-memory
+    roof, said as B/s; a GEMM-like conv (20 GFLOP, 1 MB) by its FLOP/s against the 100 GFLOP/s
+    ceiling: never the relu's FLOP/s share, which reads near 0 % of a roof it is not under."""
+    from harness.analysis import derive
+    from harness.report.compare import CompareModel, _view
+    roofs = dict(ceiling_flops_s=100e9, ceiling_bytes_s=20e9, peak_flops_s=200e9, peak_source="formula",
+                 launch_overhead_s=1e-9, kernel_launches=1)
+    rows = [row(case_id="relu", family="mem", layer="relu", flops=1e6, bytes_read=32e6, bytes_written=32e6,
+                time_median_s=8e-3, **roofs),                     # 64e6 / 8 ms = 8 GB/s: 40 % of 20 GB/s
+            row(case_id="gemm", family="conv", flops=20e9, bytes_read=5e5, bytes_written=5e5,
+                time_median_s=0.4, **roofs)]                      # 20e9 / 0.4 s = 50 GFLOP/s: 50 %
+    a = derive(pd.DataFrame([dict(r, run_id="a") for r in rows], columns=list(R.COLUMN_NAMES)))
+    b = derive(pd.DataFrame([dict(r, run_id="b", time_median_s=r["time_median_s"] * 2) for r in rows],
+                            columns=list(R.COLUMN_NAMES)))
+    view = _view(CompareModel.of(compare(a, b), 0.1)).set_index("case")
+    relu = next(k for k in view.index if k.startswith("relu"))
+    gemm = next(k for k in view.index if k.startswith("conv2d"))
+    assert (view.loc[relu, "util_a"], view.loc[relu, "util_b"]) == ("B/s 40.0 %", "B/s 20.0 %")
+    assert (view.loc[gemm, "util_a"], view.loc[gemm, "util_b"]) == ("50.0 %", "25.0 %")

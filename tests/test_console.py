@@ -71,3 +71,33 @@ def test_plain_lines_and_no_third_party_noise_when_not_a_tty(tmp_path):
         assert f" {k} " in h and h.endswith(f" {fmt} fp32")
     noise = ("USDT", "profiler_start", "onednn_verbose", "dnnl_verbose", "\r", "\x1b[")
     assert not any(n in r.stderr + r.stdout for n in noise)
+
+
+def test_a_line_tags_its_process_verdict_not_the_raw_noise_flag():
+    """The tag is the verdict of the process's samples (the row's own with one process): a row whose
+    samples split at two speeds reads ``(bimodal)``, never ``(noisy)`` while the summary says bimodal;
+    a stable row carries no tag."""
+    import dataclasses
+
+    from harness.runner.repeats import single
+    from harness.runner.rows import build_row
+    from harness.timing import Measurement
+    suite = load_suite("quick")
+    ctx = make_context(suite, resolve_device("cpu"), ["fp32"], None, "auto", (1, 1), "console-test", "never", None)
+    case = next(iter(suite.cases()))
+
+    def timed(samples):
+        def fake(fn, *, inputs, **kw):
+            return Measurement(device="cpu", timer="fake", mode="hot", samples_s=tuple(samples), number=1,
+                               warmup_calls=0, warmup_s=0.0, estimate_s=samples[0], sampling_s=0.01, threads=1,
+                               gc_paused=True, rotation=1, stop_reason="converged", target_rel_ci=0.01)
+        return single(build_row(case, ctx, fake, False), 0.0)
+
+    split = timed([1.0e-3, 1.5e-3] * 6 + [1.0e-3] * 8)
+    assert split.health.stability == "bimodal" and split.timing.noisy
+    assert brief(split).endswith(" (bimodal)")
+    steady = timed([1.0e-3] * 20)
+    assert steady.health.stability == "stable" and brief(steady).endswith(": 1 ms, 6.42 GFLOP/s")
+    # conv2d 64 -> 64, 1x1 on 28x28: 2 x 64 x 64 x 784 = 6.42 MFLOP in 1 ms
+    unjudged = dataclasses.replace(split, health=dataclasses.replace(split.health, stability=None))
+    assert brief(unjudged).endswith(" (noisy)")

@@ -360,3 +360,20 @@ def test_cpu_canary_slow_from_the_first_block_on_rejects_nothing():
                                                                                                    step=step))
     assert m.canary.rejected == 0 and m.stats.n == 10
     assert m.canary.reference_s == pytest.approx(1.5 * 10e-6)
+
+
+def test_a_convergence_stands_only_where_the_blocks_the_canary_keeps_converge():
+    """Sampling stops on the blocks the canary let through so far; the stored samples are those its
+    final judgement keeps, so ``converged`` is asked of them again (``settled``). Twelve blocks of
+    1.0 ms, then eight of 1.5 ms: beside a steady canary all twenty are kept and their median's CI
+    (ranks 5 to 14 of 20) reaches into the slow ones, far over a 2 % target: sample on. Where the
+    canary ran 30 % slow beside the last eight (the first of them has a quick reading before it, the
+    faster neighbour counts), seven are rejected and the rest converge."""
+    from harness.timing.measure import settled
+    from harness.timing.stopping import CONVERGED, RelativeCI
+    rule = RelativeCI(target=0.02, min_reps=10, min_time_s=0.0, budget_s=10.0, max_reps=1000)
+    samples = [1.0e-3] * 12 + [1.5e-3] * 8
+    assert rule.reason(sorted(samples[:12]), 0.1) == CONVERGED             # what sampling saw
+    assert settled(rule, samples, [10e-6] * 21, 0.1) is None                # all kept: not converged
+    assert settled(rule, samples, [10e-6] * 13 + [13e-6] * 8, 0.1) == CONVERGED
+    assert settled(rule, samples, [10e-6] * 21, 20.0) == "budget"           # past the budget: the rule says so

@@ -15,6 +15,9 @@ def test_process_modes_two_of_three():
     assert (b.median_s, b.processes, b.samples, b.holds_row) == (pytest.approx(1.08e-3), 1, 12, False)
     text = M.describe((a, b), 3)
     assert text == "two speeds: 755 us (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first"
+    # the row's time is the lower median of the process medians, 0.76 ms: in the first mode, not its median
+    assert M.describe((a, b), 3, 0.76e-3).endswith("the row's time, 760 us, falls in the first")
+    assert M.describe((a, b), 3, 0.755e-3).endswith("the row's time is the first")
     assert json.loads(M.to_json((a, b)))[1] == {"median_s": 1.08e-3, "samples": 12, "processes": 1,
                                                  "holds_row": False}
 

@@ -379,8 +379,8 @@ def test_a_residual_far_beyond_its_reasons_names_the_kernel_with_sizes():
     assert d["predicted_bound"] == "L2" and d["residual"] == pytest.approx(80.0)
     said = explain(d)
     assert said.startswith("80.00x slower than predicted: its windows overlap: each input element is read about "
-                           "2.2x (kernel / stride)")
-    assert said.endswith("where the count assumes once (at most 2.2x); the rest, 36x, is the kernel itself "
+                           "2.25x (kernel / stride)")
+    assert said.endswith("where the count assumes once (at most 2.25x); the rest, 36x, is the kernel itself "
                          "(aten::max_pool2d_with_indices: 1.2 % of its L2 roof, 1.25 GB/s moved)")
     # nothing in the counts of a relu 4x slower than its roof: the kernel's rate instead of a bare intensity
     d = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=32e-6, kernels="aten::clamp_min")])).iloc[0]
@@ -400,7 +400,7 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_explain
     assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(8.0)
     said = explain(d)
     assert "causal: the count takes the unmasked half of the scores" in said
-    assert said.endswith("does up to twice that (at most 2.0x); the rest, 4x, is the kernel itself "
+    assert said.endswith("does up to twice that (at most 2x); the rest, 4x, is the kernel itself "
                          "(aten::_scaled_dot_product_flash_attention_for_cpu: 12.5 % of its compute roof, "
                          "12.5 GFLOP/s)")
     over = 600 * KIB                                       # 1.2 MiB moved: just over L2 (1 MiB), predicted at L3
@@ -408,6 +408,25 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_explain
     fast = derive(pd.DataFrame([row(1e3, over, over, time_median_s=12e-6)])).iloc[0]
     assert slow["predicted_bound"] == "L3" and "overflows" not in explain(slow)
     assert "just overflows L2 (1 MiB): predicted at L3's bandwidth, part of it may still hit L2" in explain(fast)
+
+
+def test_reorders_are_sized_so_they_tell_a_row_apart():
+    """Two NCHW convs, each with 3 oneDNN reorders: a 1x1 one 7x slower than its compute roof, whose
+    reorders (its 1 MB in L2 read and written once more, 20 us at 100 GB/s, against a 1 ms roofline)
+    account for about 1.02x: the rest, 7x, is the kernel; a dense one 1.5x slower whose reorders
+    account for the same 1.02x is left at the reasons (nothing over 3x theirs)."""
+    from harness.predict.explain import explain
+    conv = dict(layer="conv2d", onednn_reorders=3, kernels="aten::mkldnn_convolution",
+                config=json.dumps({"kernel_size": [1, 1], "in_channels": 64, "out_channels": 64}))
+    d = derive(pd.DataFrame([row(1e8, 0.5e6, 0.5e6, time_median_s=7e-3, **conv)])).iloc[0]
+    assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(7.0)
+    said = explain(d)
+    assert said == ("7.00x slower than predicted: oneDNN runs 3 reorder(s) per call (layout conversions) around "
+                    "it, each tensor read and written once more (about, at its memory roof, 1.02x); the rest, 7x, is "
+                    "the kernel itself (aten::mkldnn_convolution: 14.3 % of its compute roof, 14.3 GFLOP/s)")
+    d = derive(pd.DataFrame([row(1e8, 0.5e6, 0.5e6, time_median_s=1.5e-3, **conv)])).iloc[0]
+    assert explain(d) == ("1.50x slower than predicted: oneDNN runs 3 reorder(s) per call (layout conversions) "
+                          "around it, each tensor read and written once more (about, at its memory roof, 1.02x)")
 
 
 def test_the_kernel_s_rest_is_told_against_the_roofline_only():

@@ -79,6 +79,18 @@ def test_predict_a_suite_gives_its_case_ids(capsys, models):
     assert ids == {c.case_id for c in load_suite("quick").cases()}
 
 
+def test_predict_stores_the_layout_a_run_stores(capsys, models):
+    """A linear layer or an attention has no image layout: a run stores ``contiguous`` for it, and so
+    must its prediction, whose layout is a feature of the model and part of its implementation key."""
+    from harness.runner.context import stored_layout
+    assert main(["predict", "linear", "in=64", "out=32", "--input", "8x64", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["memory_format"] == "contiguous"
+    assert main(["predict", "quick", "--format", "json"]) == 0
+    got = {g["case_id"]: g["memory_format"] for g in json.loads(capsys.readouterr().out)}
+    want = {c.case_id: stored_layout(c) for c in load_suite("quick").cases()}
+    assert got == want and {"contiguous", "nchw", "channels_last"} <= set(want.values())
+
+
 def test_fit_from_runs_then_predict_and_residuals_use_the_model(stored_run, capsys, models, tmp_path):
     assert main(["fit", str(stored_run)]) == 0
     out = capsys.readouterr().out

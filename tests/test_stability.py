@@ -93,8 +93,9 @@ def test_merge_tells_a_bimodal_row_as_its_two_speeds():
     row = merge([_rec(2.8e-3, 0.0, tight(2.8e-3)), _rec(0.6e-3, 0.0, tight(0.6e-3)), _rec(2.9e-3, 0.0, tight(2.9e-3))])
     h = row.health
     assert h.stability == "bimodal"
+    # the row's time is the lower median of the process medians, 2.8 ms: in the second mode, whose median is 2.85 ms
     assert h.stability_reason.startswith("two speeds: 600 us (1 of 3 processes) and 2.85 ms (2 of 3); the row's "
-                                         "time is the second")
+                                         "time, 2.8 ms, falls in the second")
     modes = json.loads(h.modes)
     assert [(m["processes"], m["holds_row"]) for m in modes] == [(1, False), (2, True)]
 

@@ -259,6 +259,15 @@ def test_the_clock_line_tells_the_rows_range_apart_from_the_spread_within_a_row(
     assert " ".join(x.strip() for x in clock_lines(rows)) == (
         "CPU clock measured around the rows: 2.98 GHz (median of the rows; 2.90 to 3.04 GHz across them); the "
         "readings around one row spread up to 25.8 % (a reading the host interrupted reads low)")
+    # a formula peak of a clock calibrate measured: the rows' clock said against it
+    detail = ("formula: 2 cores x 3.232 GHz x 32 FLOP/cycle (zen3/zen4); clock: measured by a dependent-add chain "
+              "(reported 2.445 GHz)")
+    peaked = rows.assign(peak_detail=detail, ceiling_measured_at="2026-12-03T07:35:06+0000")
+    assert " ".join(x.strip() for x in clock_lines(peaked)).endswith(
+        "the formula peak takes 3.23 GHz, the clock `layerbench calibrate` measured with the ceilings (2026-12-03 "
+        "07:35): the rows ran 7.8 % below it")                     # 2.98 / 3.232 = 0.922
+    reported = peaked.assign(peak_detail="formula: 2 cores x 2.445 GHz x 32 FLOP/cycle (zen3/zen4)")
+    assert "formula peak" not in " ".join(clock_lines(reported))    # the reported clock: no measured one to say
     steady = clock_lines(rows.assign(clock_spread=[0.01, 0.02, 0.01]))
     assert " ".join(x.strip() for x in steady).endswith("spread up to 2.0 %")
 

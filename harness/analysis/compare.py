@@ -81,8 +81,9 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
         if stat != "median" and col in ok:
             out[f"{stat}_{tag}_s"] = ok[col]
     out[f"low_{tag}_s"], out[f"high_{tag}_s"] = lo, hi
-    if "util_ceiling" in ok:
-        out[f"util_{tag}"] = ok["util_ceiling"].where(ok["util_ceiling"].notna(), ok.get("util_peak"))
+    if "util_roof" in ok:                    # FLOP/s, or B/s of the level's roof on the memory side
+        out[f"util_{tag}"] = ok["util_roof"]
+        out[f"util_{tag}_bytes"] = ok["roofline_bound"].eq("memory")
     return out
 
 

@@ -86,7 +86,8 @@ DERIVED = (
     Derived("launch_floor_s", "s", "kernel_launches (CPU: ATen ops) x launch_overhead_s, for rows timed hot; "
             "null for graph replays (one launch per replay) and cold calls (queued behind the flush)"),
     Derived("label", "-", "`launch-bound` (time <= 2 x launch floor), `memory-bound` or `compute-bound` (>= 50 % "
-            "of the roofline), else `under-utilised`"),
+            "of the roofline: the compute roof or the roof of the memory level the working set fits, "
+            "roof_level_bytes_s; the flat roofline where no level is known), else `under-utilised`"),
     Derived("roof_mem_level", "-", "`L1`, `L2`, `L3`, `DRAM` (CPU) or `L2`, `HBM` (GPU): the innermost measured "
             "level of ceiling_levels whose capacity holds the working set (bytes_read + bytes_written); main "
             "memory when none does, no levels are stored or the row was timed cold (cache flushed each call)"),
@@ -98,6 +99,9 @@ DERIVED = (
             "roof the row's bytes reached (above 1: it reads more than it writes, which the main-memory copy's "
             "convention, write-allocate traffic not counted, undercounts; or part of its working set sat in a "
             "faster level)"),
+    Derived("util_roof", "fraction", "the utilization of the roof on the row's side of the ridge (roofline_bound): "
+            "util_ceiling (else util_peak) for compute, bw_util_level (else bw_util_peak) for memory; what compare "
+            "shows as util"),
     Derived("roof_level", "-", "`compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or `launch`: which bound is largest, "
             "flops / compute roof, working set / roof_level_bytes_s, or launch_floor_s"),
     Derived("roof_level_time_s", "s", "the largest of those three bounds: the hierarchical roofline time"),
@@ -183,10 +187,19 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["roofline_fraction"] = f["roofline_time_s"] / t
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
     f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
-    f["label"] = _labels(t, f["launch_floor_s"], f["roofline_fraction"], f["roofline_bound"], ok)
     _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
+    f["label"] = _labels(t, f["launch_floor_s"], *_judged_by(f, flops / roof_f, moved / f["roof_level_bytes_s"], t), ok)
+    f["util_roof"] = roof_util(f)
     f["bwd_fwd_time_ratio"], f["bwd_fwd_flops_ratio"] = pass_ratios(f, t, flops)
     return predicted_columns(f)          # predicted_roofline_s, predicted_s, residual (harness.predict.columns)
+
+
+def roof_util(f: pd.DataFrame) -> pd.Series:
+    """``util_roof`` (``DERIVED``): FLOP/s against the compute roof, or bytes/s against the memory roof
+    of the level the working set fits, by the side of the ridge the row's intensity falls on."""
+    compute = f["util_ceiling"].where(f["util_ceiling"].notna(), f["util_peak"])
+    memory = f["bw_util_level"].where(f["bw_util_level"].notna(), f["bw_util_peak"])
+    return memory.where(f["roofline_bound"].eq("memory"), compute)
 
 
 #: A backward row's forward is the forward row of the same layer measured side by side: never across these.
@@ -252,6 +265,19 @@ def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: 
     both = roof_f.notna() & roof_b.notna()
     return np.where(~both, None, np.where(ceil_f.notna() & ceil_b.notna(), "measured",
                                           np.where(ceil_f.isna() & ceil_b.isna(), theory, "mixed")))
+
+
+def _judged_by(f: pd.DataFrame, t_compute: pd.Series, t_mem: pd.Series, t: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(fraction, bound) a row's label is judged by: the hierarchical roofline (its compute time and
+    its bytes at the bandwidth of the level they fit, ``roof_level_bytes_s``) where the row has one,
+    so a row whose working set fits a cache is judged against that cache's roof, not against main
+    memory, which it outruns; else the flat roofline (``roofline_fraction``, ``roofline_bound``).
+    The launch floor is the label's own test (``_labels``), not a roof."""
+    hier = f["roof_level"].notna() & (t_compute.notna() | t_mem.notna())
+    longest = np.fmax(t_compute, t_mem)
+    bound = pd.Series(np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", "memory"), index=f.index,
+                      dtype=object)
+    return (longest / t).where(hier, f["roofline_fraction"]), bound.where(hier, f["roofline_bound"])
 
 
 def _labels(t: pd.Series, floor: pd.Series, fraction: pd.Series, bound: pd.Series, ok: pd.Series) -> np.ndarray:

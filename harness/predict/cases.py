@@ -33,7 +33,7 @@ from harness.predict.model import EfficiencyModel
 from harness.predict.roofline import roofline
 from harness.predict.transfer import transfer
 from harness.record import ids
-from harness.runner.context import resolve_peaks
+from harness.runner.context import resolve_peaks, stored_layout
 from harness.runner.rows import analytic_counts
 from harness.suite import Case, Suite
 
@@ -155,7 +155,7 @@ def rows_for(cases: Iterable[Case], target: Target) -> pd.DataFrame:
         row: dict[str, Any] = {
             R.CASE_ID: case.case_id, R.CONFIG_ID: case.config_id, R.SUITE: case.suite, R.FAMILY: case.family,
             R.LAYER: case.layer, R.CONFIG: case.config_json(), R.AXES: case.axes_json(),
-            R.INPUT_SHAPES: case.input_text(), R.MEMORY_FORMAT: case.memory_format, R.DTYPE: case.dtype,
+            R.INPUT_SHAPES: case.input_text(), R.MEMORY_FORMAT: stored_layout(case), R.DTYPE: case.dtype,
             R.MACHINE_ID: target.machine_id, R.MACHINE_NAME: target.machine_name, R.SETTINGS_ID: target.settings_id,
             R.DEVICE_TYPE: target.device_type, R.DEVICE_NAME: target.device_name,
             R.MAIN_MEMORY: target.main_memory, R.THREADS: case.threads or target.threads,

@@ -47,10 +47,7 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if slow and math.isfinite(g) and g > 1:
         out.append(f"{int(g)} channel groups, {int(cpg) if math.isfinite(cpg) else '?'} input channels per output: "
                    "little reuse per byte loaded, a grouped/depthwise kernel")
-    out += [f"{text} (at most {most:.1f}x)" for text, most in sized(row, feat)] if slow else []
-    reorders = _f(row.get(R.ONEDNN_REORDERS))
-    if slow and math.isfinite(reorders) and reorders > 0:
-        out.append(f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it")
+    out += [f"{text} ({how} {most:.3g}x)" for text, most, how in sized(row, feat)] if slow else []
     threads = _f(row.get(R.THREADS))
     outs = 2 ** _f(feat.get("log_out_elems")) - 1
     if slow and math.isfinite(outs) and math.isfinite(threads) and outs < 4096 * max(threads, 1):
@@ -76,21 +73,37 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     return out
 
 
-def sized(row: pd.Series, feat: pd.Series) -> list[tuple[str, float]]:
-    """The reasons that carry a size, each with the most of a slow row's residual it can account
-    for: a pool's overlapping windows (``overlap``), and a causal attention counted as its unmasked
-    half of the scores while a kernel computing whole tiles across the diagonal does up to all of
-    them (2x)."""
-    out: list[tuple[str, float]] = []
+def sized(row: pd.Series, feat: pd.Series) -> list[tuple[str, float, str]]:
+    """The reasons that carry a size, each with the factor of a slow row's residual it accounts for
+    and how that factor bounds it: a pool's overlapping windows (``overlap``, at most), a causal
+    attention counted as its unmasked half of the scores while a kernel computing whole tiles across
+    the diagonal does up to all of them (2x, at most), and oneDNN's reorders (``reorder_factor``:
+    about, at the memory roof)."""
+    out: list[tuple[str, float, str]] = []
     bound = row.get("predicted_bound")
     reread = overlap(row, feat)
     if reread is not None and bound not in ("compute", "launch"):      # more reads: more memory time only
-        out.append((f"its windows overlap: each input element is read about {reread:.1f}x (kernel / stride), "
-                    "where the count assumes once", reread))
+        out.append((f"its windows overlap: each input element is read about {reread:.3g}x (kernel / stride), "
+                    "where the count assumes once", reread, "at most"))
     if str(row.get(R.LAYER)) in ("sdpa", "mha") and _f(feat.get("causal")) == 1 and bound == "compute":
         out.append(("causal: the count takes the unmasked half of the scores, and a kernel that computes whole "
-                    "tiles across the diagonal does up to twice that", 2.0))
+                    "tiles across the diagonal does up to twice that", 2.0, "at most"))
+    reorders, factor = _f(row.get(R.ONEDNN_REORDERS)), reorder_factor(row, feat)
+    if math.isfinite(reorders) and reorders > 0 and factor is not None:
+        out.append((f"oneDNN runs {int(reorders)} reorder(s) per call (layout conversions) around it, each "
+                    "tensor read and written once more", factor, "about, at its memory roof,"))
     return out
+
+
+def reorder_factor(row: pd.Series, feat: pd.Series) -> float | None:
+    """What reordering every tensor once costs against the row's roofline time: (roofline + 2 x its
+    memory time) / roofline, the tensors read and written once more at the bandwidth of the level
+    they fit (a conversion moves its bytes; none of it is arithmetic). None without the two times."""
+    roof = _f(row.get("predicted_roofline_s"))
+    memory = _f(feat.get("memory_share")) * roof          # the share is of the roofline's time
+    if not (roof > 0 and math.isfinite(memory) and memory >= 0):
+        return None
+    return (roof + 2 * memory) / roof
 
 
 def overlap(row: pd.Series, feat: pd.Series) -> float | None:
@@ -130,7 +143,7 @@ def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
         return why
     if row.get("predicted_basis") == "model" or row.get("predicted_bound") == "launch":
         return why                  # a model's miss is not the kernel's distance from its roof; nor a launch's
-    most = math.prod(f for _, f in sized(row, feat))
+    most = math.prod(f for _, f, _ in sized(row, feat))
     if most > 1 and res / most > UNEXPLAINED:
         return [*why, f"the rest, {res / most:.0f}x, is " + kernel_rate(row, feat)]
     if all(w.startswith("intensity ") for w in why):

@@ -496,6 +496,7 @@ KERNELS, KERNEL_LAUNCHES, ATEN_OPS = "kernels", "kernel_launches", "aten_ops"
 STATUS, ERROR = "status", "error"
 PEAK_DTYPE, PEAK_FLOPS, PEAK_BYTES, PEAK_SOURCE, PEAK_NATIVE = "peak_dtype", "peak_flops_s", "peak_bytes_s", \
     "peak_source", "peak_native"
+PEAK_DETAIL, CEILING_MEASURED_AT = "peak_detail", "ceiling_measured_at"
 CEILING_FLOPS, CEILING_BYTES, CEILING_SOURCE = "ceiling_flops_s", "ceiling_bytes_s", "ceiling_source"
 LAUNCH_OVERHEAD = "launch_overhead_s"
 TORCH_VERSION, GIT_COMMIT, TIMESTAMP = "torch_version", "git_commit", "timestamp"
@@ -506,7 +507,7 @@ IDENTITY = (FAMILY, LAYER, CONFIG, INPUT_SHAPES, MEMORY_FORMAT, DTYPE, PASS, GRA
 MACHINE_KEYS = (MACHINE_ID, DEVICE, DEVICE_NAME)
 
 __all__ = [
-    'MODES', 'OMP_WAIT_POLICIES', 'PASSES', 'GRADIENTS',
+    'MODES', 'OMP_WAIT_POLICIES', 'PASSES', 'GRADIENTS', 'PEAK_DETAIL', 'CEILING_MEASURED_AT',
     'SCHEMA_VERSION', 'VERSION_KEY', 'META_KEY', 'Stability', 'Status', 'col', 'Key',
     'CaseFields', 'Counts', 'Timing', 'WhatRan', 'Health', 'Peaks', 'Provenance', 'PARTS', 'Row', 'Column',
     'COLUMNS', 'COLUMN_NAMES', 'BY_NAME', 'SCHEMA', 'names_in_version', 'columns_markdown', 'to_table',

@@ -88,7 +88,8 @@ def _view(m: CompareModel) -> pd.DataFrame:
         view[c] = view[c].map(seconds)
     for c in ("util_a", "util_b"):
         if c in view:
-            view[c] = view[c].map(percent)
+            bytes_side = view.get(f"{c}_bytes", pd.Series(False, index=view.index)).fillna(False).astype(bool)
+            view[c] = [f"B/s {percent(v)}" if b and pd.notna(v) else percent(v) for v, b in zip(view[c], bytes_side)]
     view["ratio"] = view["ratio"].map(lambda v: f"{v:.3f}")
     view["verdict"] = [f"{v} (fail-on)" if f else v for v, f in zip(view["verdict"], view["failed"])]
     return view[[c for c in COMPARE_COLUMNS if c in view]]

@@ -36,6 +36,7 @@ from harness.report.wrap import MAX_WIDTH, WIDTH, fit, wrap
 from harness.store import Loaded
 from harness.timing.stability import BUSY_LIMIT, SPLIT
 from harness.timing.stats import NOISY_REL_IQR
+from harness.units import percent
 
 #: Findings the summary tells.
 TOP_FINDINGS = 3
@@ -272,7 +273,7 @@ def spread_lines(ok: pd.DataFrame) -> list[str]:
                      f"{100 * NOISY_REL_IQR:.0f} %)")
     busy = pd.to_numeric(ok.get(R.HOST_BUSY, pd.Series(dtype=float)), errors="coerce")
     if busy.notna().any():
-        parts.append(f"other processes took up to {100 * busy.max():.0f} % of the CPUs (contended above "
+        parts.append(f"other processes took up to {percent(busy.max())} of the CPUs (contended above "
                      f"{100 * BUSY_LIMIT:.0f} %)")
     text = ("spread: " + "; ".join(parts) + ". To set fewer rows aside: more processes (--processes 5), fewer "
             "threads than CPUs (--threads 1), or a quieter host (README, Shared hosts)")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from harness.record import PASSES, Row, Status
+from harness.record import PASSES, Row, Stability, Status
 from harness.suite import Suite
 from harness.units import seconds, si
 
@@ -73,7 +73,17 @@ def brief(row: Row, varying: Mapping[str, frozenset[str]] | None = None) -> str:
         return f"{what}: {row.status} ({(row.health.error or '')[:100]})"
     t = row.timing.time_median_s
     rate = row.counts.flops / t if t else 0.0
-    return f"{what}: {seconds(t)}, {si(rate, 'FLOP/s')}{' (noisy)' if row.timing.noisy else ''}"
+    return f"{what}: {seconds(t)}, {si(rate, 'FLOP/s')}{_verdict(row)}"
+
+
+def _verdict(row: Row) -> str:
+    """`` (bimodal)``: the verdict of this process's samples where it is not ``stable`` (the row's
+    own, with one process; under ``--processes`` the case's comes once every process has run), or
+    `` (noisy)`` for a row without one whose samples spread over the noise rule."""
+    stability = row.health.stability
+    if stability is not None:
+        return "" if stability == Stability.STABLE.value else f" ({stability})"
+    return " (noisy)" if row.timing is not None and row.timing.noisy else ""
 
 
 class Progress:

@@ -246,13 +246,14 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
     samples per sync, grown so that a chunk lasts about ``CHUNK_S`` of host time. A block whose canary
     (the faster of the readings beside it) lies over the band above the blocks' median so far is not
     shown to ``rule`` (``harness.timing.canary.OnlineReference``; until ``GIVE_UP`` blocks were,
-    outnumbering the kept ones: past that every block counts). ``judge`` decides afterwards on all of them."""
+    outnumbering the kept ones: past that every block counts). ``judge`` decides afterwards on all of
+    them, and a convergence stands only where the blocks it keeps converge too (``settled``)."""
     timer = ctx.timer
     samples: list[float] = []
     ordered: list[float] = []
     readings = [canary.read()] if canary is not None else []
     online = OnlineReference()
-    rejected = 0
+    rejected = recheck = 0
     chunk = 1
     start = timer.now()
     reason = None
@@ -270,10 +271,24 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
             bisect.insort(ordered, s / number)
         now = timer.now()
         reason = rule.reason(ordered, now - start)
+        if reason == CONVERGED and canary is not None and len(samples) < recheck:
+            reason = None                                  # judged again once there are 10 % more blocks
+        elif reason == CONVERGED and canary is not None:
+            reason = settled(rule, samples, readings, now - start)
+            recheck = len(samples) + max(1, len(samples) // 10)
         if ctx.chunked:
             per_sample = (now - t_chunk) / chunk
             chunk = _clamp(math.ceil(CHUNK_S / per_sample) if per_sample > 0 else MAX_CHUNK, 1, MAX_CHUNK)
     return samples, reason, timer.now() - start, readings
+
+
+def settled(rule: StoppingRule, samples: Sequence[float], readings: Sequence[float], elapsed_s: float) -> str | None:
+    """The rule's reason on the samples the canary's final judgement keeps (``judge``: its reference
+    from every block, where sampling used the blocks so far), once sampling converged on those it
+    let through: the stored samples are the kept ones, so a ``converged`` row's must meet the target
+    too; ``None`` (sample on, until they do or the budget ends) where they do not."""
+    kept, _ = judge(samples, readings, ())
+    return rule.reason(sorted(kept), elapsed_s) if kept else CONVERGED
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:

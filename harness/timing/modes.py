@@ -79,7 +79,9 @@ def sample_modes(samples: Sequence[float], row_median: float) -> tuple[Mode, Mod
 
 def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None, *, samples: bool = False,
              own: bool = True) -> str:
-    """"two speeds: 0.75 ms (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first";
+    """"two speeds: 0.75 ms (2 of 3 processes) and 1.08 ms (1 of 3); the row's time is the first" (where
+    the row's time, ``row_s``, prints otherwise than that mode's median: "the row's time, 0.76 ms, falls
+    in the first");
     ``samples``: the split is within one process's samples (``sample_modes``): "two speeds in one of
     3 processes: 637 us (24 % of its samples) and 829 us (76 %); the row's time, 724 us, is another
     process's median" (``own``: whether the row's time is that process's median; then, held by
@@ -95,7 +97,10 @@ def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None, 
                 f"and {seconds(b.median_s)} ({percent(b.samples / total, 0)})"
     shown = f", {seconds(row_s)}," if row_s is not None else ""
     if a.holds_row or b.holds_row:
-        which = f"the row's time is the {'first' if a.holds_row else 'second'}"
+        held = a if a.holds_row else b
+        order = "first" if a.holds_row else "second"
+        same = row_s is None or seconds(row_s) == seconds(held.median_s)
+        which = f"the row's time is the {order}" if same else f"the row's time{shown} falls in the {order}"
     elif own:
         which = f"the row's time{shown} lies between them"
     else:
