@@ -181,6 +181,8 @@ def test_regressions_against_history(tmp_path, capsys):
     assert list(bad["case_id"]) == ["p"]
     assert bad.iloc[0]["reference_s"] == pytest.approx(1.01) and bad.iloc[0]["history_runs"] == 2
     assert bad.iloc[0]["slowdown"] == pytest.approx(1.3 / 1.01)
+    # two nights: the band decides, and no z it did not use is shown beside it
+    assert bad.iloc[0]["judged_by"] == "band" and pd.isna(bad.iloc[0]["z"]) and pd.isna(bad.iloc[0]["z_limit"])
     from harness.cli import main
     other = hist.assign(machine_id="n" * 12, run_id="o", row_id=lambda f: "n" * 12 + ":cpu:" + f["case_id"])
     for name, fr in (("h", hist), ("n", new), ("same", hist[hist.run_id == "h1"].assign(run_id="s")), ("o", other)):

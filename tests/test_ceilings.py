@@ -259,3 +259,17 @@ def test_a_ceiling_above_the_theoretical_peak_is_said_not_stored_silently(fake_c
     m, _ = fake_measure()
     assert ce.defects(ce.calibrate("cpu", ["fp32"], threads=2, store=tmp_path, measure_fn=m, force=True),
                       device, 2) == []
+
+
+def test_a_cache_level_read_slower_than_one_outside_it_is_a_defect_said():
+    """L1 read at 142 GB/s below L2's 160 GB/s (a busy host, or reads that left L1): said, with both
+    figures; the main-memory copy (another kernel, bytes read and written) is not compared with them."""
+    from harness.ceilings.calibrate import LevelCeiling, level_defects
+
+    def level(name, bw, kernel="sum"):
+        return LevelCeiling(name, bw, 2**14, 2**15, 2**15, 2**15, kernel, 4096, 5e-4, 0.01, 10)
+    bad = (level("L1", 142e9), level("L2", 160e9), level("L3", 145e9), level("DRAM", 200e9, "copy"))
+    (line,) = level_defects(bad)
+    assert line.startswith("L1 read 142 GB/s is below L2's 160 GB/s: the L1 reads did not stay in L1")
+    good = (level("L1", 312e9), level("L2", 198e9), level("L3", 145e9), level("DRAM", 25e9, "copy"))
+    assert level_defects(good) == []

@@ -230,3 +230,15 @@ def test_effective_clock_and_the_formula_uses_the_higher():
     assert "effective" in faster.source
     slower = c.peak("fp32", cores=1, one_thread_flops_s=per_cycle * (c.clock_ghz - 0.5) * 1e9)
     assert slower.flops == pytest.approx(base.flops)                         # the reported clock is higher
+
+
+def test_devices_says_which_clock_the_formula_takes():
+    """With a measured clock stored the formula takes it (``peak``: ``clock: measured``), so the
+    devices line says so beside the effective clock, never "the formula uses it" of that one."""
+    from harness.report.machine import _effective
+    c = describe_cpu(check_load=False)
+    fpc = c.peak("fp32", cores=1, clock_mhz=1000.0).flops / 1e9                # FLOP/cycle of one core
+    one = fpc * 9.9e9                                                           # a 9.9 GHz GEMM: above any clock
+    assert _effective(c, one).endswith("FLOP/cycle; the formula uses it)")
+    assert _effective(c, one, 3232.0).endswith("FLOP/cycle; the formula uses the measured clock)")
+    assert "clock: measured" in c.peak("fp32", one_thread_flops_s=one, clock_mhz=3232.0).source

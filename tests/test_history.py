@@ -75,7 +75,8 @@ def test_regress_uses_the_segment_since_the_last_change_point():
     bad = regressions(hist, new, threshold=0.15)
     assert list(bad["case_id"]) == ["q"]
     q = bad.iloc[0]
-    assert q["segment_runs"] == 20 and q["history_runs"] == 20 and q["z"] > 3.09
+    assert q["segment_runs"] == 20 and q["history_runs"] == 20 and q["judged_by"] == "noise"
+    assert q["z"] > q["z_limit"] == pytest.approx(4.2, abs=0.1)       # Student's t, 9.5 degrees of freedom
     assert q["reference_s"] == pytest.approx(np.median(hist[hist.case_id == "q"]["time_median_s"]))
     # the old model took the highest band any history night reached: q's noisy night (1.6 ms) hid this
     assert q["time_median_s"] < hist[hist.case_id == "q"]["time_q3_s"].max()

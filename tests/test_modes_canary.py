@@ -211,3 +211,21 @@ def test_an_even_split_and_two_kept_processes_are_told_as_one_process_s_samples(
     # two processes kept, the split within one of them: never told as "1 of 2 processes"
     assert M.describe((a, b), 2, 1.09e-3, samples=True, own=False).startswith(
         "two speeds in one of 2 processes: 1 ms (50 % of its samples)")
+
+
+def test_a_stored_reason_is_told_with_the_row_s_time_where_it_only_falls_in_a_mode():
+    """Reasons stored before said "the row's time is the first" of a mode whose median (749 us) is not
+    the row's time (756 us, the lower median of three processes): the report and summary say it falls in
+    the first, with its value, and leave a reason whose mode median is the row's time as it is."""
+    import pandas as pd
+
+    from harness.analysis.verdicts import held
+    why = ("two speeds: 749 us (2 of 3 processes) and 784 us (1 of 3); the row's time is the first; 1 of 4 "
+           "processes set aside")
+    modes = json.dumps([{"median_s": 749.35e-6, "samples": 20, "processes": 2, "holds_row": True},
+                        {"median_s": 783.8e-6, "samples": 10, "processes": 1, "holds_row": False}])
+    row = pd.Series({"stability_reason": why, "modes": modes, "time_median_s": 756.0e-6})
+    assert held(why, row) == ("two speeds: 749 us (2 of 3 processes) and 784 us (1 of 3); the row's time, 756 us, "
+                              "falls in the first; 1 of 4 processes set aside")
+    assert held(why, pd.Series({**row, "time_median_s": 749.4e-6})) == why
+    assert held(why, pd.Series({**row, "modes": None})) == why          # no modes stored: as it was

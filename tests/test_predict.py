@@ -448,3 +448,21 @@ def test_the_kernel_s_rest_is_told_against_the_roofline_only():
                                     config=json.dumps({"kernel_size": [3, 3], "stride": [2, 2]}))])).iloc[0]
     assert tiny["predicted_bound"] == "launch" and "the rest" not in explain(tiny)
     assert "windows overlap" not in explain(tiny)                   # more reads cost memory time, not launches
+
+
+def test_faster_than_the_model_is_not_faster_than_the_roof():
+    """A relu 4x its L2 roofline's time that a model over-predicted (residual 0.5) ran slower than
+    its roof, never "faster than its L2 roof"; one that beat its roof says so, and a launch floor a
+    row sits within is given at three digits (1.14x, not 1.1x)."""
+    from harness.predict.explain import explain
+    d = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=32e-6, kernels="aten::clamp_min")])).iloc[0]
+    modelled = d.copy()
+    modelled["predicted_basis"], modelled["predicted_s"], modelled["residual"] = "model", 64e-6, 0.5
+    said = explain(modelled)
+    assert said == ("2.00x faster than predicted: the model expected less of this kernel than it gave: it still "
+                    "took 4.00x its roofline's time")
+    quick = derive(pd.DataFrame([row(1e3, 400e3, 400e3, time_median_s=4e-6, launch_overhead_s=1e-9)])).iloc[0]
+    assert quick["residual"] == pytest.approx(0.5) and "faster than its L2 roof" in explain(quick)
+    near = derive(pd.DataFrame([row(1e3, 1e3, time_median_s=21.17e-6, kernel_launches=14,
+                                    launch_overhead_s=1.3225e-6)])).iloc[0]
+    assert "21.2 us is within 1.14x of its launch floor (14 launches x 1.32 us)" in explain(near)

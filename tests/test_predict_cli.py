@@ -97,6 +97,14 @@ def test_fit_from_runs_then_predict_and_residuals_use_the_model(stored_run, caps
     # rows set aside as not stable (a busy host: contended) are left out of training while most remain
     assert "model: " in out and re.search(r"fp32 forward: 1\d rows, 1\d layers", out) and f"stored: {models}" in out
     (path,) = models.glob("*.json")
+    # the rows left out are said, by verdict (three made noisy here)
+    from harness.cli.predict import _fit_text
+    from harness.predict.model import fit
+    from harness.store import load_runs
+    rows = load_runs([stored_run]).frame.assign(stability="stable")
+    rows.loc[rows.index[:3], "stability"] = "noisy"
+    assert "  left out: 3 of 16 measured rows, set aside as not stable (3 noisy); the model learns from the " \
+           "stable ones" in _fit_text(fit(rows), path, rows)
     assert main(["predict", "conv2d", "in=12", "out=12", "k=3", "p=1", "--input", "1x12x9x9", "--format", "json"]) == 0
     (got,) = json.loads(capsys.readouterr().out)
     assert got["basis"] == "model" and re.search(r"fitted on 1\d rows", got["basis_detail"])
@@ -105,12 +113,25 @@ def test_fit_from_runs_then_predict_and_residuals_use_the_model(stored_run, caps
     assert got["predicted_s"] == pytest.approx(law, rel=0.5)            # between the neighbours it learned from
     assert main(["residuals", str(stored_run), "--report", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "predicted vs measured (the efficiency model on 16 row(s)" in out and "largest residuals" in out
+    assert "predicted vs measured (the efficiency model on 16 row(s)):" in out and "largest residuals" in out
+    assert "roofline on the" not in out                                # every row modelled: no "rest" to name
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Predicted against measured" in html and "efficiency model&#x27;s on 16 row(s)" in html
     assert main(["residuals", str(stored_run), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["basis"] == {"model": 16} and doc["families"][0]["family"] == "conv" and len(doc["worst"]) == 10
+    # a model fitted on forward rows predicts no backward: the backward case falls back to the roofline
+    # and says its pass (as a run of that suite would store it)
+    two = tmp_path / "two.toml"
+    two.write_text('name = "two"\n[[sweep]]\nlayer = "conv2d"\ninput = "1x12x9x9"\npasses = ["forward", "backward"]\n'
+                   '[sweep.params]\nin = 12\nout = 12\nk = 3\np = 1\n')
+    assert main(["predict", str(two), "--format", "json"]) == 0
+    fwd, bwd = json.loads(capsys.readouterr().out)
+    assert (fwd["pass"], fwd["basis"], fwd["grads"]) == ("forward", "model", None)
+    assert (bwd["pass"], bwd["basis"], bwd["grads"]) == ("backward", "roofline", "input,weight")
+    assert bwd["flops"] == 2 * fwd["flops"] + 12 * 81                 # grad-input, grad-weight; grad-bias sums 12x81
+    assert main(["predict", str(two)]) == 0
+    assert "backward [input,weight]" in capsys.readouterr().out
     # an explicit model file of another machine is refused with one line naming it
     other = json.loads(path.read_text()) | {"machine_id": "0123456789ab", "machine_name": "Elsewhere"}
     (tmp_path / "other.json").write_text(json.dumps(other))

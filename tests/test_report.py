@@ -324,3 +324,19 @@ def test_a_plot_label_is_cut_at_a_word_and_never_inside_a_parenthesis(monkeypatc
     assert plots.short_case(pd.Series(dtype=object), width=50) == "conv2d in=64 out=64 k=3 p=1 on 4x64x28x28 …"
     assert plots.short_case(pd.Series(dtype=object), width=21) == "conv2d in=64 out=64 …"      # 21 characters
     assert plots.short_case(pd.Series(dtype=object), width=20) == "conv2d in=64 …"          # never past the width
+
+
+def test_a_pool_names_its_stride_unless_it_is_the_kernel():
+    """torch's pools stride by their kernel unless told: ``maxpool2d k=3`` is a stride-3 pool, so a
+    stride-1 or stride-2 one says ``s=1``/``s=2``; a convolution's default stride is 1 and is not said."""
+    import json
+
+    from harness.analysis.findings import describe_row
+
+    def named(layer, stride):
+        cfg = {"kernel_size": [3, 3], "stride": stride, "padding": [1, 1]}
+        return describe_row(pd.Series({"layer": layer, "config": json.dumps(cfg), "input_shapes": "1x8x8x8"}))
+    assert named("maxpool2d", [1, 1]) == "maxpool2d k=3 s=1 p=1 on 1x8x8x8"
+    assert named("avgpool2d", [2, 2]) == "avgpool2d k=3 s=2 p=1 on 1x8x8x8"
+    assert named("maxpool2d", [3, 3]) == "maxpool2d k=3 p=1 on 1x8x8x8"
+    assert named("conv2d", [1, 1]) == "conv2d k=3 p=1 on 1x8x8x8"

@@ -66,7 +66,7 @@ def test_summary_figures(stored):
     assert "measured ceiling / formula peak" in text
     # relu c=16 is noisy: shown, marked * (utilization is a figure, not a verdict), with the footnote
     relu = next(x for x in lines if x.strip().startswith("relu"))
-    assert "best c=8: 0 % / 0 %" in relu and "worst c=16*: 0 % / 0 %" in relu
+    assert "best c=8: 0.0 % / 0.0 %" in relu and "worst c=16*: 0.0 % / 0.0 %" in relu   # under 1 %: a decimal
     assert any(x.strip().startswith("(* a row set aside, not stable") for x in lines)
     assert ("stability: 3 stable, 1 noisy; 1 measured row set aside, not stable (1 noisy): compare and regress "
             "leave them out, findings use them only where every process of one layer took 1.1x or more of every "
@@ -198,10 +198,9 @@ def test_a_launch_bound_cache_row_is_judged_by_its_bandwidth_not_its_launch_floo
                launch_overhead_s=1.3e-6, ceiling_levels=levels, stability="stable")
     t = derive(pd.DataFrame([row]))
     assert t["roof_level"][0] == "launch" and t["roof_level_fraction"][0] == pytest.approx(19 * 1.3e-6 / 21e-6)
-    # 32,896 B in 21 us = 1.57 GB/s: 0.5 % of the 300 GB/s L1 roof, printed 1 % (never 118 %, the launch
-    # floor's share)
+    # 32,896 B in 21 us = 1.57 GB/s: 0.52 % of the 300 GB/s L1 roof (never 118 %, the launch floor's share)
     line = next(x for x in utilization_lines(t) if x.strip().startswith("attention"))
-    assert line.strip() == "attention  best sdpa: B/s 1 % of its L1 roof"
+    assert line.strip() == "attention  best sdpa: B/s 0.5 % of its L1 roof"
 
 
 # --- a run of several passes: one utilization block per pass, the backward against its forward --------------

@@ -348,8 +348,10 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     use_z = (j["segment_runs"] >= 3) & (j["history_runs"] >= MIN_NIGHTS_FOR_Z)
     beyond = np.where(use_z, j["z"] > j["z_limit"], j["low"] > j["band_high_s"])
     bad = beyond & (j["slowdown"] > 1 + threshold)
-    cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "z",
-                        "z_limit", "segment_runs", "history_runs"] if c in j]
+    j["judged_by"] = np.where(use_z, "noise", "band")
+    j[["z", "z_limit"]] = j[["z", "z_limit"]].where(use_z)      # a z the band rule did not use is not shown
+    cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "judged_by",
+                        "z", "z_limit", "segment_runs", "history_runs"] if c in j]
     out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
     out.attrs.update(set_aside=aside, judged=len(j), without_baseline=len(n) - len(j), budget=budget,
                      z_limit=z_limit)  # z_limit: the normal's

@@ -162,13 +162,16 @@ def pass_text(row: pd.Series) -> str:
 
 
 def describe_row(row: pd.Series, with_pass: bool = True) -> str:
-    """``conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 (channels_last)``: non-default parameters;
+    """``conv2d in=512 out=512 k=3 p=1 g=64 on 1x512x28x28 (channels_last)``: non-default parameters (a
+    pool's default stride is its kernel, as in torch: ``maxpool2d k=3 s=1`` names its stride);
     then the pass and its gradients when it is not the forward (``... backward [input,weight]``), unless
     ``with_pass`` is false (a table with a pass column)."""
     parts = []
     order = list(SHORT)
-    for k, v in sorted(config(row).items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])):
-        if v is None or (k in _DEFAULTS and _short_value(v) in (_short_value(_DEFAULTS[k]), _DEFAULTS[k])):
+    cfg = config(row)
+    defaults = _DEFAULTS | ({"stride": cfg.get("kernel_size")} if "pool" in str(row.get(R.LAYER)) else {})
+    for k, v in sorted(cfg.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])):
+        if v is None or (k in defaults and _short_value(v) in (_short_value(defaults[k]), defaults[k])):
             continue
         parts.append(f"{SHORT.get(k, k)}={_short_value(v)}")
     fmt = f" ({row[R.MEMORY_FORMAT]})" if row.get(R.MEMORY_FORMAT) == "channels_last" else ""

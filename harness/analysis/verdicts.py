@@ -20,9 +20,13 @@ The rule, on the ``stability`` column:
 
 from __future__ import annotations
 
+import json
+import re
+
 import pandas as pd
 
 from harness import record as R
+from harness.units import seconds
 
 #: The stored verdict of a row whose time holds across processes.
 STABLE = R.Stability.STABLE.value
@@ -116,3 +120,26 @@ def counts_text(frame: pd.DataFrame) -> str:
         text += f" ({NO_VERDICT}: none recorded; used, not called stable)"
     aside = set_aside_text(set_aside(frame))
     return text + (f"; {aside}" if aside else "")
+
+
+#: The clause of a two-speeds reason naming the mode that holds the row's time (``modes.describe``).
+_HELD = re.compile(r"the row's time is the (first|second)(?=;|$| \()")
+
+
+def held(text: str, row: pd.Series) -> str:
+    """``text`` (a reason, or its two-speeds sentence) with "the row's time is the first" made "the
+    row's time, 760 us, falls in the first" where the row's time prints otherwise than that mode's
+    median (``modes`` column): reasons stored before the sentence said so."""
+    found = _HELD.search(text)
+    raw = row.get(R.MODES_COLUMN)
+    t = row.get(R.TIME_MEDIAN)
+    if not found or not isinstance(raw, str) or not isinstance(t, float) or not t > 0:
+        return text
+    try:
+        modes = json.loads(raw)
+        mid = modes[0 if found.group(1) == "first" else 1]["median_s"]
+    except (ValueError, LookupError, TypeError):
+        return text
+    if not isinstance(mid, (int, float)) or seconds(t) == seconds(mid):
+        return text
+    return text[:found.start()] + f"the row's time, {seconds(t)}, falls in the {found.group(1)}" + text[found.end():]

@@ -473,6 +473,22 @@ def defects(ceilings: Ceilings, device: Device, threads: int) -> list[str]:
             out.append(f"{e.dtype} {e.op} ceiling {e.value / 1e9:.4g} GFLOP/s is {e.value / p.flops:.0%} of the "
                        f"theoretical peak {p.flops / 1e9:.4g} GFLOP/s ({p.source}): a defect of the peak (its clock "
                        "or FLOP per cycle), not of the measurement")
+    return out + level_defects(ceilings.levels)
+
+
+def level_defects(levels: Sequence[LevelCeiling]) -> list[str]:
+    """One sentence per cache level read slower than a level outside it (both by the ``sum`` kernel):
+    its buffer did not stay in that level, or the host was busier while it was read; a row whose set
+    fits it would get a lower roof than a larger one."""
+    out = []
+    for i, inner in enumerate(levels):
+        outer = next((o for o in levels[i + 1:] if o.kernel == inner.kernel == "sum" and o.value > inner.value), None)
+        if outer is not None:
+            name, other = inner.level, outer.level
+            out.append(f"{name} read {inner.value / 1e9:.4g} GB/s is below {other}'s {outer.value / 1e9:.4g} GB/s: "
+                       f"the {name} reads did not stay in {name}, or the host was busier while they ran; a row that "
+                       f"fits {name} gets a lower roof than one that fits {other} (`layerbench calibrate --force` on "
+                       "a quiet host)")
     return out
 
 

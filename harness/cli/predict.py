@@ -81,6 +81,11 @@ def _fit_text(model: Any, path: Path, rows: Any = None) -> str:
         if aside > len(ok) // 2:
             lines.append(f"  warning: {aside} of {len(ok)} rows are not stable (mostly measured while other processes "
                          "used the CPUs): the model learns that noise along with the layers")
+        elif aside:
+            kinds = ok["stability"].dropna().astype(str)
+            kinds = ", ".join(f"{n} {k}" for k, n in kinds[kinds.ne("stable")].value_counts().items())
+            lines.append(f"  left out: {aside} of {len(ok)} measured rows, set aside as not stable ({kinds}); the "
+                         "model learns from the stable ones")
     lines.append(f"stored: {path}")
     return "\n".join(lines)
 
@@ -193,7 +198,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 #: What ``predict --format json`` and ``csv`` give per case.
-PREDICT_COLUMNS = ["case_id", "family", "layer", "config", "input_shapes", "memory_format", "dtype", "status",
+PREDICT_COLUMNS = ["case_id", "family", "layer", "config", "input_shapes", "memory_format", "dtype", "pass",
+                   "grads", "status",
                    "error", "flops", "bytes_read", "bytes_written", "predicted_s", "predicted_low_s",
                    "predicted_high_s", "predicted_roofline_s", "predicted_bound", "basis", "basis_detail",
                    "machine_id", "device_type"]

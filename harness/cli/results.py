@@ -185,7 +185,9 @@ def add(sub: Any) -> None:
     p.add_argument("--baseline", nargs="+", required=True, help="earlier runs of the same machine (or globs)")
     p.add_argument("--threshold", type=float, default=0.15, help="relative slowdown flagged (default 0.15)")
     p.add_argument("--budget", type=float, default=0.001,
-                   help="false-positive budget per case and night (default 0.001: z > 3.09 on the log scale)")
+                   help="false-positive budget per case and night (default 0.001): with 8 or more nights of "
+                        "history, z over Student's t quantile at that budget on the log scale (8.3 at 8 nights, 4.2 "
+                        "at 20, toward 3.09); with fewer, the history's noise band decides")
     p.add_argument("--accept-other-machines", action="store_true", help="use baseline runs of other machines")
     p.add_argument("--accept-other-settings", action="store_true",
                    help="use baseline runs with other threading settings")

@@ -284,8 +284,9 @@ def describe_cpu(check_load: bool = True) -> CpuDescription:
         warnings.append(f"other processes use {busy:.0f}% of the CPUs (over {BUSY_PERCENT_WARN:.0f}%): "
                         "timings will be noisy")
     if clock is not None and not (freq and freq.max):
-        warnings.append("no max CPU clock exposed (VM?): the formula peak uses the current clock, or the effective "
-                        "clock of the 1-thread fp32 GEMM where calibrated and higher")
+        warnings.append("no max CPU clock exposed (VM?): the formula peak uses the clock `layerbench calibrate` "
+                        "measures (a dependent-add chain); before that, the current clock, or the effective clock of "
+                        "the 1-thread fp32 GEMM where calibrated and higher")
     flags = tuple(sorted(info.get("flags", [])))
     hypervisor = "hypervisor" in flags
     reported = caches or {k: (int(info[v]), 1) for k, v in (("L1d", "l1_data_cache_size"), ("L2", "l2_cache_size"),

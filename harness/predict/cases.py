@@ -156,6 +156,7 @@ def rows_for(cases: Iterable[Case], target: Target) -> pd.DataFrame:
             R.CASE_ID: case.case_id, R.CONFIG_ID: case.config_id, R.SUITE: case.suite, R.FAMILY: case.family,
             R.LAYER: case.layer, R.CONFIG: case.config_json(), R.AXES: case.axes_json(),
             R.INPUT_SHAPES: case.input_text(), R.MEMORY_FORMAT: stored_layout(case), R.DTYPE: case.dtype,
+            R.PASS: case.pass_, R.GRADS: case.grads_text(),
             R.MACHINE_ID: target.machine_id, R.MACHINE_NAME: target.machine_name, R.SETTINGS_ID: target.settings_id,
             R.DEVICE_TYPE: target.device_type, R.DEVICE_NAME: target.device_name,
             R.MAIN_MEMORY: target.main_memory, R.THREADS: case.threads or target.threads,

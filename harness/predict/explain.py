@@ -41,7 +41,7 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
         out.append(f"{seconds(t)} is under its launch floor ({floor} = {seconds(launch)}): the profiled launches "
                    "include nested calls that cost less than a dispatch")
     elif math.isfinite(launch) and launch > 0 and t <= 4 * launch:
-        out.append(f"{seconds(t)} is within {t / launch:.1f}x of its launch floor ({floor}): dispatch, not "
+        out.append(f"{seconds(t)} is within {t / launch:.3g}x of its launch floor ({floor}): dispatch, not "
                    "arithmetic")
     g, cpg = _f(feat.get("groups")), _f(feat.get("ch_per_group"))
     if slow and math.isfinite(g) and g > 1:
@@ -61,11 +61,16 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
             out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)}): "
                        f"predicted at {after}'s bandwidth, part of it may still hit {name}")
             break
-    if not slow and row.get("predicted_bound") not in ("compute", "launch", None):
+    roof = _f(row.get("predicted_roofline_s"))
+    beats_roof = math.isfinite(roof) and t < roof         # faster than predicted is not faster than the roof
+    if not slow and beats_roof and row.get("predicted_bound") not in ("compute", "launch", None):
         out.append(f"faster than its {row.get('predicted_bound')} roof: its data stay in a faster level across "
                    f"calls ({binary_bytes(moved)} per call)")
-    if not slow and row.get("predicted_bound") == "compute":
+    if not slow and beats_roof and row.get("predicted_bound") == "compute":
         out.append("faster than the measured GEMM ceiling: the ceiling understates this kernel, or the clock rose")
+    if not slow and not beats_roof and row.get("predicted_basis") == "model" and roof > 0:
+        out.append(f"the model expected less of this kernel than it gave: it still took {t / roof:.2f}x its "
+                   "roofline's time")
     intensity = _f(row.get(R.INTENSITY))
     if slow and not out and math.isfinite(intensity):
         out.append(f"intensity {intensity:.1f} FLOP/B, bound by {row.get('predicted_bound')}: a kernel far from "

@@ -181,7 +181,7 @@ def regress_text(m: RegressModel) -> str:
         shown[c] = shown[c].map(seconds)
     shown["slowdown"] = shown["slowdown"].map(lambda v: f"{v:.2f}x")
     for c in ("z", "z_limit"):
-        shown[c] = shown[c].map(lambda v: f"{v:.1f}")
+        shown[c] = shown[c].map(lambda v: f"{v:.1f}" if pd.notna(v) else "-")
     hidden = ["row_id", "config"] + ([] if mixed_passes(shown) else ["pass", "grads"])   # forward-only: as before
     lines.append(shown.drop(columns=hidden, errors="ignore").to_string(index=False, na_rep="-"))
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.findings import describe_row, device_label, pass_text, process_medians
 from harness.analysis.metrics import DERIVED
-from harness.analysis.verdicts import labels, measured
+from harness.analysis.verdicts import held, labels, measured
 from harness.predict.columns import PREDICTED
 from harness.units import percent3, seconds, si
 
@@ -197,6 +197,12 @@ def peaks_view(peaks: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.Dat
                                "ceiling_measured_at": "measured at"})
 
 
+def _reason(row: pd.Series) -> object:
+    """A row's stability reason as stored, its two speeds' held mode said truly (``verdicts.held``)."""
+    why = row.get(R.STABILITY_REASON)
+    return held(why, row) if isinstance(why, str) else why
+
+
 def unstable_view(table: pd.DataFrame) -> pd.DataFrame:
     """Rows set aside as not ``stable``: the case, its time and the verdict with its figures."""
     rows = list(table.iterrows())
@@ -204,7 +210,7 @@ def unstable_view(table: pd.DataFrame) -> pd.DataFrame:
                          "dtype": [str(r[R.DTYPE]) for _, r in rows],
                          "time": [cell(R.TIME_MEDIAN, r.get(R.TIME_MEDIAN)) for _, r in rows],
                          "verdict": [str(r[R.STABILITY]) for _, r in rows],
-                         "why": [cell(R.STABILITY_REASON, r.get(R.STABILITY_REASON)) for _, r in rows]})
+                         "why": [cell(R.STABILITY_REASON, _reason(r)) for _, r in rows]})
 
 
 # --- tables as text: one Markdown technique, one HTML style ------------------------------------------

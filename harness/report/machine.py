@@ -55,7 +55,8 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
              + ("; under a hypervisor" if c.hypervisor else ""),
              f"      {c.logical_cpus} logical CPUs, {c.physical_cores} physical cores, {c.usable_cpus} usable; "
              f"clock {c.clock_ghz or 0:.3f} GHz ({'max' if c.clock_reported_max else 'reported, no max exposed'})"
-             + _effective(c, one) + (f"; measured {mhz / 1e3:.3f} GHz (dependent-add chain)" if mhz else ""),
+             + _effective(c, one, mhz) + (f"; measured {mhz / 1e3:.3f} GHz (dependent-add chain; the formula "
+                                          "uses it)" if mhz else ""),
              f"      caches (one instance, as reported) {caches or '-'}; SIMD {simd}; torch kernels "
              f"{c.torch_capability}",
              f"      torch threads {c.threads}; load average "
@@ -90,13 +91,16 @@ def render_devices(m: Any, ceilings: Any = None, identity: Any = None) -> str:
     return "\n".join(lines)
 
 
-def _effective(c: Any, one_thread_flops_s: float | None) -> str:
-    """``; effective X GHz (...)`` where a one-thread fp32 GEMM is stored, else nothing."""
+def _effective(c: Any, one_thread_flops_s: float | None, measured_mhz: float | None = None) -> str:
+    """``; effective X GHz (...)`` where a one-thread fp32 GEMM is stored, else nothing; which clock
+    the formula takes (``devices.cpu.peak``): the measured one where stored, else the higher of this
+    and the reported one."""
     eff = c.effective_clock(one_thread_flops_s)
     if eff is None:
         return ""
     fpc = cpu_flop_per_cycle(frozenset(c.flags), "fp32", c.vendor, c.family, c.model).flop_per_cycle
-    used = "the formula uses it" if eff > (c.clock_ghz or 0) else "the formula uses the reported clock"
+    used = ("the formula uses the measured clock" if measured_mhz else
+            "the formula uses it" if eff > (c.clock_ghz or 0) else "the formula uses the reported clock")
     return (f"; effective {eff:.3f} GHz (1-thread fp32 GEMM {si(one_thread_flops_s, 'FLOP/s')} / {fpc} "
             f"FLOP/cycle; {used})")
 

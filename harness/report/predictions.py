@@ -75,9 +75,9 @@ def lines(view: PredictionsView, worst: int = WORST_SUMMARY) -> list[str]:
     """The summary's lines: one per family, then the ``worst`` rows."""
     if view.empty:
         return ["predicted vs measured: no measured row with a prediction (no roof stored)"]
-    on = view.basis.get(BASIS_MODEL, 0)
-    what = (f"the efficiency model on {on} row(s), the roofline on the rest" if on else
-            "the roofline alone; `layerbench fit` learns an efficiency model")
+    on, rest = view.basis.get(BASIS_MODEL, 0), sum(n for k, n in view.basis.items() if k != BASIS_MODEL)
+    what = (f"the efficiency model on {on} row(s)" + (f", the roofline on the other {rest}" if rest else "") if on
+            else "the roofline alone; `layerbench fit` learns an efficiency model")
     out = [f"predicted vs measured ({what}):"]
     width = max(len(f) for f in view.families["family"])
     for _, r in view.families.iterrows():

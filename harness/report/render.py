@@ -169,9 +169,10 @@ def _predictions_view(model: ReportModel) -> tuple[pd.DataFrame | None, list[str
     t["measured / predicted"] = [f"{a:.2f}x .. {b:.2f}x" for a, b in zip(t.pop("residual_min"), t.pop("residual_max"))]
     t = t.rename(columns={"median_error": "median |error|", "within_10": "within 10 %", "within_20": "within 20 %",
                           "set_aside": "set aside"})
-    on = view.basis.get("model", 0)
-    basis = (f"predicted_s is the efficiency model's on {on} row(s) ({'; '.join(view.models)}), the hierarchical "
-             "roofline's on the rest." if on else "predicted_s is the hierarchical roofline's (no efficiency model "
+    on, rest = view.basis.get("model", 0), sum(n for k, n in view.basis.items() if k != "model")
+    other = f", the hierarchical roofline's on the other {rest}" if rest else ""
+    basis = (f"predicted_s is the efficiency model's on {on} row(s) ({'; '.join(view.models)}){other}." if on
+             else "predicted_s is the hierarchical roofline's (no efficiency model "
              "applied: `layerbench fit` fits one, `layerbench residuals RUNS --report DIR` applies it).")
     return t, [text for _, text in view.worst], basis
 

@@ -45,7 +45,10 @@ ROOF_LEVEL = "roof_level"
 
 
 def _pct(x: Any) -> str:
-    return "-" if x is None or pd.isna(x) else f"{100 * float(x):.0f} %"
+    """A whole percent; one decimal under 1 % (``0.8 %``, as the residual lines give it, never ``1 %``)."""
+    if x is None or pd.isna(x):
+        return "-"
+    return f"{100 * float(x):.1f} %" if abs(float(x)) < 0.00995 else f"{100 * float(x):.0f} %"
 
 
 def _varying(family_rows: pd.DataFrame) -> list[str]:

@@ -5,16 +5,16 @@ or of the calibration, said with the numbers, never a utilization to believe).""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pandas as pd
 
 from harness import record as R
 from harness.analysis.findings import describe_row
+from harness.analysis.verdicts import held
 from harness.report.wrap import WIDTH, wrap
 from harness.timing.canary import NOISE_MADS, REJECT
-from harness.units import percent, seconds
+from harness.units import percent
 
 #: Summary width, and the most rows a line names.
 SHOWN = 3
@@ -41,28 +41,10 @@ def modes_lines(ok: pd.DataFrame) -> list[str]:
     for i, row in two.head(SHOWN).iterrows():
         host = " (the host's: followed the canary)" if row.get(R.STABILITY) == R.Stability.HOST_SLOWED.value else ""
         name = f"{row[R.FAMILY]} {describe_row(row)}" if pd.notna(row.get(R.FAMILY)) else describe_row(row)
-        lines += wrap(f"{name}: {_held(told[i], row)}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
+        lines += wrap(f"{name}: {held(told[i], row)}{host}", WIDTH, initial_indent="  - ", subsequent_indent="    ")
     if len(two) > SHOWN:
         lines.append(f"  and {len(two) - SHOWN} more (their `stability_reason`)")
     return lines
-
-
-def _held(told: str, row: pd.Series) -> str:
-    """``told`` with its "the row's time is the first" made "the row's time, 760 us, falls in the first"
-    where the row's time prints otherwise than that mode's median (reasons stored before the
-    sentence said so: ``modes.describe``)."""
-    found = re.search(r"the row's time is the (first|second)$", told)
-    try:
-        modes = json.loads(row.get(R.MODES_COLUMN)) if found and isinstance(row.get(R.MODES_COLUMN), str) else None
-    except ValueError:
-        modes = None
-    t = row.get(R.TIME_MEDIAN)
-    if not found or not isinstance(modes, list) or len(modes) != 2 or not isinstance(t, float) or not t > 0:
-        return told
-    held = modes[0 if found.group(1) == "first" else 1].get("median_s")
-    if not isinstance(held, (int, float)) or seconds(t) == seconds(held):
-        return told
-    return told[:found.start()] + f"the row's time, {seconds(t)}, falls in the {found.group(1)}"
 
 
 #: The two-speeds sentence of a row's reason (first in it, or after a note of processes set aside in
