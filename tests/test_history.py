@@ -100,6 +100,7 @@ def test_site_and_cli(tmp_path, capsys):
     assert re.fullmatch(r"slower 1\.2[2-8]x at 2026-11-11 c010", summaries[0].change)
     index = (tmp_path / "site" / "index.html").read_text()
     assert f'href={summaries[0].page}' in index and "1 regressed" in index
+    assert summaries[0].machine.endswith("], 2 thread(s)")          # series of another thread count tell apart
     page = (tmp_path / "site" / summaries[0].page).read_text()
     assert "<svg" in page and page.count("change point") == 1
     for html in (tmp_path / "site").glob("*.html"):                    # opens offline: nothing fetched

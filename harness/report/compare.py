@@ -175,7 +175,7 @@ def regress_text(m: RegressModel) -> str:
     if m.bad.empty:
         lines.append(f"no regression beyond {m.basis}: {m.judged} case(s) judged against {m.runs} baseline run(s)")
         return "\n".join(lines) + "\n"
-    lines.append(f"{len(m.bad)} case(s) slower than their baseline beyond {m.basis}:")
+    lines.append(f"{len(m.bad)} of {m.judged} judged case(s) slower than their baseline beyond {m.basis}:")
     shown = m.bad.copy()
     for c in ("time_median_s", "reference_s", "band_high_s"):
         shown[c] = shown[c].map(seconds)

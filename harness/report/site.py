@@ -143,7 +143,8 @@ def _summary(g: pd.DataFrame, cps: list[int], page: str, threshold: float) -> Se
         ratio = base / before
         change = f"{'slower' if ratio > 1 else 'faster'} {ratio:.2f}x at {_label(g.iloc[cps[-1]])}"
         regressed = ratio > 1 + threshold
-    return SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]", len(g),
+    threads = f", {int(first[R.THREADS])} thread(s)" if pd.notna(first.get(R.THREADS)) else ""
+    return SeriesSummary(page, title, f"{first[R.MACHINE_NAME]} [{first[R.MACHINE_ID]}]{threads}", len(g),
                          float(g[R.TIME_MEDIAN].iloc[-1]), base, change, regressed)
 
 
