@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analysis.findings import describe_row
 from harness.report.model import build_model
 from harness.store import Loaded, load_runs
 
@@ -147,6 +148,10 @@ def report(suite: str, tmp: Path, args: argparse.Namespace, start: str) -> None:
     print(f"  candidate findings timed interleaved: run 1 {len(ra)}, run 2 {len(rb)}, in both {len(both)}; "
           f"their ratios within 5 % between the runs: {len(close)} of {len(both)}"
           + "".join(f"\n    {ra[k]:.3f}x vs {rb[k]:.3f}x" for k in both))
+    names = {r.case_id: f"{r.family} {describe_row(r)}" for _, r in a.iterrows()}
+    for label, mine, other in (("run 1 only", ra, rb), ("run 2 only", rb, ra)):
+        for slow, fast in sorted(set(mine) - set(other)):
+            print(f"    {label}: {names.get(slow, slow)} vs {names.get(fast, fast)}: {mine[(slow, fast)]:.3f}x")
     if args.detail:
         for _, r in moves(a, b).iterrows():
             meds = ["/".join(f"{x * 1e6:.0f}" for x in r[f"process_medians_s_{k}"]) for k in "ab"]

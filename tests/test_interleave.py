@@ -59,6 +59,19 @@ def _confirm(slow, fast, ratios_per_process):
                           "host_busy": 0.5} for k, r in enumerate(ratios_per_process)])
 
 
+def test_one_layer_in_several_families_is_one_layer_when_pairs_are_chosen():
+    """ShuffleNet V2's 1x1 convolution of 128 channels sits in the G1, G2 and threads sweeps (one
+    ``config_id``): noise between its copies (0.8, 1.0, 1.2 ms) picks neither the pair nor its name.
+    Against the 1.6 ms one of 256 channels, groups of 4: timed by the copies' median (1.0 ms, 1.6x)
+    and named by the lowest case id, so two runs time the same pair; within G2, its own copy."""
+    rows = [dict(_row(cid, "conv2d", 1000, t, family=fam), config_id=cfg) for cid, fam, cfg, t in (
+        ("g1-128", "g1", "x", 0.8e-3), ("t-128", "threads", "x", 1.0e-3), ("g2-128", "g2", "x", 1.2e-3),
+        ("g2-256", "g2", "y", 1.6e-3))]
+    pairs = candidate_pairs(pd.DataFrame(rows))
+    assert [(p.slow_case_id, p.fast_case_id) for p in pairs] == [("g2-256", "g1-128"), ("g2-256", "g2-128")]
+    assert [p.ratio for p in pairs] == [pytest.approx(1.6), pytest.approx(1.6 / 1.2)]
+
+
 def test_candidates_include_set_aside_rows_and_verdicts_follow_every_process():
     frame = pd.DataFrame([_row("a", "conv2d", 1000, 2e-3), _row("b", "conv2d", 1005, 1e-3),
                           _row("c", "relu", 50, 1.05e-3), _row("d", "relu", 50, 1e-3)])

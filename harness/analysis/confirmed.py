@@ -1,9 +1,10 @@
 """Findings confirmed by interleaving: the candidate pairs a run re-measured alternately in the same
 fresh processes (``harness.runner.confirm``; stored by ``harness.store.confirmations``), judged.
 
-*Candidates* (``candidate_pairs``): in each equal-FLOPs group of one layer kind or one family, over a
-run's measured rows whatever their stability, the slowest and the fastest by median when they differ
-by ``min_spread`` or more; the largest first, at most ``MAX_PAIRS``.
+*Candidates* (``candidate_pairs``): in each equal-FLOPs group of one layer kind (across families and
+within each family) or of one family, over a run's measured rows whatever their stability, the
+slowest and the fastest by median when they differ by ``min_spread`` or more (one layer in several
+families counted once: ``_extremes``); the largest first, at most ``MAX_PAIRS``.
 
 *Judged* (``interleaved_findings``): a pair's ratio in one process is the median over its pairs of
 blocks of slow / fast; the pair **holds** when that ratio is ``min_spread`` or more in every process
@@ -66,15 +67,30 @@ def candidate_pairs(frame: pd.DataFrame, top: int = MAX_PAIRS, tol: float = EQUA
     rows = frame[measured(frame)]
     part = [c for c in PARTITION if c in rows]
     found: dict[tuple[str, str, str], Pair] = {}
-    for kind in (SAME_LAYER, SAME_FAMILY):
-        for _, g in kind_groups(rows, part, tol, 2, kind).groupby("group", sort=False):
-            slow, fast = g.loc[g[R.TIME_MEDIAN].idxmax()], g.loc[g[R.TIME_MEDIAN].idxmin()]
-            ratio = float(slow[R.TIME_MEDIAN] / fast[R.TIME_MEDIAN])
+    # one layer kind across families, one layer kind within each family (ShuffleNet V2's G1 and G2 sweeps
+    # are both 1x1 convolutions: each its own pair), and one family across kinds
+    for by, kind in ((part, SAME_LAYER), (part + [R.FAMILY], SAME_LAYER), (part, SAME_FAMILY)):
+        for _, g in kind_groups(rows, by, tol, 2, kind).groupby("group", sort=False):
+            (slow, t_slow), (fast, t_fast) = _extremes(g)
+            ratio = float(t_slow / t_fast)
             if ratio >= min_spread:
                 found.setdefault((slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID]), Pair(
                     slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID], slow[R.CASE_ID], fast[R.CASE_ID], ratio,
                     slow.name, fast.name))
     return sorted(found.values(), key=lambda p: -p.ratio)[:top]
+
+
+def _extremes(g: pd.DataFrame) -> tuple[tuple[pd.Series, float], tuple[pd.Series, float]]:
+    """The slowest and the fastest layer of an equal-FLOPs group, each with its time: one layer
+    measured in several families (one ``config_id``: ShuffleNet V2's 1x1 convolution of 128 channels
+    in the G1, G2 and threads sweeps) is one layer, timed by the median of its rows and named by the
+    row of the lowest case id, so that noise between its copies picks neither the pair nor its names
+    (two runs then time the same pair)."""
+    key = g[R.CONFIG_ID] if R.CONFIG_ID in g else pd.Series(g.index, index=g.index)
+    t = g.groupby(key, sort=False)[R.TIME_MEDIAN].median()
+    named = g.sort_values(R.CASE_ID).groupby(key.loc[g.sort_values(R.CASE_ID).index], sort=False).head(1)
+    rep = dict(zip(key.loc[named.index], named.index))
+    return (g.loc[rep[t.idxmax()]], float(t.max())), (g.loc[rep[t.idxmin()]], float(t.min()))
 
 
 def select(run_dir: Path) -> list[tuple[str, str]]:
