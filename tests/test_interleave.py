@@ -112,3 +112,28 @@ def test_a_run_times_its_candidates_in_each_process_and_the_report_uses_them(tmp
     model = build_model(loaded, with_plots=False)
     assert all(f.basis == INTERLEAVED for f in model.findings)
     assert len(model.findings) + len(model.unconfirmed) == len(chosen)
+
+
+def test_gradients_of_one_layer_stay_apart_and_a_row_without_config_id_is_itself():
+    """grad-input and grad-weight of one convolution share its config_id, not its kernel: a pair (3x);
+    rows with no config_id are each their own layer (no crash, the pair kept)."""
+    rows = [dict(_row("a", "conv2d", 1000, 1e-3), config_id="c1", grads="input", **{"pass": "backward"}),
+            dict(_row("b", "conv2d", 1000, 3e-3), config_id="c1", grads="weight", **{"pass": "backward"})]
+    pairs = candidate_pairs(pd.DataFrame(rows))
+    assert [(p.slow_case_id, p.fast_case_id, round(p.ratio, 6)) for p in pairs] == [("b", "a", 3.0)]
+    bare = pd.DataFrame([dict(r, config_id=None) for r in rows])
+    assert [(p.slow_case_id, p.fast_case_id) for p in candidate_pairs(bare)] == [("b", "a")]
+
+
+def test_a_stored_run_keeps_the_findings_of_the_pairs_it_timed():
+    """A run timed the pair its rule chose then (b, the slowest copy of one layer, against z); the
+    rule now names that layer by its lowest case id (a): the stored confirmation still makes the
+    finding, of the rows it timed, at their medians' ratio."""
+    rows = [dict(_row("a", "conv2d", 1000, 3.0e-3, family="g1"), config_id="c1"),
+            dict(_row("b", "conv2d", 1000, 3.3e-3, family="g2"), config_id="c1"),
+            dict(_row("z", "conv2d", 1000, 1.0e-3, family="g3"), config_id="c2")]
+    frame = pd.DataFrame(rows)
+    assert [(p.slow_case_id, p.fast_case_id) for p in candidate_pairs(frame)] == [("a", "z")]
+    found, unconfirmed = interleaved_findings(frame, _confirm("b", "z", [3.1, 3.2, 3.3]))
+    assert not unconfirmed and len(found) == 1 and found[0].spread == pytest.approx(3.2)
+    assert "medians 3.3 ms vs 1 ms" in found[0].text

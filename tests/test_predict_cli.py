@@ -103,8 +103,10 @@ def test_fit_from_runs_then_predict_and_residuals_use_the_model(stored_run, caps
     from harness.store import load_runs
     rows = load_runs([stored_run]).frame.assign(stability="stable")
     rows.loc[rows.index[:3], "stability"] = "noisy"
-    assert "  left out: 3 of 16 measured rows, set aside as not stable (3 noisy); the model learns from the " \
-           "stable ones" in _fit_text(fit(rows), path, rows)
+    assert "  left out: 3 of 16 measured rows (3 noisy); the model learns from the others" in _fit_text(
+        fit(rows), path, rows)
+    few = rows.iloc[:10]                        # 7 stable rows are under 8: the model keeps all ten, and says none
+    assert "left out" not in _fit_text(fit(rows), path, few)
     assert main(["predict", "conv2d", "in=12", "out=12", "k=3", "p=1", "--input", "1x12x9x9", "--format", "json"]) == 0
     (got,) = json.loads(capsys.readouterr().out)
     assert got["basis"] == "model" and re.search(r"fitted on 1\d rows", got["basis_detail"])

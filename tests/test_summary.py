@@ -300,3 +300,9 @@ def test_rows_above_a_peak_a_ceiling_or_their_level_bandwidth_are_said_with_the_
                          "pass it; a cache level's, a read whose set may partly sit in a faster level): 1 row(s): "
                          "add c=8 126 % of DRAM")
     assert above_lines(t.iloc[[2]]) == []
+    # a datasheet roof (no copy measured: an uncalibrated GPU's HBM figure) is not the copy's convention
+    sheet = derive(pd.DataFrame([dict(rows[3], ceiling_bytes_s=None, ceiling_levels=None, peak_bytes_s=20e9)]))
+    assert sheet["bw_util_level"][0] > 1 and "measured bandwidth" not in " ".join(above_lines(sheet))
+    # no compute roof at all: no label judged on the bytes alone
+    bare = derive(pd.DataFrame([dict(rows[2], ceiling_flops_s=None, peak_flops_s=None)]))
+    assert pd.isna(bare["label"][0])

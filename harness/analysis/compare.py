@@ -83,7 +83,7 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
     out[f"low_{tag}_s"], out[f"high_{tag}_s"] = lo, hi
     if "util_roof" in ok:                    # FLOP/s, or B/s of the level's roof on the memory side
         out[f"util_{tag}"] = ok["util_roof"]
-        out[f"util_{tag}_bytes"] = ok["roofline_bound"].eq("memory")
+        out[f"util_{tag}_bytes"] = ok["roof_bound"].eq("memory")
     return out
 
 

@@ -86,7 +86,10 @@ def _extremes(g: pd.DataFrame) -> tuple[tuple[pd.Series, float], tuple[pd.Series
     in the G1, G2 and threads sweeps) is one layer, timed by the median of its rows and named by the
     row of the lowest case id, so that noise between its copies picks neither the pair nor its names
     (two runs then time the same pair)."""
-    key = g[R.CONFIG_ID] if R.CONFIG_ID in g else pd.Series(g.index, index=g.index)
+    own = pd.Series([f"row {i}" for i in g.index], index=g.index)       # a row with no config_id: itself
+    key = g[R.CONFIG_ID].astype(object).where(g[R.CONFIG_ID].notna(), own) if R.CONFIG_ID in g else own
+    if R.GRADS in g:                               # grad-input and grad-weight of one layer: two kernels
+        key = key.astype(str) + "|" + g[R.GRADS].astype(object).where(g[R.GRADS].notna(), "").astype(str)
     t = g.groupby(key, sort=False)[R.TIME_MEDIAN].median()
     named = g.sort_values(R.CASE_ID).groupby(key.loc[g.sort_values(R.CASE_ID).index], sort=False).head(1)
     rep = dict(zip(key.loc[named.index], named.index))
@@ -114,10 +117,11 @@ def process_ratios(confirmations: pd.DataFrame, pair: Pair) -> list[float]:
 
 def interleaved_findings(frame: pd.DataFrame, confirmations: pd.DataFrame, top: int = 10,
                          min_spread: float = 1.1) -> tuple[list[Finding], list[Finding]]:
-    """(findings, unconfirmed) of the candidate pairs of ``frame`` that ``confirmations`` timed."""
+    """(findings, unconfirmed) of the pairs ``confirmations`` timed whose rows ``frame`` holds (the
+    pairs the run chose when it ran, whatever rule chose them: ``timed_pairs``)."""
     found: list[Finding] = []
     unconfirmed: list[Finding] = []
-    for pair in candidate_pairs(frame, top=max(top, MAX_PAIRS), min_spread=min_spread):
+    for pair in timed_pairs(frame, confirmations):
         ratios = process_ratios(confirmations, pair)
         if not ratios:
             continue
@@ -126,6 +130,25 @@ def interleaved_findings(frame: pd.DataFrame, confirmations: pd.DataFrame, top: 
                                                           ratios, holds))
     found.sort(key=lambda f: -f.spread)
     return found[:top], unconfirmed
+
+
+def timed_pairs(frame: pd.DataFrame, confirmations: pd.DataFrame) -> list[Pair]:
+    """A ``Pair`` per (run, slow row, fast row) of ``confirmations`` whose two rows ``frame`` holds,
+    with their medians' ratio: the stored record of what was timed, so a run keeps its findings when
+    a later rule would have chosen other candidates."""
+    if confirmations.empty or R.ROW_ID not in frame:
+        return []
+    at = {(r, i): idx for idx, r, i in zip(frame.index, frame[R.RUN_ID], frame[R.ROW_ID])}
+    out = []
+    for run, slow_id, fast_id in confirmations[["run_id", "slow_row_id", "fast_row_id"]].drop_duplicates().itertuples(
+            index=False):
+        slow, fast = at.get((run, slow_id)), at.get((run, fast_id))
+        if slow is None or fast is None:
+            continue
+        ratio = float(frame.at[slow, R.TIME_MEDIAN] / frame.at[fast, R.TIME_MEDIAN])
+        out.append(Pair(run, slow_id, fast_id, frame.at[slow, R.CASE_ID], frame.at[fast, R.CASE_ID], ratio, slow,
+                        fast))
+    return out
 
 
 def _finding(pair_rows: pd.DataFrame, pair: Pair, ratios: list[float], holds: bool) -> Finding:

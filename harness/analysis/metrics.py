@@ -99,7 +99,10 @@ DERIVED = (
             "roof the row's bytes reached (above 1: it reads more than it writes, which the main-memory copy's "
             "convention, write-allocate traffic not counted, undercounts; or part of its working set sat in a "
             "faster level)"),
-    Derived("util_roof", "fraction", "the utilization of the roof on the row's side of the ridge (roofline_bound): "
+    Derived("roof_bound", "-", "`compute` or `memory`: the side of the ridge the label judges the row on (the "
+            "hierarchical roofline's: compute time against the bytes' time at the level they fit; roofline_bound "
+            "where no level is known)"),
+    Derived("util_roof", "fraction", "the utilization of the roof on the row's side of the ridge (roof_bound): "
             "util_ceiling (else util_peak) for compute, bw_util_level (else bw_util_peak) for memory; what compare "
             "shows as util"),
     Derived("roof_level", "-", "`compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or `launch`: which bound is largest, "
@@ -188,7 +191,9 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
     f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
     _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
-    f["label"] = _labels(t, f["launch_floor_s"], *_judged_by(f, flops / roof_f, moved / f["roof_level_bytes_s"], t), ok)
+    fraction, f["roof_bound"] = _judged_by(f, flops / roof_f, moved / f["roof_level_bytes_s"], t)
+    f["roof_bound"] = f["roof_bound"].where(ok, None)
+    f["label"] = _labels(t, f["launch_floor_s"], fraction, f["roof_bound"], ok)
     f["util_roof"] = roof_util(f)
     f["bwd_fwd_time_ratio"], f["bwd_fwd_flops_ratio"] = pass_ratios(f, t, flops)
     return predicted_columns(f)          # predicted_roofline_s, predicted_s, residual (harness.predict.columns)
@@ -199,7 +204,7 @@ def roof_util(f: pd.DataFrame) -> pd.Series:
     of the level the working set fits, by the side of the ridge the row's intensity falls on."""
     compute = f["util_ceiling"].where(f["util_ceiling"].notna(), f["util_peak"])
     memory = f["bw_util_level"].where(f["bw_util_level"].notna(), f["bw_util_peak"])
-    return memory.where(f["roofline_bound"].eq("memory"), compute)
+    return memory.where(f["roof_bound"].eq("memory"), compute)
 
 
 #: A backward row's forward is the forward row of the same layer measured side by side: never across these.
@@ -273,7 +278,7 @@ def _judged_by(f: pd.DataFrame, t_compute: pd.Series, t_mem: pd.Series, t: pd.Se
     so a row whose working set fits a cache is judged against that cache's roof, not against main
     memory, which it outruns; else the flat roofline (``roofline_fraction``, ``roofline_bound``).
     The launch floor is the label's own test (``_labels``), not a roof."""
-    hier = f["roof_level"].notna() & (t_compute.notna() | t_mem.notna())
+    hier = f["roof_level"].notna() & t_compute.notna() & t_mem.notna()
     longest = np.fmax(t_compute, t_mem)
     bound = pd.Series(np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", "memory"), index=f.index,
                       dtype=object)

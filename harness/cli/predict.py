@@ -81,13 +81,21 @@ def _fit_text(model: Any, path: Path, rows: Any = None) -> str:
         if aside > len(ok) // 2:
             lines.append(f"  warning: {aside} of {len(ok)} rows are not stable (mostly measured while other processes "
                          "used the CPUs): the model learns that noise along with the layers")
-        elif aside:
-            kinds = ok["stability"].dropna().astype(str)
-            kinds = ", ".join(f"{n} {k}" for k, n in kinds[kinds.ne("stable")].value_counts().items())
-            lines.append(f"  left out: {aside} of {len(ok)} measured rows, set aside as not stable ({kinds}); the "
-                         "model learns from the stable ones")
+        else:
+            lines += _left_out(ok)
     lines.append(f"stored: {path}")
     return "\n".join(lines)
+
+
+def _left_out(ok: Any) -> list[str]:
+    """The measured rows the model did not learn from (``predict.model.training_rows``), by verdict."""
+    from harness.predict.model import training_rows  # deferred: --help without torch/pandas
+    kept = training_rows(ok)
+    gone = ok.loc[ok.index.difference(kept.index)]
+    if gone.empty:
+        return []
+    kinds = ", ".join(f"{n} {k}" for k, n in gone["stability"].fillna("no verdict").astype(str).value_counts().items())
+    return [f"  left out: {len(gone)} of {len(ok)} measured rows ({kinds}); the model learns from the others"]
 
 
 def _pct(v: Any) -> str:

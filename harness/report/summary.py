@@ -88,10 +88,12 @@ def _peak_kind(rows: pd.DataFrame) -> str:
 
 
 def _side(row: pd.Series) -> str:
-    """``memory`` when the row's intensity falls on the memory side of the ridge
-    (``roofline_bound``) and a bandwidth figure is stored, else ``compute``."""
-    bw = (row.get("bw_util_ceiling"), row.get("bw_util_peak"))
-    return "memory" if row.get("roofline_bound") == "memory" and any(pd.notna(x) for x in bw) else "compute"
+    """``memory`` when the row falls on the memory side of the ridge its label is judged by
+    (``roof_bound``; ``roofline_bound`` in a table without it) and a bandwidth figure is stored,
+    else ``compute``."""
+    bw = (row.get("bw_util_ceiling"), row.get("bw_util_peak"), row.get("bw_util_level"))
+    bound = row.get("roof_bound", row.get("roofline_bound"))
+    return "memory" if bound == "memory" and any(pd.notna(x) for x in bw) else "compute"
 
 
 def _figures(row: pd.Series) -> tuple[Any, Any, str, str]:

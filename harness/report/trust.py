@@ -132,7 +132,9 @@ def _above_bandwidth(ok: pd.DataFrame) -> list[str]:
     (``bw_util_level`` above 1): said with that level, never shown as a utilization to believe."""
     if "bw_util_level" not in ok:
         return []
-    over = ok[_num(ok, "bw_util_level").gt(1)].sort_values("bw_util_level", ascending=False)
+    cache = ok["roof_mem_cache"].eq(True) if "roof_mem_cache" in ok else pd.Series(False, index=ok.index)
+    measured = cache | _num(ok, R.CEILING_BYTES).gt(0)       # a datasheet roof is not the copy's convention
+    over = ok[_num(ok, "bw_util_level").gt(1) & measured].sort_values("bw_util_level", ascending=False)
     if over.empty:
         return []
     named = "; ".join(f"{describe_row(r)} {percent(r['bw_util_level'], 0)} of {r['roof_mem_level']}"

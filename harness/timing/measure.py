@@ -254,6 +254,7 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
     readings = [canary.read()] if canary is not None else []
     online = OnlineReference()
     rejected = recheck = 0
+    budget = getattr(rule, "budget_s", None) or getattr(getattr(rule, "rule", None), "budget_s", math.inf)
     chunk = 1
     start = timer.now()
     reason = None
@@ -271,7 +272,7 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
             bisect.insort(ordered, s / number)
         now = timer.now()
         reason = rule.reason(ordered, now - start)
-        if reason == CONVERGED and canary is not None and len(samples) < recheck:
+        if reason == CONVERGED and canary is not None and len(samples) < recheck and now - start < budget:
             reason = None                                  # judged again once there are 10 % more blocks
         elif reason == CONVERGED and canary is not None:
             reason = settled(rule, samples, readings, now - start)
