@@ -107,6 +107,8 @@ def test_render_ceilings_against_peak() -> None:
     text = render_ceilings(c, lambda d: Peak(156.5e9, None, d == "fp32", "formula"))
     assert "114%" in text                                      # 178 / 156.5
     assert "(not native)" in text and "256 MiB" in text and "21.4 GB/s" in text
+    # the rate is of the best sample, beside the median sample's time: the headers say which is which
+    assert "measured (best sample)" in text and "median time" in text
 
 
 def test_version_and_help_import_nothing_heavy(capsys: pytest.CaptureFixture[str]) -> None:

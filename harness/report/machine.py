@@ -159,7 +159,8 @@ def _ceiling_row(e: Any, p: Any) -> dict[str, Any]:
     size = {"memory": binary_bytes(e.size), "clock": f"{e.size} CPUs"}.get(e.kind, f"n={e.size}")
     return {"ceiling": e.kind, "dtype": e.dtype if e.kind not in ("memory", "clock") else "-",
             "op": e.op if e.kind == "compute" else "-", "size": size,
-            "measured": si(e.value, unit), "median": si(e.median_s, "s") if e.kind != "clock" else "-",
+            "measured (best sample)": si(e.value, unit),
+            "median time": si(e.median_s, "s") if e.kind != "clock" else "-",
             "rel_iqr": f"{e.rel_iqr:.1%}", "reps": e.reps,
             "native": _verdict(e) if e.kind == "compute" else "-",
             "theoretical": si(theo, unit) + ("" if p is None or p.native else " (not native)"),
