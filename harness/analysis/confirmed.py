@@ -91,8 +91,8 @@ def _extremes(g: pd.DataFrame) -> tuple[tuple[pd.Series, float], tuple[pd.Series
     if R.GRADS in g:                               # grad-input and grad-weight of one layer: two kernels
         key = key.astype(str) + "|" + g[R.GRADS].astype(object).where(g[R.GRADS].notna(), "").astype(str)
     t = g.groupby(key, sort=False)[R.TIME_MEDIAN].median()
-    named = g.sort_values(R.CASE_ID).groupby(key.loc[g.sort_values(R.CASE_ID).index], sort=False).head(1)
-    rep = dict(zip(key.loc[named.index], named.index))
+    by_id = g.sort_values(R.CASE_ID).index
+    rep = by_id.to_series().groupby(key.loc[by_id], sort=False).first()     # each layer's row of lowest case id
     return (g.loc[rep[t.idxmax()]], float(t.max())), (g.loc[rep[t.idxmin()]], float(t.min()))
 
 

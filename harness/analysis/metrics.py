@@ -190,10 +190,12 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["roofline_fraction"] = f["roofline_time_s"] / t
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
     f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
-    _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
-    fraction, f["roof_bound"] = _judged_by(f, flops / roof_f, moved / f["roof_level_bytes_s"], t)
-    f["roof_bound"] = f["roof_bound"].where(ok, None)
-    f["label"] = _labels(t, f["launch_floor_s"], fraction, f["roof_bound"], ok)
+    fraction, side = _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
+    # the label is judged by the hierarchical roofline where the row has one (a working set that fits
+    # a cache against that cache's roof, not main memory's, which it outruns); else by the flat one
+    f["roof_bound"] = side.where(side.notna(), f["roofline_bound"]).where(ok, None)
+    f["label"] = _labels(t, f["launch_floor_s"], fraction.where(fraction.notna(), f["roofline_fraction"]),
+                         f["roof_bound"], ok)
     f["util_roof"] = roof_util(f)
     f["bwd_fwd_time_ratio"], f["bwd_fwd_flops_ratio"] = pass_ratios(f, t, flops)
     return predicted_columns(f)          # predicted_roofline_s, predicted_s, residual (harness.predict.columns)
@@ -231,8 +233,11 @@ def pass_ratios(f: pd.DataFrame, t: pd.Series, flops: pd.Series) -> tuple[pd.Ser
 
 
 def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b: pd.Series, t: pd.Series,
-                 ok: pd.Series) -> None:
-    """Add the hierarchical-roofline columns (``roof_mem_level`` ... ``roof_level_fraction``) in place."""
+                 ok: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Add the hierarchical-roofline columns (``roof_mem_level`` ... ``roof_level_fraction``) in place;
+    return (fraction, side) of the hierarchical roofline without the launch floor (the label's own
+    test): the longer of the compute time and the bytes' time at their level over the measured time,
+    and ``compute`` or ``memory``, where both times are known (NaN/None elsewhere)."""
     stored = f[R.MAIN_MEMORY] if R.MAIN_MEMORY in f else pd.Series(None, index=f.index, dtype=object)
     name = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
     bw = main_b.copy()
@@ -245,9 +250,11 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
             name.loc[idx[has]], bw.loc[idx[has]], cache.loc[idx[has]] = lv_name[has], lv_bw[has], lv_cache[has]
     t_mem = moved / bw
     floor = f["launch_floor_s"]
-    bound = np.fmax(np.fmax(t_compute, t_mem), floor)
-    level = np.where(floor >= np.fmax(t_compute, t_mem).fillna(0), "launch",
-                     np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", name))
+    longest = np.fmax(t_compute, t_mem)
+    side = pd.Series(np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", "memory"), index=f.index,
+                     dtype=object)
+    bound = np.fmax(longest, floor)
+    level = np.where(floor >= longest.fillna(0), "launch", np.where(side == "compute", "compute", name))
     known = ok & (t_compute.notna() | t_mem.notna())
     f["roof_mem_level"] = name.where(ok, None)
     f["roof_mem_cache"] = cache.astype(object).where(ok & name.notna(), None)
@@ -256,6 +263,8 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     f["roof_level"] = pd.Series(level, index=f.index, dtype=object).where(known, None)
     f["roof_level_time_s"] = bound.where(known)
     f["roof_level_fraction"] = f["roof_level_time_s"] / t
+    both = ok & t_compute.notna() & t_mem.notna()
+    return (longest / t).where(both), side.where(both)
 
 
 def _in_modes(f: pd.DataFrame, modes: tuple[str, ...]) -> pd.Series:
@@ -270,19 +279,6 @@ def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: 
     both = roof_f.notna() & roof_b.notna()
     return np.where(~both, None, np.where(ceil_f.notna() & ceil_b.notna(), "measured",
                                           np.where(ceil_f.isna() & ceil_b.isna(), theory, "mixed")))
-
-
-def _judged_by(f: pd.DataFrame, t_compute: pd.Series, t_mem: pd.Series, t: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(fraction, bound) a row's label is judged by: the hierarchical roofline (its compute time and
-    its bytes at the bandwidth of the level they fit, ``roof_level_bytes_s``) where the row has one,
-    so a row whose working set fits a cache is judged against that cache's roof, not against main
-    memory, which it outruns; else the flat roofline (``roofline_fraction``, ``roofline_bound``).
-    The launch floor is the label's own test (``_labels``), not a roof."""
-    hier = f["roof_level"].notna() & t_compute.notna() & t_mem.notna()
-    longest = np.fmax(t_compute, t_mem)
-    bound = pd.Series(np.where(t_compute.fillna(-1) >= t_mem.fillna(-1), "compute", "memory"), index=f.index,
-                      dtype=object)
-    return (longest / t).where(hier, f["roofline_fraction"]), bound.where(hier, f["roofline_bound"])
 
 
 def _labels(t: pd.Series, floor: pd.Series, fraction: pd.Series, bound: pd.Series, ok: pd.Series) -> np.ndarray:

@@ -26,7 +26,7 @@ import re
 import pandas as pd
 
 from harness import record as R
-from harness.units import seconds
+from harness.timing.modes import held_clause
 
 #: The stored verdict of a row whose time holds across processes.
 STABLE = R.Stability.STABLE.value
@@ -140,6 +140,6 @@ def held(text: str, row: pd.Series) -> str:
         mid = modes[0 if found.group(1) == "first" else 1]["median_s"]
     except (ValueError, LookupError, TypeError):
         return text
-    if not isinstance(mid, (int, float)) or seconds(t) == seconds(mid):
+    if not isinstance(mid, (int, float)):
         return text
-    return text[:found.start()] + f"the row's time, {seconds(t)}, falls in the {found.group(1)}" + text[found.end():]
+    return text[:found.start()] + held_clause(found.group(1), t, mid) + text[found.end():]

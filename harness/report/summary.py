@@ -100,9 +100,9 @@ def _figures(row: pd.Series) -> tuple[Any, Any, str, str]:
     """(of the measured ceiling, of the theoretical peak, unit text, roof text): FLOP/s utilization
     for a compute-side row; B/s utilization for a memory-side one, against the roof of the memory
     level its working set fits: a cache level's measured roof (``bw_util_level``; no datasheet
-    figure) or the DRAM copy and datasheet bandwidth. A
-    cache-resident row is never shown as a fraction of DRAM, which it outruns; nor is its launch
-    floor's share of its time (``roof_level_fraction`` of a launch-bound row) shown as bandwidth."""
+    figure) or the DRAM copy and datasheet bandwidth. A cache-resident row is never shown as a
+    fraction of DRAM, which it outruns; nor is its launch floor's share of its time
+    (``roof_level_fraction`` of a launch-bound row) shown as bandwidth."""
     if _side(row) == "compute":
         return row.get("util_ceiling"), row.get("util_peak"), "", ""
     level, frac = row.get("roof_mem_level"), row.get("bw_util_level")

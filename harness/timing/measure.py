@@ -211,6 +211,11 @@ class _TickAware:
     target: float
     tick_s: float
 
+    @property
+    def budget_s(self) -> float:
+        """The wrapped rule's budget (seconds; ``inf`` where it has none)."""
+        return getattr(self.rule, "budget_s", math.inf)
+
     def reason(self, sorted_samples: Sequence[float], elapsed_s: float) -> str | None:
         why = self.rule.reason(sorted_samples, elapsed_s)
         n = len(sorted_samples)
@@ -254,7 +259,7 @@ def _sample(ctx: TimingContext, call: Callable[[], object], number: int, rule: S
     readings = [canary.read()] if canary is not None else []
     online = OnlineReference()
     rejected = recheck = 0
-    budget = getattr(rule, "budget_s", None) or getattr(getattr(rule, "rule", None), "budget_s", math.inf)
+    budget = getattr(rule, "budget_s", math.inf)
     chunk = 1
     start = timer.now()
     reason = None

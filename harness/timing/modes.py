@@ -98,14 +98,20 @@ def describe(modes: Sequence[Mode], processes: int, row_s: float | None = None, 
     shown = f", {seconds(row_s)}," if row_s is not None else ""
     if a.holds_row or b.holds_row:
         held = a if a.holds_row else b
-        order = "first" if a.holds_row else "second"
-        same = row_s is None or seconds(row_s) == seconds(held.median_s)
-        which = f"the row's time is the {order}" if same else f"the row's time{shown} falls in the {order}"
+        which = held_clause("first" if a.holds_row else "second", row_s, held.median_s)
     elif own:
         which = f"the row's time{shown} lies between them"
     else:
         which = f"the row's time{shown} is another process's median"
     return f"two speeds{within}: {parts}; {which}"
+
+
+def held_clause(order: str, row_s: float | None, mode_s: float) -> str:
+    """"the row's time is the first" (``order``), or "the row's time, 760 us, falls in the first"
+    where the row's time prints otherwise than that mode's median."""
+    if row_s is None or seconds(row_s) == seconds(mode_s):
+        return f"the row's time is the {order}"
+    return f"the row's time, {seconds(row_s)}, falls in the {order}"
 
 
 def to_json(modes: Sequence[Mode] | None) -> str | None:
