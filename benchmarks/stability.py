@@ -1,16 +1,17 @@
 """Do numbers hold in a second process? Two complete runs of the same suites, compared.
 
     python benchmarks/stability.py [--processes 3] [--suites shufflenet-guidelines,quick] [--hog]
-                                   [--hogs N] [--worker-start fork-server|spawn|both]
+                                   [--hogs N] [--worker-start fork-server|spawn|both] [--keep DIR]
 
 For each suite, two complete runs (each a ``layerbench run`` process of its own, each case measured
 in ``--processes`` fresh workers), then per case: whether the two runs' times agree within 3 % (rows
 ``stable`` in both), and whether every case that moved by more than 10 % is flagged (not
 ``stable``) in at least one run; the sample blocks the host canary set aside; and for each candidate
 finding both runs timed interleaved, whether their interleaved ratios (median over processes) agree
-within 5 %. ``--hog`` adds a third run beside ``--hogs`` spinning processes (default 1) and prints
-the share of its rows flagged (not ``stable``), its verdicts, and its findings: confirmed ones, and
-unconfirmed ones (never printed as findings). Prints the figures and wall times.
+within 5 %, with each process's ratio beside them. ``--hog`` adds a third run beside ``--hogs``
+spinning processes (default 1) and prints the share of its rows flagged (not ``stable``), its
+verdicts, and its findings: confirmed ones, and unconfirmed ones (never printed as findings).
+Prints the figures and wall times; ``--keep DIR`` keeps the runs (``DIR/<start>/<suite>/a``, ``b``).
 ``--worker-start both`` runs everything with workers forked from the preloaded server and with
 fresh interpreters, so the two can be compared (a forked worker must be as fresh as a spawned one).
 Goals on a shared 2-vCPU VM: >= 50 % of rows stable in both runs, >= 90 % of those within 3 %; every
@@ -49,15 +50,20 @@ def one_run(suite: str, out: Path, processes: int, start: str = "fork-server") -
     return load_runs([run_dir]), wall
 
 
-def interleaved_ratios(loaded: Loaded) -> dict[tuple[str, str], float]:
-    """(slow case, fast case) -> the median over processes of the interleaved ratio."""
+def interleaved_ratios(loaded: Loaded) -> dict[tuple[str, str], tuple[float, list[float]]]:
+    """(slow case, fast case) -> (the median over processes of the interleaved ratio, each process's)."""
     c, frame = loaded.confirmations, loaded.frame
     case = dict(zip(frame["row_id"], frame["case_id"]))
     out = {}
     for (slow, fast), g in c.groupby(["slow_row_id", "fast_row_id"]):
         ratios = [float(pd.Series(s).div(pd.Series(f)).median()) for s, f in zip(g["slow_s"], g["fast_s"])]
-        out[(case.get(slow, slow), case.get(fast, fast))] = float(pd.Series(ratios).median())
+        out[(case.get(slow, slow), case.get(fast, fast))] = (float(pd.Series(ratios).median()), ratios)
     return out
+
+
+def shown(ratio: tuple[float, list[float]]) -> str:
+    """``1.496x (1.21/1.50/1.52 per process)``."""
+    return f"{ratio[0]:.3f}x ({'/'.join(f'{r:.2f}' for r in ratio[1])} per process)"
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
@@ -115,12 +121,15 @@ def main() -> None:
     ap.add_argument("--detail", action="store_true", help="list the cases that moved by more than 3 %%")
     ap.add_argument("--worker-start", default="fork-server", choices=["fork-server", "spawn", "both"],
                     help="how worker processes start (both: the whole benchmark once each way)")
+    ap.add_argument("--keep", default=None, help="keep the runs it measured under this directory (default: a "
+                    "temporary one, removed at the end)")
     args = ap.parse_args()
     starts = ["fork-server", "spawn"] if args.worker_start == "both" else [args.worker_start]
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep) if args.keep else Path(tmp)
         for start in starts:
             for suite in args.suites.split(","):
-                report(suite, Path(tmp) / start, args, start)
+                report(suite, root / start / suite, args, start)
 
 
 def report(suite: str, tmp: Path, args: argparse.Namespace, start: str) -> None:
@@ -144,16 +153,16 @@ def report(suite: str, tmp: Path, args: argparse.Namespace, start: str) -> None:
           f"{int(b.samples_rejected.fillna(0).sum())}")
     ra, rb = interleaved_ratios(la), interleaved_ratios(lb)
     both = sorted(set(ra) & set(rb))
-    close = [k for k in both if abs(ra[k] / rb[k] - 1) <= 0.05]
+    close = [k for k in both if abs(ra[k][0] / rb[k][0] - 1) <= 0.05]
     print(f"  candidate findings timed interleaved: run 1 {len(ra)}, run 2 {len(rb)}, in both {len(both)}; "
           f"their ratios within 5 % between the runs: {len(close)} of {len(both)}")
     names = {r.case_id: f"{r.family} {describe_row(r)}" for _, r in a.iterrows()}
     for slow, fast in both:
-        print(f"    in both: {names.get(slow, slow)} vs {names.get(fast, fast)}: {ra[(slow, fast)]:.3f}x vs "
-              f"{rb[(slow, fast)]:.3f}x")
+        print(f"    in both: {names.get(slow, slow)} vs {names.get(fast, fast)}: {shown(ra[(slow, fast)])} vs "
+              f"{shown(rb[(slow, fast)])}")
     for label, mine, other in (("run 1 only", ra, rb), ("run 2 only", rb, ra)):
         for slow, fast in sorted(set(mine) - set(other)):
-            print(f"    {label}: {names.get(slow, slow)} vs {names.get(fast, fast)}: {mine[(slow, fast)]:.3f}x")
+            print(f"    {label}: {names.get(slow, slow)} vs {names.get(fast, fast)}: {shown(mine[(slow, fast)])}")
     if args.detail:
         for _, r in moves(a, b).iterrows():
             meds = ["/".join(f"{x * 1e6:.0f}" for x in r[f"process_medians_s_{k}"]) for k in "ab"]

@@ -67,16 +67,44 @@ def test_library_verdicts_geomean_and_fail_on():
 
 
 def test_a_shift_of_the_host_canary_is_said_never_taken_out():
-    """B's canary ran 1.25x slower (40 vs 32 us per step): one note names it; the ratios stay measured."""
+    """B's canary ran 1.25x slower (40 vs 32 us per step): one note names it; the ratios stay measured.
+    c1 (1.21x) moved no more than its canary (1.21 / 1.25 = 0.97): its verdict is the host's."""
     a = pd.DataFrame([{**r, "canary_s": 32e-6} for r in A], columns=list(R.COLUMN_NAMES))
     b = pd.DataFrame([{**r, "canary_s": 40e-6} for r in B], columns=list(R.COLUMN_NAMES))
     t = compare(a, b)
     assert t.attrs["notes"] == ["the host canary ran a median 1.25x slower in B than in A (32.0 vs 40.0 us per "
                                 "step): a shift of about that size in every layer is likely the host's speed, "
-                                "not the code's"]
+                                "not the code's",
+                                "1 case(s) moved as much as the host canary beside them (B/A 1.210, their canaries' "
+                                "1.250; one machine, settings and torch): verdict `host`, left out of --fail-on and "
+                                "the geometric means"]
     assert t.set_index("case_id")["ratio"].to_dict()["c1"] == pytest.approx(1.21)
     assert compare(a, b.assign(canary_s=33e-6)).attrs["notes"] == []          # within 5 %: nothing said
     assert compare(a, b.assign(settings_id="t" * 12)).attrs["notes"][-1].startswith("threading settings differ")
+
+
+def test_a_change_the_host_canary_explains_is_the_host_s_not_a_regression():
+    """Per case: c1 took 1.21x with its own canary 1.20x slower (1.21 / 1.2 = 1.008: the host); r1 took
+    0.5x beside a canary 1.2x slower (0.42 after it: a real change, still ``faster``); c2 is ``same``
+    whatever its canary. With another torch the canaries are not one kernel: no host verdict."""
+    canary_b = {"c1": 38.4e-6, "r1": 38.4e-6, "c2": 38.4e-6, "n1": 32e-6, "b1": 32e-6}
+    a = pd.DataFrame([{**r, "canary_s": 32e-6} for r in A], columns=list(R.COLUMN_NAMES))
+    b = pd.DataFrame([{**r, "canary_s": canary_b[r["case_id"]]} for r in B], columns=list(R.COLUMN_NAMES))
+    t = compare(a, b)
+    v = t.set_index("case_id")["verdict"].to_dict()
+    assert v == {"c1": "host", "c2": "same", "r1": "faster", "n1": "set aside", "b1": "set aside"}
+    assert t.set_index("case_id")["host_ratio"].to_dict()["c1"] == pytest.approx(1.2)
+    (rule,) = FailOn.parse("median:10%")
+    assert not rule.crossed(t).any()                                  # c1's 21 % is the host's
+    geo = family_geomeans(t).set_index("family")
+    assert geo.loc["conv", "cases"] == 1 and geo.loc["conv", "geomean_ratio"] == pytest.approx(1.0)   # c2 alone
+    from harness.report.compare import CompareModel
+    model = CompareModel.of(t, 0.10, (rule,))
+    assert model.judged == 3 and not model.failed                    # the host's verdict still counts as judged
+    assert model.tail().endswith("0 slower, 1 faster, 1 same, 1 host, 2 set aside")
+    other = compare(a, b.assign(torch_version="2.14"))
+    assert other.set_index("case_id")["verdict"]["c1"] == "slower" and other["host_ratio"].isna().all()
+    assert list(other.loc[rule.crossed(other), "case_id"]) == ["c1"]
 
 
 def test_cases_on_one_side_only_and_a_side_without_canary_are_said():

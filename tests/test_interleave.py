@@ -34,15 +34,34 @@ def test_interleave_times_both_alternately_and_a_slow_host_cancels():
     # pairs wholly inside or outside the slow spell keep 3x; only the two it starts or ends within move
     assert got.ratio == pytest.approx(3.0) and sum(abs(r - 3.0) > 1e-9 for r in got.ratios) == 2
     assert min(got.a_s) == pytest.approx(1e-4) and max(got.a_s) == pytest.approx(2e-4)   # it did slow
-    # the lead alternates: AB BA AB ... from the drawn first
-    timed, blocks, i = order[-10 * (10 + 4):], [], 0
+    # the lead alternates: AB BA AB ... from the drawn first (each block: one untimed call, then its calls)
+    timed, blocks, i = order[-10 * (11 + 5):], [], 0
     while i < len(timed):
         blocks.append(timed[i])
-        i += 10 if timed[i] == "a" else 4
+        i += 11 if timed[i] == "a" else 5
     assert len(blocks) == 20 and sorted(blocks[k] + blocks[k + 1] for k in range(0, 20, 2)) == sorted(
         ["ab", "ba"] * 5)
     firsts = blocks[0::2]
     assert all(x != y for x, y in zip(firsts, firsts[1:])) and got.a_first == (firsts[0] == "a")
+
+
+def test_the_first_call_after_the_other_layer_s_block_is_not_timed():
+    """A call right after the other layer's block costs 5x (its data left the caches); back to back,
+    a costs 0.1 ms and b 0.3 ms. Blocks of 4 and 2 calls would read 0.2 ms and 0.7 ms (a ratio of
+    3.5); with the refill untimed, every block reads its hot cost and the ratio is 3."""
+    clock = FakeClock()
+    last = {"who": None}
+
+    def work(name, cost):
+        def fn():
+            clock.advance(cost * (5.0 if last["who"] not in (None, name) else 1.0))
+            last["who"] = name
+        return fn
+    got = interleave(work("a", 1e-4), work("b", 3e-4), timer=CpuTimer(clock), pairs=6, block_s=4e-4,
+                     warmup_s=0.0, seed=1)
+    assert (got.number_a, got.number_b) == (4, 2)
+    assert got.a_s == pytest.approx([1e-4] * 6) and got.b_s == pytest.approx([3e-4] * 6)
+    assert got.ratios == pytest.approx([3.0] * 6)
 
 
 def _row(row_id, layer, flops, median, stability="contended", family="f", run="r"):

@@ -29,7 +29,13 @@ def test_level_by_working_set():
     moved = pd.Series([32 * KIB, 64 * KIB, 64 * KIB + 1, 20 * MIB, 100 * MIB, np.nan])
     name, bw, _ = memory_levels(moved, lv)
     assert list(name[:5]) == ["L1", "L1", "L2", "L3", "DRAM"] and pd.isna(name[5])   # a set that fills L1 still fits
-    assert list(bw[:5]) == [200e9, 200e9, 100e9, 50e9, 20e9]
+    # the levels inside the one that holds the set serve it first, each up to its capacity:
+    l1, l2, l3 = 64 * KIB / 200e9, (MIB - 64 * KIB) / 100e9, (24 * MIB - MIB) / 50e9   # seconds to serve each
+    served = [32 * KIB / 200e9, l1, l1 + 1 / 100e9, l1 + l2 + (20 * MIB - MIB) / 50e9,
+              l1 + l2 + l3 + (100 * MIB - 24 * MIB) / 20e9]
+    assert list(bw[:5]) == pytest.approx([m / s for m, s in zip(moved[:5], served)])
+    assert bw[2] == pytest.approx(199.997e9, rel=1e-5)     # one byte past L1: still almost all L1
+    assert bw[4] == pytest.approx(100 * MIB / 4.4771e-3, rel=1e-4)    # 0.33 + 9.83 + 482.3 + 3984.6 us
     # a level without a bandwidth: its sets go out to the next measured level
     gap = (RoofLevel("L1", 64 * KIB, 200e9), RoofLevel("L2", MIB, None), RoofLevel("DRAM", None, 20e9))
     assert list(memory_levels(pd.Series([100 * KIB]), gap)[0]) == ["DRAM"]
@@ -38,16 +44,17 @@ def test_level_by_working_set():
 
 def test_roof_level_of_synthetic_rows():
     rows = [row(1e6, 32 * KIB),          # 1e6/100e9 = 10 us compute > 32 KiB/200 GB/s = 0.16 us: compute
-            row(1e3, 512 * KIB),         # L2: 512 KiB / 100 GB/s = 5.24 us > 10 ns compute
-            row(1e3, 4 * MIB),           # L3: 4 MiB / 50 GB/s = 83.9 us
-            row(1e3, 100 * MIB),         # DRAM: 100 MiB / 20 GB/s = 5.24 ms
+            row(1e3, 512 * KIB),         # L2: 64 KiB at 200 GB/s + 448 KiB at 100 GB/s = 0.33 + 4.59 us
+            row(1e3, 4 * MIB),           # L3: 0.33 us (L1) + 9.83 us (L2's other 960 KiB) + 3 MiB at 50 GB/s
+            row(1e3, 100 * MIB),         # DRAM: 0.33 + 9.83 + 482.35 (L3's 23 MiB) + 76 MiB at 20 GB/s
             row(10, 100),                # launch: 2 us floor > 0.1 ns compute, 0.5 ns L1
             row(1e3, 4 * MIB, levels=None)]   # no stored levels: main memory, ceiling_bytes_s
     d = derive(pd.DataFrame(rows))
     assert list(d["roof_level"]) == ["compute", "L2", "L3", "DRAM", "launch", "DRAM"]
     assert list(d["roof_mem_level"]) == ["L1", "L2", "L3", "DRAM", "L1", "DRAM"]
-    assert list(d["roof_level_bytes_s"]) == [200e9, 100e9, 50e9, 20e9, 200e9, 20e9]
-    expected = [1e-5, 512 * KIB / 100e9, 4 * MIB / 50e9, 100 * MIB / 20e9, 2e-6, 4 * MIB / 20e9]
+    expected = [1e-5, 4.9152e-6, 73.07264e-6, 4477.09184e-6, 2e-6, 4 * MIB / 20e9]
+    assert d["roof_level_bytes_s"].tolist() == pytest.approx(
+        [200e9, 512 * KIB / expected[1], 4 * MIB / expected[2], 100 * MIB / expected[3], 200e9, 20e9])
     assert d["roof_level_time_s"].tolist() == pytest.approx(expected)
     assert d["roof_level_fraction"].tolist() == pytest.approx([t / 1e-3 for t in expected])
     # the single-roof columns keep their meaning: the L3 row is memory-bound against DRAM
@@ -55,10 +62,12 @@ def test_roof_level_of_synthetic_rows():
 
 
 def test_a_row_above_the_dram_roof_is_explained_by_its_level():
-    # ReLU-like: 1.6 MB moved in 30 us = 53 GB/s, 2.7x the 20 GB/s DRAM copy roof; it fits L3 (50 GB/s)
+    # ReLU-like: 1.6 MB moved in 30 us = 53 GB/s, 2.7x the 20 GB/s DRAM copy roof; it fits L3 (50 GB/s),
+    # whose roof serves its first 64 KiB from L1 and the next 960 KiB from L2: 0.33 + 9.83 + 11.14 us
     d = derive(pd.DataFrame([row(0, 1_605_632, time_s=30e-6)]))
     assert d["roofline_fraction"][0] > 2.5                    # beyond the single memory roof
-    assert d["roof_level"][0] == "L3" and d["roof_level_fraction"][0] == pytest.approx(1_605_632 / 50e9 / 30e-6)
+    assert d["roof_level"][0] == "L3" and d["roof_level_fraction"][0] == pytest.approx(21.2992e-6 / 30e-6)
+    assert d["bw_util_level"][0] == pytest.approx(21.2992 / 30) and d["label"][0] == "memory-bound"
 
 
 def test_gpu_rows_without_levels_name_hbm_and_rows_not_ok_are_empty():

@@ -81,6 +81,9 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
         if stat != "median" and col in ok:
             out[f"{stat}_{tag}_s"] = ok[col]
     out[f"low_{tag}_s"], out[f"high_{tag}_s"] = lo, hi
+    if R.CANARY in ok:                       # the host's speed beside the row (seconds per canary step)
+        canary = pd.to_numeric(ok[R.CANARY], errors="coerce")
+        out[f"canary_{tag}_s"] = canary.where(canary > 0)
     if "util_roof" in ok:                    # FLOP/s, or B/s of the level's roof on the memory side
         out[f"util_{tag}"] = ok["util_roof"]
         out[f"util_{tag}_bytes"] = ok["roof_bound"].eq("memory")
@@ -90,7 +93,8 @@ def _side(frame: pd.DataFrame, tag: str, key: str) -> pd.DataFrame:
 def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHOLD,
             across_machines: bool = False) -> pd.DataFrame:
     """Per case present in both (ok rows), ``ratio`` = time b / time a, the utilization of each when
-    derived, and ``verdict``: ``slower``, ``faster`` or ``same``; ``set aside`` when either side's
+    derived, and ``verdict``: ``slower``, ``faster`` or ``same``; ``host`` where a change is the host's
+    (``host_explained``: the row's canary moved as much); ``set aside`` when either side's
     row is set aside (``harness.analysis.verdicts``: a stability other than ``stable`` or null);
     ``timing differs`` when the two rows were timed differently (another timer, another number of
     rotating input sets: ``timing_text``), whose ratio means nothing.
@@ -116,10 +120,14 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
     differs = j["timing_a"] != j["timing_b"]
     j["verdict"] = np.where(differs, TIMING_DIFFERS, np.where(~used, SET_ASIDE, np.where(
         slower, "slower", np.where(faster, "faster", "same"))))
+    comparable = not cross and sa.torch == sb.torch and len(set(sa.settings) | set(sb.settings)) == 1
+    j["host_ratio"] = j["canary_b_s"] / j["canary_a_s"] if comparable and "canary_a_s" in j and "canary_b_s" in j \
+        else np.nan
+    j.loc[host_explained(j, threshold), "verdict"] = HOST
     out = j.reset_index()
     out.attrs.update(cross_device=cross, a=sa.label(), b=sb.label(),
                      notes=_setting_notes(sa, sb) + _timing_notes(out) + _unmatched_notes(a, b, key)
-                     + ([] if cross else host_notes(a, b)),
+                     + ([] if cross else host_notes(a, b)) + _host_verdict_notes(out),
                      stability={t: count(out[f"stability_{t}"]) for t in "ab"},
                      set_aside={t: set_aside_of(out[f"stability_{t}"]) for t in "ab"})
     return out
@@ -132,6 +140,38 @@ SET_ASIDE = "set aside"
 TIMING_DIFFERS = "timing differs"
 #: Verdicts that judge nothing (excluded from geometric means, ``--fail-on`` and the coverage gate).
 UNJUDGED = (SET_ASIDE, TIMING_DIFFERS)
+#: Verdict of a case whose change the host explains (``host_explained``): judged (it counts towards
+#: the coverage gate), but not a change of the code: left out of ``--fail-on`` and the geometric means.
+HOST = "host"
+#: Verdicts that are not a change of the layer's own speed.
+NOT_A_CHANGE = (*UNJUDGED, HOST)
+
+
+def host_explained(table: pd.DataFrame, threshold: float) -> pd.Series:
+    """Cases judged ``slower`` or ``faster`` whose ratio, divided by the ratio of the host canary
+    beside the row in B and in A (``host_ratio``; only where both runs share one machine, threading
+    settings and torch, so the canaries are one kernel on one host), is within ``threshold`` of 1:
+    the layer moved as much as a fixed GEMM and copy timed beside it, which is the host's speed.
+    (On a shared 2-vCPU VM two runs minutes apart moved a median 6.2 % case by case, 3.0 % once each
+    time was divided by its canary; the only row stable in both moved 11 % with its canary 10 %.)"""
+    if "host_ratio" not in table:
+        return pd.Series(False, index=table.index)
+    adjusted = table["ratio"] / table["host_ratio"]
+    return (table["verdict"].isin(["slower", "faster"]) & adjusted.between(1 - threshold, 1 + threshold)).fillna(False)
+
+
+def _host_verdict_notes(table: pd.DataFrame) -> list[str]:
+    host = table[table["verdict"] == HOST]
+    if host.empty:
+        return []
+    return [f"{len(host)} case(s) moved as much as the host canary beside them (B/A {_span(host['ratio'])}, their "
+            f"canaries' {_span(host['host_ratio'])}; one machine, settings and torch): verdict `host`, left out of "
+            "--fail-on and the geometric means"]
+
+
+def _span(values: pd.Series) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return f"{lo:.3f}" if round(lo, 3) == round(hi, 3) else f"{lo:.3f} to {hi:.3f}"
 
 
 def timing_text(rows: pd.DataFrame) -> pd.Series:
@@ -158,7 +198,7 @@ def family_geomeans(table: pd.DataFrame) -> pd.DataFrame:
     """Per family, the geometric mean of ``ratio`` over its cases with a verdict (judged on both sides),
     and how many cases that is; per family and pass (a ``pass`` column) when the cases hold several
     passes (a backward's change is not its forward's)."""
-    t = table[~table["verdict"].isin(UNJUDGED)]
+    t = table[~table["verdict"].isin(NOT_A_CHANGE)]
     by = [R.FAMILY, R.PASS] if mixed_passes(table) else [R.FAMILY]
     if t.empty:
         return pd.DataFrame(columns=[*by, "cases", "geomean_ratio"])
@@ -205,7 +245,7 @@ class FailOn:
         if a is None or b is None:
             return pd.Series(False, index=table.index)
         over = (b - a) / a > self.limit if self.relative else (b - a) > self.limit
-        return over.fillna(False) & ~table["verdict"].isin(UNJUDGED)
+        return over.fillna(False) & ~table["verdict"].isin(NOT_A_CHANGE)
 
 
 #: A median canary this much apart between two runs is said (``host_notes``).
@@ -321,6 +361,10 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     highest band of the segment. Only judged rows (``harness.analysis.verdicts``: ``stable``, or
     no verdict recorded) count, on both sides; ``attrs["set_aside"]`` counts the new run's
     set-aside rows per stability value.
+    A slowdown the host canary explains is not a regression: where the segment's nights ran the new
+    row's torch version, the new row's ``canary_s`` over their median canary (``host_ratio``) is taken
+    out, and a case within ``threshold`` after it is listed in ``attrs["host"]`` instead (as
+    ``compare``'s ``host`` verdict: the layer moved as much as a GEMM and copy timed beside it).
     Returns those rows with ``reference_s``, ``band_high_s``, ``slowdown``, ``z``, ``segment_runs``
     and ``history_runs``; ``attrs["judged"]`` counts the cases judged, ``attrs["without_baseline"]``
     the judged rows of ``new`` with no stable history to be judged against.
@@ -335,9 +379,10 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     refs = []
     for rid, g in h[h[R.ROW_ID].isin(n.index)].groupby(R.ROW_ID, sort=False):
         b = baseline(g[R.TIME_MEDIAN].tolist())
-        refs.append((rid, b.reference_s, g["high_s"].iloc[b.since:].max(), b.noise, b.nights, len(g)))
+        refs.append((rid, b.reference_s, g["high_s"].iloc[b.since:].max(), b.noise, b.nights, len(g),
+                     _segment_canary(g.iloc[b.since:], n.loc[rid])))
     ref = pd.DataFrame(refs, columns=[R.ROW_ID, "reference_s", "band_high_s", "noise", "segment_runs",
-                                      "history_runs"]).set_index(R.ROW_ID)
+                                      "history_runs", "canary_ref_s"]).set_index(R.ROW_ID)
     j = n.join(ref, how="inner")
     j["slowdown"] = j[R.TIME_MEDIAN] / j["reference_s"]
     j["z"] = np.log(j["slowdown"].astype(float)) / j["noise"]
@@ -348,14 +393,32 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     use_z = (j["segment_runs"] >= 3) & (j["history_runs"] >= MIN_NIGHTS_FOR_Z)
     beyond = np.where(use_z, j["z"] > j["z_limit"], j["low"] > j["band_high_s"])
     bad = beyond & (j["slowdown"] > 1 + threshold)
+    canary = pd.to_numeric(j[R.CANARY], errors="coerce") if R.CANARY in j else pd.Series(np.nan, index=j.index)
+    j["host_ratio"] = canary.where(canary > 0) / j["canary_ref_s"]
+    host = bad & (j["slowdown"] / j["host_ratio"] <= 1 + threshold).fillna(False).to_numpy()
+    bad = bad & ~host
     j["judged_by"] = np.where(use_z, "noise", "band")
     j[["z", "z_limit"]] = j[["z", "z_limit"]].where(use_z)      # a z the band rule did not use is not shown
     cols = [c for c in [R.CASE_ID, *R.IDENTITY, R.TIME_MEDIAN, "reference_s", "band_high_s", "slowdown", "judged_by",
                         "z", "z_limit", "segment_runs", "history_runs"] if c in j]
     out = j.loc[bad, cols].sort_values("slowdown", ascending=False).reset_index()
+    explained = j.loc[host, [*cols, "host_ratio"]].sort_values("slowdown", ascending=False).reset_index()
     out.attrs.update(set_aside=aside, judged=len(j), without_baseline=len(n) - len(j), budget=budget,
-                     z_limit=z_limit)  # z_limit: the normal's
+                     z_limit=z_limit, host=explained)  # z_limit: the normal's
     return out
+
+
+def _segment_canary(segment: pd.DataFrame, new: pd.Series) -> float:
+    """The median ``canary_s`` of a baseline segment's nights that ran ``new``'s torch version (the
+    canary is torch's own GEMM and copy: another version moves it as it moves the layers); NaN
+    without one."""
+    if R.CANARY not in segment:
+        return float("nan")
+    same = segment[R.TORCH_VERSION].astype(str).eq(str(new.get(R.TORCH_VERSION))) if R.TORCH_VERSION in segment \
+        else pd.Series(False, index=segment.index)
+    canary = pd.to_numeric(segment.loc[same, R.CANARY], errors="coerce")
+    canary = canary[canary > 0]
+    return float(canary.median()) if len(canary) else float("nan")
 
 
 def cross_device(frame: pd.DataFrame, value: str = "util_ceiling") -> pd.DataFrame:

@@ -10,11 +10,13 @@ Each roof is the measured ceiling where the row stores one, its theoretical peak
 
 Hierarchical roofline (ERT, Lo et al. 2014; Ilic, Pratas, Sousa 2014 cache-aware roofline): the
 row's working set, ``bytes_read + bytes_written``, is set against the capacities stored in
-``ceiling_levels``; the innermost measured level that holds it gives the memory roof
-(``roof_mem_level``, ``roof_level_bytes_s``); a row whose set fits no cache, or a row without stored
-levels, gets main memory (``ceiling_bytes_s``, else ``peak_bytes_s``). ``roof_level`` names the
-largest of the three lower bounds on its time: compute (``flops / compute roof``), that memory
-level (``working set / its bandwidth``) and the launch floor.
+``ceiling_levels``; the innermost measured level that holds it names the memory roof
+(``roof_mem_level``), and the levels inside that one serve their share first, each up to its
+capacity (``roof_level_bytes_s``, the bandwidth the set is served at: ``memory_levels``); a row
+whose set fits no cache, or a row without stored levels, gets main memory (``ceiling_bytes_s``, else
+``peak_bytes_s``). ``roof_level`` names the largest of the three lower bounds on its time: compute
+(``flops / compute roof``), that memory level (``working set / roof_level_bytes_s``) and the
+launch floor.
 
 Both depend on how the row was timed (its ``mode``): only back-to-back launches (``hot``) pay host
 dispatch per call, so only they have a launch floor (a graph replay launches once for all its calls;
@@ -34,6 +36,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.verdicts import LABEL, labels
 from harness.predict.columns import predicted_columns
+from harness.predict.roofline import by_levels, memory_roof
 
 #: A row whose time is within this factor of its launch floor is ``launch-bound``.
 LAUNCH_BOUND_FACTOR = 2.0
@@ -93,12 +96,13 @@ DERIVED = (
             "memory when none does, no levels are stored or the row was timed cold (cache flushed each call)"),
     Derived("roof_mem_cache", "-", "whether roof_mem_level is one of the device's caches (a level with a "
             "capacity), not its main memory"),
-    Derived("roof_level_bytes_s", "B/s", "bandwidth of roof_mem_level (main memory: ceiling_bytes_s, else "
-            "peak_bytes_s)"),
-    Derived("bw_util_level", "fraction", "achieved_bytes_s / roof_level_bytes_s: the share of its memory level's "
-            "roof the row's bytes reached (above 1: it reads more than it writes, which the main-memory copy's "
-            "convention, write-allocate traffic not counted, undercounts; or part of its working set sat in a "
-            "faster level)"),
+    Derived("roof_level_bytes_s", "B/s", "the bandwidth the working set is served at: the levels inside "
+            "roof_mem_level serve their share first, each up to its capacity, roof_mem_level the rest (working set / "
+            "the seconds they take; roof_mem_level's own bandwidth where the set is empty or fits the innermost "
+            "level; main memory without levels: ceiling_bytes_s, else peak_bytes_s)"),
+    Derived("bw_util_level", "fraction", "achieved_bytes_s / roof_level_bytes_s: the share of its memory roof the "
+            "row's bytes reached (above 1: it reads more than it writes, which the main-memory copy's convention, "
+            "write-allocate traffic not counted, undercounts)"),
     Derived("roof_bound", "-", "`compute` or `memory`: the side of the ridge the label judges the row on (the "
             "hierarchical roofline's: compute time against the bytes' time at the level they fit; roofline_bound "
             "where no level is known)"),
@@ -144,18 +148,13 @@ def _opt(v: float | int | str | None) -> float | None:
 
 
 def memory_levels(moved: pd.Series, levels: tuple[RoofLevel, ...]) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Per working set in ``moved`` (bytes), the innermost measured level holding it, its bandwidth
-    and whether it is a cache (a level with a capacity): levels are applied outermost first, each
-    inner one overwriting where the set fits."""
-    name = pd.Series(None, index=moved.index, dtype=object)
-    bw = pd.Series(np.nan, index=moved.index)
-    cache = pd.Series(False, index=moved.index, dtype=bool)
-    for lv in reversed(levels):
-        if lv.bytes_s is None:
-            continue
-        fits = moved.notna() & (True if lv.capacity_bytes is None else moved <= lv.capacity_bytes)
-        name[fits], bw[fits], cache[fits] = lv.name, lv.bytes_s, lv.capacity_bytes is not None
-    return name, bw, cache
+    """Per working set in ``moved`` (bytes): the innermost measured level holding it, the bandwidth
+    its bytes are served at (``harness.predict.roofline.memory_roof``: the levels inside it serve their
+    share first, so a set that overflows a cache is not judged as if none of it stayed there; the
+    level's own bandwidth for an empty set) and whether that level is a cache."""
+    measured = tuple((lv.name, lv.capacity_bytes, lv.bytes_s) for lv in levels if lv.bytes_s)
+    name, secs, own, cache = memory_roof(moved, measured)
+    return name, (moved / secs).where(secs > 0, own), cache
 
 
 def _num(f: pd.DataFrame, col: str) -> pd.Series:
@@ -242,12 +241,11 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     name = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
     bw = main_b.copy()
     cache = pd.Series(False, index=f.index, dtype=bool)
-    if R.CEILING_LEVELS in f:
-        texts = f[R.CEILING_LEVELS].where(_in_modes(f, CACHED_MODES)).dropna()
-        for text, idx in texts.groupby(texts).groups.items():
-            lv_name, lv_bw, lv_cache = memory_levels(moved.loc[idx], parse_levels(str(text)))
-            has = lv_name.notna()
-            name.loc[idx[has]], bw.loc[idx[has]], cache.loc[idx[has]] = lv_name[has], lv_bw[has], lv_cache[has]
+    texts = f[R.CEILING_LEVELS].where(_in_modes(f, CACHED_MODES)) if R.CEILING_LEVELS in f \
+        else pd.Series(None, index=f.index, dtype=object)
+    for at, (lv_name, secs, own, lv_cache) in by_levels(texts, moved):
+        name.iloc[at], cache.iloc[at] = lv_name, lv_cache
+        bw.iloc[at] = np.where(secs > 0, moved.to_numpy()[at] / np.where(secs > 0, secs, 1.0), own)
     t_mem = moved / bw
     floor = f["launch_floor_s"]
     longest = np.fmax(t_compute, t_mem)

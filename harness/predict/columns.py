@@ -31,8 +31,9 @@ class Column:
 #: The columns ``predicted_columns`` adds (docs/predicting.md).
 PREDICTED = (
     Column("predicted_roofline_s", "s", "hierarchical roofline time from the row's counts and stored ceilings: the "
-           "largest of flops / the dtype's GEMM ceiling, working set / the bandwidth of the level it fits, and "
-           "launches x the measured launch floor"),
+           "largest of flops / the dtype's GEMM ceiling, the working set's time in the level it fits (the levels "
+           "inside it serving their share first, each up to its capacity), and launches x the measured launch "
+           "floor"),
     Column("predicted_bound", "-", "which of those bounds is largest: `compute`, `L1`, `L2`, `L3`, `DRAM`/`HBM` or "
            "`launch`"),
     Column("predicted_s", "s", "the predicted time: the efficiency model's (predicted_roofline_s over the fraction "

@@ -11,7 +11,6 @@ import pandas as pd
 
 from harness import record as R
 from harness.predict.features import features
-from harness.predict.roofline import levels_of
 from harness.units import binary_bytes, percent, seconds, si
 
 
@@ -55,12 +54,6 @@ def reasons(row: pd.Series, feat: pd.Series | None = None) -> list[str]:
     if row.get(R.PEAK_NATIVE) is False:
         out.append(f"no native {row.get(R.DTYPE)} unit: its peak is the fp32 rate")
     moved = _f(row.get(R.BYTES_READ)) + _f(row.get(R.BYTES_WRITTEN))
-    levels = levels_of(str(row.get(R.CEILING_LEVELS))) if isinstance(row.get(R.CEILING_LEVELS), str) else ()
-    for (name, cap, _bw), (after, _, _) in zip(levels, levels[1:]):   # predicted at the next level's speed
-        if not slow and row.get("predicted_bound") == after and cap and math.isfinite(moved) and cap < moved <= 2 * cap:
-            out.append(f"its working set ({binary_bytes(moved)}) just overflows {name} ({binary_bytes(cap)}): "
-                       f"predicted at {after}'s bandwidth, part of it may still hit {name}")
-            break
     roof = _f(row.get("predicted_roofline_s"))
     beats_roof = math.isfinite(roof) and t < roof         # faster than predicted is not faster than the roof
     if not slow and beats_roof and row.get("predicted_bound") not in ("compute", "launch", None):

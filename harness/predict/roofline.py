@@ -5,9 +5,10 @@ Three lower bounds on a call's time, each from stored columns:
 
 - compute: ``flops / ceiling_flops_s`` (the measured GEMM ceiling of the row's peak dtype; the
   theoretical ``peak_flops_s`` where none was measured);
-- memory: ``(bytes_read + bytes_written) / bandwidth`` of the innermost level in ``ceiling_levels``
-  whose capacity holds that working set (main memory, ``ceiling_bytes_s`` else ``peak_bytes_s``,
-  when none does or no levels are stored);
+- memory: the working set ``bytes_read + bytes_written`` served by the levels in ``ceiling_levels``
+  (``memory_roof``): the innermost level whose capacity holds it names it, and the levels inside that
+  one serve their share first, each up to its capacity, at their bandwidth (main memory,
+  ``ceiling_bytes_s`` else ``peak_bytes_s``, when no levels are stored);
 - launch: launches per call (``kernel_launches`` as profiled, else the ATen ops the count
   dispatched, at least 1) x ``launch_overhead_s``, the dispatch floor measured at calibration (the
   backend's constant in rows measured before that).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,44 @@ def levels_of(text: str) -> tuple[tuple[str, float | None, float], ...]:
         return ()
 
 
+def memory_roof(moved: pd.Series, levels: tuple[tuple[str, float | None, float], ...]
+                ) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """Per working set in ``moved`` (bytes): the level that holds it (the innermost whose capacity is at
+    least the set; main memory, capacity ``None``, holds any), the seconds the levels take to serve it,
+    that level's own bandwidth (bytes/s) and whether it is a cache. The levels inside the holding one
+    serve first, each up to its capacity less what the ones inside it hold (inclusive caches), the
+    holding level the rest:
+    ``t = sum_i (C_i - C_(i-1)) / B_i + (W - C_(k-1)) / B_k``. A set that just overflows a cache is
+    thus not judged as if none of it stayed there: its roof lies between the two levels' bandwidths
+    (a 25 MiB set beside a 24 MiB L3 reads most of it at the L3's speed). ``levels``: ``levels_of``,
+    innermost first; NaN/None where ``moved`` is NaN or no level holds the set."""
+    name = pd.Series(None, index=moved.index, dtype=object)
+    secs = pd.Series(np.nan, index=moved.index)
+    own = pd.Series(np.nan, index=moved.index)
+    cache = pd.Series(False, index=moved.index, dtype=bool)
+    inner_s, inner_cap = 0.0, 0.0            # seconds to serve the levels inside, and what they hold
+    for lv, cap, bw in levels:
+        holds = moved.notna() & name.isna() & (True if cap is None else moved <= cap)
+        name[holds], own[holds], cache[holds] = lv, bw, cap is not None
+        secs[holds] = inner_s + (moved[holds] - inner_cap).clip(lower=0) / bw
+        if cap is None:
+            break
+        if cap > inner_cap:
+            inner_s, inner_cap = inner_s + (cap - inner_cap) / bw, cap
+    return name, secs, own, cache
+
+
+def by_levels(texts: pd.Series, moved: pd.Series) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...]]]:
+    """For each distinct ``ceiling_levels`` text in ``texts`` (None: no levels): the positions of the
+    rows whose set one of its levels holds, and ``memory_roof``'s (level, seconds, own bandwidth,
+    cache) for them as arrays (by position: a frame's index may repeat)."""
+    for text in texts.dropna().unique():
+        sel = texts.eq(text).to_numpy()
+        got = memory_roof(moved[sel].reset_index(drop=True), levels_of(str(text)))
+        has = got[0].notna().to_numpy()
+        yield np.flatnonzero(sel)[has], tuple(v.to_numpy()[has] for v in got)
+
+
 def num(frame: pd.DataFrame, col: str) -> pd.Series:
     """``frame[col]`` as floats (NaN where absent or not a number)."""
     return pd.to_numeric(frame[col], errors="coerce").astype(float) if col in frame \
@@ -74,17 +114,11 @@ def roofline(frame: pd.DataFrame) -> pd.DataFrame:
     main_b = main_b.where(main_b > 0, num(frame, R.PEAK_BYTES)).where(lambda s: s > 0)
     stored = frame[R.MAIN_MEMORY] if R.MAIN_MEMORY in frame else pd.Series(None, index=frame.index, dtype=object)
     level = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
-    bw = main_b.copy()
-    if R.CEILING_LEVELS in frame:
-        texts = frame[R.CEILING_LEVELS].dropna()
-        for text, idx in texts.groupby(texts).groups.items():
-            for name, cap, lv_bw in reversed(levels_of(str(text))):     # outermost first, inner ones overwrite
-                sub = moved.loc[idx]
-                fits = sub.notna() & (True if cap is None else sub <= cap)
-                hit = fits[fits].index
-                level.loc[hit], bw.loc[hit] = name, lv_bw
+    t_m = moved / main_b
+    texts = frame[R.CEILING_LEVELS] if R.CEILING_LEVELS in frame else pd.Series(None, index=frame.index)
+    for at, (lv_name, lv_s, _, _) in by_levels(texts, moved):
+        level.iloc[at], t_m.iloc[at] = lv_name, lv_s
     t_c = flops / roof_f
-    t_m = moved / bw
     t_l = launches(frame) * num(frame, R.LAUNCH_OVERHEAD).where(lambda s: s > 0)
     # ties go to launch, then compute (the analysis' roof_level reads the same)
     parts = pd.concat([t_l.rename(LAUNCH), t_c.rename(COMPUTE), t_m.rename("memory")], axis=1)

@@ -10,7 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.compare import SET_ASIDE, TIMING_DIFFERS, UNJUDGED, FailOn, family_geomeans, mixed_passes
+from harness.analysis.compare import (
+    HOST,
+    SET_ASIDE,
+    TIMING_DIFFERS,
+    UNJUDGED,
+    FailOn,
+    family_geomeans,
+    mixed_passes,
+)
 from harness.analysis.findings import describe_row, pass_text
 from harness.analysis.verdicts import set_aside_text
 from harness.report.format import markdown_table
@@ -63,7 +71,8 @@ class CompareModel:
 
     def tail(self) -> str:
         c = self.counts
-        shown = ("slower", "faster", "same", SET_ASIDE) + ((TIMING_DIFFERS,) if c.get(TIMING_DIFFERS) else ())
+        shown = ("slower", "faster", "same", *((HOST,) if c.get(HOST) else ()), SET_ASIDE,
+                 *((TIMING_DIFFERS,) if c.get(TIMING_DIFFERS) else ()))
         return (f"B vs A over {len(self.table)} cases (threshold {percent(self.threshold, 0)}, beyond each side's "
                 "noise band): " + ", ".join(f"{c.get(k, 0)} {k}" for k in shown))
 
@@ -107,7 +116,8 @@ def compare_table(m: CompareModel) -> str:
     view, g = _view(m), _families(m)
     body = [view.to_string(index=False, na_rep="-") if not view.empty else "(no case changed)", "",
             "geometric mean of B/A per family:",
-            g.to_string(index=False) if not g.empty else "(none: no case judged on both sides)"]
+            g.to_string(index=False) if not g.empty else
+            "(none: no case judged on both sides" + (", but the host's" if m.counts.get(HOST) else "") + ")"]
     return "\n".join([*m.head(), *body, "", m.tail()]) + "\n"
 
 
@@ -172,6 +182,12 @@ def regress_text(m: RegressModel) -> str:
         lines.append(f"{m.without_baseline} case(s) of NEW have no stable baseline in {m.runs} run(s): not judged")
     if not m.judged:
         return "\n".join(lines) + ("\n" if lines else "")
+    host = m.bad.attrs.get("host")
+    if host is not None and len(host):
+        named = "; ".join(f"{describe_row(r)} {r['slowdown']:.2f}x with its canary {r['host_ratio']:.2f}x"
+                          for _, r in host.head(5).iterrows())
+        lines.append(f"{len(host)} case(s) slower by no more than the host canary beside them (one torch version): "
+                     f"the host's, not regressions: {named}{' ...' if len(host) > 5 else ''}")
     if m.bad.empty:
         lines.append(f"no regression beyond {m.basis}: {m.judged} case(s) judged against {m.runs} baseline run(s)")
         return "\n".join(lines) + "\n"

@@ -123,8 +123,8 @@ def above_lines(ok: pd.DataFrame) -> list[str]:
 
 #: Why bytes can outrun their level's measured roof: the roof's own convention (STREAM's).
 _BW_WHY = ("the main-memory roof is a copy counted as STREAM counts it, without the line each write first reads, so "
-           "a layer that reads more than it writes can pass it; a cache level's, a read whose set may partly sit "
-           "in a faster level")
+           "a layer that reads more than it writes can pass it; a cache's is one kernel's read rate (a sum), which "
+           "another kernel may beat")
 
 
 def _above_bandwidth(ok: pd.DataFrame) -> list[str]:
