@@ -66,7 +66,7 @@ def test_library_verdicts_geomean_and_fail_on():
         FailOn.parse("p99:10%")
 
 
-def test_a_shift_of_the_host_canary_is_said_never_taken_out():
+def test_a_shift_of_the_host_canary_is_said_and_the_ratios_stay_measured():
     """B's canary ran 1.25x slower (40 vs 32 us per step): one note names it; the ratios stay measured.
     c1 (1.21x) moved no more than its canary (1.21 / 1.25 = 0.97): its verdict is the host's."""
     a = pd.DataFrame([{**r, "canary_s": 32e-6} for r in A], columns=list(R.COLUMN_NAMES))
@@ -105,6 +105,13 @@ def test_a_change_the_host_canary_explains_is_the_host_s_not_a_regression():
     other = compare(a, b.assign(torch_version="2.14"))
     assert other.set_index("case_id")["verdict"]["c1"] == "slower" and other["host_ratio"].isna().all()
     assert list(other.loc[rule.crossed(other), "case_id"]) == ["c1"]
+    # a canary that barely moved (1.02x: 1.21 / 1.02 = 1.19) or moved the other way explains nothing
+    for moved in (32.64e-6, 28e-6):
+        still = compare(a, b.assign(canary_s=moved))
+        assert still.set_index("case_id")["verdict"]["c1"] == "slower"
+        assert list(still.loc[rule.crossed(still), "case_id"]) == ["c1"]
+    # a side whose settings are not recorded is not known to share them: no host verdict
+    assert compare(a, b.assign(settings_id=None)).set_index("case_id")["verdict"]["c1"] == "slower"
 
 
 def test_cases_on_one_side_only_and_a_side_without_canary_are_said():

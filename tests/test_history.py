@@ -85,7 +85,7 @@ def test_regress_uses_the_segment_since_the_last_change_point():
 def test_a_slowdown_the_host_canary_explains_is_not_a_regression():
     """Night 20: p and q both 25 % slower. p's canary ran 1.22x its segment's median (40 vs 32.8 us;
     1.25 / 1.22 = 1.02: the host's); q's canary is as usual: a regression. With another torch the
-    nights' canaries are another kernel's: p regresses too."""
+    nights' canaries are another kernel's: p regresses too; so it does beside an outlier canary."""
     hist = nights({"p": noisy(12, seed=10), "q": noisy(12, seed=11)})
     hist["canary_s"] = 32.8e-6
     new = nights({"p": [1.25e-3], "q": [1.25e-3]}, start="2026-11-21").assign(run_id="new")
@@ -97,10 +97,16 @@ def test_a_slowdown_the_host_canary_explains_is_not_a_regression():
     from harness.report.compare import RegressModel
     from harness.report.registry import render_text
     text = render_text(RegressModel(bad, runs=12, threshold=0.15, budget=0.001), "text")
-    assert "1 case(s) slower by no more than the host canary beside them (one torch version): the host's, not " \
-           "regressions: relu on 8x8 " in text and "with its canary 1.22x" in text
+    assert "1 case(s) slower by no more than the host canary beside them (one torch version and settings): the " \
+           "host's, not regressions: relu on 8x8 " in text and "with its canary 1.22x" in text
     other = regressions(hist, new.assign(torch_version="2.14"), threshold=0.15)
     assert sorted(other["case_id"]) == ["p", "q"] and other.attrs["host"].empty
+    # a canary far past the slowdown (3x against 1.25x: 0.42 once divided) is an outlier, not the host
+    outlier = regressions(hist, new.assign(canary_s=[98.4e-6, 33e-6]), threshold=0.15)
+    assert sorted(outlier["case_id"]) == ["p", "q"] and outlier.attrs["host"].empty
+    # nights of other threading settings (accepted into the history) give no reference canary
+    mixed = regressions(hist.assign(settings_id="t" * 12), new, threshold=0.15)
+    assert mixed.attrs["host"].empty
 
 
 def test_regress_sets_aside_rows_that_are_not_stable():

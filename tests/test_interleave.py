@@ -47,8 +47,9 @@ def test_interleave_times_both_alternately_and_a_slow_host_cancels():
 
 def test_the_first_call_after_the_other_layer_s_block_is_not_timed():
     """A call right after the other layer's block costs 5x (its data left the caches); back to back,
-    a costs 0.1 ms and b 0.3 ms. Blocks of 4 and 2 calls would read 0.2 ms and 0.7 ms (a ratio of
-    3.5); with the refill untimed, every block reads its hot cost and the ratio is 3."""
+    a costs 0.1 ms and b 0.3 ms. Timed with their first call, blocks of 4 and 2 calls would read
+    (0.5 + 3 x 0.1) / 4 = 0.2 ms and (1.5 + 0.3) / 2 = 0.9 ms (a ratio of 4.5); with the refill
+    untimed, every block reads its hot cost and the ratio is 3."""
     clock = FakeClock()
     last = {"who": None}
 

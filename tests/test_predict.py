@@ -246,6 +246,7 @@ def hostile_files(model, tmp_path) -> dict:
     put("bare-skops.skops", sio.dumps(model.groups[0].estimator))
     put("other-format.json", json.dumps({**good, "format": "something-else"}))
     put("newer-version.json", json.dumps({**good, "version": 99}))
+    put("older-version.json", json.dumps({**good, "version": 1}))
     put("other-features.json", json.dumps({**good, "features": ["a", "b"]}))
     put("negative-canary.json", json.dumps({**good, "canary_s": -3e-5}))
     put("text-canary.json", json.dumps({**good, "canary_s": "fast"}))
@@ -280,6 +281,11 @@ def test_hostile_model_files_are_refused_with_one_line_naming_the_file(law_model
     assert "HistGradientBoostingRegressor" in msgs["not-hgb.json"] and "NaN or infinite" in msgs["nan-in-tree.json"]
     assert '"canary_s" is -3e-05: expected a positive number' in msgs["negative-canary.json"]
     assert "'fast'" in msgs["text-canary.json"]
+    assert msgs["older-version.json"].endswith("model format version 1; this layerbench reads 2 (its fractions are of "
+                                               "the earlier roofline, each working set at the bandwidth of the one "
+                                               "level that holds it): fit it again (layerbench fit)")
+    assert msgs["newer-version.json"].endswith("model format version 99; this layerbench reads 2: fit it again "
+                                               "(layerbench fit)")
 
 
 def test_a_model_of_another_machine_is_refused(law_model, tmp_path):
@@ -405,8 +411,8 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_is_serv
     assert said.endswith("does up to twice that (at most 2x); the rest, 4x, is the kernel itself "
                          "(aten::_scaled_dot_product_flash_attention_for_cpu: 12.5 % of its compute roof, "
                          "12.5 GFLOP/s)")
-    # 1.2 MiB moved, just over L2 (1 MiB): held by L3, but L1 and L2 serve their 1 MiB first, so its roof is
-    # 0.16384 + 9.8304 + 180,224 / 50e9 = 13.59872 us (25.17 us if all of it came at L3's 50 GB/s)
+    # 1,228,800 B (1.17 MiB) moved, just over L2 (1 MiB): held by L3, but L1 and L2 serve their 1 MiB first,
+    # so its roof is 0.16384 + 9.8304 + 180,224 / 50e9 = 13.59872 us (24.58 us if all came at L3's 50 GB/s)
     over = 600 * KIB
     slow = derive(pd.DataFrame([row(1e3, over, over, time_median_s=1e-3)])).iloc[0]
     fast = derive(pd.DataFrame([row(1e3, over, over, time_median_s=12e-6)])).iloc[0]

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.metrics import DERIVED, RoofLevel, derive, memory_levels, parse_levels
+from harness.analysis.metrics import DERIVED, derive
+from harness.predict.roofline import levels_of, memory_roof, roofline
 
 KIB, MIB = 2**10, 2**20
 LEVELS = json.dumps([{"level": "L1", "bytes_s": 200e9, "capacity_bytes": 64 * KIB},
@@ -25,21 +26,39 @@ def row(flops, moved, levels=LEVELS, time_s=1e-3, device_type="cpu", **kw):
 
 
 def test_level_by_working_set():
-    lv = parse_levels(LEVELS)
     moved = pd.Series([32 * KIB, 64 * KIB, 64 * KIB + 1, 20 * MIB, 100 * MIB, np.nan])
-    name, bw, _ = memory_levels(moved, lv)
+    name, secs, own, cache = memory_roof(moved, levels_of(LEVELS))
     assert list(name[:5]) == ["L1", "L1", "L2", "L3", "DRAM"] and pd.isna(name[5])   # a set that fills L1 still fits
+    assert list(own[:5]) == [200e9, 200e9, 100e9, 50e9, 20e9] and list(cache[:5]) == [True] * 4 + [False]
     # the levels inside the one that holds the set serve it first, each up to its capacity:
     l1, l2, l3 = 64 * KIB / 200e9, (MIB - 64 * KIB) / 100e9, (24 * MIB - MIB) / 50e9   # seconds to serve each
     served = [32 * KIB / 200e9, l1, l1 + 1 / 100e9, l1 + l2 + (20 * MIB - MIB) / 50e9,
               l1 + l2 + l3 + (100 * MIB - 24 * MIB) / 20e9]
-    assert list(bw[:5]) == pytest.approx([m / s for m, s in zip(moved[:5], served)])
-    assert bw[2] == pytest.approx(199.997e9, rel=1e-5)     # one byte past L1: still almost all L1
-    assert bw[4] == pytest.approx(100 * MIB / 4.4771e-3, rel=1e-4)    # 0.33 + 9.83 + 482.3 + 3984.6 us
-    # a level without a bandwidth: its sets go out to the next measured level
-    gap = (RoofLevel("L1", 64 * KIB, 200e9), RoofLevel("L2", MIB, None), RoofLevel("DRAM", None, 20e9))
-    assert list(memory_levels(pd.Series([100 * KIB]), gap)[0]) == ["DRAM"]
-    assert parse_levels("not json") == () and parse_levels('{"level": 1}') == ()
+    assert list(secs[:5]) == pytest.approx(served) and pd.isna(secs[5])
+    assert moved[2] / secs[2] == pytest.approx(199.997e9, rel=1e-5)     # one byte past L1: still almost all L1
+    assert secs[4] == pytest.approx(4.4771e-3, rel=1e-4)                # 0.33 + 9.83 + 482.3 + 3984.6 us
+    # a level without a bandwidth is left out: its sets go out to the next measured level, which serves
+    # what the measured levels inside it do not
+    gap = json.dumps([{"level": "L1", "bytes_s": 200e9, "capacity_bytes": 64 * KIB},
+                      {"level": "L2", "bytes_s": None, "capacity_bytes": MIB},
+                      {"level": "DRAM", "bytes_s": 20e9, "capacity_bytes": None}])
+    name, secs, _, _ = memory_roof(pd.Series([100 * KIB]), levels_of(gap))
+    assert list(name) == ["DRAM"] and secs[0] == pytest.approx(64 * KIB / 200e9 + 36 * KIB / 20e9)
+    assert levels_of("not json") == () and levels_of('{"level": 1}') == ()
+
+
+def test_analysis_and_prediction_give_one_roof_whatever_the_mode():
+    """A cold row (cache flushed each call) is judged against main memory, a graph replay has no launch
+    floor: the analysis' roof level and the prediction's roofline agree on both, row by row, even in a
+    frame whose index repeats."""
+    rows = [row(1e3, MIB), row(1e3, MIB, mode="cold"), row(10, 100, mode="graph", kernel_launches=4),
+            row(10, 100, mode="hot", kernel_launches=4)]
+    frame = pd.DataFrame(rows, index=[0, 0, 1, 1])
+    d, r = derive(frame.reset_index(drop=True)), roofline(frame)
+    assert list(d["roof_level"]) == list(r["predicted_bound"]) == ["L2", "DRAM", "L1", "launch"]
+    assert list(r["predicted_roofline_s"]) == pytest.approx(list(d["roof_level_time_s"]))
+    assert r["predicted_roofline_s"].iloc[1] == pytest.approx(MIB / 20e9)      # cold: all of it from DRAM
+    assert r["predicted_roofline_s"].iloc[3] == pytest.approx(4 * 2e-6)        # hot: 4 launches x 2 us
 
 
 def test_roof_level_of_synthetic_rows():

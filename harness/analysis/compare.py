@@ -120,7 +120,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, threshold: float = COMPARE_THRESHO
     differs = j["timing_a"] != j["timing_b"]
     j["verdict"] = np.where(differs, TIMING_DIFFERS, np.where(~used, SET_ASIDE, np.where(
         slower, "slower", np.where(faster, "faster", "same"))))
-    comparable = not cross and sa.torch == sb.torch and len(set(sa.settings) | set(sb.settings)) == 1
+    comparable = not cross and sa.torch == sb.torch and sa.settings == sb.settings and len(sa.settings) == 1
     j["host_ratio"] = j["canary_b_s"] / j["canary_a_s"] if comparable and "canary_a_s" in j and "canary_b_s" in j \
         else np.nan
     j.loc[host_explained(j, threshold), "verdict"] = HOST
@@ -147,17 +147,25 @@ HOST = "host"
 NOT_A_CHANGE = (*UNJUDGED, HOST)
 
 
+def host_moved(ratio: pd.Series, host_ratio: pd.Series, threshold: float) -> pd.Series:
+    """Where the host explains a change: its canary (``host_ratio``, B over A) moved ``HOST_SHIFT`` or
+    more the way the time did, and the time's ratio divided by it is within ``threshold`` of 1."""
+    moved = (np.abs(np.log(host_ratio)) >= np.log1p(HOST_SHIFT)) & (np.sign(np.log(host_ratio)) ==
+                                                                    np.sign(np.log(ratio)))
+    return (moved & (ratio / host_ratio).between(1 - threshold, 1 + threshold)).fillna(False).astype(bool)
+
+
 def host_explained(table: pd.DataFrame, threshold: float) -> pd.Series:
-    """Cases judged ``slower`` or ``faster`` whose ratio, divided by the ratio of the host canary
-    beside the row in B and in A (``host_ratio``; only where both runs share one machine, threading
-    settings and torch, so the canaries are one kernel on one host), is within ``threshold`` of 1:
-    the layer moved as much as a fixed GEMM and copy timed beside it, which is the host's speed.
-    (On a shared 2-vCPU VM two runs minutes apart moved a median 6.2 % case by case, 3.0 % once each
-    time was divided by its canary; the only row stable in both moved 11 % with its canary 10 %.)"""
+    """Cases judged ``slower`` or ``faster`` that the host canary beside the row in B and in A
+    explains (``host_ratio``; only where both runs share one machine, threading settings and torch,
+    so the canaries are one kernel on one host): it moved at least ``HOST_SHIFT`` the same way, and
+    the ratio divided by it is within ``threshold`` of 1 (``host_moved``): the layer moved as much as
+    a fixed GEMM and copy timed beside it, which is the host's speed. (On a shared 2-vCPU VM two runs
+    minutes apart moved a median 6.2 % case by case, 3.0 % once each time was divided by its canary;
+    the only row stable in both moved 11 % with its canary 10 %.)"""
     if "host_ratio" not in table:
         return pd.Series(False, index=table.index)
-    adjusted = table["ratio"] / table["host_ratio"]
-    return (table["verdict"].isin(["slower", "faster"]) & adjusted.between(1 - threshold, 1 + threshold)).fillna(False)
+    return table["verdict"].isin(["slower", "faster"]) & host_moved(table["ratio"], table["host_ratio"], threshold)
 
 
 def _host_verdict_notes(table: pd.DataFrame) -> list[str]:
@@ -361,10 +369,11 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     highest band of the segment. Only judged rows (``harness.analysis.verdicts``: ``stable``, or
     no verdict recorded) count, on both sides; ``attrs["set_aside"]`` counts the new run's
     set-aside rows per stability value.
-    A slowdown the host canary explains is not a regression: where the segment's nights ran the new
-    row's torch version, the new row's ``canary_s`` over their median canary (``host_ratio``) is taken
-    out, and a case within ``threshold`` after it is listed in ``attrs["host"]`` instead (as
-    ``compare``'s ``host`` verdict: the layer moved as much as a GEMM and copy timed beside it).
+    A slowdown the host canary explains is not a regression: against the segment's nights that ran
+    the new row's torch version and settings, the new row's ``canary_s`` over their median canary
+    (``host_ratio``) moved ``HOST_SHIFT`` or more the same way and the slowdown divided by it is
+    within ``threshold`` of 1 (``host_moved``, as ``compare``'s ``host`` verdict: the layer moved as
+    much as a GEMM and copy timed beside it); such a case is listed in ``attrs["host"]`` instead.
     Returns those rows with ``reference_s``, ``band_high_s``, ``slowdown``, ``z``, ``segment_runs``
     and ``history_runs``; ``attrs["judged"]`` counts the cases judged, ``attrs["without_baseline"]``
     the judged rows of ``new`` with no stable history to be judged against.
@@ -395,7 +404,7 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
     bad = beyond & (j["slowdown"] > 1 + threshold)
     canary = pd.to_numeric(j[R.CANARY], errors="coerce") if R.CANARY in j else pd.Series(np.nan, index=j.index)
     j["host_ratio"] = canary.where(canary > 0) / j["canary_ref_s"]
-    host = bad & (j["slowdown"] / j["host_ratio"] <= 1 + threshold).fillna(False).to_numpy()
+    host = bad & host_moved(j["slowdown"].astype(float), j["host_ratio"], threshold).to_numpy()
     bad = bad & ~host
     j["judged_by"] = np.where(use_z, "noise", "band")
     j[["z", "z_limit"]] = j[["z", "z_limit"]].where(use_z)      # a z the band rule did not use is not shown
@@ -409,13 +418,13 @@ def regressions(history: pd.DataFrame, new: pd.DataFrame, threshold: float = REG
 
 
 def _segment_canary(segment: pd.DataFrame, new: pd.Series) -> float:
-    """The median ``canary_s`` of a baseline segment's nights that ran ``new``'s torch version (the
-    canary is torch's own GEMM and copy: another version moves it as it moves the layers); NaN
-    without one."""
-    if R.CANARY not in segment:
+    """The median ``canary_s`` of a baseline segment's nights that ran ``new``'s torch version and
+    threading settings (the canary is torch's own GEMM and copy, sized by the threads: another
+    version or setting moves it as it moves the layers); NaN without one."""
+    if any(c not in segment for c in (R.CANARY, R.TORCH_VERSION, R.SETTINGS_ID)):
         return float("nan")
-    same = segment[R.TORCH_VERSION].astype(str).eq(str(new.get(R.TORCH_VERSION))) if R.TORCH_VERSION in segment \
-        else pd.Series(False, index=segment.index)
+    same = segment[R.TORCH_VERSION].astype(str).eq(str(new.get(R.TORCH_VERSION))) & \
+        segment[R.SETTINGS_ID].astype(str).eq(str(new.get(R.SETTINGS_ID)))
     canary = pd.to_numeric(segment.loc[same, R.CANARY], errors="coerce")
     canary = canary[canary > 0]
     return float(canary.median()) if len(canary) else float("nan")

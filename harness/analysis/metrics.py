@@ -12,7 +12,7 @@ Hierarchical roofline (ERT, Lo et al. 2014; Ilic, Pratas, Sousa 2014 cache-aware
 row's working set, ``bytes_read + bytes_written``, is set against the capacities stored in
 ``ceiling_levels``; the innermost measured level that holds it names the memory roof
 (``roof_mem_level``), and the levels inside that one serve their share first, each up to its
-capacity (``roof_level_bytes_s``, the bandwidth the set is served at: ``memory_levels``); a row
+capacity (``roof_level_bytes_s``, the bandwidth the set is served at: ``memory_roof``); a row
 whose set fits no cache, or a row without stored levels, gets main memory (``ceiling_bytes_s``, else
 ``peak_bytes_s``). ``roof_level`` names the largest of the three lower bounds on its time: compute
 (``flops / compute roof``), that memory level (``working set / roof_level_bytes_s``) and the
@@ -26,8 +26,6 @@ working set is judged against main memory whatever its size.
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +34,7 @@ import pandas as pd
 from harness import record as R
 from harness.analysis.verdicts import LABEL, labels
 from harness.predict.columns import predicted_columns
-from harness.predict.roofline import by_levels, memory_roof
+from harness.predict.roofline import CACHED_MODES, DISPATCH_MODES, MAIN_MEMORY, MODE, by_levels, in_modes
 
 #: A row whose time is within this factor of its launch floor is ``launch-bound``.
 LAUNCH_BOUND_FACTOR = 2.0
@@ -44,12 +42,6 @@ LAUNCH_BOUND_FACTOR = 2.0
 #: below it, ``under-utilised`` (parallelism, layout or kernel choice).
 NEAR_ROOF = 0.5
 LABELS = ("launch-bound", "memory-bound", "compute-bound", "under-utilised")
-#: ``roof_mem_level`` of a row that does not name its device's main memory (a pytest-benchmark file).
-MAIN_MEMORY = "main memory"
-#: The row's timing mode column; the modes that pay host dispatch per call (rows without a mode, as
-#: pytest-benchmark files, do too) and those whose data can stay in a cache between calls.
-MODE = "mode"
-DISPATCH_MODES, CACHED_MODES = ("hot",), ("hot", "graph")
 
 
 def is_cache_level(level: object, row: pd.Series) -> bool:
@@ -122,41 +114,6 @@ DERIVED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RoofLevel:
-    """One memory level as a row stores it: capacity (bytes; ``None`` for main memory) and bandwidth."""
-
-    name: str
-    capacity_bytes: float | None
-    bytes_s: float | None
-
-
-@functools.lru_cache(maxsize=256)
-def parse_levels(text: str) -> tuple[RoofLevel, ...]:
-    """``ceiling_levels`` JSON (``harness.ceilings.calibrate.Ceilings.levels_json``), innermost first; ``()``
-    when it is not that list."""
-    try:
-        items = json.loads(text)
-        return tuple(RoofLevel(str(d["level"]), _opt(d.get("capacity_bytes")), _opt(d.get("bytes_s")))
-                     for d in items)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return ()
-
-
-def _opt(v: float | int | str | None) -> float | None:
-    return None if v is None else float(v)
-
-
-def memory_levels(moved: pd.Series, levels: tuple[RoofLevel, ...]) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Per working set in ``moved`` (bytes): the innermost measured level holding it, the bandwidth
-    its bytes are served at (``harness.predict.roofline.memory_roof``: the levels inside it serve their
-    share first, so a set that overflows a cache is not judged as if none of it stayed there; the
-    level's own bandwidth for an empty set) and whether that level is a cache."""
-    measured = tuple((lv.name, lv.capacity_bytes, lv.bytes_s) for lv in levels if lv.bytes_s)
-    name, secs, own, cache = memory_roof(moved, measured)
-    return name, (moved / secs).where(secs > 0, own), cache
-
-
 def _num(f: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(f[col], errors="coerce") if col in f else pd.Series(np.nan, index=f.index)
 
@@ -188,7 +145,7 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     f["roofline_time_s"] = np.maximum(flops / roof_f, moved / roof_b)
     f["roofline_fraction"] = f["roofline_time_s"] / t
     launches = _num(f, R.KERNEL_LAUNCHES).fillna(_num(f, R.ATEN_OPS)).fillna(1).clip(lower=1)
-    f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(_in_modes(f, DISPATCH_MODES))
+    f["launch_floor_s"] = (launches * _num(f, R.LAUNCH_OVERHEAD)).where(in_modes(f, DISPATCH_MODES))
     fraction, side = _roof_levels(f, flops / roof_f, moved, roof_b, t, ok)
     # the label is judged by the hierarchical roofline where the row has one (a working set that fits
     # a cache against that cache's roof, not main memory's, which it outruns); else by the flat one
@@ -241,7 +198,7 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     name = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
     bw = main_b.copy()
     cache = pd.Series(False, index=f.index, dtype=bool)
-    texts = f[R.CEILING_LEVELS].where(_in_modes(f, CACHED_MODES)) if R.CEILING_LEVELS in f \
+    texts = f[R.CEILING_LEVELS].where(in_modes(f, CACHED_MODES)) if R.CEILING_LEVELS in f \
         else pd.Series(None, index=f.index, dtype=object)
     for at, (lv_name, secs, own, lv_cache) in by_levels(texts, moved):
         name.iloc[at], cache.iloc[at] = lv_name, lv_cache
@@ -263,12 +220,6 @@ def _roof_levels(f: pd.DataFrame, t_compute: pd.Series, moved: pd.Series, main_b
     f["roof_level_fraction"] = f["roof_level_time_s"] / t
     both = ok & t_compute.notna() & t_mem.notna()
     return (longest / t).where(both), side.where(both)
-
-
-def _in_modes(f: pd.DataFrame, modes: tuple[str, ...]) -> pd.Series:
-    """Rows timed in one of ``modes``, or with no mode stored."""
-    mode = f[MODE] if MODE in f else pd.Series(None, index=f.index, dtype=object)
-    return mode.isna() | mode.isin(modes)
 
 
 def _roof_source(f: pd.DataFrame, ceil_f: pd.Series, ceil_b: pd.Series, roof_f: pd.Series,

@@ -53,7 +53,12 @@ from harness.predict.roofline import num, roofline
 from harness.record import now_iso
 
 FORMAT = "layerbench.efficiency-model"
-FORMAT_VERSION = 1
+#: 2: fractions of the roofline whose caches inside a working set's level serve their share first
+#: (``harness.predict.roofline.memory_roof``); 1 learned fractions of one level's bandwidth.
+FORMAT_VERSION = 2
+#: What an older format version learned, said when its file is refused.
+OLDER = {1: "its fractions are of the earlier roofline, each working set at the bandwidth of the one level "
+            "that holds it"}
 #: The only types a stored estimator may hold besides skops' defaults (what a fitted
 #: HistGradientBoostingRegressor is made of); anything else is refused unread.
 TRUSTED = ("functools.partial", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -563,8 +568,9 @@ def _from_json(doc: Any, path: Path, machine_id: str | None) -> EfficiencyModel:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelFileError(path, f"not a layerbench model (expected \"format\": \"{FORMAT}\")")
     if doc.get("version") != FORMAT_VERSION:
+        why = OLDER.get(doc.get("version")) if isinstance(doc.get("version"), int) else None
         raise ModelFileError(path, f"model format version {doc.get('version')!r}; this layerbench reads "
-                                   f"{FORMAT_VERSION}: fit it again (layerbench fit)")
+                                   f"{FORMAT_VERSION}{f' ({why})' if why else ''}: fit it again (layerbench fit)")
     mid = _need(doc, "machine_id", str)
     if machine_id is not None and mid != machine_id:
         raise ModelFileError(path, f"a model of machine {mid} ({doc.get('machine_name')}), not of {machine_id}: "

@@ -13,6 +13,11 @@ Three lower bounds on a call's time, each from stored columns:
   dispatched, at least 1) x ``launch_overhead_s``, the dispatch floor measured at calibration (the
   backend's constant in rows measured before that).
 
+Both depend on how the row was timed (its ``mode``), as the analysis' roof level does: only
+back-to-back launches (``hot``, or no mode stored) pay host dispatch per call, so only they have a
+launch bound (a graph replay launches once for all its calls); a cold row's cache is flushed before
+every call, so its working set is judged against main memory whatever its size.
+
 ``predicted_roofline_s`` is the largest of the three and ``predicted_bound`` names it (``compute``,
 ``L1``, ``L2``, ``L3``, ``DRAM``/``HBM`` or ``launch``). The same rule as the analysis' roof level,
 computed here from the columns alone so that rows never measured (``harness.predict.cases``) get
@@ -34,6 +39,16 @@ from harness import record as R
 MAIN_MEMORY = "main memory"
 #: Bound names besides the memory levels.
 COMPUTE, LAUNCH = "compute", "launch"
+#: The row's timing mode column; the modes that pay host dispatch per call (rows without a mode, as
+#: pytest-benchmark files, do too) and those whose data can stay in a cache between calls.
+MODE = "mode"
+DISPATCH_MODES, CACHED_MODES = ("hot",), ("hot", "graph")
+
+
+def in_modes(frame: pd.DataFrame, modes: tuple[str, ...]) -> pd.Series:
+    """Rows timed in one of ``modes``, or with no mode stored."""
+    mode = frame[MODE] if MODE in frame else pd.Series(None, index=frame.index, dtype=object)
+    return mode.isna() | mode.isin(modes)
 
 
 @functools.lru_cache(maxsize=256)
@@ -115,11 +130,13 @@ def roofline(frame: pd.DataFrame) -> pd.DataFrame:
     stored = frame[R.MAIN_MEMORY] if R.MAIN_MEMORY in frame else pd.Series(None, index=frame.index, dtype=object)
     level = stored.astype(object).where(stored.notna(), MAIN_MEMORY).where(main_b.notna(), None)
     t_m = moved / main_b
-    texts = frame[R.CEILING_LEVELS] if R.CEILING_LEVELS in frame else pd.Series(None, index=frame.index)
+    texts = frame[R.CEILING_LEVELS].where(in_modes(frame, CACHED_MODES)) if R.CEILING_LEVELS in frame \
+        else pd.Series(None, index=frame.index, dtype=object)
     for at, (lv_name, lv_s, _, _) in by_levels(texts, moved):
         level.iloc[at], t_m.iloc[at] = lv_name, lv_s
     t_c = flops / roof_f
-    t_l = launches(frame) * num(frame, R.LAUNCH_OVERHEAD).where(lambda s: s > 0)
+    t_l = (launches(frame) * num(frame, R.LAUNCH_OVERHEAD).where(lambda s: s > 0)).where(
+        in_modes(frame, DISPATCH_MODES))
     # ties go to launch, then compute (the analysis' roof_level reads the same)
     parts = pd.concat([t_l.rename(LAUNCH), t_c.rename(COMPUTE), t_m.rename("memory")], axis=1)
     best = parts.max(axis=1, skipna=True)

@@ -115,10 +115,13 @@ def compare_table(m: CompareModel) -> str:
         return "\n".join([*m.head(), "no case in common"]) + "\n"
     view, g = _view(m), _families(m)
     body = [view.to_string(index=False, na_rep="-") if not view.empty else "(no case changed)", "",
-            "geometric mean of B/A per family:",
-            g.to_string(index=False) if not g.empty else
-            "(none: no case judged on both sides" + (", but the host's" if m.counts.get(HOST) else "") + ")"]
+            "geometric mean of B/A per family:", g.to_string(index=False) if not g.empty else _no_family(m)]
     return "\n".join([*m.head(), *body, "", m.tail()]) + "\n"
+
+
+def _no_family(m: CompareModel) -> str:
+    """Why the geometric-mean table is empty: nothing judged on both sides, or only the host's changes."""
+    return "(none: no case judged on both sides" + (" changed but by the host" if m.counts.get(HOST) else "") + ")"
 
 
 @renderer(CompareModel, "markdown", text=True)
@@ -127,7 +130,7 @@ def compare_markdown(m: CompareModel) -> str:
         return "\n".join([*m.head(), "no case in common"]) + "\n"
     g = _families(m)
     body = [markdown_table(_view(m).fillna("-")), "", "Geometric mean of B/A per family:", "",
-            markdown_table(g) if not g.empty else "(no family with a verdict)"]
+            markdown_table(g) if not g.empty else _no_family(m)]
     return "\n".join([*m.head(), *body, "", m.tail()]) + "\n"
 
 
@@ -186,7 +189,8 @@ def regress_text(m: RegressModel) -> str:
     if host is not None and len(host):
         named = "; ".join(f"{describe_row(r)} {r['slowdown']:.2f}x with its canary {r['host_ratio']:.2f}x"
                           for _, r in host.head(5).iterrows())
-        lines.append(f"{len(host)} case(s) slower by no more than the host canary beside them (one torch version): "
+        lines.append(f"{len(host)} case(s) slower by no more than the host canary beside them (one torch version and "
+                     "settings): "
                      f"the host's, not regressions: {named}{' ...' if len(host) > 5 else ''}")
     if m.bad.empty:
         lines.append(f"no regression beyond {m.basis}: {m.judged} case(s) judged against {m.runs} baseline run(s)")
