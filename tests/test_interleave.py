@@ -83,13 +83,30 @@ def test_one_layer_in_several_families_is_one_layer_when_pairs_are_chosen():
     """ShuffleNet V2's 1x1 convolution of 128 channels sits in the G1, G2 and threads sweeps (one
     ``config_id``): noise between its copies (0.8, 1.0, 1.2 ms) picks neither the pair nor its name.
     Against the 1.6 ms one of 256 channels, groups of 4: timed by the copies' median (1.0 ms, 1.6x)
-    and named by the lowest case id, so two runs time the same pair; within G2, its own copy."""
+    and named by the lowest case id, so two runs time the same pair. Within G2 the same two layers
+    (its own copy of the 128-channel one) are that pair again: timed once, never two findings with two
+    ratios. A G2 layer faster than G2's copy (180 channels, groups of 2: 1.1 ms) makes G2's own pair."""
     rows = [dict(_row(cid, "conv2d", 1000, t, family=fam), config_id=cfg) for cid, fam, cfg, t in (
         ("g1-128", "g1", "x", 0.8e-3), ("t-128", "threads", "x", 1.0e-3), ("g2-128", "g2", "x", 1.2e-3),
         ("g2-256", "g2", "y", 1.6e-3))]
     pairs = candidate_pairs(pd.DataFrame(rows))
-    assert [(p.slow_case_id, p.fast_case_id) for p in pairs] == [("g2-256", "g1-128"), ("g2-256", "g2-128")]
-    assert [p.ratio for p in pairs] == [pytest.approx(1.6), pytest.approx(1.6 / 1.2)]
+    assert [(p.slow_case_id, p.fast_case_id) for p in pairs] == [("g2-256", "g1-128")]
+    assert [p.ratio for p in pairs] == [pytest.approx(1.6)]
+    rows.append(dict(_row("g2-180", "conv2d", 1000, 1.1e-3, family="g2"), config_id="z"))
+    pairs = candidate_pairs(pd.DataFrame(rows))
+    assert [(p.slow_case_id, p.fast_case_id) for p in pairs] == [("g2-256", "g1-128"), ("g2-256", "g2-180")]
+    assert [p.ratio for p in pairs] == [pytest.approx(1.6), pytest.approx(1.6 / 1.1)]
+
+
+def test_two_layers_timed_twice_through_copies_in_two_families_are_one_finding():
+    """A run stored two confirmations of one pair of layers (the 3x3 convolution of 64 channels in two
+    families, each copy timed against the same grouped one): one finding, the first timed."""
+    rows = pd.DataFrame([dict(_row(cid, "conv2d", 1000, t, family=fam), config_id=cfg) for cid, fam, cfg, t in (
+        ("a-g64", "groups", "g64", 2e-3), ("a-c64", "groups", "c64", 1e-3), ("b-c64", "pointwise", "c64", 0.9e-3))])
+    both = pd.concat([_confirm("a-g64", "b-c64", [2.1, 2.2, 1.9]), _confirm("a-g64", "a-c64", [1.9, 2.0, 2.1])])
+    found, unconfirmed = interleaved_findings(rows, both)
+    assert len(found) == 1 and not unconfirmed
+    assert "takes 2.10x as long as" in found[0].text and "(2.10, 2.20, 1.90x;" in found[0].text
 
 
 def test_candidates_include_set_aside_rows_and_verdicts_follow_every_process():

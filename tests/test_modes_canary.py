@@ -229,3 +229,20 @@ def test_a_stored_reason_is_told_with_the_row_s_time_where_it_only_falls_in_a_mo
                               "falls in the first; 1 of 4 processes set aside")
     assert held(why, pd.Series({**row, "time_median_s": 749.4e-6})) == why
     assert held(why, pd.Series({**row, "modes": None})) == why          # no modes stored: as it was
+
+
+def test_a_run_that_measures_nothing_fails_and_processes_are_bounded(tmp_path, capsys):
+    """Every case of the suite invalid (a negative channel count): the row is stored as skipped, the
+    summary says nothing was measured, and the exit status is 1 (a CI job must not pass on it).
+    ``--processes 0`` is refused before anything is printed."""
+    from harness.cli import main
+    suite = tmp_path / "bad.toml"
+    suite.write_text('name = "bad"\n[[sweep]]\nlayer = "conv2d"\ninput = "1x8x8x8"\n'
+                     'params = { in = 8, out = -8, k = 3 }\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "r"), "--calibrate", "never", "--processes", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "predicted vs measured: no row measured" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("nothing measured: 1 skipped (each row's reason")
+    assert main(["run", str(suite), "--out", str(tmp_path / "r"), "--processes", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["layerbench run: error: --processes=0 is invalid: expected an integer from 1 to 64"]

@@ -408,7 +408,7 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_is_serv
     assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(8.0)
     said = explain(d)
     assert "causal: the count takes the unmasked half of the scores" in said
-    assert said.endswith("does up to twice that (at most 2x); the rest, 4x, is the kernel itself "
+    assert said.endswith("does up to twice that (at most 2x); the rest, 4.0x, is the kernel itself "
                          "(aten::_scaled_dot_product_flash_attention_for_cpu: 12.5 % of its compute roof, "
                          "12.5 GFLOP/s)")
     # 1,228,800 B (1.17 MiB) moved, just over L2 (1 MiB): held by L3, but L1 and L2 serve their 1 MiB first,
@@ -424,7 +424,7 @@ def test_a_causal_attention_is_sized_and_a_working_set_just_over_a_cache_is_serv
 def test_reorders_are_sized_so_they_tell_a_row_apart():
     """Two NCHW convs, each with 3 oneDNN reorders: a 1x1 one 7x slower than its compute roof, whose
     reorders (its 1 MB in L2 read and written once more, 20 us at 100 GB/s, against a 1 ms roofline)
-    account for about 1.02x: the rest, 7x, is the kernel; a dense one 1.5x slower whose reorders
+    account for about 1.02x: the rest, 6.9x, is the kernel; a dense one 1.5x slower whose reorders
     account for the same 1.02x is left at the reasons (nothing over 3x theirs)."""
     from harness.predict.explain import explain
     conv = dict(layer="conv2d", onednn_reorders=3, kernels="aten::mkldnn_convolution",
@@ -433,7 +433,7 @@ def test_reorders_are_sized_so_they_tell_a_row_apart():
     assert d["predicted_bound"] == "compute" and d["residual"] == pytest.approx(7.0)
     said = explain(d)
     assert said == ("7.00x slower than predicted: oneDNN runs 3 reorder(s) per call (layout conversions) around "
-                    "it, each tensor read and written once more (about, at its memory roof, 1.02x); the rest, 7x, is "
+                    "it, each tensor read and written once more (about, at its memory roof, 1.02x); the rest, 6.9x, is "
                     "the kernel itself (aten::mkldnn_convolution: 14.3 % of its compute roof, 14.3 GFLOP/s)")
     d = derive(pd.DataFrame([row(1e8, 0.5e6, 0.5e6, time_median_s=1.5e-3, **conv)])).iloc[0]
     assert explain(d) == ("1.50x slower than predicted: oneDNN runs 3 reorder(s) per call (layout conversions) "

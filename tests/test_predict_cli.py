@@ -71,6 +71,33 @@ def test_predict_a_layer_never_measured_without_a_gpu(capsys, models):
     assert out.count("sdpa d=32 heads=2 seq=64") == 2 and "sdpa: sdpa" not in out     # its own family: named once
 
 
+def test_a_dtype_without_a_measured_ceiling_says_what_its_roof_is(capsys, models):
+    """No ceilings stored (this test's store is empty): every dtype's compute roof is the theoretical
+    peak, and the basis says so; a dtype the CPU has no unit for says that its kernels may run far
+    below it (a CPU without fp16 units ran a 3x3 convolution 60x slower in fp16 than in fp32)."""
+    assert main(["predict", "conv2d", "in=8", "out=8", "k=3", "--input", "1x8x8x8", "--dtype", "fp32,fp16",
+                 "--format", "json"]) == 0
+    got = {r["dtype"]: r for r in json.loads(capsys.readouterr().out)}
+    for d in ("fp32", "fp16"):
+        assert f"{d}: no measured GEMM ceiling, the compute roof is the theoretical peak" in got[d]["basis_detail"]
+        assert f"(`layerbench calibrate --dtype {d}` measures one)" in got[d]["basis_detail"]
+    from harness.backends import resolve_device
+    from harness.runner.context import resolve_peaks
+    native = resolve_peaks(resolve_device("cpu"), ["fp16"], None, None)["fp16"].peak_native
+    assert ("fp16 has no native unit here" in got["fp16"]["basis_detail"]) == (native is False)
+    assert "no native unit" not in got["fp32"]["basis_detail"]
+
+
+def test_an_invalid_case_of_a_suite_predicts_nothing(capsys, models, tmp_path):
+    suite = tmp_path / "bad.toml"
+    suite.write_text('name = "bad"\n[[sweep]]\nlayer = "conv2d"\ninput = "1x8x8x8"\n'
+                     'params = { in = 8, out = -8, k = 3 }\n')
+    assert main(["predict", str(suite), "--format", "json"]) == 0
+    (got,) = json.loads(capsys.readouterr().out)
+    assert got["status"] == "skipped" and "out_channels=-8 is invalid" in got["error"]
+    assert got["predicted_s"] is None and got["predicted_roofline_s"] is None and got["predicted_bound"] is None
+
+
 def test_predict_a_suite_gives_its_case_ids(capsys, models):
     assert main(["predict", "quick", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -187,6 +214,8 @@ def test_predict_for_another_machine_transfers_this_ones_efficiency(stored_run, 
     (["predict", "relu", "--input", "1x8", "--device", "cuda"] if not torch.cuda.is_available() else
      ["predict", "relu", "--input", "1x8", "--device", "nosuch"], "is invalid"),
     (["fit", "/nonexistent/run-dir"], "is invalid"),
+    (["predict", "conv2d", "in=8", "out=8", "k=3", "--input", "1x8x8x8", "--dtype", "fp8"],
+     "--dtype='fp8' is invalid: expected fp32, fp16, bf16 or fp64"),
 ])
 def test_cli_errors_are_one_line_exit_2(argv, needle, capsys, models):
     assert main(argv) == 2

@@ -68,9 +68,10 @@ def test_summary_figures(stored):
     relu = next(x for x in lines if x.strip().startswith("relu"))
     assert "best c=8: 0.0 % / 0.0 %" in relu and "worst c=16*: 0.0 % / 0.0 %" in relu   # under 1 %: a decimal
     assert any(x.strip().startswith("(* a row set aside, not stable") for x in lines)
-    assert ("stability: 3 stable, 1 noisy; 1 measured row set aside, not stable (1 noisy): compare and regress "
-            "leave them out, findings use them only where every process of one layer took 1.1x or more of every "
-            "process of the other") in reflowed(text)               # wrapped to the summary's width
+    assert ("stability: 3 stable, 1 noisy (each case in one process: stable within it, never checked in another; "
+            "--processes 3 measures each case in three fresh ones); 1 measured row set aside, not stable (1 noisy): "
+            "compare and regress leave them out, findings use them only where every process of one layer took 1.1x "
+            "or more of every process of the other") in reflowed(text)               # wrapped to the summary's width
     # at most 15 % of the compute roof, whose side of the ridge they fall on (intensity >= 5e8 / 1e12 FLOP/B)
     assert any(x.startswith("roofline: 4 under-utilised") for x in lines)
     assert any("takes 4.0x as long as" in x for x in lines)   # the equal-FLOPs pair, one sentence

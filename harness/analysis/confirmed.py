@@ -66,7 +66,7 @@ def candidate_pairs(frame: pd.DataFrame, top: int = MAX_PAIRS, tol: float = EQUA
     """The pairs to re-measure (module docstring), largest medians' ratio first."""
     rows = frame[measured(frame)]
     part = [c for c in PARTITION if c in rows]
-    found: dict[tuple[str, str, str], Pair] = {}
+    found: dict[tuple[str, str, str], Pair] = {}     # one pair of layers once, whichever copies a group held
     # one layer kind across families, one layer kind within each family (ShuffleNet V2's G1 and G2 sweeps
     # are both 1x1 convolutions: each its own pair), and one family across kinds
     for by, kind in ((part, SAME_LAYER), (part + [R.FAMILY], SAME_LAYER), (part, SAME_FAMILY)):
@@ -74,10 +74,19 @@ def candidate_pairs(frame: pd.DataFrame, top: int = MAX_PAIRS, tol: float = EQUA
             (slow, t_slow), (fast, t_fast) = _extremes(g)
             ratio = float(t_slow / t_fast)
             if ratio >= min_spread:
-                found.setdefault((slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID]), Pair(
+                found.setdefault((slow[R.RUN_ID], layer_key(slow), layer_key(fast)), Pair(
                     slow[R.RUN_ID], slow[R.ROW_ID], fast[R.ROW_ID], slow[R.CASE_ID], fast[R.CASE_ID], ratio,
                     slow.name, fast.name))
     return sorted(found.values(), key=lambda p: -p.ratio)[:top]
+
+
+def layer_key(row: pd.Series) -> str:
+    """One layer whatever family holds it: its ``config_id`` and gradients (grad-input and grad-weight
+    of one layer are two kernels); a row without a ``config_id`` is itself (its ``row_id``)."""
+    cfg = row.get(R.CONFIG_ID)
+    base = str(cfg) if isinstance(cfg, str) and cfg else f"row {row.get(R.ROW_ID)}"
+    grads = row.get(R.GRADS)
+    return f"{base}|{grads if isinstance(grads, str) else ''}"
 
 
 def _extremes(g: pd.DataFrame) -> tuple[tuple[pd.Series, float], tuple[pd.Series, float]]:
@@ -135,16 +144,21 @@ def interleaved_findings(frame: pd.DataFrame, confirmations: pd.DataFrame, top: 
 def timed_pairs(frame: pd.DataFrame, confirmations: pd.DataFrame) -> list[Pair]:
     """A ``Pair`` per (run, slow row, fast row) of ``confirmations`` whose two rows ``frame`` holds,
     with their medians' ratio: the stored record of what was timed, so a run keeps its findings when
-    a later rule would have chosen other candidates."""
+    a later rule would have chosen other candidates. Two layers timed twice through copies in other
+    families (a run that chose them so) count once: the first timed, the largest candidate."""
     if confirmations.empty or R.ROW_ID not in frame:
         return []
     at = {(r, i): idx for idx, r, i in zip(frame.index, frame[R.RUN_ID], frame[R.ROW_ID])}
-    out = []
+    out, seen = [], set()
     for run, slow_id, fast_id in confirmations[["run_id", "slow_row_id", "fast_row_id"]].drop_duplicates().itertuples(
             index=False):
         slow, fast = at.get((run, slow_id)), at.get((run, fast_id))
         if slow is None or fast is None:
             continue
+        layers = (run, layer_key(frame.loc[slow]), layer_key(frame.loc[fast]))
+        if layers in seen:              # the same two layers timed again through another family's copies
+            continue
+        seen.add(layers)
         ratio = float(frame.at[slow, R.TIME_MEDIAN] / frame.at[fast, R.TIME_MEDIAN])
         out.append(Pair(run, slow_id, fast_id, frame.at[slow, R.CASE_ID], frame.at[fast, R.CASE_ID], ratio, slow,
                         fast))

@@ -111,6 +111,14 @@ def set_aside_text(aside: dict[str, int], of: str = "") -> str | None:
             f"{SET_ASIDE_RULE}")
 
 
+def _one_process(frame: pd.DataFrame) -> bool:
+    """Whether every measured row with a stored process count was measured by one process."""
+    if R.PROCESSES not in frame:
+        return False
+    n = pd.to_numeric(frame.loc[measured(frame), R.PROCESSES], errors="coerce").dropna()
+    return bool(len(n)) and bool((n <= 1).all())
+
+
 def counts_text(frame: pd.DataFrame) -> str:
     """``"stability: 3 stable, 1 no verdict, 2 noisy"`` over the measured rows, then the
     set-aside sentence when any row is set aside."""
@@ -118,6 +126,9 @@ def counts_text(frame: pd.DataFrame) -> str:
     text = "stability: " + (", ".join(f"{v} {k}" for k, v in per.items()) or "no measured row")
     if per.get(NO_VERDICT):
         text += f" ({NO_VERDICT}: none recorded; used, not called stable)"
+    if per.get(STABLE) and _one_process(frame):
+        text += (" (each case in one process: stable within it, never checked in another; --processes 3 "
+                 "measures each case in three fresh ones)")
     aside = set_aside_text(set_aside(frame))
     return text + (f"; {aside}" if aside else "")
 

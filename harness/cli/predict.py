@@ -156,6 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd  # deferred: --help without torch/pandas
 
     from harness.devices.identity import describe_machine_identity  # deferred: as above
+    from harness.layers.dtypes import canonical_dtype  # deferred: as above
     from harness.layers.spec import LAYERS  # deferred: as above
     from harness.predict.cases import (  # deferred: --help without torch/pandas
         layer_case,
@@ -167,7 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from harness.predict.model import load  # deferred: as above
     from harness.predict.store import find_model  # deferred: as above
     from harness.suite import load_suite  # deferred: as above
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
+    dtypes = [canonical_dtype(d.strip(), "--dtype") for d in args.dtype.split(",") if d.strip()] if args.dtype \
+        else None
     kind = args.target.lower().replace("-", "_")
     if kind in LAYERS and not Path(args.target).exists():
         cases = [layer_case(kind, args.params, args.input, d, args.memory_format) for d in (dtypes or ["fp32"])]

@@ -32,11 +32,12 @@ def _load(paths: list[str], what: str) -> Any:
     """Stored rows under ``paths`` (each refused file named on stderr); ``SpecError`` when none load."""
     from harness.store.dataset import load_any  # deferred: --help without torch/pandas
     loaded = load_any(paths)
+    if loaded.frame.empty:                  # one line: the first refusal says why, the count the rest
+        why = f" ({loaded.refused[0]}" + (f"; {len(loaded.refused) - 1} more file(s) refused" if
+                                          len(loaded.refused) > 1 else "") + ")" if loaded.refused else ""
+        raise SpecError(what, paths, "run directories, result files or globs that hold rows" + why)
     for line in loaded.refused:
         print(f"refused: {line}", file=sys.stderr)
-    if loaded.frame.empty:
-        raise SpecError(what, paths, "run directories, result files or globs that hold rows"
-                        + (f" ({len(loaded.refused)} file(s) refused)" if loaded.refused else ""))
     return loaded
 
 

@@ -90,7 +90,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             from harness.report.pytest_json import write_pytest_benchmark  # deferred: --help without torch/pandas
             written = write_pytest_benchmark(rows if rows is not None else summary.run_dir, args.benchmark_json)
             print(f"pytest-benchmark JSON: {written}")
-    return 0
+    return nothing_measured(summary)
+
+
+def nothing_measured(summary: Any) -> int:
+    """1, with one line on stderr, when the run had cases to measure and measured none of them (every
+    case invalid, skipped or failed: a CI job must not pass on it); else 0."""
+    if summary.statuses.get("ok") or summary.already_done or not summary.statuses:
+        return 0
+    print(f"nothing measured: {counts_text(summary.statuses)} (each row's reason: its `error` column, and the "
+          "progress line above)", file=sys.stderr)
+    return 1
 
 
 def interrupted_text(summary: Any) -> str:
@@ -161,6 +171,8 @@ CLI_PROCESSES = 3
 def cli_processes(args: argparse.Namespace, suite: Any) -> int:
     """--processes, else the suite's ``processes``, else $LAYERBENCH_PROCESSES, else ``CLI_PROCESSES``."""
     if args.processes is not None:
+        if not 1 <= args.processes <= 64:
+            raise SpecError("--processes", args.processes, "an integer from 1 to 64")
         return args.processes
     if getattr(suite, "processes", None):
         return suite.processes

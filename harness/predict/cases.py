@@ -195,6 +195,10 @@ def predict_rows(rows: pd.DataFrame, target: Target, model: EfficiencyModel | No
     f["basis"], f["basis_detail"] = "roofline", _roofline_text(target, model, source)
     valid = f[R.STATUS].eq("predicted") & roof["predicted_roofline_s"].gt(0)
     f.loc[~valid, ["predicted_s", "basis", "basis_detail"]] = [np.nan, None, None]
+    f.loc[~f[R.STATUS].eq("predicted"), ["predicted_roofline_s", "predicted_bound"]] = [np.nan, None]   # not a case
+    unmeasured = valid & _num(f, R.CEILING_FLOPS).isna()
+    for idx in f.index[unmeasured]:
+        f.at[idx, "basis_detail"] = f"{f.at[idx, 'basis_detail']}{_peak_text(f.loc[idx])}"
     done = ~valid
     if model is not None and valid.any():
         p = model.predict(f[valid], impute=True)
@@ -216,6 +220,20 @@ def predict_rows(rows: pd.DataFrame, target: Target, model: EfficiencyModel | No
                                       f"{target.machine_name}'s roofs by op class (Habitat's scaling); "
                                       f"{target.machine_id} has no efficiency model")
     return f
+
+
+def _num(f: pd.DataFrame, col: str) -> pd.Series:
+    return pd.to_numeric(f[col], errors="coerce") if col in f else pd.Series(np.nan, index=f.index)
+
+
+def _peak_text(row: pd.Series) -> str:
+    """What the compute roof of a row without a measured GEMM ceiling is, and how far to trust it."""
+    d = row.get(R.DTYPE)
+    text = f"; {d}: no measured GEMM ceiling, the compute roof is the theoretical peak"
+    if row.get(R.PEAK_NATIVE) is False or row.get(R.PEAK_NATIVE) == False:  # noqa: E712 (numpy bools)
+        text += (f", and {d} has no native unit here: torch's {d} kernels can run far below the fp32 rate that "
+                 "peak takes")
+    return text + f" (`layerbench calibrate --dtype {d}` measures one)"
 
 
 def _model_text(model: EfficiencyModel, g: Any) -> str:

@@ -35,6 +35,9 @@ class PredictionsView:
     worst: tuple[tuple[Any, str], ...]
     basis: dict[str, int]
     models: tuple[str, ...] = ()
+    #: Rows measured (status ``ok``), with a prediction or not: an empty view of a run that measured
+    #: nothing says so, not that no roof was stored.
+    measured: int = 0
 
     @property
     def empty(self) -> bool:
@@ -43,11 +46,12 @@ class PredictionsView:
 
 def predictions_view(table: pd.DataFrame, worst: int = WORST_REPORT, models: tuple[str, ...] = ()) -> PredictionsView:
     """The view of a derived table (``harness.analysis.derive``, models applied or not)."""
+    measured = int(table[R.STATUS].eq("ok").sum()) if R.STATUS in table else 0
     if "predicted_s" not in table:
-        return PredictionsView(pd.DataFrame(), (), {}, models)
+        return PredictionsView(pd.DataFrame(), (), {}, models, measured)
     ok = table[table[R.STATUS].eq("ok") & pd.to_numeric(table["predicted_s"], errors="coerce").gt(0)]
     if ok.empty:
-        return PredictionsView(pd.DataFrame(), (), {}, models)
+        return PredictionsView(pd.DataFrame(), (), {}, models, measured)
     err = residual_error(ok)
     res = pd.to_numeric(ok["residual"], errors="coerce")
     rows = []
@@ -64,7 +68,7 @@ def predictions_view(table: pd.DataFrame, worst: int = WORST_REPORT, models: tup
     worst_rows = tuple((idx, f"{ok.at[idx, R.FAMILY]} {describe_row(ok.loc[idx])}{'*' if aside.loc[idx] else ''}: "
                         f"{explain(ok.loc[idx], feat=feats.iloc[i])}") for i, idx in enumerate(named))
     basis = {str(k): int(v) for k, v in ok["predicted_basis"].value_counts().items()}
-    return PredictionsView(pd.DataFrame(rows), worst_rows, basis, models)
+    return PredictionsView(pd.DataFrame(rows), worst_rows, basis, models, measured)
 
 
 def _pct(v: float) -> str:
@@ -74,7 +78,8 @@ def _pct(v: float) -> str:
 def lines(view: PredictionsView, worst: int = WORST_SUMMARY) -> list[str]:
     """The summary's lines: one per family, then the ``worst`` rows."""
     if view.empty:
-        return ["predicted vs measured: no measured row with a prediction (no roof stored)"]
+        return ["predicted vs measured: " + ("no row measured" if not view.measured else
+                                             "no measured row with a prediction (no roof stored)")]
     on, rest = view.basis.get(BASIS_MODEL, 0), sum(n for k, n in view.basis.items() if k != BASIS_MODEL)
     what = (f"the efficiency model on {on} row(s)" + (f", the roofline on the other {rest}" if rest else "") if on
             else "the roofline alone; `layerbench fit` learns an efficiency model")
