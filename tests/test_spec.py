@@ -66,11 +66,12 @@ def test_errors_come_before_any_tensor_is_allocated(monkeypatch: pytest.MonkeyPa
         spec.inputs([(1, 8, 4, 4)])
 
 
-@pytest.mark.parametrize("text", ["1x0x3", "axb", "-1x3", ""])
+@pytest.mark.parametrize("text", ["1x0x3", "axb", "-1x3", "", "1x64xax56"])
 def test_bad_shapes(text: str) -> None:
     with pytest.raises(SpecError) as err:
         parse_shape(text)
     assert err.value.field == "input"
+    assert f"input={text!r} is invalid: expected a shape of positive sizes such as 1x64x56x56" in str(err.value)
 
 
 def test_count_rejects_bad_shape_and_dtype() -> None:

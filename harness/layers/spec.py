@@ -64,8 +64,12 @@ def _padding(v: Any, name: str, where: str) -> tuple[int, ...] | str:
 
 
 def parse_shape(text: str | Sequence[int], name: str = "input") -> Shape:
-    """``"1x64x56x56"`` -> (1, 64, 56, 56); every size must be positive."""
-    shape = _ints(text, name, "input")
+    """``"1x64x56x56"`` -> (1, 64, 56, 56); every size must be positive. A bad size is refused with
+    the whole shape named (``input='1x64xax56'``), not the size alone."""
+    try:
+        shape = _ints(text, name, "input")
+    except SpecError:
+        raise SpecError(name, text, "a shape of positive sizes such as 1x64x56x56") from None
     if not shape or any(s <= 0 for s in shape):
         raise SpecError(name, text, "a shape of positive sizes such as 1x64x56x56")
     return shape

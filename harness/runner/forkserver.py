@@ -68,6 +68,8 @@ def _child(path: str, server: int) -> None:
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:                  # Ctrl-C reaches the whole group: the run says it was interrupted
+        code = 130
     except BaseException:                      # noqa: BLE001 - a worker's failure is its exit code
         traceback.print_exc()
     finally:

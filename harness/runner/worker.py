@@ -95,7 +95,11 @@ def run_job(path: str) -> None:
     """Load the job pickled at ``path`` (removing the file), stop with the parent, and run it (the
     host heap held steady from the first allocation on: ``harness.timing.heap``)."""
     heap.steady()
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:           # the run, interrupted between asking for this worker and its start,
+        raise SystemExit(1) from None   # took its job back: nothing to run, nothing to say
+    with fh:
         job = pickle.load(fh)
     os.unlink(path)
     die_with_parent(job.parent_pid)
