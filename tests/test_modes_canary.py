@@ -246,3 +246,19 @@ def test_a_run_that_measures_nothing_fails_and_processes_are_bounded(tmp_path, c
     assert main(["run", str(suite), "--out", str(tmp_path / "r"), "--processes", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["layerbench run: error: --processes=0 is invalid: expected an integer from 1 to 64"]
+
+
+def test_the_report_of_one_run_goes_beside_it(tmp_path, capsys, monkeypatch):
+    """``layerbench report RUN`` writes RUN/report (where ``run`` put it), so reporting a second run
+    never overwrites the first's; several runs go to ./report."""
+    from harness.cli import main
+    suite = tmp_path / "one.toml"
+    suite.write_text('name = "one"\nbudget_s = 0.01\nwarmup_s = 0\n[[sweep]]\nlayer = "relu"\ninput = "1x8"\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "r"), "--calibrate", "never", "--processes", "1",
+                 "--no-report", "--no-confirm", "--quiet"]) == 0
+    (run,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(run), "--format", "json"]) == 0
+    assert (run / "report" / "report.json").exists() and not (tmp_path / "report").exists()
+    assert main(["report", str(run), str(run), "--format", "json"]) == 0
+    assert (tmp_path / "report" / "report.json").exists()

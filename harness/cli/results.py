@@ -82,6 +82,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         if f not in ("html", "markdown", "json"):
             raise SpecError("--format", f, "html, markdown or json (comma-separated)")
     from harness.report.wrap import WIDTH, wrap  # deferred: as above
+    if args.out is None:            # one run's report beside it, where `run` put it; several runs' in ./report
+        one = Path(args.runs[0]) if len(args.runs) == 1 else None
+        args.out = str(one / "report") if one is not None and one.is_dir() and any(one.glob("run-*.json")) \
+            else "report"
     rep = build_report(_load(args.runs, "runs"), args.out, formats=formats, top=args.top)
     print("findings (equal FLOPs, slowest vs fastest):" if rep.findings else "findings: none")
     for i, text in enumerate(rep.findings, 1):
@@ -157,7 +161,8 @@ def add(sub: Any) -> None:
 
     p = sub.add_parser("report", help="HTML (+ Markdown, JSON) report: findings, rooflines, heatmaps, tables")
     p.add_argument("runs", nargs="+", help="run directories, result files or globs")
-    p.add_argument("--out", default="report", help="output folder (default report/)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/report for one run directory, as "
+                   "`run` writes it; else report/)")
     p.add_argument("--format", default="html,markdown", help="comma-separated: html, markdown, json")
     p.add_argument("--top", type=int, default=10, help="findings to state (default 10)")
     p.set_defaults(func=cmd_report)
