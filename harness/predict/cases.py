@@ -30,7 +30,7 @@ from harness.devices.identity import describe_machine_identity
 from harness.errors import SpecError
 from harness.layers.spec import parse_layer, parse_shape
 from harness.predict.model import EfficiencyModel
-from harness.predict.roofline import roofline
+from harness.predict.roofline import num, roofline
 from harness.predict.transfer import transfer
 from harness.record import ids
 from harness.runner.context import resolve_peaks, stored_layout
@@ -196,7 +196,7 @@ def predict_rows(rows: pd.DataFrame, target: Target, model: EfficiencyModel | No
     valid = f[R.STATUS].eq("predicted") & roof["predicted_roofline_s"].gt(0)
     f.loc[~valid, ["predicted_s", "basis", "basis_detail"]] = [np.nan, None, None]
     f.loc[~f[R.STATUS].eq("predicted"), ["predicted_roofline_s", "predicted_bound"]] = [np.nan, None]   # not a case
-    unmeasured = valid & _num(f, R.CEILING_FLOPS).isna()
+    unmeasured = valid & num(f, R.CEILING_FLOPS).isna()
     for idx in f.index[unmeasured]:
         f.at[idx, "basis_detail"] = f"{f.at[idx, 'basis_detail']}{_peak_text(f.loc[idx])}"
     done = ~valid
@@ -222,15 +222,11 @@ def predict_rows(rows: pd.DataFrame, target: Target, model: EfficiencyModel | No
     return f
 
 
-def _num(f: pd.DataFrame, col: str) -> pd.Series:
-    return pd.to_numeric(f[col], errors="coerce") if col in f else pd.Series(np.nan, index=f.index)
-
-
 def _peak_text(row: pd.Series) -> str:
     """What the compute roof of a row without a measured GEMM ceiling is, and how far to trust it."""
     d = row.get(R.DTYPE)
     text = f"; {d}: no measured GEMM ceiling, the compute roof is the theoretical peak"
-    if row.get(R.PEAK_NATIVE) is False or row.get(R.PEAK_NATIVE) == False:  # noqa: E712 (numpy bools)
+    if row.get(R.PEAK_NATIVE) == False:  # noqa: E712 (False or numpy's False; None is not)
         text += (f", and {d} has no native unit here: torch's {d} kernels can run far below the fp32 rate that "
                  "peak takes")
     return text + f" (`layerbench calibrate --dtype {d}` measures one)"

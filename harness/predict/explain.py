@@ -145,8 +145,7 @@ def _sized(row: pd.Series, feat: pd.Series, why: list[str]) -> list[str]:
     most = math.prod(f for _, f, _ in sized(row, feat))
     if most > 1 and res / most > UNEXPLAINED:
         rest = res / most
-        return [*why, f"the rest, {rest:.1f}x, is " + kernel_rate(row, feat) if rest < 10 else
-                f"the rest, {rest:.0f}x, is " + kernel_rate(row, feat)]
+        return [*why, f"the rest, {rest:.{1 if rest < 10 else 0}f}x, is " + kernel_rate(row, feat)]
     if all(w.startswith("intensity ") for w in why):
         return [f"nothing in its counts explains it: {kernel_rate(row, feat)}"]
     return why
